@@ -1,0 +1,53 @@
+# Two entry points (see README): `make demo` and `make test`. Everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Real data: the workspace copy when present, else what `make data` fetched from the public sources.
+DATA ?= $(if $(wildcard ../shared/data/README.md),../shared/data,data/raw)
+WORK ?= work
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+
+.PHONY: install data demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[all,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+data:
+	@if [ ! -e "$(DATA)/mwpd/train.json" ]; then bash data/fetch.sh data/raw; fi
+
+$(WORK)/mwpd/tags.jsonl: | install data
+	$(BIN)/tagindex convert mwpd --src $(DATA)/mwpd --out $(WORK)/mwpd
+
+$(WORK)/shopify/tags.jsonl: | install data
+	$(BIN)/tagindex convert shopify --src $(DATA)/shopify-taxonomy --out $(WORK)/shopify
+
+$(WORK)/shopify-index/manifest.json: $(WORK)/shopify/tags.jsonl
+	$(BIN)/tagindex index --tags $(WORK)/shopify/tags.jsonl --out $(WORK)/shopify-index
+
+# Zero-shot: real MWPD web-shop offers tagged against the 31k-tag Shopify taxonomy (categories and
+# attribute values) with the packaged MiniLM; prints a readable sample with scores.
+demo: $(WORK)/shopify-index/manifest.json $(WORK)/mwpd/tags.jsonl
+	head -n 200 $(WORK)/mwpd/validation.jsonl > $(WORK)/demo-products.jsonl
+	$(BIN)/tagindex tag --index $(WORK)/shopify-index --products $(WORK)/demo-products.jsonl \
+		--out $(WORK)/demo-run.jsonl --top-k 5
+	$(BIN)/tagindex show --run $(WORK)/demo-run.jsonl --products $(WORK)/demo-products.jsonl \
+		--index $(WORK)/shopify-index -n 8
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tagindex graph service tests benchmarks
+	$(BIN)/mypy tagindex graph service
+
+clean:
+	rm -rf $(WORK)

@@ -1,0 +1,302 @@
+"""The ``tagindex`` command line. Only this module configures logging.
+
+Command names, options and the run format (one JSON line per product:
+``{"id": ..., "tags": [{"tag": ..., "score": ...}, ...]}``, best first) are a stable contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("tagindex")
+
+Handler = Callable[[argparse.Namespace], int]
+Configure = Callable[[argparse.ArgumentParser], None]
+_COMMANDS: dict[str, tuple[Configure, Handler, str]] = {}
+
+
+def command(name: str, help_text: str, configure: Configure) -> Callable[[Handler], Handler]:
+    """Registers a sub-command: ``configure`` adds its options, the decorated function runs it."""
+
+    def register(fn: Handler) -> Handler:
+        _COMMANDS[name] = (configure, fn, help_text)
+        return fn
+
+    return register
+
+
+def _load_params(args: argparse.Namespace) -> Any:
+    from tagindex.config import TagIndexParams
+
+    params = TagIndexParams()
+    if getattr(args, "config", None):
+        try:
+            params = TagIndexParams.from_dict(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
+    if getattr(args, "model", None):
+        params.encoder.model = args.model
+    if getattr(args, "index", None) in ("exact", "hnsw", "ivf"):
+        params.index.kind = args.index
+    if getattr(args, "description_chars", None) is not None:
+        params.text.description_chars = args.description_chars
+    if getattr(args, "batch_size", None):
+        params.encoder.batch_size = args.batch_size
+    return params
+
+
+# ---- index ------------------------------------------------------------------------------------------
+def _configure_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tags", required=True, help="tags file (CSV, JSONL or Parquet)")
+    p.add_argument("--out", required=True, help="index directory to write (replaced only on success)")
+    p.add_argument("--model", help="sentence-transformers model directory (default: packaged MiniLM)")
+    p.add_argument(
+        "--index", choices=["exact", "hnsw", "ivf"], default=None, help="FAISS index type (default exact)"
+    )
+    p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
+    p.add_argument(
+        "--description-chars",
+        type=int,
+        default=None,
+        help="characters of product description the encoder reads",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="malformed rows: fail (default) or skip them with a count",
+    )
+
+
+@command("index", "encode a tag vocabulary and save a searchable index directory", _configure_index)
+def run_index(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex
+    from tagindex.io import load_tags
+
+    tags = load_tags(args.tags, on_error=args.on_error)
+    params = _load_params(args)
+    start = time.perf_counter()
+    index = TagIndex.build(tags, params, show_progress=not args.quiet)
+    index.save(args.out)
+    logger.info(
+        "indexed %d tags (%s, dim %d) in %.1fs -> %s",
+        len(index),
+        params.index.kind,
+        index.encoder.dim,
+        time.perf_counter() - start,
+        args.out,
+    )
+    return 0
+
+
+# ---- tag --------------------------------------------------------------------------------------------
+def _configure_tag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory from `tagindex index`")
+    p.add_argument("--products", required=True, help="products file (CSV, JSONL or Parquet)")
+    p.add_argument("--out", required=True, help="run file to write: one JSON line per product")
+    p.add_argument("--top-k", type=int, default=10, help="tags per product (default 10)")
+    p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
+    p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
+    p.add_argument("--cache", help="directory caching product vectors between runs")
+    p.add_argument(
+        "--description-chars", type=int, default=None, help="override the index's description budget"
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="malformed rows: fail (default) or skip them with a count",
+    )
+
+
+@command("tag", "rank tags for every product in a file and write a run file (JSON lines)", _configure_tag)
+def run_tag(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex
+    from tagindex.io import load_products, write_jsonl
+
+    index = TagIndex.load(args.index)
+    if args.description_chars is not None:
+        index.params.text.description_chars = args.description_chars
+    products = load_products(args.products, on_error=args.on_error)
+    start = time.perf_counter()
+    results = index.tag(
+        products,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        include_ancestors=args.ancestors,
+        cache_dir=args.cache,
+        show_progress=not args.quiet,
+    )
+    elapsed = time.perf_counter() - start
+    n = write_jsonl(args.out, (r.to_dict() for r in results))
+    logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
+    return 0
+
+
+# ---- similar ----------------------------------------------------------------------------------------
+def _configure_similar(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("--top-k", type=int, default=10, help="how many tags (or pairs) to print")
+    p.add_argument("--duplicates", action="store_true", help="list near-identical tag pairs instead")
+    p.add_argument("--min-score", type=float, default=0.9, help="similarity for --duplicates (default 0.9)")
+    p.add_argument("query", nargs="*", help="tag id or free text")
+
+
+@command(
+    "similar",
+    "tags most similar to a tag id or free text; --duplicates lists merge candidates",
+    _configure_similar,
+)
+def run_similar(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex
+
+    index = TagIndex.load(args.index)
+    if args.duplicates:
+        pairs = index.duplicates(min_score=args.min_score)
+        for a, b, score in pairs[: args.top_k]:
+            print(
+                json.dumps(
+                    {
+                        "a": a,
+                        "a_name": index.get(a).name,
+                        "b": b,
+                        "b_name": index.get(b).name,
+                        "score": round(score, 4),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return 0
+    if not args.query:
+        raise ValueError("give a tag id or text to look up, or --duplicates")
+    query = " ".join(args.query)
+    for hit in index.similar(query, top_k=args.top_k):
+        print(json.dumps(hit.to_dict(), ensure_ascii=False))
+    return 0
+
+
+# ---- convert ----------------------------------------------------------------------------------------
+def _configure_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
+    p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+@command(
+    "convert",
+    "convert public data (mwpd, attribute-tags, shopify, google) to tags.jsonl + split files",
+    _configure_convert,
+)
+def run_convert(args: argparse.Namespace) -> int:
+    from tagindex.convert import convert
+
+    report = convert(args.source, args.src, args.out)
+    print(report)
+    return 0
+
+
+# ---- config -----------------------------------------------------------------------------------------
+def _configure_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run file from `tagindex tag`")
+    p.add_argument("--products", required=True, help="the products file the run was made from")
+    p.add_argument("--index", help="index directory, to print tag names and paths")
+    p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
+    p.add_argument("--top-k", type=int, default=5, help="tags per product to show (default 5)")
+
+
+@command("show", "print a readable sample of a run file: product titles with their tags and scores",
+         _configure_show)
+def run_show(args: argparse.Namespace) -> int:
+    from tagindex.io import load_products, read_records
+
+    products = {p.id: p for p in load_products(args.products)}
+    names: dict[str, str] = {}
+    if args.index:
+        from tagindex.store import read_manifest
+
+        read_manifest(args.index, "tagindex", verify=False)
+        import pandas as pd
+
+        from tagindex.schema import Tag
+        from tagindex.text import tag_path
+
+        table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
+        by_id = {r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
+                 for r in table.itertuples(index=False)}
+        names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
+    shown = 0
+    for line, row in read_records(args.run):
+        if shown >= args.n:
+            break
+        if isinstance(row, str):
+            raise ValueError(f"{args.run}:{line}: {row}")
+        product = products.get(str(row.get("id")))
+        title = product.title if product else "(product not in --products)"
+        print(f"\n{row.get('id')}: {title[:100]}")
+        if product and product.tags:
+            print(f"  gold: {', '.join(product.tags)}")
+        for hit in row.get("tags", [])[: args.top_k]:
+            tag = hit.get("tag")
+            print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")
+        shown += 1
+    return 0
+
+
+def _configure_config(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("config", "print a template JSON config for --config", _configure_config)
+def run_config(args: argparse.Namespace) -> int:
+    from tagindex.config import TagIndexParams
+
+    print(json.dumps(TagIndexParams().to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagindex", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (configure, _, help_text) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        configure(sp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from tagindex.encoders import EncoderError
+    from tagindex.io import DataError
+    from tagindex.store import IndexFormatError
+
+    try:
+        return _COMMANDS[args.command][1](args)
+    except (DataError, IndexFormatError, EncoderError, ValueError, KeyError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"tagindex {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

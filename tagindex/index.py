@@ -1,0 +1,374 @@
+"""TagIndex: tag vectors in a FAISS index, answering "which tags fit this product" and "which tags are alike"."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
+
+import tagindex
+from tagindex.config import DEFAULT_MODEL, TagIndexParams
+from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
+from tagindex.schema import Product, Tag, TagResult, TagScore
+from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.text import ancestors, product_text, tag_text
+from tagindex.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_KIND = "tagindex"
+
+
+class TagIndex:
+    """A tag vocabulary embedded by one encoder and searchable by products or free text.
+
+    Example:
+        >>> index = TagIndex.build(tags)
+        >>> results = index.tag(products, top_k=5)
+        >>> index.save("my-index")
+    """
+
+    def __init__(self, params: TagIndexParams | None = None, encoder: Encoder | None = None) -> None:
+        self.params = params or TagIndexParams()
+        self.encoder = encoder or load_encoder(self.params.encoder)
+        self._tags: list[Tag] = []
+        self._texts: list[str] = []
+        self._int_ids = np.zeros(0, dtype=np.int64)
+        self._vectors = np.zeros((0, self.encoder.dim), dtype=np.float32)
+        self._row_of: dict[str, int] = {}
+        self._next_id = 0
+        self._index = VectorIndex(self.encoder.dim, self.params.index)
+
+    # ---- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        tags: Sequence[Tag],
+        params: TagIndexParams | None = None,
+        encoder: Encoder | None = None,
+        show_progress: bool = False,
+    ) -> TagIndex:
+        """Encodes every tag text once and indexes the vectors."""
+        index = cls(params, encoder)
+        index.add_tags(tags, show_progress=show_progress)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    @property
+    def tags(self) -> list[Tag]:
+        return list(self._tags)
+
+    def get(self, tag_id: str) -> Tag:
+        try:
+            return self._tags[self._row_of[tag_id]]
+        except KeyError:
+            raise KeyError(f"unknown tag id '{tag_id}'") from None
+
+    def __contains__(self, tag_id: object) -> bool:
+        return tag_id in self._row_of
+
+    @property
+    def by_id(self) -> dict[str, Tag]:
+        return {t.id: t for t in self._tags}
+
+    def add_tags(self, tags: Sequence[Tag], show_progress: bool = False) -> None:
+        """Adds tags without rebuilding the index; parents may be existing tags or tags in ``tags``.
+
+        Raises:
+            ValueError: A tag id already exists, repeats, or names an unknown parent.
+        """
+        tags = list(tags)
+        if not tags:
+            return
+        new_ids = [t.id for t in tags]
+        dup = sorted({i for i in new_ids if i in self._row_of} | {i for i in new_ids if new_ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"tag id(s) already present: {dup[:10]}")
+        by_id = {**self.by_id, **{t.id: t for t in tags}}
+        unknown = [t.id for t in tags if t.parent is not None and t.parent not in by_id]
+        if unknown:
+            raise ValueError(f"tag(s) {unknown[:10]} name a parent that is not in the index")
+        texts = [tag_text(t, by_id, self.params.text) for t in tags]
+        start = time.perf_counter()
+        vectors = self.encoder.encode(texts, show_progress=show_progress)  # (n_new, dim)
+        logger.info("encoded %d tag texts in %.1fs", len(texts), time.perf_counter() - start)
+        int_ids = np.arange(self._next_id, self._next_id + len(tags), dtype=np.int64)
+        self._next_id += len(tags)
+        self._index.add(int_ids, vectors)
+        self._append(tags, texts, int_ids, vectors)
+
+    def _append(self, tags: list[Tag], texts: list[str], int_ids: np.ndarray, vectors: np.ndarray) -> None:
+        for offset, t in enumerate(tags):
+            self._row_of[t.id] = len(self._tags) + offset
+        self._tags.extend(tags)
+        self._texts.extend(texts)
+        self._int_ids = np.concatenate([self._int_ids, int_ids])
+        self._vectors = np.concatenate([self._vectors, vectors])
+
+    def remove_tags(self, tag_ids: Iterable[str], cascade: bool = False) -> list[str]:
+        """Retires tags without rebuilding; returns the ids removed.
+
+        Args:
+            tag_ids: Ids to remove.
+            cascade: Also remove their descendants; without it, removing a tag that still has
+                children is refused, since the children's path text would go stale.
+        """
+        wanted = list(dict.fromkeys(tag_ids))
+        unknown = [t for t in wanted if t not in self._row_of]
+        if unknown:
+            raise KeyError(f"unknown tag id(s): {unknown[:10]}")
+        children: dict[str, list[str]] = {}
+        for t in self._tags:
+            if t.parent is not None:
+                children.setdefault(t.parent, []).append(t.id)
+        doomed = set(wanted)
+        stack = list(wanted)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in doomed:
+                    if not cascade:
+                        raise ValueError(
+                            f"tag '{child}' is a child of a tag being removed; "
+                            "remove children first or pass cascade=True"
+                        )
+                    doomed.add(child)
+                    stack.append(child)
+        rows = sorted(self._row_of[t] for t in doomed)
+        self._index.remove(self._int_ids[rows])
+        keep = np.ones(len(self._tags), dtype=bool)
+        keep[rows] = False
+        self._tags = [t for t, k in zip(self._tags, keep, strict=True) if k]
+        self._texts = [t for t, k in zip(self._texts, keep, strict=True) if k]
+        self._int_ids = self._int_ids[keep]
+        self._vectors = self._vectors[keep]
+        self._row_of = {t.id: i for i, t in enumerate(self._tags)}
+        return sorted(doomed)
+
+    # ---- searching ------------------------------------------------------------------------------
+    def product_texts(self, products: Sequence[Product]) -> list[str]:
+        return [product_text(p, self.params.text) for p in products]
+
+    def encode_products(
+        self,
+        products: Sequence[Product],
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Product vectors (n, dim); with ``cache_dir`` vectors of texts seen before are reused."""
+        texts = self.product_texts(products)
+        if cache_dir is not None:
+            return VectorCache(cache_dir, self.encoder).encode(texts, show_progress=show_progress)
+        return self.encoder.encode(texts, show_progress=show_progress)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Nearest tags for query vectors (n, dim): scores (n, k) and tag ids (ragged when k > len)."""
+        scores, int_ids = self._index.search(vectors, k)
+        row_of_int = dict(zip(self._int_ids.tolist(), range(len(self._int_ids)), strict=True))
+        ids = [[self._tags[row_of_int[i]].id for i in row if i >= 0] for row in int_ids.tolist()]
+        return scores, ids
+
+    def tag(
+        self,
+        products: Sequence[Product],
+        top_k: int = 10,
+        threshold: float | None = None,
+        include_ancestors: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+    ) -> list[TagResult]:
+        """Ranks tags for a batch of products.
+
+        Args:
+            products: Products to tag.
+            top_k: Number of nearest tags per product.
+            threshold: Drop tags scoring below this cosine similarity.
+            include_ancestors: Insert each ranked tag's ancestors right after it, with its score.
+            cache_dir: Directory for cached product vectors.
+            show_progress: Show a progress bar while encoding.
+
+        Returns:
+            One TagResult per product, in input order, tags sorted by score.
+        """
+        if not self._tags:
+            raise ValueError("the index holds no tags")
+        vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+        return self.tag_vectors([p.id for p in products], vectors, top_k, threshold, include_ancestors)
+
+    def tag_vectors(
+        self,
+        product_ids: Sequence[str],
+        vectors: np.ndarray,
+        top_k: int = 10,
+        threshold: float | None = None,
+        include_ancestors: bool = False,
+    ) -> list[TagResult]:
+        """Like :meth:`tag` for products already encoded (vectors (n, dim))."""
+        scores, ids = self.search(vectors, top_k)
+        by_id = self.by_id
+        results = []
+        for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
+            ranked: list[TagScore] = []
+            seen: set[str] = set()
+            for tag_id, score in zip(row_ids, row_scores.tolist(), strict=False):
+                if threshold is not None and score < threshold:
+                    break
+                if tag_id in seen:
+                    continue
+                seen.add(tag_id)
+                ranked.append(TagScore(tag_id, score, by_id[tag_id].name))
+                if include_ancestors:
+                    for anc in ancestors(tag_id, by_id):
+                        if anc not in seen:
+                            seen.add(anc)
+                            ranked.append(TagScore(anc, score, by_id[anc].name, ancestor_of=tag_id))
+            results.append(TagResult(pid, ranked))
+        return results
+
+    def tag_one(
+        self,
+        product: Product,
+        top_k: int = 10,
+        threshold: float | None = None,
+        include_ancestors: bool = False,
+    ) -> TagResult:
+        """Single-product helper over :meth:`tag`."""
+        return self.tag([product], top_k, threshold, include_ancestors)[0]
+
+    def similar(self, query: str, top_k: int = 10) -> list[TagScore]:
+        """Tags most similar to a tag id (the tag itself excluded) or, failing that, to free text."""
+        if query in self._row_of:
+            vector = self._vectors[self._row_of[query]][None, :]
+            exclude = query
+        else:
+            vector = self.encoder.encode([query])
+            exclude = None
+        scores, ids = self.search(vector, top_k + (1 if exclude else 0))
+        out = [
+            TagScore(t, s, self.get(t).name)
+            for t, s in zip(ids[0], scores[0].tolist(), strict=False)
+            if t != exclude
+        ]
+        return out[:top_k]
+
+    def duplicates(self, min_score: float = 0.9, neighbours: int = 5) -> list[tuple[str, str, float]]:
+        """Pairs of tags whose vectors are near-identical (merge candidates), most similar first."""
+        scores, ids = self.search(self._vectors, neighbours + 1)
+        pairs: dict[tuple[str, str], float] = {}
+        for tag, row_ids, row_scores in zip(self._tags, ids, scores.tolist(), strict=True):
+            for other, score in zip(row_ids, row_scores, strict=False):
+                if other != tag.id and score >= min_score:
+                    a, b = sorted((tag.id, other))
+                    pairs[(a, b)] = max(score, pairs.get((a, b), -1.0))
+        return sorted(((a, b, s) for (a, b), s in pairs.items()), key=lambda x: (-x[2], x[0], x[1]))
+
+    def tag_vector(self, tag_id: str) -> np.ndarray:
+        return self._vectors[self._row_of[tag_id]]
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the index as a directory; an existing index there is replaced only on success."""
+        with atomic_directory(path) as tmp:
+            params = TagIndexParams.from_dict(self.params.to_dict())
+            model = params.encoder.model
+            if model != DEFAULT_MODEL and Path(model).is_dir():
+                shutil.copytree(model, tmp / "encoder")
+                params.encoder.model = "encoder"  # relative to the index directory
+            table = pd.DataFrame(
+                {
+                    "int_id": self._int_ids,
+                    "id": [t.id for t in self._tags],
+                    "name": [t.name for t in self._tags],
+                    "description": [t.description for t in self._tags],
+                    "parent": [t.parent for t in self._tags],
+                    "kind": [t.kind for t in self._tags],
+                    "synonyms": [t.synonyms for t in self._tags],
+                    "text": self._texts,
+                }
+            )
+            table.to_parquet(tmp / "tags.parquet", index=False)
+            save_file({"vectors": np.ascontiguousarray(self._vectors)}, str(tmp / "tag_vectors.safetensors"))
+            self._index.save(tmp / "tags.faiss")
+            write_manifest(
+                tmp,
+                {
+                    "kind": _KIND,
+                    "format_version": FORMAT_VERSION,
+                    "tagindex_version": tagindex.__version__,
+                    "params": params.to_dict(),
+                    "encoder": describe(self.encoder),
+                    "dim": self.encoder.dim,
+                    "n_tags": len(self._tags),
+                    "next_id": self._next_id,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "versions": library_versions(
+                        "faiss-cpu",
+                        "faiss-gpu",
+                        "numpy",
+                        "sentence-transformers",
+                        "torch",
+                        "transformers",
+                        "pyarrow",
+                    ),
+                },
+            )
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], encoder: Encoder | None = None, verify: bool = True
+    ) -> TagIndex:
+        """Loads a saved index, checking its manifest and file checksums.
+
+        Raises:
+            IndexFormatError: The directory is not a complete, intact tagindex.
+        """
+        directory = Path(path)
+        manifest = read_manifest(directory, _KIND, verify=verify)
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{directory}: format version {manifest.get('format_version')} "
+                f"is not supported (expected {FORMAT_VERSION})"
+            )
+        params = TagIndexParams.from_dict(manifest["params"])
+        if params.encoder.model == "encoder":
+            params.encoder.model = str(directory / "encoder")
+        index = cls(params, encoder)
+        if index.encoder.dim != manifest["dim"]:
+            raise IndexFormatError(
+                f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
+            )
+        table = pd.read_parquet(directory / "tags.parquet")
+        vectors = load_file(str(directory / "tag_vectors.safetensors"))["vectors"]
+        if len(table) != len(vectors) or len(table) != manifest["n_tags"]:
+            raise IndexFormatError(f"{directory}: tag table, vectors and manifest disagree on the tag count")
+        tags = [
+            Tag(
+                id=r.id,
+                name=r.name,
+                description=r.description,
+                parent=r.parent,
+                kind=r.kind,
+                synonyms=list(r.synonyms) if r.synonyms is not None else [],
+            )
+            for r in table.itertuples(index=False)
+        ]
+        for t in tags:
+            if isinstance(t.parent, float):  # pandas turns a None parent into NaN
+                t.parent = None
+        index._index = VectorIndex.load(directory / "tags.faiss", manifest["dim"], params.index)
+        index._append(tags, table["text"].tolist(), table["int_id"].to_numpy(np.int64), vectors)
+        index._next_id = int(manifest["next_id"])
+        return index
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_tags": len(self._tags), "dim": self.encoder.dim, "params": self.params.to_dict()}

@@ -1,0 +1,83 @@
+"""Typed records that flow through the pipeline: products, tags and tagging results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+AttributeValue = str | list[str]
+
+
+@dataclass
+class Product:
+    """A catalog item to be tagged.
+
+    Attributes:
+        id: Unique product id.
+        title: Product title; never empty.
+        description: Free text, may be empty.
+        attributes: Attribute name -> value (or list of values).
+        tags: Gold tag ids (training and evaluation only).
+    """
+
+    id: str
+    title: str
+    description: str = ""
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Tag:
+    """A vocabulary entry: category, attribute value or descriptive keyword.
+
+    Attributes:
+        id: Unique tag id.
+        name: Human-readable name; never empty.
+        description: Optional longer text (e.g. the attribute's definition).
+        parent: Id of the parent tag, or None for roots.
+        kind: Free label such as ``category``, ``attribute_value`` or ``keyword``.
+        synonyms: Alternative names.
+    """
+
+    id: str
+    name: str
+    description: str = ""
+    parent: str | None = None
+    kind: str = "tag"
+    synonyms: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TagScore:
+    """One candidate tag for a product."""
+
+    tag: str
+    score: float
+    name: str = ""
+    ancestor_of: str | None = None  # set when the tag was added as an ancestor of a ranked tag
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tag": self.tag, "score": round(float(self.score), 6)}
+        if self.name:
+            out["name"] = self.name
+        if self.ancestor_of is not None:
+            out["ancestor_of"] = self.ancestor_of
+        return out
+
+
+@dataclass
+class TagResult:
+    """Ranked tags for one product, best first."""
+
+    id: str
+    tags: list[TagScore]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tags": [t.to_dict() for t in self.tags]}
