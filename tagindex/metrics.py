@@ -423,58 +423,44 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """A plain-text table of an :func:`evaluate` report: one row per section, one column per metric."""
-    sections: list[tuple[str, Mapping[str, Any]]] = [("overall", report["overall"])]
-    for level, entry in report.get("levels", {}).items():
-        sections.append((f"level {level}", entry))
-    columns: list[str] = []
-    for _, entry in sections:
-        for key, value in entry.items():
-            if key not in columns and isinstance(value, float):
-                columns.append(key)
-    lines = []
-    widths = [max(len(name) for name, _ in sections), *(max(len(c), 6) for c in columns)]
-    header = ["section", "n", *columns]
-    widths = [max(widths[0], 7), 5, *widths[1:]]
-    lines.append(
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
-    )
-    for name, entry in sections:
-        cells = [name, str(entry.get("n_products", "")), *(_fmt(entry.get(c, "")) for c in columns)]
-        lines.append(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned plain-text table: first column left-aligned, the rest right-aligned; floats to 4 places."""
+    cells = [[str(h) for h in header], *([_fmt(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
+        for row in cells
+    )
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """A plain-text view of an :func:`evaluate` report: one row per metric, one column per section."""
+    sections: list[tuple[str, Mapping[str, Any]]] = [("overall", report["overall"])]
+    sections += [(f"level {level}", entry) for level, entry in report.get("levels", {}).items()]
+    names = list(dict.fromkeys(k for _, e in sections for k, v in e.items() if isinstance(v, float)))
+    rows: list[list[Any]] = [["products", *(e.get("n_products", "") for _, e in sections)]]
+    rows += [[name, *(e.get(name, "") for _, e in sections)] for name in names]
+    lines = [format_table(["metric", *(s for s, _ in sections)], rows)]
     if "challenge" in report:
         lines.append(
-            f"\nMWPD challenge metric (mean weighted F1 of the top-1 tag, levels 1-3): "
+            "\nMWPD challenge metric (mean weighted F1 of the top-1 tag, levels 1-3): "
             f"{report['challenge']:.4f}"
         )
     if "buckets" in report:
+        buckets = report["buckets"]
+        cols = list(dict.fromkeys(c for entry in buckets.values() for c in entry if "@" in c))
         lines.append(f"\ntraining-frequency buckets (edges {report['bucket_edges']}):")
-        bucket_cols = [c for entry in report["buckets"].values() for c in entry if "@" in c]
-        bucket_cols = list(dict.fromkeys(bucket_cols))
         lines.append(
-            "  ".join(
+            format_table(
+                ["bucket", "tags", "pairs", *cols],
                 [
-                    "bucket".ljust(8),
-                    "tags".rjust(6),
-                    "pairs".rjust(6),
-                    *(c.rjust(max(len(c), 6)) for c in bucket_cols),
-                ]
+                    [name, e["n_tags"], e["n_pairs"], *(e.get(c, "") for c in cols)]
+                    for name, e in buckets.items()
+                ],
             )
         )
-        for name, entry in report["buckets"].items():
-            lines.append(
-                "  ".join(
-                    [
-                        name.ljust(8),
-                        str(entry["n_tags"]).rjust(6),
-                        str(entry["n_pairs"]).rjust(6),
-                        *(_fmt(entry.get(c, "")).rjust(max(len(c), 6)) for c in bucket_cols),
-                    ]
-                )
-            )
     notes = []
     if report.get("n_missing_from_run"):
         notes.append(
