@@ -122,10 +122,10 @@ def run_tag(args: argparse.Namespace) -> int:
     from tagindex.index import TagIndex
     from tagindex.io import load_products, write_jsonl
 
+    products = load_products(args.products, on_error=args.on_error)
     index = TagIndex.load(args.index)
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
-    products = load_products(args.products, on_error=args.on_error)
     start = time.perf_counter()
     results = index.tag(
         products,
@@ -268,8 +268,11 @@ def _configure_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tags per product to show (default 5)")
 
 
-@command("show", "print a readable sample of a run file: product titles with their tags and scores",
-         _configure_show)
+@command(
+    "show",
+    "print a readable sample of a run file: product titles with their tags and scores",
+    _configure_show,
+)
 def run_show(args: argparse.Namespace) -> int:
     from tagindex.io import load_products, read_records
 
@@ -285,8 +288,10 @@ def run_show(args: argparse.Namespace) -> int:
         from tagindex.text import tag_path
 
         table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
-        by_id = {r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
-                 for r in table.itertuples(index=False)}
+        by_id = {
+            r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
+            for r in table.itertuples(index=False)
+        }
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
     shown = 0
     for line, row in read_records(args.run):
