@@ -330,22 +330,12 @@ def run_show(args: argparse.Namespace) -> int:
     products = {p.id: p for p in load_products(args.products)}
     names: dict[str, str] = {}
     if args.index:
-        from tagindex.store import read_manifest
-
-        read_manifest(args.index, "tagindex", verify=False)
-        import pandas as pd
-
-        from tagindex.schema import Tag
+        from tagindex.index import read_saved_tags
         from tagindex.text import tag_path
 
-        table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
-        by_id = {
-            r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
-            for r in table.itertuples(index=False)
-        }
+        by_id = {t.id: t for t in read_saved_tags(args.index)}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
-    shown = 0
-    for line, row in read_records(args.run):
+    for shown, (line, row) in enumerate(read_records(args.run)):
         if shown >= args.n:
             break
         if isinstance(row, str):
@@ -358,7 +348,6 @@ def run_show(args: argparse.Namespace) -> int:
         for hit in row.get("tags", [])[: args.top_k]:
             tag = hit.get("tag")
             print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")
-        shown += 1
     return 0
 
 
