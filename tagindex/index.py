@@ -1,4 +1,4 @@
-"""TagIndex: tag vectors in a FAISS index; answers "which tags fit this product" and "which tags are alike"."""
+"""TagIndex: tag vectors in a FAISS index; which tags fit a product, which tags are alike."""
 
 from __future__ import annotations
 
