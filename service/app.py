@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.engine import Engine
 from service.explanations import ExplainContext, make_decider, make_explainer
 from service.feedback import FeedbackRecord, FeedbackStore
-from service.middleware import BodyLimitMiddleware, BodyTooLarge, Metrics, MetricsMiddleware
+from service.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from service.models import (
     AddTagsRequest,
     ChangeResponse,
@@ -160,10 +160,6 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         return [ScoredTag(tag=h.tag, name=h.name, score=h.score, path=engine.path(h.tag)) for h in hits]
 
     # ---- errors ---------------------------------------------------------------------------------
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413)
-
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Same shape as FastAPI's, minus echoing huge inputs back; a body that is not JSON says so.

@@ -74,17 +74,9 @@ class MetricsMiddleware:
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
 
 
-class BodyTooLarge(Exception):
-    """A request body outgrew the limit while it was being read (no or a false Content-Length)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body exceeds the limit of {limit} bytes")
-        self.limit = limit
-
-
 class BodyLimitMiddleware:
-    """Answers 413 before reading a body whose Content-Length is over the limit; stops reading one that
-    grows past it (chunked uploads) by raising :class:`BodyTooLarge`, which the app turns into a 413."""
+    """Answers 413 for a body over the limit: at once when Content-Length says so; otherwise (chunked
+    uploads) after reading at most ``max_bytes`` + one chunk, buffering what it read for the app."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -94,32 +86,46 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    await _reply(send, 400, "Content-Length is not a number")
-                    return
-                if length > self.max_bytes:
-                    await _reply(
-                        send,
-                        413,
-                        f"request body of {length} bytes exceeds the limit of {self.max_bytes} bytes",
-                    )
-                    return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        headers = dict(scope.get("headers", []))
+        if b"content-length" in headers:
+            try:
+                length = int(headers[b"content-length"])
+            except ValueError:
+                await _reply(send, 400, "Content-Length is not a number")
+                return
+            if length > self.max_bytes:
+                await _reply(
+                    send, 413, f"request body of {length} bytes exceeds the limit of {self.max_bytes} bytes"
+                )
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:  # no body at all
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
+            if message["type"] != "http.request":  # client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await _reply(send, 413, f"request body exceeds the limit of {self.max_bytes} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _reply(send: Send, status: int, detail: Any) -> None:
