@@ -84,5 +84,7 @@ def client(index_dir: Path, svc_encoder) -> Iterator:
 
     from service.app import create_app
 
-    with TestClient(create_app(make_settings(index_dir, max_batch=8, max_top_k=400), encoder=svc_encoder)) as c:
+    with TestClient(
+        create_app(make_settings(index_dir, max_batch=8, max_top_k=400), encoder=svc_encoder)
+    ) as c:
         yield c
