@@ -45,7 +45,8 @@ const pathText = (path) => path.join(" › ");
 
 function scoreCell(score) {
   const pct = Math.max(0, Math.min(1, score)) * 100;
-  return el("span", {class: "score"}, el("span", {class: "bar", style: `width:${pct.toFixed(0)}%`}), fmt(score));
+  return el("span", {class: "score"}, fmt(score), " ",
+    el("span", {class: "track", "aria-hidden": "true"}, el("span", {class: "fill", style: `width:${pct.toFixed(0)}%`})));
 }
 
 // ---- index info and key -------------------------------------------------------------------------
