@@ -101,6 +101,9 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         def start() -> tuple[Engine, FeedbackStore]:
             from tagindex.index import TagIndex
 
+            if settings.torch_threads is not None:
+                _set_torch_threads(settings.torch_threads)
+
             index = TagIndex.load(settings.index_dir, encoder=encoder)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
             engine.encode_products([])  # nothing to do, but proves the batcher is alive
@@ -482,6 +485,14 @@ def _info(engine: Engine, tag: Tag) -> TagInfo:
         description=tag.description,
         synonyms=list(tag.synonyms),
     )
+
+
+def _set_torch_threads(n: int) -> None:
+    try:
+        import torch
+    except ImportError:  # an encoder backend without torch
+        return
+    torch.set_num_threads(n)
 
 
 def _version() -> str:

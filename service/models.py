@@ -12,7 +12,7 @@ from tagindex.schema import Product, Tag
 # Strict: JSON true is not a number and 1.5 is not an integer; unknown fields are typos, not noise.
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-_PRODUCT_EXAMPLE = {
+_PRODUCT_EXAMPLE: dict[str, Any] = {
     "id": "5945",
     "title": "Victorian Silver Masonic Locket 1890",
     "description": "An oval locket has the Masons symbol of a pair of compasses and set square to the front.",
