@@ -65,6 +65,7 @@ class VectorIndex:
 
     def _new_index(self, vectors: np.ndarray) -> Any:
         p = self.params
+        base: Any
         if p.kind == "exact":
             base = faiss.IndexFlatIP(self.dim)
         elif p.kind == "hnsw":
@@ -171,5 +172,6 @@ class VectorIndex:
             if index._index.d != dim:
                 raise ValueError(f"{path}: FAISS index has dimension {index._index.d}, manifest says {dim}")
             if params.kind == "hnsw":
-                faiss.downcast_index(index._index.index).hnsw.efSearch = params.hnsw_ef_search
+                hnsw: Any = faiss.downcast_index(index._index.index)
+                hnsw.hnsw.efSearch = params.hnsw_ef_search
         return index
