@@ -364,6 +364,33 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve ----------------------------------------------------------------------------------------
+def _configure_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory; tags added over HTTP are saved here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--feedback-db", help="SQLite feedback file (default: <index>.feedback.sqlite3 beside it)")
+
+
+@command(
+    "serve", "HTTP API and merchandiser web page over an index (needs tagindex[service])", _configure_serve
+)
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from service.app import create_app
+        from service.settings import Settings
+    except ImportError as exc:
+        raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    # Other settings (API key, limits) come from TAGINDEX_* environment variables.
+    overrides: dict[str, Any] = {"index_dir": args.index}
+    if args.feedback_db:
+        overrides["feedback_db"] = args.feedback_db
+    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagindex", description=__doc__.splitlines()[0] if __doc__ else None
