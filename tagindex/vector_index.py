@@ -90,7 +90,10 @@ class VectorIndex:
             raise ValueError(f"unknown vector format '{p.vector_format}' (float32, float16 or int8)")
         ip = faiss.METRIC_INNER_PRODUCT
         if p.kind == "exact":
-            base = faiss.IndexFlatIP(self.dim) if qtype is None else faiss.IndexScalarQuantizer(self.dim, qtype, ip)
+            if qtype is None:
+                base = faiss.IndexFlatIP(self.dim)
+            else:
+                base = faiss.IndexScalarQuantizer(self.dim, qtype, ip)
         elif p.kind == "hnsw":
             if qtype is None:
                 base = faiss.IndexHNSWFlat(self.dim, p.hnsw_m, ip)
