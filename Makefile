@@ -9,7 +9,7 @@ WORK ?= work
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install data demo test lint clean
+.PHONY: install data demo test lint clean bench bench-scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ demo: $(WORK)/shopify-index/manifest.json $(WORK)/mwpd/tags.jsonl
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (benchmarks/README.md): every registered system on the same splits, one table per task,
+# results in benchmarks/results/*.json. PECOS gets its own venv (it pins numpy<2).
+bench: install data
+	bash benchmarks/setup_pecos.sh
+	$(BIN)/python -m benchmarks.run --data $(DATA)
+
+bench-scale: install data
+	$(BIN)/python -m benchmarks.scale --data $(DATA)
 
 lint: install
 	$(BIN)/ruff check tagindex graph service tests benchmarks
