@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import resource
 import tempfile
 import time
 from collections.abc import Sequence
@@ -55,22 +56,22 @@ class TrainParams(_Params):
     """Fine-tuning settings; stored in the model directory's ``tagindex_training.json``."""
 
     seed: int = 13
-    epochs: int = 3  # upper bound; early stopping may end sooner
+    epochs: int = 2  # upper bound; early stopping may end sooner
     patience: int = 1  # epochs without a dev improvement before stopping
     batch_size: int = 64
     learning_rate: float = 3e-5
     warmup_ratio: float = 0.1  # of the first epoch's steps
     scale: float = 20.0  # inverse softmax temperature of the ranking loss
-    max_per_tag: int = 40  # anchors per tag and epoch, so head tags do not fill the batches
-    min_per_tag: int = 4  # rarer tags are topped up with augmented anchors to this many
+    max_per_tag: int = 24  # anchors per tag and epoch, so head tags do not fill the batches
+    min_per_tag: int = 3  # rarer tags are topped up with augmented anchors to this many
     pseudo_products: bool = True  # tag name / synonyms as extra anchors for rare tags
     product_pairs: float = 0.5  # share of anchors that also form a product -> product pair
     ancestor_pairs: float = 0.25  # share of anchors that also form a product -> ancestor tag pair
     ancestor_weight: float = 0.3  # loss weight of ancestor pairs
     hard_negatives: bool = True  # one mined negative per row (else an in-batch-only loss)
     text_neighbours: int = 5  # nearest wrong tag texts considered as hard negatives
-    dev_fraction: float = 0.15
-    dev_exemplars: int = 2500  # fit products re-encoded as exemplars for each dev evaluation
+    dev_fraction: float = 0.1
+    dev_exemplars: int = 1500  # fit products re-encoded as exemplars for each dev evaluation
     max_products: int | None = None  # subsample the training products (the --fast config)
     max_seq_length: int = 128
 
@@ -95,6 +96,7 @@ class TrainReport:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0  # 0 = the base model was kept
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time (user + system) of the whole run
     n_fit: int = 0
     n_dev: int = 0
     losses: list[float] = field(default_factory=list)
@@ -396,6 +398,8 @@ def train(
     text_params = index_params.text
     base = base or index_params.encoder.model
     start = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start = usage.ru_utime + usage.ru_stime
     known = {t.id for t in tags}
     labelled = [p for p in products if p.tags]
     if not labelled:
@@ -483,6 +487,8 @@ def train(
                     break
     model.load_state_dict(best_state)
     report.seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report.cpu_seconds = usage.ru_utime + usage.ru_stime - cpu_start
     with atomic_directory(out) as tmp:
         model.save(str(tmp))
         manifest = {
@@ -502,6 +508,8 @@ def train(
             "dev_metrics": report.epochs,
             "best_epoch": report.best_epoch,
             "seconds": round(report.seconds, 1),
+            "cpu_seconds": round(report.cpu_seconds, 1),
+            "torch_threads": torch.get_num_threads(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": library_versions("sentence-transformers", "torch", "transformers", "tagindex"),
         }
