@@ -73,6 +73,7 @@ class TrainParams(_Params):
     dev_fraction: float = 0.1
     dev_exemplars: int = 1500  # fit products re-encoded as exemplars for each dev evaluation
     max_products: int | None = None  # subsample the training products (the --fast config)
+    max_rows: int | None = None  # cap on rows per epoch (after shuffling), bounding the epoch's cost
     max_seq_length: int = 128
 
     @classmethod
@@ -244,7 +245,7 @@ class PairBuilder:
                         )
                     )
         rng.shuffle(rows)
-        return rows
+        return rows[: p.max_rows] if p.max_rows is not None else rows
 
     def _neg_text(self, neg: str | None) -> str:
         return self.tag_texts[neg] if neg is not None else ""

@@ -134,11 +134,33 @@ def test_index_with_exemplars_round_trips_and_ranks_through_them(tmp_path: Path,
     write_jsonl(tmp_path / "tags.jsonl", (t.to_dict() for t in tags))
     write_jsonl(tmp_path / "train.jsonl", (p.to_dict() for p in train))
     write_jsonl(tmp_path / "q.jsonl", (p.to_dict() for p in query))
-    args = ["-q", "index", "--tags", str(tmp_path / "tags.jsonl"), "--products", str(tmp_path / "train.jsonl")]
+    args = [
+        "-q",
+        "index",
+        "--tags",
+        str(tmp_path / "tags.jsonl"),
+        "--products",
+        str(tmp_path / "train.jsonl"),
+    ]
     assert main([*args, "--out", str(tmp_path / "cli-idx")]) == 0
     run = tmp_path / "run.jsonl"
-    assert main(["-q", "tag", "--index", str(tmp_path / "cli-idx"), "--products", str(tmp_path / "q.jsonl"),
-                 "--out", str(run), "--top-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "tag",
+                "--index",
+                str(tmp_path / "cli-idx"),
+                "--products",
+                str(tmp_path / "q.jsonl"),
+                "--out",
+                str(run),
+                "--top-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     line = json.loads(run.read_text().splitlines()[0])
     assert line["id"] == "q" and [t["tag"] for t in line["tags"]][0] == "kettle"
     assert set(line["tags"][0]) <= {"tag", "score", "name", "ancestor_of"}
