@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing system")
     parser.add_argument("--no-report", action="store_true", help="do not refresh plots and README tables")
+    parser.add_argument(
+        "--cache",
+        help="reuse (and keep) this product-vector cache across runs; build times then exclude encoding "
+        "that an earlier run did (default: a fresh cache per run, deleted at the end)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("sentence_transformers", "httpx", "faiss", "numba"):
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(data_root, work, seed=args.seed)
     # A fresh vector cache per invocation: peers share product vectors within this run only, so build
     # times are not flattered by vectors left over from an earlier run.
-    cache = work / f"vector-cache-{os.getpid()}"
+    cache = Path(args.cache) if args.cache else work / f"vector-cache-{os.getpid()}"
     ctx = Context(work=work, cache_dir=cache, seed=args.seed)
     header = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -234,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         import shutil
 
-        shutil.rmtree(cache, ignore_errors=True)
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)
     if not args.no_report:
         from benchmarks.report import refresh
 

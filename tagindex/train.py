@@ -467,6 +467,7 @@ def train(
                 disable_tqdm=not show_progress,
                 bf16=use_cuda and torch.cuda.is_bf16_supported(),
                 dataloader_drop_last=False,
+                dataloader_pin_memory=use_cuda,
             )
             before = len(loss.history)
             trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
