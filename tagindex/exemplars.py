@@ -31,13 +31,28 @@ from tagindex.text import ancestors
 logger = logging.getLogger(__name__)
 
 
-def most_specific(tag_ids: Sequence[str], by_id: Mapping[str, Tag]) -> list[str]:
-    """The labels of one product that are not an ancestor of another of its labels."""
+def most_specific(
+    tag_ids: Sequence[str], by_id: Mapping[str, Tag], has_children: set[str] | None = None
+) -> list[str]:
+    """The deepest labels of one product.
+
+    Drops labels that are an ancestor of another of its labels, and inner tags (tags with children)
+    when the product has a deeper label elsewhere: noisy data can label a product with a level-2 tag
+    that is not the parent of its level-3 tag (MWPD does), and that label is not the product's
+    most specific one. Leaves from other branches (multi-label products) are all kept.
+    """
     present = [t for t in dict.fromkeys(tag_ids) if t in by_id]
     covered: set[str] = set()
     for t in present:
         covered.update(ancestors(t, by_id))
-    return [t for t in present if t not in covered]
+    kept = [t for t in present if t not in covered]
+    if len(kept) < 2:
+        return kept
+    if has_children is None:
+        has_children = {t.parent for t in by_id.values() if t.parent is not None}
+    depth = {t: len(ancestors(t, by_id)) for t in kept}
+    deepest = max(depth.values())
+    return [t for t in kept if t not in has_children or depth[t] == deepest]
 
 
 @dataclass
@@ -79,7 +94,7 @@ class ExemplarScorer:
         row_of = {t.id: i for i, t in enumerate(tags)}
         has_child = {t.parent for t in tags if t.parent is not None}
         # Labels per exemplar reduced to the deepest ones still in the vocabulary.
-        ex_labels = [most_specific(labels, by_id) for labels in exemplars.labels]
+        ex_labels = [most_specific(labels, by_id, has_child) for labels in exemplars.labels]
         used = {t for labels in ex_labels for t in labels}
         self.targets = [t.id for t in tags if t.id not in has_child or t.id in used]
         target_col = {tid: j for j, tid in enumerate(self.targets)}

@@ -145,7 +145,8 @@ class PairBuilder:
         self.tag_texts = {t.id: tag_text(t, self.by_id, text_params) for t in tags}
         self.products = list(products)
         self.texts = [product_text(p, text_params) for p in self.products]
-        self.leaves = [most_specific(p.tags, self.by_id) for p in self.products]
+        inner = {t.parent for t in tags if t.parent is not None}
+        self.leaves = [most_specific(p.tags, self.by_id, inner) for p in self.products]
         self.closures = [
             frozenset(t for leaf in leaves for t in [leaf, *ancestors(leaf, self.by_id)])
             for leaves in self.leaves
@@ -336,7 +337,8 @@ def evaluate_dev(
     tag_vectors = enc([tag_text(t, by_id, text_params) for t in tags])
     fit_vectors = enc([product_text(p, text_params) for p in fit])
     dev_vectors = enc([product_text(p, text_params) for p in dev])
-    gold = [set(most_specific(p.tags, by_id)) for p in dev]
+    inner = {t.parent for t in tags if t.parent is not None}
+    gold = [set(most_specific(p.tags, by_id, inner)) for p in dev]
     out: dict[str, float] = {}
     with_ex = ExemplarScorer(
         tags,

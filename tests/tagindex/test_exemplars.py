@@ -41,6 +41,9 @@ def test_most_specific_drops_ancestors_and_unknown_ids() -> None:
     assert most_specific(["food", "fruit", "nope"], by_id) == ["fruit"]
     assert most_specific(["fruit", "hammer", "tools"], by_id) == ["fruit", "hammer"]
     assert most_specific(["food"], by_id) == ["food"]
+    # A level-1 label from another branch than the deeper label is noise, not a second answer.
+    assert most_specific(["tools", "fruit"], by_id) == ["fruit"]
+    assert most_specific(["hammer", "fruit"], by_id) == ["hammer", "fruit"]
 
 
 def test_without_exemplars_the_score_is_the_text_cosine_over_leaves() -> None:
