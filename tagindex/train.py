@@ -153,12 +153,12 @@ class PairBuilder:
         ]
         self.members: dict[str, list[int]] = {}
         for i, leaves in enumerate(self.leaves):
-            for t in leaves:
-                self.members.setdefault(t, []).append(i)
+            for leaf in leaves:
+                self.members.setdefault(leaf, []).append(i)
         children: dict[str | None, list[str]] = {}
-        for t in tags:
-            children.setdefault(t.parent, []).append(t.id)
-        self.siblings = {t.id: [s for s in children.get(t.parent, []) if s != t.id] for t in tags}
+        for tag in tags:
+            children.setdefault(tag.parent, []).append(tag.id)
+        self.siblings = {tag.id: [s for s in children.get(tag.parent, []) if s != tag.id] for tag in tags}
         # Co-occurrence: tags appearing on the same products (multi-label vocabularies).
         self.cooccur: dict[str, set[str]] = {}
         for leaves in self.leaves:
@@ -207,13 +207,13 @@ class PairBuilder:
             tag = self.by_id[tag_id]
             members = sorted(self.members[tag_id], key=lambda i: _rank(p.seed + epoch, self.products[i].id))
             chosen = members[: p.max_per_tag]
-            anchors = [(self.texts[i], i) for i in chosen]
+            anchors: list[tuple[str, int | None]] = [(self.texts[i], i) for i in chosen]
             # Rare tags: augmented copies of their products, then pseudo-products from the tag text.
             extra: list[tuple[str, int | None]] = []
             if len(anchors) < p.min_per_tag:
                 for j in range(p.min_per_tag - len(anchors)):
-                    i = chosen[j % len(chosen)]
-                    extra.append((self._augment(rng, self.texts[i], tag), i))
+                    source = chosen[j % len(chosen)]
+                    extra.append((self._augment(rng, self.texts[source], tag), source))
                 if p.pseudo_products:
                     extra += [(name, None) for name in [tag.name, *tag.synonyms]]
             for text, i in anchors + extra:
