@@ -25,6 +25,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_tag_decide_without_calibration_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "tags.jsonl").write_text('{"id": "a", "name": "Apples"}\n')
     (tmp_path / "p.jsonl").write_text('{"id": "1", "title": "Green apples"}\n')
