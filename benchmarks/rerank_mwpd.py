@@ -3,8 +3,8 @@
 Everything is fitted on MWPD train (the reranker on its training part, the calibration on the dev
 split the reranker held out) and reported on a seeded sample of MWPD validation:
 
-- recall@1/5 of the lvl3 tag (ranking restricted to lvl3 tags);
-- the MWPD challenge metric: weighted F1 of the top-1 tag at each level (lvl1-3), averaged;
+- recall@1/5 of the lvl3 tag (ranking restricted to lvl3 tags) and the MWPD challenge metric
+  (weighted F1 of the top-1 tag at each level, lvl1-3, averaged), both from ``tagindex.metrics``;
 - added latency per product of the rerank at each depth (fresh scoring on a timing subsample);
 - calibration: expected calibration error (top-1 lvl3 and all scored candidates), precision at 80%
   coverage of the top-1 lvl3 tag, and the per-level decisions at the dev-fitted thresholds;
@@ -44,13 +44,13 @@ from tagindex.calibrate import (  # noqa: E402
     tag_level,
 )
 from tagindex.index import TagIndex  # noqa: E402
-from tagindex.io import load_products  # noqa: E402
+from tagindex.io import load_products, load_tags  # noqa: E402
+from tagindex.metrics import evaluate  # noqa: E402
 from tagindex.rerank import RankedCandidates, Reranker, from_bi_encoder, load_dev_ids  # noqa: E402
 from tagindex.schema import Product  # noqa: E402
-from tagindex.text import ancestors  # noqa: E402
 
 logger = logging.getLogger("rerank_mwpd")
-LEVELS = (0, 1, 2)  # MWPD lvl1, lvl2, lvl3
+LEVELS = (0, 1, 2)  # depth below the root: MWPD lvl1, lvl2, lvl3
 
 
 class CachedScorer:
@@ -71,42 +71,20 @@ class CachedScorer:
 
 
 # ---- metrics ------------------------------------------------------------------------------------
-def level_ranking(r: RankedCandidates, level: int, by_id: dict) -> list[str]:
-    return [c.tag for c in r.candidates if tag_level(c.tag, by_id) == level]
-
-
-def top1_at_level(r: RankedCandidates, level: int, by_id: dict) -> str | None:
-    """First candidate at the level; else the ancestor at that level of the first deeper candidate."""
-    for c in r.candidates:
-        lv = tag_level(c.tag, by_id)
-        if lv == level:
-            return c.tag
-        if lv > level:
-            return [a for a in ancestors(c.tag, by_id) if tag_level(a, by_id) == level][0]
-    return None
-
-
 def gold_at_level(p: Product, level: int, by_id: dict) -> str | None:
     golds = [t for t in p.tags if t in by_id and tag_level(t, by_id) == level]
     return golds[0] if golds else None
 
 
-def ranking_metrics(ranked: list[RankedCandidates], products: list[Product], by_id: dict) -> dict[str, float]:
-    from sklearn.metrics import f1_score
-
-    out: dict[str, float] = {}
-    gold3 = [gold_at_level(p, 2, by_id) for p in products]
-    lists3 = [level_ranking(r, 2, by_id) for r in ranked]
-    for k in (1, 5):
-        out[f"recall@{k}_lvl3"] = float(np.mean([g in lst[:k] for g, lst in zip(gold3, lists3, strict=True)]))
-    f1s = []
-    for level in LEVELS:
-        gold = [gold_at_level(p, level, by_id) or "-" for p in products]
-        pred = [top1_at_level(r, level, by_id) or "(none)" for r in ranked]
-        f1 = f1_score(gold, pred, average="weighted", labels=sorted(set(gold)), zero_division=0)
-        out[f"weighted_f1_lvl{level + 1}"] = float(f1)
-        f1s.append(f1)
-    out["mwpd_metric"] = float(np.mean(f1s))
+def ranking_metrics(ranked: list[RankedCandidates], products: list[Product], tags: list) -> dict[str, float]:
+    """recall@1/5 of the lvl3 tag and the MWPD challenge metric, by the shared ``tagindex.metrics``."""
+    run = {r.id: [(c.tag, c.score) for c in r.candidates] for r in ranked}
+    gold = {p.id: list(p.tags) for p in products}
+    report = evaluate(run, gold, tags, ks=(1, 5), metrics=("recall",))
+    out = {f"recall@{k}_lvl3": report["levels"]["3"][f"recall@{k}"] for k in (1, 5)}
+    for level in ("1", "2", "3"):
+        out[f"weighted_f1_lvl{level}"] = report["levels"][level]["weighted_f1"]
+    out["mwpd_metric"] = report["challenge"]
     return out
 
 
@@ -193,6 +171,7 @@ def main() -> int:
         )
     index = TagIndex.load(args.index)
     by_id = index.by_id
+    tags = load_tags(data / "tags.jsonl")
     reranker = Reranker.load(args.reranker)
     scorer = CachedScorer(reranker)
     reranker.score_pairs = scorer  # type: ignore[method-assign]
@@ -233,7 +212,7 @@ def main() -> int:
         "ms_per_product": bi_ms,
         "added_ms": 0.0,
     }
-    row.update(ranking_metrics(bi, val, by_id))
+    row.update(ranking_metrics(bi, val, tags))
     calib, curves[row["system"]] = calibration_metrics(bi, val, by_id, cal_bi, args.coverage)
     row["calibration"] = calib
     rows.append(row)
@@ -260,7 +239,7 @@ def main() -> int:
             "ms_per_product": bi_ms + added,
             "added_ms": added,
         }
-        row.update(ranking_metrics(ranked, val, by_id))
+        row.update(ranking_metrics(ranked, val, tags))
         calib, curves[row["system"]] = calibration_metrics(ranked, val, by_id, cal_rr, args.coverage)
         row["calibration"] = calib
         rows.append(row)

@@ -53,7 +53,11 @@ def _load_stage(args: argparse.Namespace, depth_attr: str = "rerank_depth") -> t
     if calibration is not None:
         if calibration.score == "rerank" and reranker is None:
             raise ValueError(f"{args.calibration}: fitted on reranker scores: pass --reranker too")
-        if calibration.score == "rerank" and calibration.reranker != reranker.fingerprint:
+        if (
+            reranker is not None
+            and calibration.score == "rerank"
+            and calibration.reranker != reranker.fingerprint
+        ):
             raise ValueError(f"{args.calibration}: fitted for a different reranker than {args.reranker}")
     depth = getattr(args, depth_attr, None)
     if depth is not None and depth < 1:

@@ -301,7 +301,7 @@ class Reranker:
             str(directory / "model"), num_labels=1, max_length=params.max_length, device="cpu"
         )
         model.eval()
-        info = {k: manifest[k] for k in ("training", "dev_ids") if k in manifest}
+        info: dict[str, Any] = {k: manifest[k] for k in ("training", "dev_ids") if k in manifest}
         info["fingerprint"] = fingerprint(manifest)
         return cls(model, params, info)
 
