@@ -88,41 +88,53 @@ def ranking_metrics(ranked: list[RankedCandidates], products: list[Product], tag
     return out
 
 
+def top1_confidence(
+    ranked: list[RankedCandidates], products: list[Product], by_id: dict, cal: Calibration, level: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per product: calibrated probability of its most probable tag at ``level``, and whether it is gold."""
+    conf, correct = [], []
+    for p, r in zip(products, ranked, strict=True):
+        gold = gold_at_level(p, level, by_id)
+        pairs = [
+            (c.tag, c.rerank_score if cal.score == "rerank" else c.bi_score)
+            for c in r.candidates
+            if tag_level(c.tag, by_id) == level and (c.rerank_score is not None or cal.score != "rerank")
+        ]
+        if not pairs:  # no scored candidate at this level: answered last, and wrong
+            conf.append(0.0)
+            correct.append(0.0)
+            continue
+        probs = cal.probabilities(np.array([s for _, s in pairs]), np.full(len(pairs), level))
+        best = int(np.argmax(probs))
+        conf.append(float(probs[best]))
+        correct.append(1.0 if pairs[best][0] == gold else 0.0)
+    return np.array(conf), np.array(correct)
+
+
 def calibration_metrics(
     ranked: list[RankedCandidates],
     products: list[Product],
     by_id: dict,
     cal: Calibration,
     coverage: float,
-) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-    """ECE, precision at ``coverage`` (top-1 lvl3 by calibrated probability) and decision quality."""
+) -> tuple[dict[str, Any], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """ECE, precision at ``coverage`` of the top-1 tag per level (most confident products first) and
+    the quality of the threshold decisions; also the precision/coverage curves per level."""
     scores, labels, levels = dev_candidates(ranked, products, by_id, cal.score)
-    probs_all = cal.probabilities(scores, levels)
-    conf, correct = [], []
-    for p, r in zip(products, ranked, strict=True):
-        gold3 = gold_at_level(p, 2, by_id)
-        pairs = [
-            (c.tag, c.rerank_score if cal.score == "rerank" else c.bi_score)
-            for c in r.candidates
-            if tag_level(c.tag, by_id) == 2 and (c.rerank_score is not None or cal.score != "rerank")
-        ]
-        if not pairs:
-            conf.append(0.0)
-            correct.append(0.0)
-            continue
-        probs = cal.probabilities(np.array([s for _, s in pairs]), np.full(len(pairs), 2))
-        best = int(np.argmax(probs))
-        conf.append(float(probs[best]))
-        correct.append(1.0 if pairs[best][0] == gold3 else 0.0)
-    conf_a, correct_a = np.array(conf), np.array(correct)
     out: dict[str, Any] = {
-        "ece_top1_lvl3": expected_calibration_error(conf_a, correct_a, cal.params.bins),
-        "ece_all_candidates": expected_calibration_error(probs_all, labels, cal.params.bins),
-        f"precision_at_{int(coverage * 100)}pct_coverage_lvl3": precision_at_coverage(
-            conf_a, correct_a, coverage
-        ),
-        "top1_lvl3_accuracy": float(correct_a.mean()),
+        "ece_all_candidates": expected_calibration_error(
+            cal.probabilities(scores, levels), labels, cal.params.bins
+        )
     }
+    curves = {}
+    pct = int(round(coverage * 100))
+    for level in LEVELS:
+        conf, correct = top1_confidence(ranked, products, by_id, cal, level)
+        name = f"lvl{level + 1}"
+        out[f"ece_top1_{name}"] = expected_calibration_error(conf, correct, cal.params.bins)
+        out[f"precision_at_{pct}pct_coverage_{name}"] = precision_at_coverage(conf, correct, coverage)
+        out[f"top1_accuracy_{name}"] = float(correct.mean())
+        curves[level] = precision_coverage(conf, correct)
     decisions = assign(ranked, cal, by_id, "close")
     for level in LEVELS:
         n_assigned = n_right = n_products = 0
@@ -137,7 +149,7 @@ def calibration_metrics(
             "precision": (n_right / n_assigned) if n_assigned else None,
             "assigned": n_assigned,
         }
-    return out, precision_coverage(conf_a, correct_a)
+    return out, curves
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -205,7 +217,7 @@ def main() -> int:
     bi = from_bi_encoder(index.tag_vectors([p.id for p in val], vecs, max_depth))
     bi_ms = (time.perf_counter() - start) * 1000 / len(val)
     rows: list[dict[str, Any]] = []
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     row: dict[str, Any] = {
         "system": f"{args.name} bi-encoder",
         "depth": 0,
@@ -244,14 +256,15 @@ def main() -> int:
         row["calibration"] = calib
         rows.append(row)
 
-    cov_key = f"precision_at_{int(args.coverage * 100)}pct_coverage_lvl3"
-    cols = ("R@1 l3", "R@5 l3", "MWPD", "+ms/prod", "ECE", "P@80%")
+    cov_key = f"precision_at_{int(round(args.coverage * 100))}pct_coverage_lvl3"
+    cols = ("R@1 l3", "R@5 l3", "MWPD", "+ms/prod", "ECE l3", "P@cov l3", "P@cov l1")
     print(f"{'system':34s} " + " ".join(f"{c:>8s}" for c in cols))
     for r in rows:
         c = r["calibration"]
         print(
             f"{r['system']:34s} {r['recall@1_lvl3']:8.3f} {r['recall@5_lvl3']:8.3f} {r['mwpd_metric']:8.3f} "
-            f"{r['added_ms']:8.1f} {c['ece_top1_lvl3']:8.3f} {c[cov_key]:8.3f}"
+            f"{r['added_ms']:8.1f} {c['ece_top1_lvl3']:8.3f} {c[cov_key]:8.3f} "
+            f"{c[cov_key.replace('lvl3', 'lvl1')]:8.3f}"
         )
     result = {
         "benchmark": "rerank_mwpd",
@@ -285,25 +298,28 @@ def _threads() -> int:
     return int(torch.get_num_threads())
 
 
-def _plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], coverage: float, path: Path) -> None:
+def _plot(curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], coverage: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for name, (cov, prec) in curves.items():
-        ax.plot(cov, prec, label=name)
-    ax.axvline(coverage, color="grey", linestyle=":", linewidth=1)
-    ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("coverage (share of products answered, most confident first)")
-    ax.set_ylabel("precision of the top-1 lvl3 tag")
-    ax.set_title("MWPD validation sample: precision vs coverage")
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    for ax, level in zip(axes, (2, 0), strict=True):
+        for name, per_level in curves.items():
+            cov, prec = per_level[level]
+            ax.plot(cov, prec, label=name)
+        ax.axvline(coverage, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("coverage (share of products answered, most confident first)")
+        ax.set_title(f"top-1 lvl{level + 1} tag")
+        ax.set_ylim(0, 1.01)
+    axes[0].set_ylabel("precision")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MWPD validation sample: precision vs coverage (calibrated probability order)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ candidates (hard) plus a few random tags (easy, so scores of unrelated tags stay
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -479,7 +481,11 @@ def train_reranker(
             loss=BinaryCrossEntropyLoss(reranker.model),
         )
         start = time.perf_counter()
-        trainer.train()
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # the trainer prints its log dicts; stdout is the CLI's
+            trainer.train()
+        for line in printed.getvalue().splitlines():
+            logger.debug("trainer: %s", line)
         train_seconds = time.perf_counter() - start
         dev_losses = [round(float(h["eval_loss"]), 5) for h in trainer.state.log_history if "eval_loss" in h]
     reranker.model.eval()
