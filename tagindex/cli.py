@@ -205,6 +205,12 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
     p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--include",
+        choices=["all", "categories", "values"],
+        default="all",
+        help="shopify only: categories, attribute values, or both (default)",
+    )
 
 
 @command(
@@ -215,7 +221,7 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out)
+    report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
     return 0
 
