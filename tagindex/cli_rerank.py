@@ -225,6 +225,9 @@ def _configure_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-depth", type=int, default=None, help="candidates the reranker rescores")
     p.add_argument("--neighbours", type=int, default=3, help="labelled neighbours per tag (default 3)")
     p.add_argument("--words", type=int, default=5, help="important words per tag (default 5)")
+    p.add_argument(
+        "--max-carriers", type=int, default=1000, help="labelled products searched per tag (default 1000)"
+    )
     p.add_argument("--hierarchy", choices=["close", "prune", "none"], default="close")
     p.add_argument("--cache", help="directory caching labelled product vectors")
     p.add_argument("--out", help="JSON-lines file to write (default: stdout)")
@@ -252,6 +255,7 @@ def run_explain(args: argparse.Namespace) -> int:
         depth=args.rerank_depth,
         neighbours=args.neighbours,
         words=args.words,
+        max_carriers=args.max_carriers,
         hierarchy=args.hierarchy,
     )
     explainer = Explainer(index, reranker, calibration, labelled, params, cache_dir=args.cache)

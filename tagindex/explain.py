@@ -48,6 +48,9 @@ class ExplainParams(_Params):
         neighbours: Nearest labelled products shown per tag.
         words: Most important words shown per tag.
         max_words: Words of the product text tried by occlusion (the text's start: title first).
+        max_carriers: Labelled products carrying a tag that are searched for its neighbours (the
+            first ones in file order; bounds the encoding work for broad tags, use a cache dir to
+            encode each labelled product once across runs).
         hierarchy: Decision hierarchy mode (see :meth:`Calibration.decide`).
     """
 
@@ -57,6 +60,7 @@ class ExplainParams(_Params):
     neighbours: int = 3
     words: int = 5
     max_words: int = 40
+    max_carriers: int = 1000
     hierarchy: str = "close"
 
 
@@ -111,7 +115,7 @@ class Explainer:
     def _neighbours(self, vector: np.ndarray, tag_id: str, exclude: str) -> list[dict[str, Any]]:
         if not self.labelled or self.params.neighbours <= 0:
             return []
-        carriers = [p for p in self._carriers(tag_id) if p.id != exclude]
+        carriers = [p for p in self._carriers(tag_id) if p.id != exclude][: self.params.max_carriers]
         if not carriers:
             return []
         sims = self._vectors_of(carriers) @ vector  # (n_carriers,)
