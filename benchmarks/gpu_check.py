@@ -142,7 +142,7 @@ def search_check(n_tags: int, n_queries: int, dim: int, k: int) -> dict[str, Any
     out["faiss_exact_queries_per_s"] = n_queries / out["faiss_exact_s"]
     _, found = flat.search(queries, k)
     out["faiss_exact_recall_vs_torch"] = float(
-        np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)])
+        np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found, strict=True)])
     )
 
     nlist = 4096
@@ -158,7 +158,7 @@ def search_check(n_tags: int, n_queries: int, dim: int, k: int) -> dict[str, Any
         faiss.GpuParameterSpace().set_index_parameter(ivf, "nprobe", nprobe)
         seconds = _sync_time(lambda: ivf.search(queries, k))
         _, found = ivf.search(queries, k)
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found, strict=True)]))
         out["faiss_ivf"].append(
             {
                 "nlist": nlist,
