@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -204,6 +205,12 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
     p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--include",
+        choices=["all", "categories", "values"],
+        default="all",
+        help="shopify only: categories, attribute values, or both (default)",
+    )
 
 
 @command(
@@ -214,12 +221,36 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out)
+    report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
     return 0
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------
+def _configure_update(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory to change in place (atomically)")
+    p.add_argument("--add", help="tags file whose tags are added (parents may be existing tags)")
+    p.add_argument("--remove", nargs="+", default=[], metavar="ID", help="tag ids to retire")
+    p.add_argument("--cascade", action="store_true", help="also retire the descendants of removed tags")
+
+
+@command("update", "add or retire tags in a saved index without rebuilding it", _configure_update)
+def run_update(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex, read_saved_tags
+    from tagindex.io import load_tags
+
+    if not args.add and not args.remove:
+        raise ValueError("nothing to do: give --add FILE and/or --remove ID ...")
+    existing = {t.id for t in read_saved_tags(args.index)}
+    new_tags = load_tags(args.add, known_parents=existing) if args.add else []
+    index = TagIndex.load(args.index)
+    removed = index.remove_tags(args.remove, cascade=args.cascade) if args.remove else []
+    index.add_tags(new_tags, show_progress=not args.quiet)
+    index.save(args.index)
+    logger.info("added %d, removed %d tags; the index now holds %d", len(new_tags), len(removed), len(index))
+    return 0
+
+
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
     p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
@@ -346,22 +377,12 @@ def run_show(args: argparse.Namespace) -> int:
     products = {p.id: p for p in load_products(args.products)}
     names: dict[str, str] = {}
     if args.index:
-        from tagindex.store import read_manifest
-
-        read_manifest(args.index, "tagindex", verify=False)
-        import pandas as pd
-
-        from tagindex.schema import Tag
+        from tagindex.index import read_saved_tags
         from tagindex.text import tag_path
 
-        table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
-        by_id = {
-            r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
-            for r in table.itertuples(index=False)
-        }
+        by_id = {t.id: t for t in read_saved_tags(args.index)}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
-    shown = 0
-    for line, row in read_records(args.run):
+    for shown, (line, row) in enumerate(read_records(args.run)):
         if shown >= args.n:
             break
         if isinstance(row, str):
@@ -374,7 +395,6 @@ def run_show(args: argparse.Namespace) -> int:
         for hit in row.get("tags", [])[: args.top_k]:
             tag = hit.get("tag")
             print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")
-        shown += 1
     return 0
 
 
@@ -387,6 +407,33 @@ def run_config(args: argparse.Namespace) -> int:
     from tagindex.config import TagIndexParams
 
     print(json.dumps(TagIndexParams().to_dict(), indent=2))
+    return 0
+
+
+# ---- serve ----------------------------------------------------------------------------------------
+def _configure_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory; tags added over HTTP are saved here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--feedback-db", help="SQLite feedback file (default: <index>.feedback.sqlite3 beside it)")
+
+
+@command(
+    "serve", "HTTP API and merchandiser web page over an index (needs tagindex[service])", _configure_serve
+)
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from service.app import create_app
+        from service.settings import Settings
+    except ImportError as exc:
+        raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    # Other settings (API key, limits) come from TAGINDEX_* environment variables.
+    overrides: dict[str, Any] = {"index_dir": args.index}
+    if args.feedback_db:
+        overrides["feedback_db"] = args.feedback_db
+    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -411,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' "Loading weights" bar
     from tagindex.encoders import EncoderError
     from tagindex.io import DataError
     from tagindex.store import IndexFormatError

@@ -15,7 +15,7 @@ class _Params:
     """Mixin giving dataclasses ``to_dict``/``from_dict`` that reject unknown keys."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -90,7 +90,7 @@ class SentenceTransformerEncoder(Encoder):
             path, device=params.device or _default_device(), local_files_only=True
         )
         self.model.max_seq_length = params.max_seq_length
-        self._dim = int(self.model.get_embedding_dimension())
+        self._dim = int(self.model.get_embedding_dimension() or 0)
         self._fingerprint = _model_fingerprint(path, params)
 
     @property

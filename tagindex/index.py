@@ -1,4 +1,4 @@
-"""TagIndex: tag vectors in a FAISS index, answering "which tags fit this product" and "which tags are alike"."""
+"""TagIndex: tag vectors in a FAISS index; which tags fit a product, which tags are alike."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 import tagindex
@@ -26,6 +27,27 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _KIND = "tagindex"
+
+
+def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
+    """Tags from the rows of a saved index's ``tags.parquet``."""
+    return [
+        Tag(
+            id=r["id"],
+            name=r["name"],
+            description=r.get("description") or "",
+            parent=r.get("parent"),
+            kind=r.get("kind") or "tag",
+            synonyms=list(r.get("synonyms") or []),
+        )
+        for r in rows
+    ]
+
+
+def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
+    """The vocabulary of a saved index without loading its encoder."""
+    read_manifest(directory, _KIND, verify=False)
+    return read_tag_rows(pq.read_table(Path(directory) / "tags.parquet").to_pylist())
 
 
 class TagIndex:
@@ -360,26 +382,14 @@ class TagIndex:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
             )
-        table = pd.read_parquet(directory / "tags.parquet")
+        rows = pq.read_table(directory / "tags.parquet").to_pylist()
+        tags = read_tag_rows(rows)
         vectors = load_file(str(directory / "tag_vectors.safetensors"))["vectors"]
-        if len(table) != len(vectors) or len(table) != manifest["n_tags"]:
+        if len(tags) != len(vectors) or len(tags) != manifest["n_tags"]:
             raise IndexFormatError(f"{directory}: tag table, vectors and manifest disagree on the tag count")
-        tags = [
-            Tag(
-                id=r.id,
-                name=r.name,
-                description=r.description,
-                parent=r.parent,
-                kind=r.kind,
-                synonyms=list(r.synonyms) if r.synonyms is not None else [],
-            )
-            for r in table.itertuples(index=False)
-        ]
-        for t in tags:
-            if isinstance(t.parent, float):  # pandas turns a None parent into NaN
-                t.parent = None
         index._index = VectorIndex.load(directory / "tags.faiss", manifest["dim"], params.index)
-        index._append(tags, table["text"].tolist(), table["int_id"].to_numpy(np.int64), vectors)
+        int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
+        index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
         return index
 

@@ -85,6 +85,7 @@ class VectorIndex:
 
     def _new_index(self, vectors: np.ndarray) -> Any:
         p = self.params
+        base: Any
         qtype = _SQ_TYPES.get(p.vector_format, "unknown")
         if qtype == "unknown":
             raise ValueError(f"unknown vector format '{p.vector_format}' (float32, float16 or int8)")
@@ -245,5 +246,6 @@ class VectorIndex:
             if index._index.d != dim:
                 raise ValueError(f"{path}: FAISS index has dimension {index._index.d}, manifest says {dim}")
             if params.kind == "hnsw":
-                faiss.downcast_index(index._index.index).hnsw.efSearch = params.hnsw_ef_search
+                hnsw: Any = faiss.downcast_index(index._index.index)
+                hnsw.hnsw.efSearch = params.hnsw_ef_search
         return index
