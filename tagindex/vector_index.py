@@ -194,11 +194,11 @@ class VectorIndex:
 
     @staticmethod
     def _matmul_search(
-        queries: np.ndarray, flat: tuple[np.ndarray, np.ndarray], k: int
+        queries: np.ndarray, flat: tuple[np.ndarray, np.ndarray], k: int, max_scores: int = 64 << 20
     ) -> tuple[np.ndarray, np.ndarray]:
         vectors, id_map = flat
-        # Blocks of queries keep the (block, ntotal) score matrix near 256 MB at any catalog size.
-        block = max(1, (64 << 20) // max(len(vectors), 1))
+        # Blocks of queries keep the (block, ntotal) score matrix at ``max_scores`` floats (256 MB).
+        block = max(1, max_scores // max(len(vectors), 1))
         if len(queries) <= block:
             scores, rows = exact_search(queries, vectors, k)
         else:
