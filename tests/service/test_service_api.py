@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import API_KEY, make_settings
 from fastapi.testclient import TestClient
+from service_support import KEY, make_settings
 
 from service.app import create_app
 from tagindex.index import TagIndex
@@ -15,7 +15,6 @@ from tagindex.schema import Product
 
 pytestmark = pytest.mark.slow  # loads the real encoder and a real index
 
-KEY = {"X-API-Key": API_KEY}
 LOCKET = {
     "id": "p1",
     "title": "Victorian Silver Masonic Locket 1890",

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, REPO
+from service_support import API_KEY, KEY, REPO
 
 pytestmark = pytest.mark.slow
-
-KEY = {"X-API-Key": API_KEY}
 
 
 def free_port() -> int:
