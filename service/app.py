@@ -103,6 +103,10 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
             if settings.torch_threads is not None:
                 _set_torch_threads(settings.torch_threads)
+            if settings.faiss_threads is not None:
+                import faiss
+
+                faiss.omp_set_num_threads(settings.faiss_threads)
 
             index = TagIndex.load(settings.index_dir, encoder=encoder)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
