@@ -9,7 +9,7 @@ WORK ?= work
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install data demo test lint clean browser serve
+.PHONY: install data demo test lint clean browser serve bench bench-scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ browser:
 # HTTP API and merchandiser page over the Shopify index (API key: TAGINDEX_API_KEY, else one is logged).
 serve: $(WORK)/shopify-index/manifest.json
 	$(BIN)/tagindex serve --index $(WORK)/shopify-index
+
+# Benchmarks (benchmarks/README.md): every registered system on the same splits, one table per task,
+# results in benchmarks/results/*.json. PECOS gets its own venv (it pins numpy<2).
+bench: install data
+	bash benchmarks/setup_pecos.sh
+	$(BIN)/python -m benchmarks.run --data $(DATA)
+
+bench-scale: install data
+	$(BIN)/python -m benchmarks.scale --data $(DATA)
 
 lint: install
 	$(BIN)/ruff check tagindex graph service tests benchmarks

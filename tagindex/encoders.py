@@ -143,6 +143,8 @@ def register_backend(name: str, factory: Callable[[EncoderParams], Encoder]) -> 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
     """Builds the encoder that ``params.backend`` names."""
     params = params or EncoderParams()
+    if params.backend not in _BACKENDS:
+        import tagindex.backends  # noqa: F401  (registers the fast backends on first use)
     factory = _BACKENDS.get(params.backend)
     if factory is None:
         raise EncoderError(f"unknown encoder backend '{params.backend}'; known: {sorted(_BACKENDS)}")

@@ -65,6 +65,8 @@ class TagIndex:
         self._tags: list[Tag] = []
         self._texts: list[str] = []
         self._int_ids = np.zeros(0, dtype=np.int64)
+        # FAISS int id -> tag id table, built lazily once per change so search costs O(results), not O(tags).
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self._vectors = np.zeros((0, self.encoder.dim), dtype=np.float32)
         self._row_of: dict[str, int] = {}
         self._next_id = 0
@@ -136,6 +138,7 @@ class TagIndex:
         self._tags.extend(tags)
         self._texts.extend(texts)
         self._int_ids = np.concatenate([self._int_ids, int_ids])
+        self._lookup = None
         self._vectors = np.concatenate([self._vectors, vectors])
 
     def remove_tags(self, tag_ids: Iterable[str], cascade: bool = False) -> list[str]:
@@ -175,6 +178,7 @@ class TagIndex:
         self._int_ids = self._int_ids[keep]
         self._vectors = self._vectors[keep]
         self._row_of = {t.id: i for i, t in enumerate(self._tags)}
+        self._lookup = None
         return sorted(doomed)
 
     # ---- searching ------------------------------------------------------------------------------
@@ -196,9 +200,16 @@ class TagIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Nearest tags for query vectors (n, dim): scores (n, k) and tag ids (ragged when k > len)."""
         scores, int_ids = self._index.search(vectors, k)
-        row_of_int = dict(zip(self._int_ids.tolist(), range(len(self._int_ids)), strict=True))
-        ids = [[self._tags[row_of_int[i]].id for i in row if i >= 0] for row in int_ids.tolist()]
-        return scores, ids
+        if self._lookup is None:
+            row_of_int = np.full(int(self._int_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
+            row_of_int[self._int_ids] = np.arange(len(self._int_ids))
+            self._lookup = row_of_int, np.array([t.id for t in self._tags] + [None], dtype=object)
+        row_of_int, tag_ids = self._lookup
+        rows = row_of_int[np.where(int_ids >= 0, int_ids, -1)]  # (n, k); -1 (missing) -> the None slot
+        found = tag_ids[rows].tolist()
+        if (rows < 0).any():
+            found = [[t for t in row if t is not None] for row in found]
+        return scores, found
 
     def tag(
         self,
@@ -237,7 +248,9 @@ class TagIndex:
     ) -> list[TagResult]:
         """Like :meth:`tag` for products already encoded (vectors (n, dim))."""
         scores, ids = self.search(vectors, top_k)
-        by_id = self.by_id
+        # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
+        by_id = self.by_id if include_ancestors else None
+        tags, row_of = self._tags, self._row_of
         results = []
         for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
             ranked: list[TagScore] = []
@@ -248,8 +261,8 @@ class TagIndex:
                 if tag_id in seen:
                     continue
                 seen.add(tag_id)
-                ranked.append(TagScore(tag_id, score, by_id[tag_id].name))
-                if include_ancestors:
+                ranked.append(TagScore(tag_id, score, tags[row_of[tag_id]].name))
+                if by_id is not None:
                     for anc in ancestors(tag_id, by_id):
                         if anc not in seen:
                             seen.add(anc)
