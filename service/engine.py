@@ -205,6 +205,7 @@ class Engine:
             "n_tags": len(self.index),
             "dim": self.index.encoder.dim,
             "encoder": params.encoder.model,
+            "encoder_backend": params.encoder.backend,
             "index_kind": params.index.kind,
             "description_chars": params.text.description_chars,
             "fingerprint": self.fingerprint,
