@@ -399,6 +399,9 @@ def run_serve(args: argparse.Namespace) -> int:
         from service.settings import Settings
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    from tagindex.store import read_manifest
+
+    read_manifest(args.index, "tagindex")  # a clear error now rather than a traceback at start-up
     # Other settings (API key, limits) come from TAGINDEX_* environment variables.
     overrides: dict[str, Any] = {"index_dir": args.index}
     if args.feedback_db:
