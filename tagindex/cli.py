@@ -440,6 +440,23 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_feedback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="feedback SQLite file written by `tagindex serve`")
+    p.add_argument("--out", required=True, help="products file to write (JSONL, tags = accepted or added)")
+
+
+@command("feedback", "export merchandiser feedback from the service as a products file", _configure_feedback)
+def run_feedback(args: argparse.Namespace) -> int:
+    from service.feedback import FeedbackStore
+    from tagindex.io import write_jsonl
+
+    if not Path(args.db).is_file():
+        raise ValueError(f"{args.db}: no such feedback database")
+    n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
+    logger.info("wrote %d products with feedback -> %s", n, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagindex", description=__doc__.splitlines()[0] if __doc__ else None
