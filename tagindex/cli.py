@@ -429,11 +429,31 @@ def run_serve(args: argparse.Namespace) -> int:
         from service.settings import Settings
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    from tagindex.store import read_manifest
+
+    read_manifest(args.index, "tagindex")  # a clear error now rather than a traceback at start-up
     # Other settings (API key, limits) come from TAGINDEX_* environment variables.
     overrides: dict[str, Any] = {"index_dir": args.index}
     if args.feedback_db:
         overrides["feedback_db"] = args.feedback_db
     uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _configure_feedback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="feedback SQLite file written by `tagindex serve`")
+    p.add_argument("--out", required=True, help="products file to write (JSONL, tags = accepted or added)")
+
+
+@command("feedback", "export merchandiser feedback from the service as a products file", _configure_feedback)
+def run_feedback(args: argparse.Namespace) -> int:
+    from service.feedback import FeedbackStore
+    from tagindex.io import write_jsonl
+
+    if not Path(args.db).is_file():
+        raise ValueError(f"{args.db}: no such feedback database")
+    n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
+    logger.info("wrote %d products with feedback -> %s", n, args.out)
     return 0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, REPO, make_settings
+from service_support import API_KEY, REPO, make_settings
 
 pytestmark = pytest.mark.slow
 

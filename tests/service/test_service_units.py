@@ -134,3 +134,29 @@ def test_rwlock_lets_readers_share_and_writers_exclude():
     for t in threads:
         t.join()
     assert len(log) == 24 and all(others == 0 for _, others in log)
+
+
+def test_feedback_exports_as_a_products_file_latest_judgement_wins(tmp_path):
+    from tagindex.cli import main
+    from tagindex.io import load_products
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store.add(
+        [
+            FeedbackRecord("p1", "Silver ring", "rings", "reject"),
+            FeedbackRecord("p2", "Boots", "shoes", "add"),
+        ]
+    )
+    store.add(
+        [
+            FeedbackRecord("p1", "Silver ring", "rings", "accept"),
+            FeedbackRecord("p1", "Silver ring", "toys", "reject"),
+        ]
+    )
+    store.close()
+    out = tmp_path / "feedback.jsonl"
+    assert main(["-q", "feedback", "--db", str(tmp_path / "fb.sqlite3"), "--out", str(out)]) == 0
+    products = {p.id: p for p in load_products(out)}
+    assert products["p1"].tags == ["rings"] and products["p2"].tags == ["shoes"]
+    assert '"rejected": ["toys"]' in out.read_text()
+    assert main(["-q", "feedback", "--db", str(tmp_path / "missing.sqlite3"), "--out", str(out)]) == 2
