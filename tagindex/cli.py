@@ -136,10 +136,10 @@ def run_tag(args: argparse.Namespace) -> int:
     from tagindex.index import TagIndex
     from tagindex.io import load_products, write_jsonl
 
+    products = load_products(args.products, on_error=args.on_error)
     index = TagIndex.load(args.index)
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
-    products = load_products(args.products, on_error=args.on_error)
     start = time.perf_counter()
     results = index.tag(
         products,
@@ -217,6 +217,113 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- evaluate ---------------------------------------------------------------------------------------
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
+    p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
+    p.add_argument("--tags", help="tags file: enables per-level metrics and the MWPD challenge metric")
+    p.add_argument("--train", help="training products file: enables tag-frequency buckets")
+    p.add_argument(
+        "--metrics", default="recall,precision,mrr,ndcg", help="comma list of recall,precision,mrr,ndcg"
+    )
+    p.add_argument("--k", default="1,5,10", help="comma list of cut-offs (default 1,5,10)")
+    p.add_argument(
+        "--buckets", default="5,38", help="training-count bucket edges LOW,HIGH or 'auto' (tertiles)"
+    )
+    p.add_argument(
+        "--level-mode",
+        choices=["auto", "filter", "ancestors"],
+        default="auto",
+        help="how a level's ranking is read from the run (see tagindex.metrics)",
+    )
+    p.add_argument("--json", help="also write the full report as JSON here")
+
+
+@command(
+    "evaluate",
+    "score a run file against gold tags: recall/precision/MRR/nDCG, levels, buckets",
+    _configure_evaluate,
+)
+def run_evaluate(args: argparse.Namespace) -> int:
+    from tagindex.io import load_products, load_tags
+    from tagindex.metrics import evaluate, format_report, gold_from_products, read_run, write_report
+
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+        edges: Any = "auto" if args.buckets == "auto" else tuple(int(e) for e in args.buckets.split(","))
+    except ValueError:
+        raise ValueError("--k and --buckets take comma-separated integers") from None
+    if edges != "auto" and (len(edges) != 2 or edges[0] >= edges[1]):
+        raise ValueError("--buckets takes two increasing integers LOW,HIGH or 'auto'")
+    run = read_run(args.run)
+    gold = gold_from_products(load_products(args.gold))
+    tags = load_tags(args.tags) if args.tags else None
+    train = load_products(args.train) if args.train else None
+    report = evaluate(
+        run,
+        gold,
+        tags=tags,
+        train=train,
+        ks=ks,
+        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+        bucket_edges=edges,
+        level_mode=args.level_mode,
+    )
+    report["run"], report["gold"] = str(args.run), str(args.gold)
+    print(format_report(report))
+    if args.json:
+        write_report(args.json, report)
+    return 0
+
+
+# ---- split ------------------------------------------------------------------------------------------
+def _configure_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=["mwpd-zeroshot", "dev", "cross-dataset", "tag-similarity"])
+    p.add_argument(
+        "--data",
+        required=True,
+        help="mwpd-zeroshot: converted MWPD dir; dev: products file; cross-dataset: first converted "
+        "attribute-tags dir; tag-similarity: shopify_to_google_dev.jsonl",
+    )
+    p.add_argument("--other", help="cross-dataset: the second converted attribute-tags dir")
+    p.add_argument("--tags", help="tag-similarity: Google tags file from `tagindex convert google`")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--fraction", type=float, default=None, help="held-out share (mwpd-zeroshot 0.2, dev 0.1)")
+    p.add_argument("--min-products", type=int, default=3, help="mwpd-zeroshot: training products a tag needs")
+    p.add_argument("--level", type=int, default=3, help="mwpd-zeroshot: tag level to hold out (default 3)")
+
+
+@command(
+    "split",
+    "write a seeded evaluation split (mwpd-zeroshot, dev, cross-dataset, tag-similarity)",
+    _configure_split,
+)
+def run_split(args: argparse.Namespace) -> int:
+    from tagindex import splits
+
+    if args.kind == "mwpd-zeroshot":
+        manifest = splits.mwpd_zeroshot(
+            args.data, args.out, args.seed, args.fraction or 0.2, args.min_products, args.level
+        )
+    elif args.kind == "dev":
+        manifest = splits.dev_split(args.data, args.out, args.seed, args.fraction or 0.1)
+    elif args.kind == "cross-dataset":
+        if not args.other:
+            raise ValueError("cross-dataset needs --other (the second converted dataset)")
+        manifest = splits.cross_dataset(args.data, args.other, args.out)
+    else:
+        if not args.tags:
+            raise ValueError("tag-similarity needs --tags (Google tags from `tagindex convert google`)")
+        manifest = splits.tag_similarity(args.data, args.tags, args.out)
+    print(
+        json.dumps(
+            {"kind": manifest["kind"], "params": manifest["params"], "counts": manifest["counts"]}, indent=2
+        )
+    )
+    return 0
+
+
 # ---- config -----------------------------------------------------------------------------------------
 def _configure_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run file from `tagindex tag`")
@@ -226,8 +333,11 @@ def _configure_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=5, help="tags per product to show (default 5)")
 
 
-@command("show", "print a readable sample of a run file: product titles with their tags and scores",
-         _configure_show)
+@command(
+    "show",
+    "print a readable sample of a run file: product titles with their tags and scores",
+    _configure_show,
+)
 def run_show(args: argparse.Namespace) -> int:
     from tagindex.io import load_products, read_records
 
@@ -243,8 +353,10 @@ def run_show(args: argparse.Namespace) -> int:
         from tagindex.text import tag_path
 
         table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
-        by_id = {r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
-                 for r in table.itertuples(index=False)}
+        by_id = {
+            r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
+            for r in table.itertuples(index=False)
+        }
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
     shown = 0
     for line, row in read_records(args.run):
