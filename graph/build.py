@@ -59,7 +59,8 @@ class GraphParams(_Params):
     Attributes:
         keyword_weight: Weight of product–keyword edges; breadcrumbs are shop-specific and noisy.
         min_cooccurrence: Tag pairs sharing fewer products get no co-occurrence edge.
-        max_value_chars: Attribute values longer than this are free text, not a shared value node.
+        max_value_chars: Attribute values (and breadcrumb segments) longer than this are free text,
+            not a shared value or keyword node.
     """
 
     keyword_weight: float = 0.5
@@ -81,10 +82,15 @@ def attribute_key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", normalize_key(name))
 
 
-def breadcrumb_keywords(breadcrumb: str) -> list[str]:
-    """Breadcrumb segments split on '>' as normalised keywords, without repeats."""
+def breadcrumb_keywords(breadcrumb: str, max_chars: int = 60) -> list[str]:
+    """Breadcrumb segments split on '>' as normalised keywords, without repeats.
+
+    Some shops put URLs or whole product paths in their breadcrumbs (seen in MWPD); segments longer
+    than ``max_chars`` or that look like a URL/path are not keywords and are dropped.
+    """
     out = [normalize_key(s) for s in str(breadcrumb).split(">")]
-    return list(dict.fromkeys(s for s in out if s))
+    keep = (s for s in out if s and len(s) <= max_chars and not s.startswith(("/", "http", "www.")))
+    return list(dict.fromkeys(keep))
 
 
 def product_features(product: Product, params: GraphParams | None = None) -> list[str]:
@@ -94,7 +100,9 @@ def product_features(product: Product, params: GraphParams | None = None) -> lis
     for name, value in product.attributes.items():
         values = value if isinstance(value, list) else [value]
         if attribute_key(name) == BREADCRUMB:
-            out += [node_id("keyword", k) for v in values for k in breadcrumb_keywords(v)]
+            out += [
+                node_id("keyword", k) for v in values for k in breadcrumb_keywords(v, params.max_value_chars)
+            ]
             continue
         for v in values:
             key = normalize_key(v)

@@ -131,7 +131,7 @@ def train_node2vec(
             loss = model.loss(pos_rw, neg_rw)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
             batches += 1
         history.append(total / max(batches, 1))
         logger.info("node2vec epoch %d/%d: loss %.4f", epoch + 1, params.epochs, history[-1])

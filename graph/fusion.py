@@ -99,7 +99,7 @@ class GraphFusion:
         self.node_vectors = _unit(np.asarray(node_vectors, dtype=np.float32))  # (n_nodes, graph_dim)
         self.row = {n: i for i, n in enumerate(self.node_ids)}
         self.pool_text = np.asarray(pool_text, dtype=np.float32)  # (n_pool, text_dim)
-        self.pool_graph = _unit(np.asarray(pool_graph, dtype=np.float32).reshape(len(pool_text), -1))
+        self.pool_graph = _unit(np.asarray(pool_graph, dtype=np.float32).reshape(len(pool_text), self.dim))
         self.graph_params = graph_params or GraphParams()
         self.pool_from_tags = pool_from_tags
         self.source = source or {}
