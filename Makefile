@@ -9,7 +9,7 @@ WORK ?= work
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install data demo test lint clean
+.PHONY: install data demo test lint clean browser serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,17 @@ demo: $(WORK)/shopify-index/manifest.json $(WORK)/mwpd/tags.jsonl
 	$(BIN)/tagindex show --run $(WORK)/demo-run.jsonl --products $(WORK)/demo-products.jsonl \
 		--index $(WORK)/shopify-index -n 8
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium for the web page tests, from Debian (test tools cannot download browsers here).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+
+# HTTP API and merchandiser page over the Shopify index (API key: TAGINDEX_API_KEY, else one is logged).
+serve: $(WORK)/shopify-index/manifest.json
+	$(BIN)/tagindex serve --index $(WORK)/shopify-index
 
 lint: install
 	$(BIN)/ruff check tagindex graph service tests benchmarks

@@ -308,5 +308,13 @@ def build_from_files(
     inputs: dict[str, Any] = {"products": str(products_path), "tags": str(tags_path)}
     if shopify:
         inputs["shopify"] = str(shopify)
-    extra = {"params": params.to_dict(), "inputs": inputs, "build_seconds": round(seconds, 3)}
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    extra = {
+        "params": params.to_dict(),
+        "inputs": inputs,
+        "build_seconds": round(seconds, 3),
+        "peak_rss_mb": round(peak_mb, 1),
+    }
     return save_graph(g, out, extra)

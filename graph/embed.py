@@ -177,8 +177,8 @@ def train_sage(
         loss.backward()
         optimizer.step()
         if step % 10 == 0 or step == params.sage_steps - 1:
-            history.append(float(loss))
-            logger.info("sage step %d/%d: loss %.4f", step + 1, params.sage_steps, float(loss))
+            history.append(float(loss.detach()))
+            logger.info("sage step %d/%d: loss %.4f", step + 1, params.sage_steps, float(loss.detach()))
     model.eval()
     with torch.no_grad():
         z = model(edge_index)

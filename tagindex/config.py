@@ -15,7 +15,7 @@ class _Params:
     """Mixin giving dataclasses ``to_dict``/``from_dict`` that reject unknown keys."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -73,6 +73,8 @@ class VectorIndexParams(_Params):
     ivf_nlist: int | None = None  # None: about 4 * sqrt(number of tags)
     ivf_nprobe: int = 16
     use_gpu: bool | None = None  # None: use a GPU when FAISS sees one
+    # How FAISS stores tag vectors: float32 (4 bytes/dim), float16 (2) or int8 scalar-quantised (1).
+    vector_format: Literal["float32", "float16", "int8"] = "float32"
 
 
 @dataclass

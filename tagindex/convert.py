@@ -113,7 +113,7 @@ def attribute_tag_id(attribute: str, value: str) -> str:
 
 
 def convert_attribute_tags(src: Path, out: Path) -> ConvertReport:
-    """AE-110K / OA-Mine titles with ``attribute: value`` tags; ``n/a`` values mean "absent" and are left out."""
+    """AE-110K / OA-Mine titles with ``attribute: value`` tags; ``n/a`` ("absent") values are left out."""
     report = ConvertReport()
     tags: dict[str, Tag] = {}
     for split, path in _split_files(src, (".jsonl", ".json")).items():

@@ -90,7 +90,7 @@ class SentenceTransformerEncoder(Encoder):
             path, device=params.device or _default_device(), local_files_only=True
         )
         self.model.max_seq_length = params.max_seq_length
-        self._dim = int(self.model.get_embedding_dimension())
+        self._dim = int(self.model.get_embedding_dimension() or 0)
         self._fingerprint = _model_fingerprint(path, params)
 
     @property
@@ -143,6 +143,8 @@ def register_backend(name: str, factory: Callable[[EncoderParams], Encoder]) -> 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
     """Builds the encoder that ``params.backend`` names."""
     params = params or EncoderParams()
+    if params.backend not in _BACKENDS:
+        import tagindex.backends  # noqa: F401  (registers the fast backends on first use)
     factory = _BACKENDS.get(params.backend)
     if factory is None:
         raise EncoderError(f"unknown encoder backend '{params.backend}'; known: {sorted(_BACKENDS)}")

@@ -1,4 +1,4 @@
-"""TagIndex: tag vectors in a FAISS index, answering "which tags fit this product" and "which tags are alike"."""
+"""TagIndex: tag vectors in a FAISS index; which tags fit a product, which tags are alike."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 import tagindex
@@ -26,6 +27,27 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _KIND = "tagindex"
+
+
+def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
+    """Tags from the rows of a saved index's ``tags.parquet``."""
+    return [
+        Tag(
+            id=r["id"],
+            name=r["name"],
+            description=r.get("description") or "",
+            parent=r.get("parent"),
+            kind=r.get("kind") or "tag",
+            synonyms=list(r.get("synonyms") or []),
+        )
+        for r in rows
+    ]
+
+
+def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
+    """The vocabulary of a saved index without loading its encoder."""
+    read_manifest(directory, _KIND, verify=False)
+    return read_tag_rows(pq.read_table(Path(directory) / "tags.parquet").to_pylist())
 
 
 class TagIndex:
@@ -48,6 +70,8 @@ class TagIndex:
         self._tags: list[Tag] = []
         self._texts: list[str] = []
         self._int_ids = np.zeros(0, dtype=np.int64)
+        # FAISS int id -> tag id table, built lazily once per change so search costs O(results), not O(tags).
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self._vectors = np.zeros((0, self.vector_dim), dtype=np.float32)
         self._row_of: dict[str, int] = {}
         self._next_id = 0
@@ -122,6 +146,7 @@ class TagIndex:
         self._tags.extend(tags)
         self._texts.extend(texts)
         self._int_ids = np.concatenate([self._int_ids, int_ids])
+        self._lookup = None
         self._vectors = np.concatenate([self._vectors, vectors])
 
     def remove_tags(self, tag_ids: Iterable[str], cascade: bool = False) -> list[str]:
@@ -161,6 +186,7 @@ class TagIndex:
         self._int_ids = self._int_ids[keep]
         self._vectors = self._vectors[keep]
         self._row_of = {t.id: i for i, t in enumerate(self._tags)}
+        self._lookup = None
         return sorted(doomed)
 
     # ---- searching ------------------------------------------------------------------------------
@@ -186,9 +212,16 @@ class TagIndex:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Nearest tags for query vectors (n, dim): scores (n, k) and tag ids (ragged when k > len)."""
         scores, int_ids = self._index.search(vectors, k)
-        row_of_int = dict(zip(self._int_ids.tolist(), range(len(self._int_ids)), strict=True))
-        ids = [[self._tags[row_of_int[i]].id for i in row if i >= 0] for row in int_ids.tolist()]
-        return scores, ids
+        if self._lookup is None:
+            row_of_int = np.full(int(self._int_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
+            row_of_int[self._int_ids] = np.arange(len(self._int_ids))
+            self._lookup = row_of_int, np.array([t.id for t in self._tags] + [None], dtype=object)
+        row_of_int, tag_ids = self._lookup
+        rows = row_of_int[np.where(int_ids >= 0, int_ids, -1)]  # (n, k); -1 (missing) -> the None slot
+        found = tag_ids[rows].tolist()
+        if (rows < 0).any():
+            found = [[t for t in row if t is not None] for row in found]
+        return scores, found
 
     def tag(
         self,
@@ -227,7 +260,9 @@ class TagIndex:
     ) -> list[TagResult]:
         """Like :meth:`tag` for products already encoded (vectors (n, dim))."""
         scores, ids = self.search(vectors, top_k)
-        by_id = self.by_id
+        # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
+        by_id = self.by_id if include_ancestors else None
+        tags, row_of = self._tags, self._row_of
         results = []
         for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
             ranked: list[TagScore] = []
@@ -238,8 +273,8 @@ class TagIndex:
                 if tag_id in seen:
                     continue
                 seen.add(tag_id)
-                ranked.append(TagScore(tag_id, score, by_id[tag_id].name))
-                if include_ancestors:
+                ranked.append(TagScore(tag_id, score, tags[row_of[tag_id]].name))
+                if by_id is not None:
                     for anc in ancestors(tag_id, by_id):
                         if anc not in seen:
                             seen.add(anc)
@@ -370,26 +405,14 @@ class TagIndex:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
             )
-        table = pd.read_parquet(directory / "tags.parquet")
+        rows = pq.read_table(directory / "tags.parquet").to_pylist()
+        tags = read_tag_rows(rows)
         vectors = load_file(str(directory / "tag_vectors.safetensors"))["vectors"]
-        if len(table) != len(vectors) or len(table) != manifest["n_tags"]:
+        if len(tags) != len(vectors) or len(tags) != manifest["n_tags"]:
             raise IndexFormatError(f"{directory}: tag table, vectors and manifest disagree on the tag count")
-        tags = [
-            Tag(
-                id=r.id,
-                name=r.name,
-                description=r.description,
-                parent=r.parent,
-                kind=r.kind,
-                synonyms=list(r.synonyms) if r.synonyms is not None else [],
-            )
-            for r in table.itertuples(index=False)
-        ]
-        for t in tags:
-            if isinstance(t.parent, float):  # pandas turns a None parent into NaN
-                t.parent = None
         index._index = VectorIndex.load(directory / "tags.faiss", index.vector_dim, params.index)
-        index._append(tags, table["text"].tolist(), table["int_id"].to_numpy(np.int64), vectors)
+        int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
+        index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
         return index
 

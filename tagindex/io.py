@@ -86,11 +86,11 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
     if reader.fieldnames is None:
         return
     for row in reader:
-        line = reader.line_num
+        line_no = reader.line_num
         if None in row:
-            yield line, "more fields than the header has"
+            yield line_no, "more fields than the header has"
             continue
-        yield line, {k: _parse_csv_cell(v) for k, v in row.items() if k is not None}
+        yield line_no, {k: _parse_csv_cell(v) for k, v in row.items() if k is not None}
 
 
 def _parse_csv_cell(value: str | None) -> Any:

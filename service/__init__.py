@@ -1,0 +1,3 @@
+"""HTTP service and merchandiser web page over a saved TagIndex (install ``tagindex[service]``)."""
+
+from __future__ import annotations

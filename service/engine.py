@@ -1,0 +1,274 @@
+"""The service's view of one TagIndex: thread-safe reads, serialised writes persisted to disk."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.batching import EncodeBatcher
+from tagindex.index import TagIndex
+from tagindex.schema import Product, Tag, TagResult, TagScore
+from tagindex.store import read_manifest
+from tagindex.text import tag_path, tag_text
+
+logger = logging.getLogger(__name__)
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers so writes are not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Vocabulary:
+    """Per-version lookups that would cost O(n tags) to rebuild on every request."""
+
+    by_id: dict[str, Tag]
+    paths: dict[str, list[str]]
+    search_keys: list[tuple[str, str, str]]  # (tag id, folded name, folded path text)
+
+
+class Engine:
+    """Owns the loaded index, answers queries and applies vocabulary changes.
+
+    Reads (tagging, lookups) run concurrently under a read lock; a change takes the write lock only
+    while it mutates the in-memory index, then saves the index directory atomically under the read
+    lock, so a restart serves the same vocabulary. Changes are serialised among themselves.
+    """
+
+    def __init__(self, index_dir: str | Path, index: TagIndex | None = None, max_batch: int = 64) -> None:
+        self.index_dir = Path(index_dir)
+        start = time.perf_counter()
+        self.index = index if index is not None else TagIndex.load(self.index_dir)
+        self.load_seconds = time.perf_counter() - start
+        manifest = read_manifest(self.index_dir, "tagindex", verify=False)
+        self.fingerprint: str = manifest.get("encoder", {}).get("fingerprint", "")
+        self.version = 0  # bumped by every change; keys the caches below
+        self._lock = RWLock()
+        self._change = threading.Lock()
+        self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
+        self._vocab = self._build_vocabulary()
+        self._duplicates: dict[tuple[int, float, int], list[tuple[str, str, float]]] = {}
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def get(self, tag_id: str) -> Tag:
+        with self._lock.read():
+            return self.index.get(tag_id)
+
+    def path(self, tag_id: str) -> list[str]:
+        return self._vocab.paths.get(tag_id, [])
+
+    def encode_products(self, products: Sequence[Product]) -> tuple[list[str], np.ndarray]:
+        """Encoder input texts and their vectors (n, dim)."""
+        texts = self.index.product_texts(products)
+        return texts, self._batcher.encode(texts)
+
+    def tag(
+        self,
+        products: Sequence[Product],
+        top_k: int,
+        threshold: float | None = None,
+        include_ancestors: bool = False,
+    ) -> tuple[list[TagResult], list[str], np.ndarray]:
+        """Ranked tags per product, plus the encoded texts and vectors (n, dim) for explanations."""
+        texts, vectors = self.encode_products(products)
+        with self._lock.read():
+            if not len(self.index):
+                raise LookupError("the index holds no tags")
+            results = self.index.tag_vectors(
+                [p.id for p in products], vectors, top_k, threshold, include_ancestors
+            )
+        return results, texts, vectors
+
+    def similar_to_tag(self, tag_id: str, top_k: int) -> list[TagScore]:
+        with self._lock.read():
+            if tag_id not in self.index:
+                raise KeyError(tag_id)
+            return self.index.similar(tag_id, top_k)
+
+    def similar_to_text(self, text: str, top_k: int) -> list[TagScore]:
+        vector = self._batcher.encode([text])  # (1, dim)
+        with self._lock.read():
+            scores, ids = self.index.search(vector, top_k)
+            return [
+                TagScore(t, s, self.index.get(t).name)
+                for t, s in zip(ids[0], scores[0].tolist(), strict=False)
+            ]
+
+    def neighbours(self, tag_ids: Sequence[str], k: int) -> dict[str, list[TagScore]]:
+        """The ``k`` tags nearest each given tag (itself excluded), in one search."""
+        with self._lock.read():
+            present = [t for t in tag_ids if t in self.index]
+            if not present:
+                return {}
+            vectors = np.stack([self.index.tag_vector(t) for t in present])  # (n, dim)
+            scores, ids = self.index.search(vectors, k + 1)
+            out = {}
+            for tag_id, row_ids, row_scores in zip(present, ids, scores.tolist(), strict=True):
+                out[tag_id] = [
+                    TagScore(o, s, self.index.get(o).name)
+                    for o, s in zip(row_ids, row_scores, strict=False)
+                    if o != tag_id
+                ][:k]
+            return out
+
+    def tag_vectors(self, tag_ids: Sequence[str]) -> np.ndarray:
+        """Unit vectors (n, dim) of existing tags."""
+        with self._lock.read():
+            return np.stack([self.index.tag_vector(t) for t in tag_ids])
+
+    def tag_text(self, tag_id: str) -> str:
+        """The text the encoder read for a tag."""
+        vocab = self._vocab
+        return tag_text(vocab.by_id[tag_id], vocab.by_id, self.index.params.text)
+
+    def duplicates(self, min_score: float, neighbours: int) -> list[tuple[str, str, float]]:
+        """Near-identical tag pairs, cached until the vocabulary changes (a full scan is O(n^2 dim))."""
+        with self._lock.read():
+            key = (self.version, min_score, neighbours)
+            cached = self._duplicates.get(key)
+            if cached is None:
+                cached = self.index.duplicates(min_score=min_score, neighbours=neighbours)
+                self._duplicates = {
+                    key: cached,
+                    **{k: v for k, v in self._duplicates.items() if k[0] == key[0]},
+                }
+            return cached
+
+    def search_vocabulary(self, query: str, limit: int) -> list[Tag]:
+        """Tags whose name or path contains every word of ``query`` (case-insensitive), best first.
+
+        Exact names come first, then names starting with the query, then the rest by path length.
+        """
+        words = query.casefold().split()
+        folded = " ".join(words)
+        vocab = self._vocab
+        hits: list[tuple[int, int, str]] = []
+        for tag_id, name, path in vocab.search_keys:
+            if all(w in path or w in tag_id.casefold() for w in words):
+                rank = 0 if name == folded else 1 if name.startswith(folded) else 2 if folded in name else 3
+                hits.append((rank, len(path), tag_id))
+        hits.sort()
+        return [vocab.by_id[t] for _, _, t in hits[:limit]]
+
+    def describe(self) -> dict[str, Any]:
+        params = self.index.params
+        return {
+            "n_tags": len(self.index),
+            "dim": self.index.encoder.dim,
+            "encoder": params.encoder.model,
+            "index_kind": params.index.kind,
+            "description_chars": params.text.description_chars,
+            "fingerprint": self.fingerprint,
+            "version": self.version,
+        }
+
+    # ---- changes --------------------------------------------------------------------------------
+    def add_tags(self, tags: Sequence[Tag]) -> list[str]:
+        """Adds tags, searchable as soon as this returns, and saves the index directory.
+
+        Raises:
+            ValueError: A tag id already exists or names an unknown parent (nothing is changed).
+        """
+        ids = [t.id for t in tags]
+        with self._change:
+            with self._lock.write():
+                self.index.add_tags(tags)
+                self._changed()
+            try:
+                self._persist()
+            except BaseException:
+                with self._lock.write():  # memory must not promise what the disk does not hold
+                    self.index.remove_tags(ids)
+                    self._changed()
+                raise
+        return ids
+
+    def remove_tags(self, tag_ids: Sequence[str], cascade: bool = False) -> list[str]:
+        """Retires tags (with ``cascade`` their descendants too) and saves the index directory.
+
+        Raises:
+            KeyError: An id is unknown.  ValueError: A tag has children and ``cascade`` is off.
+        """
+        with self._change:
+            with self._lock.write():
+                before = self.index.tags
+                removed = self.index.remove_tags(tag_ids, cascade=cascade)
+                self._changed()
+            try:
+                self._persist()
+            except BaseException:
+                gone = set(removed)
+                with self._lock.write():
+                    self.index.add_tags([t for t in before if t.id in gone])
+                    self._changed()
+                raise
+        return removed
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._vocab = self._build_vocabulary()
+        self._duplicates = {}
+
+    def _persist(self) -> None:
+        start = time.perf_counter()
+        with self._lock.read():  # searches go on; no change can start (self._change is held)
+            self.index.save(self.index_dir)
+        logger.info(
+            "saved %d tags to %s in %.2fs", len(self.index), self.index_dir, time.perf_counter() - start
+        )
+
+    def _build_vocabulary(self) -> _Vocabulary:
+        tags = self.index.tags
+        by_id = {t.id: t for t in tags}
+        paths = {t.id: tag_path(t, by_id) for t in tags}
+        keys = [(t.id, t.name.casefold(), " > ".join(paths[t.id]).casefold()) for t in tags]
+        return _Vocabulary(by_id, paths, keys)

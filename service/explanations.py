@@ -1,0 +1,231 @@
+"""Why a tag was suggested, and whether to assign it: the seam where richer stages plug in.
+
+The service asks an :class:`Explainer` for every suggested tag and a :class:`Decider` for a decision.
+What ships here uses only what the core computes today:
+
+- score parts: the bi-encoder cosine similarity (the only score the core has),
+- the tag's path, and the words the product text and the tag text share,
+- the tag's nearest neighbours in the vocabulary and how this product scores against them (how
+  clearly the product prefers this tag over its closest alternatives),
+- decisions by an operator-chosen similarity threshold (not a calibrated probability).
+
+A reranker, calibrated probabilities or graph scores add their parts by registering another
+explainer/decider (``register_explainer``, ``register_decider``) and naming it in the settings; the
+response shapes (``parts`` is an open mapping) stay the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tagindex.schema import Product, TagResult
+
+_WORD = re.compile(r"[^\W_]+")
+_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "from",
+        "this",
+        "that",
+        "are",
+        "was",
+        "were",
+        "has",
+        "have",
+        "had",
+        "not",
+        "but",
+        "you",
+        "your",
+        "our",
+        "its",
+        "per",
+        "all",
+        "any",
+        "can",
+        "will",
+        "into",
+        "over",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "than",
+        "too",
+        "very",
+        "one",
+        "two",
+        "new",
+    ]
+)
+
+
+@dataclass
+class ExplainContext:
+    """What the explainer may read for one product."""
+
+    product: Product
+    text: str  # the encoder input built from the product
+    vector: np.ndarray  # (dim,) unit product vector
+    result: TagResult
+
+
+@dataclass
+class TagExplanation:
+    """Evidence for one suggested tag; ``parts`` maps score names to values."""
+
+    parts: dict[str, float]
+    path: list[str] = field(default_factory=list)
+    matched_terms: list[str] = field(default_factory=list)
+    neighbours: list[dict[str, Any]] = field(default_factory=list)
+    inherited_from: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "parts": {k: round(float(v), 6) for k, v in self.parts.items()},
+            "path": self.path,
+            "matched_terms": self.matched_terms,
+            "neighbours": self.neighbours,
+        }
+        if self.inherited_from is not None:
+            out["inherited_from"] = self.inherited_from
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+class Explainer(Protocol):
+    """Explains every tag of a product's result, keyed by tag id."""
+
+    name: str
+
+    def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]: ...
+
+
+class Decider(Protocol):
+    """Turns a ranked result into decisions: ``{tag id: ("accept" | "review", reason)}``.
+
+    ``needs_threshold`` says whether ``decide`` requires the operator's similarity threshold (a
+    calibrated decider would carry its own per-tag thresholds and ignore it).
+    """
+
+    name: str
+    needs_threshold: bool
+
+    def decide(self, result: TagResult, threshold: float | None) -> dict[str, tuple[str, str]]: ...
+
+
+def terms(text: str) -> set[str]:
+    """Content words, folded, with a trailing plural 's' dropped so 'rings' meets 'ring'."""
+    out = set()
+    for w in _WORD.findall(text.casefold()):
+        if len(w) < 3 or w in _STOP or w.isdigit():
+            continue
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+    return out
+
+
+class SimilarityExplainer:
+    """Explanations from the bi-encoder alone (see the module docstring)."""
+
+    name = "similarity"
+
+    def __init__(self, engine: Any, neighbours: int = 3) -> None:
+        self.engine = engine
+        self.k = neighbours
+
+    def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]:
+        ranked = [t for t in ctx.result.tags if t.ancestor_of is None]
+        near = self.engine.neighbours([t.tag for t in ranked], self.k)
+        other_ids = sorted({n.tag for hits in near.values() for n in hits})
+        product_sims: dict[str, float] = {}
+        if other_ids:
+            product_sims = dict(
+                zip(other_ids, (self.engine.tag_vectors(other_ids) @ ctx.vector).tolist(), strict=True)
+            )  # cosine of this product with each neighbour tag
+        product_terms = terms(ctx.text)
+        out: dict[str, TagExplanation] = {}
+        for t in ctx.result.tags:
+            path = self.engine.path(t.tag)
+            if t.ancestor_of is not None:
+                out[t.tag] = TagExplanation(
+                    parts={"bi_encoder_similarity": t.score},
+                    path=path,
+                    inherited_from=t.ancestor_of,
+                    notes=[f"ancestor of '{t.ancestor_of}'; carries its score"],
+                )
+                continue
+            shared = sorted(product_terms & terms(self.engine.tag_text(t.tag)))
+            out[t.tag] = TagExplanation(
+                parts={"bi_encoder_similarity": t.score},
+                path=path,
+                matched_terms=shared,
+                neighbours=[
+                    {
+                        "tag": n.tag,
+                        "name": n.name,
+                        "tag_similarity": round(n.score, 6),
+                        "product_similarity": round(product_sims[n.tag], 6),
+                        "margin": round(t.score - product_sims[n.tag], 6),
+                    }
+                    for n in near.get(t.tag, [])
+                ],
+            )
+        return out
+
+
+class ThresholdDecider:
+    """Accept a tag whose bi-encoder similarity reaches the threshold; everything else goes to review.
+
+    Ancestors carry their descendant's score, so an accepted tag's path is accepted with it.
+    """
+
+    name = "threshold"
+    needs_threshold = True
+
+    def decide(self, result: TagResult, threshold: float | None) -> dict[str, tuple[str, str]]:
+        if threshold is None:
+            raise ValueError("the threshold decider needs an accept threshold")
+        out: dict[str, tuple[str, str]] = {}
+        for t in result.tags:
+            if t.score >= threshold:
+                out[t.tag] = ("accept", f"similarity {t.score:.3f} >= threshold {threshold:.3f}")
+            elif t.tag not in out:
+                out[t.tag] = ("review", f"similarity {t.score:.3f} < threshold {threshold:.3f}")
+        return out
+
+
+_EXPLAINERS: dict[str, Callable[[Any], Explainer]] = {"similarity": SimilarityExplainer}
+_DECIDERS: dict[str, Callable[[Any], Decider]] = {"threshold": lambda engine: ThresholdDecider()}
+
+
+def register_explainer(name: str, factory: Callable[[Any], Explainer]) -> None:
+    """Makes ``factory(engine)`` available as ``TAGINDEX_EXPLAINER=name``."""
+    _EXPLAINERS[name] = factory
+
+
+def register_decider(name: str, factory: Callable[[Any], Decider]) -> None:
+    """Makes ``factory(engine)`` available as ``TAGINDEX_DECIDER=name``."""
+    _DECIDERS[name] = factory
+
+
+def make_explainer(name: str, engine: Any) -> Explainer:
+    if name not in _EXPLAINERS:
+        raise ValueError(f"unknown explainer '{name}'; known: {sorted(_EXPLAINERS)}")
+    return _EXPLAINERS[name](engine)
+
+
+def make_decider(name: str, engine: Any) -> Decider:
+    if name not in _DECIDERS:
+        raise ValueError(f"unknown decider '{name}'; known: {sorted(_DECIDERS)}")
+    return _DECIDERS[name](engine)

@@ -1,0 +1,336 @@
+"""Request and response bodies of the HTTP API, with the examples shown in the OpenAPI document."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tagindex.schema import Product, Tag
+
+# Strict: JSON true is not a number and 1.5 is not an integer; unknown fields are typos, not noise.
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+_PRODUCT_EXAMPLE: dict[str, Any] = {
+    "id": "5945",
+    "title": "Victorian Silver Masonic Locket 1890",
+    "description": "An oval locket has the Masons symbol of a pair of compasses and set square to the front.",
+    "attributes": {"material": "silver"},
+}
+
+
+class ProductIn(BaseModel):
+    """A product to tag. Without an id, one is derived from the text, so the same text keeps its id."""
+
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [_PRODUCT_EXAMPLE]})
+
+    id: str = Field(default="", max_length=512, description="your product id; derived from the text if empty")
+    title: str = Field(min_length=1, description="product title (required, not blank)")
+    description: str = Field(default="", description="free text; the index decides how much of it is read")
+    attributes: dict[str, str | list[str]] = Field(default_factory=dict, description="name -> value(s)")
+
+    @model_validator(mode="after")
+    def _title_not_blank(self) -> ProductIn:
+        if not self.title.strip():
+            raise ValueError("title must not be blank")
+        return self
+
+    def to_product(self) -> Product:
+        pid = self.id or "text-" + hashlib.sha1(f"{self.title}\n{self.description}".encode()).hexdigest()[:12]
+        return Product(
+            id=pid, title=self.title, description=self.description, attributes=dict(self.attributes)
+        )
+
+    def text_length(self) -> int:
+        return max([len(self.title), len(self.description), *(len(str(v)) for v in self.attributes.values())])
+
+
+class TagRequest(BaseModel):
+    """One product (``product``) or a batch (``products``) to tag; give exactly one of the two."""
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {"product": _PRODUCT_EXAMPLE, "top_k": 5},
+                {
+                    "products": [_PRODUCT_EXAMPLE, {"id": "811", "title": "Ruby Reds superfood drink mix"}],
+                    "top_k": 3,
+                    "include_ancestors": True,
+                    "explain": True,
+                    "decide": True,
+                    "accept_threshold": 0.5,
+                },
+            ]
+        },
+    )
+
+    product: ProductIn | None = None
+    products: list[ProductIn] | None = Field(default=None, min_length=1, description="batch (size limited)")
+    top_k: int = Field(default=10, ge=1, description="tags per product (at most the service's max_top_k)")
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description="drop tags scoring below")
+    include_ancestors: bool = Field(default=False, description="insert each tag's ancestors after it")
+    explain: bool = Field(default=False, description="add an explanation to every tag")
+    decide: bool = Field(default=False, description="add accept/review decisions")
+    accept_threshold: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="similarity to accept at (default: the service's)"
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TagRequest:
+        if (self.product is None) == (self.products is None):
+            raise ValueError("give exactly one of 'product' (one product) or 'products' (a batch)")
+        return self
+
+    def product_list(self) -> list[ProductIn]:
+        return [self.product] if self.product is not None else list(self.products or [])
+
+
+class Neighbour(BaseModel):
+    tag: str
+    name: str
+    tag_similarity: float = Field(description="cosine of the two tags' vectors")
+    product_similarity: float = Field(description="cosine of this product with the neighbour tag")
+    margin: float = Field(description="suggested tag's similarity minus the neighbour's")
+
+
+class Explanation(BaseModel):
+    """Evidence for one tag; ``parts`` holds every score that went into it (open set of names)."""
+
+    parts: dict[str, float] = Field(description="score parts, e.g. bi_encoder_similarity")
+    path: list[str] = Field(description="names from the root to the tag")
+    matched_terms: list[str] = Field(description="content words shared by product text and tag text")
+    neighbours: list[Neighbour] = Field(description="the tag's nearest tags and how this product scores them")
+    inherited_from: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class TagHit(BaseModel):
+    tag: str = Field(description="tag id")
+    name: str
+    score: float = Field(description="cosine similarity of product and tag vectors")
+    path: list[str] = Field(default_factory=list, description="names from the root to the tag")
+    ancestor_of: str | None = Field(default=None, description="set when added as an ancestor of this tag")
+    decision: Literal["accept", "review"] | None = None
+    reason: str | None = None
+    explanation: Explanation | None = None
+
+
+class ProductResult(BaseModel):
+    id: str
+    tags: list[TagHit]
+    encoded_text: str | None = Field(default=None, description="the text the encoder read (with explain)")
+
+
+class TagResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "id": "5945",
+                            "tags": [
+                                {
+                                    "tag": "64010100_Jewellery",
+                                    "name": "Jewellery",
+                                    "score": 0.48,
+                                    "path": ["Personal Accessories", "Jewellery"],
+                                }
+                            ],
+                        }
+                    ],
+                    "index_version": 0,
+                    "elapsed_ms": 12.3,
+                }
+            ]
+        }
+    )
+
+    results: list[ProductResult]
+    index_version: int = Field(description="bumped by every tag added or retired since start-up")
+    explainer: str | None = None
+    decider: str | None = None
+    elapsed_ms: float
+
+
+class SimilarTextRequest(BaseModel):
+    model_config = ConfigDict(
+        **_STRICT, json_schema_extra={"examples": [{"text": "silver locket", "top_k": 5}]}
+    )
+
+    text: str = Field(min_length=1, description="free text: a tag name you have in mind, a product, a query")
+    top_k: int = Field(default=10, ge=1)
+
+
+class ScoredTag(BaseModel):
+    tag: str
+    name: str
+    score: float
+    path: list[str]
+
+
+class SimilarResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "64010100_Jewellery",
+                    "tags": [{"tag": "53000000_Beauty", "name": "Beauty", "score": 0.41, "path": ["Beauty"]}],
+                }
+            ]
+        }
+    )
+
+    query: str
+    tags: list[ScoredTag]
+
+
+class DuplicatePair(BaseModel):
+    a: str
+    a_name: str
+    a_path: list[str]
+    b: str
+    b_name: str
+    b_path: list[str]
+    score: float = Field(description="cosine similarity of the two tags' vectors")
+
+
+class DuplicatesResponse(BaseModel):
+    min_score: float
+    total: int = Field(description="pairs at or above min_score (the list may be cut at limit)")
+    pairs: list[DuplicatePair]
+
+
+class TagInfo(BaseModel):
+    id: str
+    name: str
+    path: list[str]
+    parent: str | None
+    kind: str
+    description: str
+    synonyms: list[str]
+
+
+class TagIn(BaseModel):
+    """A new vocabulary entry; its parent may be an existing tag or another tag in the same request."""
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "64010100_Lockets",
+                    "name": "Lockets",
+                    "parent": "64010100_Jewellery",
+                    "kind": "category",
+                    "synonyms": ["photo locket"],
+                }
+            ]
+        },
+    )
+
+    id: str = Field(min_length=1, max_length=512)
+    name: str = Field(min_length=1)
+    description: str = ""
+    parent: str | None = None
+    kind: str = "tag"
+    synonyms: list[str] = Field(default_factory=list)
+
+    def to_tag(self) -> Tag:
+        return Tag(self.id, self.name, self.description, self.parent, self.kind, list(self.synonyms))
+
+
+class AddTagsRequest(BaseModel):
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {"tags": [{"id": "64010100_Lockets", "name": "Lockets", "parent": "64010100_Jewellery"}]}
+            ]
+        },
+    )
+
+    tags: list[TagIn] = Field(min_length=1)
+
+
+class ChangeResponse(BaseModel):
+    changed: list[str] = Field(description="tag ids added or retired")
+    n_tags: int
+    index_version: int
+
+
+class Judgement(BaseModel):
+    model_config = _STRICT
+
+    tag: str = Field(min_length=1, description="tag id (must exist in the index)")
+    action: Literal["accept", "reject", "add"] = Field(
+        description="accept or reject a suggested tag, or add a tag the service missed"
+    )
+    score: float | None = Field(default=None, description="the score shown when the judgement was made")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "product": _PRODUCT_EXAMPLE,
+                    "judgements": [
+                        {"tag": "64010100_Jewellery", "action": "accept", "score": 0.48},
+                        {"tag": "53000000_Beauty", "action": "reject", "score": 0.31},
+                    ],
+                    "user": "merchandiser-1",
+                }
+            ]
+        },
+    )
+
+    product: ProductIn
+    judgements: list[Judgement] = Field(min_length=1, max_length=1000)
+    user: str | None = Field(default=None, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackRow(BaseModel):
+    id: int
+    created: str
+    product_id: str
+    title: str
+    description: str
+    attributes: dict[str, Any]
+    tag: str
+    action: str
+    score: float | None
+    user: str | None
+    comment: str | None
+    index_fingerprint: str | None
+
+
+class FeedbackResponse(BaseModel):
+    stored: list[FeedbackRow]
+    total: int = Field(description="feedback rows stored so far")
+
+
+class FeedbackList(BaseModel):
+    rows: list[FeedbackRow]
+    total: int
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Info(BaseModel):
+    index: dict[str, Any]
+    limits: dict[str, int]
+    accept_threshold: float | None
+    explainer: str
+    decider: str
+    feedback_rows: int
+
+
+class ErrorBody(BaseModel):
+    detail: Any = Field(description="what was wrong, in words (or pydantic's list for 422 validation)")

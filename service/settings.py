@@ -1,0 +1,60 @@
+"""Service settings, read from ``TAGINDEX_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start-up.
+
+    Example:
+        ``TAGINDEX_INDEX_DIR=work/shopify-index TAGINDEX_API_KEY=s3cret uvicorn ...`` or
+        ``Settings(index_dir="work/shopify-index", api_key="s3cret")``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TAGINDEX_", env_file=".env", extra="ignore")
+
+    index_dir: Path = Field(description="index directory from `tagindex index`; added tags are saved here")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="key that write endpoints require in the X-API-Key header; when unset a random key is "
+        "generated at start-up and logged once",
+    )
+    feedback_db: Path | None = Field(
+        default=None,
+        description="SQLite file for feedback; default: '<index_dir>.feedback.sqlite3' beside the index "
+        "(never inside it, since saving the index replaces that directory)",
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1_000, description="larger request bodies get 413")
+    max_batch: int = Field(default=64, ge=1, description="most products in one /v1/tag request")
+    max_top_k: int = Field(default=100, ge=1, description="largest top_k any endpoint accepts")
+    max_text_chars: int = Field(default=20_000, ge=100, description="longest title/description/query")
+    max_new_tags: int = Field(default=1_000, ge=1, description="most tags one POST /v1/tags may add")
+    accept_threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="default similarity at or above which `decide` marks a tag 'accept' (else 'review'); "
+        "unset: requests must pass one",
+    )
+    explainer: str = Field(default="similarity", description="registered explainer used for `explain`")
+    decider: str = Field(default="threshold", description="registered decider used for `decide`")
+    torch_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="intra-op threads for the torch encoder (None: torch's default, one per core); one "
+        "thread measured several times faster per request on a busy 2-core machine, and the encoder "
+        "batcher already merges concurrent requests",
+    )
+    duplicate_neighbours: int = Field(default=5, ge=1, le=50, description="neighbours scanned per tag")
+
+    def feedback_path(self) -> Path:
+        """Where feedback is stored."""
+        if self.feedback_db is not None:
+            return self.feedback_db
+        index_dir = self.index_dir.resolve()
+        return index_dir.parent / f"{index_dir.name}.feedback.sqlite3"

@@ -1,0 +1,290 @@
+// Merchandiser page: plain DOM + fetch against the /v1 API. No build step, no dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let current = null; // the product last tagged: {id, title, description}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function detailText(detail) {
+  if (Array.isArray(detail)) {
+    return detail.map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; ");
+  }
+  return typeof detail === "string" ? detail : JSON.stringify(detail);
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  const key = sessionStorage.getItem("tagindex-key");
+  if (key) headers["X-API-Key"] = key;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* empty or non-JSON body */ }
+  if (!res.ok) throw new Error(`${res.status}: ${data ? detailText(data.detail) : res.statusText}`);
+  return data;
+}
+
+function status(id, text, isError = false) {
+  const node = $(id);
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+const fmt = (x) => Number(x).toFixed(3);
+const pathText = (path) => path.join(" › ");
+
+function scoreCell(score) {
+  const pct = Math.max(0, Math.min(1, score)) * 100;
+  return el("span", {class: "score"}, fmt(score), " ",
+    el("span", {class: "track", "aria-hidden": "true"}, el("span", {class: "fill", style: `width:${pct.toFixed(0)}%`})));
+}
+
+// ---- index info and key -------------------------------------------------------------------------
+async function loadInfo() {
+  try {
+    const info = await api("GET", "/v1/info");
+    const ix = info.index;
+    $("index-info").textContent =
+      `${ix.n_tags} tags · ${ix.encoder} · ${ix.index_kind} index · version ${ix.version} · ` +
+      `${info.feedback_rows} feedback rows`;
+    if (info.accept_threshold !== null && $("accept-threshold").value === "") {
+      $("accept-threshold").value = info.accept_threshold;
+    }
+  } catch (e) {
+    $("index-info").textContent = `index not available (${e.message})`;
+  }
+}
+
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("tagindex-key", $("api-key").value);
+  sessionStorage.setItem("tagindex-user", $("user").value);
+  status("key-status", "kept for this browser tab");
+});
+
+// ---- tagging ------------------------------------------------------------------------------------
+$("description").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+    ev.preventDefault();
+    $("tag-form").requestSubmit();
+  }
+});
+
+$("tag-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const threshold = $("accept-threshold").value;
+  const body = {
+    product: {title: $("title").value, description: $("description").value},
+    top_k: Number($("top-k").value) || 8,
+    include_ancestors: $("ancestors").checked,
+    explain: true,
+    decide: threshold !== "",
+  };
+  if (threshold !== "") body.accept_threshold = Number(threshold);
+  status("tag-status", "tagging…");
+  try {
+    const data = await api("POST", "/v1/tag", body);
+    const result = data.results[0];
+    current = {id: result.id, title: body.product.title, description: body.product.description};
+    renderSuggestions(result);
+    status("tag-status", `${result.tags.length} tags in ${data.elapsed_ms.toFixed(0)} ms · product id ${result.id}`);
+    $("add-judgement-form").hidden = false;
+  } catch (e) {
+    status("tag-status", e.message, true);
+  }
+});
+
+function renderSuggestions(result) {
+  const table = el("table", {id: "suggestions"},
+    el("caption", {}, "Suggested tags, best first"),
+    el("thead", {}, el("tr", {},
+      el("th", {scope: "col"}, "Score"), el("th", {scope: "col"}, "Tag"),
+      el("th", {scope: "col"}, "Decision"), el("th", {scope: "col"}, "Why"),
+      el("th", {scope: "col"}, "Your judgement"))));
+  const tbody = el("tbody");
+  for (const hit of result.tags) {
+    const verdict = el("span", {class: "verdict", "aria-live": "polite"});
+    const judge = (action) => async (ev) => {
+      const buttons = ev.target.parentElement.querySelectorAll("button");
+      try {
+        const saved = await sendJudgement(hit.tag, action, hit.score);
+        buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.action === action)));
+        verdict.textContent = `${action}ed · saved #${saved.stored[0].id}`;
+        verdict.classList.remove("error");
+      } catch (e) {
+        verdict.textContent = e.message;
+        verdict.classList.add("error");
+      }
+    };
+    tbody.append(el("tr", {"data-tag": hit.tag},
+      el("td", {}, scoreCell(hit.score)),
+      el("td", {}, el("strong", {}, hit.name), el("br"), el("small", {class: "muted"}, pathText(hit.path)),
+        hit.ancestor_of ? el("small", {class: "muted"}, " (parent of a ranked tag)") : ""),
+      el("td", {}, hit.decision ? el("span", {class: `badge ${hit.decision}`, title: hit.reason || ""}, hit.decision) : "–"),
+      el("td", {}, hit.explanation ? explanationNode(hit.explanation) : ""),
+      el("td", {class: "judge"},
+        el("button", {type: "button", "data-action": "accept", "aria-pressed": "false", onclick: judge("accept"),
+          "aria-label": `Accept ${hit.name}`}, "Accept"),
+        el("button", {type: "button", "data-action": "reject", "aria-pressed": "false", onclick: judge("reject"),
+          "aria-label": `Reject ${hit.name}`}, "Reject"),
+        verdict)));
+  }
+  table.append(tbody);
+  $("tag-results").replaceChildren(table);
+}
+
+function explanationNode(x) {
+  const parts = Object.entries(x.parts).map(([k, v]) => `${k.replaceAll("_", " ")} ${fmt(v)}`).join(", ");
+  const details = el("details", {}, el("summary", {}, parts));
+  if (x.matched_terms.length) details.append(el("p", {}, "Shared words: ", x.matched_terms.join(", ")));
+  if (x.inherited_from) details.append(el("p", {}, `Parent of ${x.inherited_from}; carries its score.`));
+  if (x.neighbours.length) {
+    const list = el("ul");
+    for (const n of x.neighbours) {
+      list.append(el("li", {}, `${n.name}: product ${fmt(n.product_similarity)} (margin ${fmt(n.margin)}), ` +
+        `tag-to-tag ${fmt(n.tag_similarity)}`));
+    }
+    details.append(el("p", {}, "Closest alternative tags:"), list);
+  }
+  return details;
+}
+
+async function sendJudgement(tag, action, score) {
+  if (!current) throw new Error("tag a product first");
+  const body = {
+    product: current,
+    judgements: [{tag, action, score: score === null ? null : Number(score)}],
+  };
+  const user = sessionStorage.getItem("tagindex-user");
+  if (user) body.user = user;
+  return api("POST", "/v1/feedback", body);
+}
+
+$("add-judgement-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const tag = $("missing-tag").value.trim();
+  if (!tag) return;
+  try {
+    const saved = await sendJudgement(tag, "add", null);
+    status("tag-status", `added ${tag} for this product · saved #${saved.stored[0].id}`);
+    $("missing-tag").value = "";
+  } catch (e) {
+    status("tag-status", e.message, true);
+  }
+});
+
+// Tag-id suggestions for every input bound to the datalist.
+let suggestTimer = null;
+for (const id of ["missing-tag", "new-parent", "retire-id"]) {
+  $(id).addEventListener("input", (ev) => {
+    clearTimeout(suggestTimer);
+    const q = ev.target.value.trim();
+    if (q.length < 2) return;
+    suggestTimer = setTimeout(async () => {
+      try {
+        const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`);
+        $("tag-options").replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));
+      } catch (_) { /* suggestions are a convenience */ }
+    }, 150);
+  });
+}
+
+// ---- vocabulary ---------------------------------------------------------------------------------
+function tagItem(t, score) {
+  return el("li", {"data-tag": t.tag || t.id},
+    score === undefined ? "" : scoreCell(score), " ",
+    el("strong", {}, t.name), " ", el("small", {class: "muted"}, pathText(t.path)), " ",
+    el("button", {type: "button", class: "link", onclick: () => showSimilar(t.tag || t.id, t.name),
+      "aria-label": `Tags similar to ${t.name}`}, "Similar"));
+}
+
+$("search-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const q = $("query").value.trim();
+  if (!q) return;
+  status("search-status", "searching…");
+  try {
+    const [lexical, semantic] = await Promise.all([
+      api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`),
+      api("POST", "/v1/tags/similar", {text: q, top_k: 10}),
+    ]);
+    $("search-results").replaceChildren(...lexical.map((t) => tagItem(t)));
+    if (!lexical.length) $("search-results").append(el("li", {class: "muted"}, "no tag name contains these words"));
+    $("semantic-results").replaceChildren(...semantic.tags.map((t) => tagItem(t, t.score)));
+    status("search-status", `${lexical.length} by name, ${semantic.tags.length} by meaning`);
+  } catch (e) {
+    status("search-status", e.message, true);
+  }
+});
+
+async function showSimilar(tagId, name) {
+  try {
+    const data = await api("GET", `/v1/tags/${encodeURIComponent(tagId)}/similar?top_k=10`);
+    $("similar-h").textContent = `Similar to ${name || tagId}`;
+    $("similar-results").replaceChildren(...data.tags.map((t) => tagItem(t, t.score)));
+    $("similar-panel").hidden = false;
+    $("similar-h").focus();
+  } catch (e) {
+    status("search-status", e.message, true);
+  }
+}
+
+// ---- duplicates ---------------------------------------------------------------------------------
+$("dup-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  status("dup-status", "scanning…");
+  try {
+    const data = await api("GET",
+      `/v1/tags/duplicates?min_score=${encodeURIComponent($("min-score").value)}&limit=${encodeURIComponent($("dup-limit").value)}`);
+    const rows = data.pairs.map((p) => el("tr", {},
+      el("td", {}, scoreCell(p.score)),
+      el("td", {}, el("strong", {}, p.a_name), el("br"), el("small", {class: "muted"}, `${pathText(p.a_path)} · ${p.a}`)),
+      el("td", {}, el("strong", {}, p.b_name), el("br"), el("small", {class: "muted"}, `${pathText(p.b_path)} · ${p.b}`))));
+    $("dup-table").querySelector("tbody").replaceChildren(...rows);
+    $("dup-table").hidden = !rows.length;
+    status("dup-status", `${data.total} pairs at similarity ≥ ${data.min_score}; showing ${rows.length}`);
+  } catch (e) {
+    status("dup-status", e.message, true);
+  }
+});
+
+// ---- vocabulary changes -------------------------------------------------------------------------
+$("new-tag-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const tag = {id: $("new-id").value.trim(), name: $("new-name").value.trim()};
+  const parent = $("new-parent").value.trim();
+  if (parent) tag.parent = parent;
+  try {
+    const data = await api("POST", "/v1/tags", {tags: [tag]});
+    status("edit-status", `added ${data.changed.join(", ")} · ${data.n_tags} tags now`);
+    loadInfo();
+  } catch (e) {
+    status("edit-status", e.message, true);
+  }
+});
+
+$("retire-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const id = $("retire-id").value.trim();
+  try {
+    const data = await api("DELETE", `/v1/tags/${encodeURIComponent(id)}?cascade=${$("cascade").checked}`);
+    status("edit-status", `retired ${data.changed.join(", ")} · ${data.n_tags} tags now`);
+    loadInfo();
+  } catch (e) {
+    status("edit-status", e.message, true);
+  }
+});
+
+$("api-key").value = sessionStorage.getItem("tagindex-key") || "";
+$("user").value = sessionStorage.getItem("tagindex-user") || "";
+loadInfo();

@@ -1,0 +1,136 @@
+"""The merchandiser page driven in headless Chromium against a real uvicorn server on loopback.
+
+Needs the Debian ``chromium`` package at /usr/bin/chromium (``make test`` installs it when run as root)
+and the Python ``playwright`` package; browser downloads are never attempted. Writes a screenshot to
+``artifacts/service/page.png``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import API_KEY, REPO, make_settings
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "artifacts" / "service"
+
+
+@pytest.fixture
+def live_app(index_dir, svc_encoder) -> Iterator[tuple[str, object]]:
+    """The app under a real uvicorn server in a thread (sharing the session's encoder)."""
+    import uvicorn
+
+    from service.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(make_settings(index_dir, accept_threshold=0.3), encoder=svc_encoder)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_page_search_similar_tag_and_feedback(live_app):
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "chromium is not installed at /usr/bin/chromium (apt-get install chromium chromium-driver)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download)"
+    )
+    url, app = live_app
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            sync_api.expect(page.locator("#index-info")).to_contain_text("394 tags")
+
+            # The API key, typed and kept with Enter.
+            page.fill("#api-key", API_KEY)
+            page.press("#api-key", "Enter")
+            sync_api.expect(page.locator("#key-status")).to_contain_text("kept")
+
+            # Search the vocabulary: by name and by meaning.
+            page.fill("#query", "jewel")
+            page.press("#query", "Enter")
+            first = page.locator("#search-results li").first
+            sync_api.expect(first).to_contain_text("Jewellery")
+            sync_api.expect(page.locator("#semantic-results li")).to_have_count(10)
+            assert page.locator("#semantic-results li .score").count() == 10
+
+            # Similar tags of the first hit, with scores; focus moves to the panel's heading.
+            first.get_by_role("button", name="Tags similar to Jewellery").click()
+            sync_api.expect(page.locator("#similar-h")).to_have_text("Similar to Jewellery")
+            sync_api.expect(page.locator("#similar-results li")).to_have_count(10)
+            assert page.evaluate("document.activeElement.id") == "similar-h"
+            assert "64010100_Jewellery" not in page.locator("#similar-results").inner_html()
+
+            # Tag a product with the keyboard only: type, Tab to the description, Ctrl+Enter submits.
+            page.fill("#title", "Sterling silver heart locket necklace with 18 inch chain")
+            page.focus("#title")
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "description"
+            page.keyboard.type("Engraved oval locket, holds two photos, gift box included.")
+            page.keyboard.press("Control+Enter")
+            rows = page.locator("#suggestions tbody tr")
+            sync_api.expect(rows).to_have_count(8)
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("8 tags in")
+            assert page.locator("#suggestions .badge").count() == 8  # decisions at the 0.3 default
+            first_tag = rows.nth(0).get_attribute("data-tag")
+            second_tag = rows.nth(1).get_attribute("data-tag")
+
+            # Open the first explanation; accept the first tag by click, reject the second by keyboard.
+            rows.nth(0).locator("summary").click()
+            sync_api.expect(rows.nth(0).locator("details")).to_contain_text("Closest alternative tags")
+            rows.nth(0).get_by_role("button", name="Accept").first.click()
+            sync_api.expect(rows.nth(0).locator(".verdict")).to_contain_text("accepted · saved #1")
+            rows.nth(1).locator("button[data-action=reject]").focus()
+            page.keyboard.press("Enter")
+            sync_api.expect(rows.nth(1).locator(".verdict")).to_contain_text("rejected · saved #2")
+            assert rows.nth(0).locator("button[data-action=accept]").get_attribute("aria-pressed") == "true"
+
+            # Duplicate tags (merge candidates) with scores.
+            page.fill("#min-score", "0.99")
+            page.press("#min-score", "Enter")
+            sync_api.expect(page.locator("#dup-status")).to_contain_text("pairs at similarity")
+            assert page.locator("#dup-table tbody tr").count() > 0
+
+            page.locator("#tag-section").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+    rows = app.state.feedback.list()  # type: ignore[attr-defined]
+    assert [(r.tag, r.action) for r in rows] == [(first_tag, "accept"), (second_tag, "reject")]
+    assert rows[0].title.startswith("Sterling silver heart locket") and rows[0].score is not None
+    assert (ARTIFACTS / "page.png").stat().st_size > 10_000
