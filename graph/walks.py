@@ -9,6 +9,8 @@ Sampling is exact: a neighbour is drawn in proportion to ``w`` and accepted with
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
@@ -17,7 +19,7 @@ def _searchsorted(sorted_seq: torch.Tensor, values: torch.Tensor, right: bool = 
     # On CPU, numpy's bisection is ~10x faster than torch.searchsorted for small query batches
     # (torch's intra-op threading costs more than the work); same result, no copy either way.
     if sorted_seq.device.type == "cpu":
-        side = "right" if right else "left"
+        side: Literal["left", "right"] = "right" if right else "left"
         return torch.from_numpy(np.searchsorted(sorted_seq.numpy(), values.numpy(), side=side))
     return torch.searchsorted(sorted_seq, values, right=right)
 
