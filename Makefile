@@ -9,7 +9,7 @@ WORK ?= work
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
 
-.PHONY: install data demo test lint clean browser serve
+.PHONY: install data demo test lint clean browser serve bench bench-scale
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,13 @@ $(WORK)/mwpd/tags.jsonl: | install data
 	$(BIN)/tagindex convert mwpd --src $(DATA)/mwpd --out $(WORK)/mwpd
 
 $(WORK)/shopify/tags.jsonl: | install data
-	$(BIN)/tagindex convert shopify --src $(DATA)/shopify-taxonomy --out $(WORK)/shopify
+	$(BIN)/tagindex convert shopify --include categories --src $(DATA)/shopify-taxonomy --out $(WORK)/shopify
 
 $(WORK)/shopify-index/manifest.json: $(WORK)/shopify/tags.jsonl
 	$(BIN)/tagindex index --tags $(WORK)/shopify/tags.jsonl --out $(WORK)/shopify-index
 
-# Zero-shot: real MWPD web-shop offers tagged against the 31k-tag Shopify taxonomy (categories and
-# attribute values) with the packaged MiniLM; prints a readable sample with scores.
+# Zero-shot: real MWPD web-shop offers tagged against the 10,595 Shopify taxonomy categories with the
+# packaged MiniLM; prints a readable sample with scores. (`--include all` adds 20k attribute values.)
 demo: $(WORK)/shopify-index/manifest.json $(WORK)/mwpd/tags.jsonl
 	head -n 200 $(WORK)/mwpd/validation.jsonl > $(WORK)/demo-products.jsonl
 	$(BIN)/tagindex tag --index $(WORK)/shopify-index --products $(WORK)/demo-products.jsonl \
@@ -53,6 +53,15 @@ browser:
 # HTTP API and merchandiser page over the Shopify index (API key: TAGINDEX_API_KEY, else one is logged).
 serve: $(WORK)/shopify-index/manifest.json
 	$(BIN)/tagindex serve --index $(WORK)/shopify-index
+
+# Benchmarks (benchmarks/README.md): every registered system on the same splits, one table per task,
+# results in benchmarks/results/*.json. PECOS gets its own venv (it pins numpy<2).
+bench: install data
+	bash benchmarks/setup_pecos.sh
+	$(BIN)/python -m benchmarks.run --data $(DATA)
+
+bench-scale: install data
+	$(BIN)/python -m benchmarks.scale --data $(DATA)
 
 lint: install
 	$(BIN)/ruff check tagindex graph service tests benchmarks

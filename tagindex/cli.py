@@ -219,6 +219,12 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
     p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--include",
+        choices=["all", "categories", "values"],
+        default="all",
+        help="shopify only: categories, attribute values, or both (default)",
+    )
 
 
 @command(
@@ -229,12 +235,36 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out)
+    report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
     return 0
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------
+def _configure_update(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory to change in place (atomically)")
+    p.add_argument("--add", help="tags file whose tags are added (parents may be existing tags)")
+    p.add_argument("--remove", nargs="+", default=[], metavar="ID", help="tag ids to retire")
+    p.add_argument("--cascade", action="store_true", help="also retire the descendants of removed tags")
+
+
+@command("update", "add or retire tags in a saved index without rebuilding it", _configure_update)
+def run_update(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex, read_saved_tags
+    from tagindex.io import load_tags
+
+    if not args.add and not args.remove:
+        raise ValueError("nothing to do: give --add FILE and/or --remove ID ...")
+    existing = {t.id for t in read_saved_tags(args.index)}
+    new_tags = load_tags(args.add, known_parents=existing) if args.add else []
+    index = TagIndex.load(args.index)
+    removed = index.remove_tags(args.remove, cascade=args.cascade) if args.remove else []
+    index.add_tags(new_tags, show_progress=not args.quiet)
+    index.save(args.index)
+    logger.info("added %d, removed %d tags; the index now holds %d", len(new_tags), len(removed), len(index))
+    return 0
+
+
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
     p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")

@@ -1,0 +1,114 @@
+"""Turns ``benchmarks/results/*.json`` into plots and the tables in ``benchmarks/README.md``.
+
+``python -m benchmarks.report`` re-draws from the saved results without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import table
+from benchmarks.tasks import TASKS
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Recall@k curves per system, and p50 latency against recall@5 when speed was measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = [r for r in result["systems"] if not r.get("skipped")]
+    timed = [r for r in ran if r["speed"].get("p50_ms")]
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12 if timed else 6.5, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for r in ran:
+        curve = r["quality"]["curve"]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=r["system"])
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{result['task']}: recall@k ({result['n_test']} products)")
+    ax.legend(fontsize=8, loc="lower right")
+    if timed:
+        ax = axes[0][1]
+        for r in timed:
+            ax.scatter(r["speed"]["p50_ms"], r["quality"]["recall@5"], s=40)
+            ax.annotate(
+                r["system"],
+                (r["speed"]["p50_ms"], r["quality"]["recall@5"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 latency per single product (ms, log scale)")
+        ax.set_ylabel("recall@5")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.set_title("latency vs recall@5")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def section(result: dict[str, Any], image: str | None) -> str:
+    m, g = result["machine"], result["git"]
+    dirty = " (uncommitted changes)" if g.get("dirty") else ""
+    parts = [
+        f"### `{result['task']}`: {result['title']}",
+        "",
+        f"{result['n_train']} training products, {result['n_test']} test products, {result['n_tags']} tags. "
+        f"Run {result['created']} at commit `{(g.get('commit') or '?')[:10]}`{dirty} "
+        f"on {m['cores']} cores ({m['cpu']}), GPU: {m['gpu'] or 'none'}, load average at start "
+        f"{m['load_average_at_start'][0]:.1f}. Command: `{result['command']}`.",
+        "",
+        markdown_table(*table(result)),
+    ]
+    if image:
+        parts += ["", f"![{result['task']}](results/{image})"]
+    return "\n".join(parts)
+
+
+def refresh(results_dir: Path, readme: Path) -> None:
+    """Re-draws every task's plot and rewrites the README block between the result markers."""
+    sections = []
+    for name in TASKS:
+        path = results_dir / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        image = f"{name}.png"
+        plot(result, results_dir / image)
+        sections.append(section(result, image))
+    block = f"{START}\n" + "\n\n".join(sections) + f"\n{END}"
+    text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + block + tail)
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parent
+    refresh(root / "results", root / "README.md")
+    sys.exit(0)

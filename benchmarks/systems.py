@@ -1,0 +1,310 @@
+"""The registry of benchmarked systems: name -> factory of a :class:`~benchmarks.harness.System`.
+
+To benchmark a new tagindex configuration (fine-tuned encoder, graph vectors, rerank, ...), add a
+class here and decorate it with ``@register("name")``; ``python -m benchmarks.run`` picks up every
+registered system, in registration order, and runs it on every task its ``supports`` accepts. The
+simplest way is to subclass :class:`TagIndexSystem` and override :meth:`TagIndexSystem.build` (return a
+ready TagIndex for the task) or :meth:`TagIndexSystem.rank`.
+
+Peers (what a user would otherwise pick), all with library defaults and nothing tuned on any
+evaluation split:
+
+- ``st-semantic-search``: the sentence-transformers "semantic search" recipe: encode tag names and
+  product titles with the same MiniLM, ``util.semantic_search``. No public cross-encoder loads
+  offline here (27 PyPI packages checked), so the recipe's rerank step cannot be run.
+- ``minilm-knn``: MiniLM vectors of the training products (same product text as tagindex) and
+  similarity-weighted votes of the 10 nearest training products (10 fixed a priori, not tuned).
+- ``tfidf-svm``: TF-IDF (word 1-2 grams, sublinear tf) + scikit-learn ``LinearSVC(C=1)`` per level.
+- ``pecos-xr-linear``: PECOS XR-Linear (libpecos 1.2.8, default settings) on the same TF-IDF
+  features, predicting the deepest tag; runs in ``benchmarks/.venv-pecos`` as a worker subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from benchmarks.harness import Context, System, Task
+from tagindex.config import DEFAULT_MODEL, TagIndexParams, TextParams
+from tagindex.index import TagIndex
+from tagindex.metrics import Run, run_from_results, tag_levels
+from tagindex.schema import Product
+from tagindex.text import product_text
+
+logger = logging.getLogger(__name__)
+
+SystemFactory = Callable[[], System]
+SYSTEMS: dict[str, SystemFactory] = {}
+S = TypeVar("S", bound=SystemFactory)
+
+BENCH_DIR = Path(__file__).resolve().parent
+PECOS_PYTHON = BENCH_DIR / ".venv-pecos" / "bin" / "python"
+
+
+def register(name: str) -> Callable[[S], S]:
+    """Adds a system factory (usually a System subclass) to the registry under ``name``."""
+
+    def add(factory: S) -> S:
+        if name in SYSTEMS:
+            raise ValueError(f"system '{name}' is registered twice")
+        SYSTEMS[name] = factory
+        return factory
+
+    return add
+
+
+# ---- tagindex -----------------------------------------------------------------------------------------
+class TagIndexSystem(System):
+    """A tagindex configuration run through the real TagIndex API (build, then ``tag``)."""
+
+    name = "tagindex"
+
+    def params(self) -> TagIndexParams:
+        return TagIndexParams()
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        return TagIndex.build(task.tags, self.params())
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.ctx = ctx
+        self.index = self.build(task, ctx)
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        return run_from_results(self.index.tag(products, top_k=k, cache_dir=self.ctx.vector_cache))
+
+
+@register("tagindex-zeroshot")
+class TagIndexZeroShot(TagIndexSystem):
+    name = "tagindex-zeroshot"
+    description = "tagindex, zero-shot: packaged MiniLM, tag path text, exact FAISS, default parameters"
+
+
+# ---- peers -----------------------------------------------------------------------------------------
+def _has_training_for(task: Task) -> str | None:
+    if not task.train:
+        return "needs labelled training products"
+    vocabulary = {t.id for t in task.tags}
+    if not any(set(p.tags) & vocabulary for p in task.train):
+        return "no training product carries a tag of this vocabulary"
+    return None
+
+
+@register("st-semantic-search")
+class SemanticSearchRecipe(System):
+    name = "st-semantic-search"
+    description = "sentence-transformers recipe: MiniLM, tag names vs product titles, util.semantic_search"
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from tagindex.encoders import resolve_model_path
+
+        self.model = SentenceTransformer(
+            resolve_model_path(DEFAULT_MODEL), device="cpu", local_files_only=True
+        )
+        self.tag_ids = [t.id for t in task.tags]
+        self.corpus = self.model.encode(
+            [t.name for t in task.tags], convert_to_tensor=True, normalize_embeddings=True, batch_size=64
+        )
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        from sentence_transformers import util
+
+        queries = self.model.encode(
+            [p.title for p in products], convert_to_tensor=True, normalize_embeddings=True, batch_size=64
+        )
+        hits = util.semantic_search(queries, self.corpus, top_k=k)
+        return {
+            p.id: [(self.tag_ids[h["corpus_id"]], float(h["score"])) for h in row]
+            for p, row in zip(products, hits, strict=True)
+        }
+
+
+@register("minilm-knn")
+class MiniLMKNN(System):
+    name = "minilm-knn"
+    description = "MiniLM + kNN: similarity-weighted tag votes of the 10 nearest training products"
+    neighbours = 10
+
+    def supports(self, task: Task) -> str | None:
+        return _has_training_for(task)
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        import faiss
+
+        self.ctx = ctx
+        vocabulary = {t.id for t in task.tags}
+        self.encoder = TagIndex(TagIndexParams())  # only its encoder and product text are used
+        self.train_tags = [[t for t in p.tags if t in vocabulary] for p in task.train]
+        vectors = self.encoder.encode_products(task.train, cache_dir=ctx.vector_cache)  # (n_train, dim)
+        self.faiss = faiss.IndexFlatIP(vectors.shape[1])
+        self.faiss.add(vectors)
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        vectors = self.encoder.encode_products(products, cache_dir=self.ctx.vector_cache)  # (n, dim)
+        sims, rows = self.faiss.search(vectors, self.neighbours)
+        run: Run = {}
+        for p, row_sims, row_ids in zip(products, sims.tolist(), rows.tolist(), strict=True):
+            votes: dict[str, float] = defaultdict(float)
+            for sim, j in zip(row_sims, row_ids, strict=True):
+                if j >= 0:
+                    for tag in self.train_tags[j]:
+                        votes[tag] += sim
+            run[p.id] = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return run
+
+
+def _tfidf_text(p: Product) -> str:
+    # The classic baseline reads everything: title, attributes (MWPD breadcrumb) and the description.
+    return product_text(p, TextParams(description_chars=5000))
+
+
+def _tfidf(train: Sequence[Product]) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, dtype=np.float32)
+    vectorizer.fit([_tfidf_text(p) for p in train])
+    return vectorizer
+
+
+@register("tfidf-svm")
+class TfidfSVM(System):
+    name = "tfidf-svm"
+    description = "TF-IDF (word 1-2 grams) + LinearSVC(C=1) per level (scikit-learn defaults)"
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind == "cross":
+            return "a classifier cannot predict tags it never saw (no shared tags)"
+        return _has_training_for(task)
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        from sklearn.svm import LinearSVC
+
+        levels = tag_levels(task.tags)
+        self.vectorizer = _tfidf(task.train)
+        X = self.vectorizer.transform([_tfidf_text(p) for p in task.train])
+        self.models: list[tuple[Any, np.ndarray]] = []
+        for level in sorted(set(levels.values())):
+            rows, labels = [], []
+            for i, p in enumerate(task.train):
+                at_level = [t for t in p.tags if levels.get(t) == level]
+                if at_level:
+                    rows.append(i)
+                    labels.append(at_level[0])
+            if len(set(labels)) < 2:
+                continue
+            clf = LinearSVC(C=1.0, random_state=ctx.seed)
+            clf.fit(X[rows], labels)
+            self.models.append((clf, clf.classes_))
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        X = self.vectorizer.transform([_tfidf_text(p) for p in products])
+        merged: list[list[tuple[str, float]]] = [[] for _ in products]
+        for clf, classes in self.models:
+            scores = clf.decision_function(X)
+            if scores.ndim == 1:  # binary: one margin for the second class
+                scores = np.stack([-scores, scores], axis=1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            for i in range(len(products)):
+                merged[i].extend((str(classes[j]), float(scores[i, j])) for j in top[i])
+        return {
+            p.id: sorted(row, key=lambda kv: -kv[1])[: k * len(self.models)]
+            for p, row in zip(products, merged, strict=True)
+        }
+
+
+@register("pecos-xr-linear")
+class PecosXRLinear(System):
+    name = "pecos-xr-linear"
+    description = "PECOS XR-Linear (libpecos 1.2.8 defaults) on TF-IDF, deepest tag; own venv, worker process"
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind == "cross":
+            return "a classifier cannot predict tags it never saw (no shared tags)"
+        if not PECOS_PYTHON.exists():
+            return "PECOS venv missing: run benchmarks/setup_pecos.sh"
+        return _has_training_for(task)
+
+    def _call(self, **request: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"PECOS worker exited (code {self.proc.poll()})")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise RuntimeError(f"PECOS worker: {reply.get('error')}\n{reply.get('trace', '')}")
+        return reply
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        import scipy.sparse as sp
+
+        levels = tag_levels(task.tags)
+        self.tmp = Path(tempfile.mkdtemp(prefix="pecos-", dir=ctx.work))
+        self.vectorizer = _tfidf(task.train)
+        deepest = [max(p.tags, key=lambda t: levels.get(t, 0)) for p in task.train]
+        self.labels = sorted(set(deepest))
+        col = {t: j for j, t in enumerate(self.labels)}
+        X = self.vectorizer.transform([_tfidf_text(p) for p in task.train]).astype(np.float32)
+        Y = sp.csr_matrix(
+            (np.ones(len(deepest), np.float32), ([*range(len(deepest))], [col[t] for t in deepest])),
+            shape=(len(deepest), len(self.labels)),
+        )
+        sp.save_npz(self.tmp / "X.npz", X.tocsr())
+        sp.save_npz(self.tmp / "Y.npz", Y)
+        self.proc = subprocess.Popen(
+            [str(PECOS_PYTHON), str(BENCH_DIR / "pecos_worker.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.train_seconds = self._call(cmd="train", X=str(self.tmp / "X.npz"), Y=str(self.tmp / "Y.npz"))[
+            "seconds"
+        ]
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        import scipy.sparse as sp
+
+        X = self.vectorizer.transform([_tfidf_text(p) for p in products]).astype(np.float32).tocsr()
+        sp.save_npz(self.tmp / "Xq.npz", X, compressed=False)
+        self._call(cmd="predict", X=str(self.tmp / "Xq.npz"), out=str(self.tmp / "P.npz"), k=k)
+        scores = sp.load_npz(self.tmp / "P.npz").tocsr()
+        run: Run = {}
+        for i, p in enumerate(products):
+            start, end = scores.indptr[i], scores.indptr[i + 1]
+            cols, vals = scores.indices[start:end], scores.data[start:end]
+            order = np.argsort(-vals, kind="stable")
+            run[p.id] = [(self.labels[cols[j]], float(vals[j])) for j in order]
+        return run
+
+    def versions(self) -> dict[str, str]:
+        stats = self._call(cmd="stats")
+        self.child_peak_mb = float(stats["maxrss_mb"])
+        return {f"pecos-venv:{k}": v for k, v in stats["versions"].items()}
+
+    def close(self) -> None:
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def available() -> list[str]:
+    return list(SYSTEMS)
+
+
+if __name__ == "__main__":
+    print("\n".join(f"{name}: {SYSTEMS[name]().description}" for name in SYSTEMS), file=sys.stdout)

@@ -1,0 +1,147 @@
+"""Benchmark tasks: converts the public data and writes the seeded splits once, then loads them.
+
+All files are made with the same library calls as ``tagindex convert`` and ``tagindex split``:
+
+- ``mwpd``: MWPD train -> validation (3,000 offers, 394 GS1 tags on three levels).
+- ``mwpd-zeroshot``: the seeded zero-shot split (seed 0: 41 of 204 eligible level-3 tags held out,
+  with their training products); rank all tags for the validation products of held-out tags.
+- ``mwpd-zeroshot-all``: same training set, all validation products against all tags.
+- ``ae-to-oa`` / ``oa-to-ae``: fit on one attribute-tag dataset, tag the other's test split with its
+  own vocabulary (no category in common).
+- ``shopify-to-google``: each Shopify category path ranks all 5,595 Google categories.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.harness import Task
+from tagindex.convert import convert
+from tagindex.io import load_products, load_tags
+from tagindex.splits import cross_dataset, mwpd_zeroshot, tag_similarity
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(data_root: Path, work: Path, seed: int = 0) -> Path:
+    """Converts the sources and writes the splits under ``work/data`` (skipped when already there)."""
+    out = work / "data"
+    steps: list[tuple[Path, Callable[[], object]]] = [
+        (out / "mwpd" / "tags.jsonl", lambda: convert("mwpd", data_root / "mwpd", out / "mwpd")),
+        (
+            out / "ae-110k" / "tags.jsonl",
+            lambda: convert("attribute-tags", data_root / "attribute-tags" / "ae-110k", out / "ae-110k"),
+        ),
+        (
+            out / "oa-mine" / "tags.jsonl",
+            lambda: convert("attribute-tags", data_root / "attribute-tags" / "oa-mine", out / "oa-mine"),
+        ),
+        (
+            out / "google" / "tags.jsonl",
+            lambda: convert("google", data_root / "shopify-taxonomy", out / "google"),
+        ),
+        (
+            out / f"mwpd-zeroshot-seed{seed}" / "split.json",
+            lambda: mwpd_zeroshot(out / "mwpd", out / f"mwpd-zeroshot-seed{seed}", seed=seed),
+        ),
+        (
+            out / "cross" / "split.json",
+            lambda: cross_dataset(out / "ae-110k", out / "oa-mine", out / "cross"),
+        ),
+        (
+            out / "shopify-to-google" / "split.json",
+            lambda: tag_similarity(
+                data_root / "shopify-taxonomy" / "shopify_to_google_dev.jsonl",
+                out / "google" / "tags.jsonl",
+                out / "shopify-to-google",
+            ),
+        ),
+    ]
+    for marker, step in steps:
+        if not marker.exists():
+            logger.info("preparing %s", marker.parent)
+            step()
+    return out
+
+
+def _sample(products: list, n: int | None, seed: int) -> list:
+    if not n or n >= len(products):
+        return products
+    keep = set(random.Random(seed).sample(range(len(products)), n))
+    return [p for i, p in enumerate(products) if i in keep]
+
+
+def load_task(
+    name: str, data: Path, sample: int | None = None, seed: int = 0, train_sample: int | None = None
+) -> Task:
+    """Loads one task; ``sample``/``train_sample`` keep seeded random subsets (quick pipeline checks)."""
+    zs = data / f"mwpd-zeroshot-seed{seed}"
+    if name == "mwpd":
+        d = data / "mwpd"
+        task = Task(
+            name,
+            "MWPD train -> validation (level-3 recall; challenge metric over levels 1-3)",
+            "catalog",
+            load_products(d / "train.jsonl"),
+            load_products(d / "validation.jsonl"),
+            load_tags(d / "tags.jsonl"),
+            level=3,
+            data=d,
+        )
+    elif name == "mwpd-zeroshot":
+        task = Task(
+            name,
+            f"MWPD zero-shot split (seed {seed}): held-out level-3 tags for their validation products",
+            "zeroshot",
+            load_products(zs / "train.jsonl"),
+            load_products(zs / "heldout.jsonl"),
+            load_tags(zs / "tags.jsonl"),
+            level=3,
+            data=zs,
+        )
+    elif name == "mwpd-zeroshot-all":
+        task = Task(
+            name,
+            f"MWPD zero-shot split (seed {seed}), generalised: all validation products, all tags",
+            "zeroshot",
+            load_products(zs / "train.jsonl"),
+            load_products(zs / "validation.jsonl"),
+            load_tags(zs / "tags.jsonl"),
+            level=3,
+            data=zs,
+        )
+    elif name in ("ae-to-oa", "oa-to-ae"):
+        d = data / "cross" / ("ae-110k_to_oa-mine" if name == "ae-to-oa" else "oa-mine_to_ae-110k")
+        task = Task(
+            name,
+            f"cross-dataset {d.name}: fit on the first, tag the second's test split with its own tags",
+            "cross",
+            load_products(d / "train.jsonl"),
+            load_products(d / "test.jsonl"),
+            load_tags(d / "tags.jsonl"),
+            level=None,
+            data=d,
+        )
+    elif name == "shopify-to-google":
+        d = data / "shopify-to-google"
+        task = Task(
+            name,
+            "tag similarity: each Shopify category path ranks all Google categories",
+            "similarity",
+            [],
+            load_products(d / "queries.jsonl"),
+            load_tags(d / "tags.jsonl"),
+            level=None,
+            data=d,
+        )
+    else:
+        raise ValueError(f"unknown task '{name}'; known: {TASKS}")
+    task.test = _sample(task.test, sample, seed)
+    task.train = _sample(task.train, train_sample, seed)
+    return task
+
+
+TASKS = ["mwpd", "mwpd-zeroshot", "mwpd-zeroshot-all", "ae-to-oa", "oa-to-ae", "shopify-to-google"]
