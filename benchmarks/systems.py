@@ -88,6 +88,49 @@ class TagIndexZeroShot(TagIndexSystem):
     description = "tagindex, zero-shot: packaged MiniLM, tag path text, exact FAISS, default parameters"
 
 
+@register("tagindex-graph")
+class TagIndexGraph(TagIndexSystem):
+    """Text + graph vectors: a graph of the task's training products and tags, node2vec, fused index."""
+
+    name = "tagindex-graph"
+    description = (
+        "tagindex text + graph: packaged MiniLM fused with node2vec vectors of a product–tag–keyword graph "
+        "built from the task's training products (inductive product vectors; weight chosen on an MWPD "
+        "dev split, see benchmarks/graph_ablation.py)"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind == "similarity":
+            return None  # a taxonomy-only graph; the tags themselves are the neighbour pool
+        return _has_training_for(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        from graph.build import build_graph, save_graph
+        from graph.embed import EmbedParams, embed_graph, load_embeddings
+        from graph.fusion import FusionParams, GraphFusion
+        from tagindex.encoders import load_encoder
+
+        params = self.params()
+        encoder = load_encoder(params.encoder)
+        vocabulary = {t.id for t in task.tags}
+        train = [
+            Product(p.id, p.title, p.description, p.attributes, [t for t in p.tags if t in vocabulary])
+            for p in task.train
+        ]
+        folder = ctx.work / "graph" / task.name
+        save_graph(build_graph(train, task.tags), folder / "graph")
+        embed_graph(folder / "graph", folder / "emb", EmbedParams(threads=1, seed=ctx.seed))
+        fusion = GraphFusion.build(
+            load_embeddings(folder / "emb"),
+            encoder,
+            train or None,
+            params.text,
+            FusionParams(),
+            cache_dir=ctx.vector_cache,
+        )
+        return TagIndex.build(task.tags, params, encoder=encoder, fusion=fusion)
+
+
 # ---- peers -----------------------------------------------------------------------------------------
 def _has_training_for(task: Task) -> str | None:
     if not task.train:

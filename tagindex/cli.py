@@ -91,6 +91,13 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
+    p.add_argument(
+        "--graph-products",
+        help="the graph's labelled products (neighbour pool; default: the file the graph was built from)",
+    )
+    p.add_argument("--graph-weight", type=float, default=None, help="share of the score from the graph")
+    p.add_argument("--cache", help="directory caching product vectors (the graph's neighbour pool)")
 
 
 @command("index", "encode a tag vocabulary and save a searchable index directory", _configure_index)
@@ -101,7 +108,14 @@ def run_index(args: argparse.Namespace) -> int:
     tags = load_tags(args.tags, on_error=args.on_error)
     params = _load_params(args)
     start = time.perf_counter()
-    index = TagIndex.build(tags, params, show_progress=not args.quiet)
+    encoder = fusion = None
+    if args.graph:
+        from graph.fusion import fusion_from_cli
+        from tagindex.encoders import load_encoder
+
+        encoder = load_encoder(params.encoder)
+        fusion = fusion_from_cli(args, params, encoder)
+    index = TagIndex.build(tags, params, encoder=encoder, show_progress=not args.quiet, fusion=fusion)
     index.save(args.out)
     logger.info(
         "indexed %d tags (%s, dim %d) in %.1fs -> %s",
@@ -408,6 +422,21 @@ def run_config(args: argparse.Namespace) -> int:
 
     print(json.dumps(TagIndexParams().to_dict(), indent=2))
     return 0
+
+
+# ---- graph (sub-commands live in the graph package) -------------------------------------------------
+def _configure_graph(p: argparse.ArgumentParser) -> None:
+    from graph.cli import configure
+
+    configure(p)
+
+
+@command("graph", "build the product–attribute–tag graph (build) and train node embeddings (embed)",
+         _configure_graph)
+def run_graph(args: argparse.Namespace) -> int:
+    from graph.cli import run
+
+    return run(args)
 
 
 # ---- serve ----------------------------------------------------------------------------------------
