@@ -345,6 +345,69 @@ class PecosXRLinear(System):
                 self.proc.kill()
 
 
+# ---- tagindex + cross-encoder rerank (tagindex.rerank) -------------------------------------------------
+def reranker_dir(task: Task, ctx: Context) -> Path:
+    """Where the reranker trained on ``task``'s training split is expected (see ``supports``)."""
+    return ctx.work / "rerankers" / task.name
+
+
+class TagIndexRerank(TagIndexSystem):
+    """Bi-encoder candidates rescored by the cross-encoder trained on the task's training split.
+
+    The reranker is trained once, outside the timed fit (training takes tens of minutes on 2 cores):
+    ``tagindex train-reranker --products TRAIN --index IDX --out WORK/rerankers/TASK``.
+    """
+
+    depth = 20
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind != "catalog":
+            return "the reranker is trained on a catalog task's training split"
+        return _has_training_for(task)
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        from tagindex.rerank import Reranker
+
+        directory = reranker_dir(task, ctx)
+        if not (directory / "manifest.json").exists():
+            train = task.data / "train.jsonl" if task.data else "TRAIN"
+            raise RuntimeError(
+                f"no reranker at {directory}: run `tagindex train-reranker --products {train} "
+                f"--index IDX --out {directory}` first"
+            )
+        super().fit(task, ctx)
+        self.reranker = Reranker.load(directory)
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        from tagindex.rerank import rank_candidates
+
+        ranked = rank_candidates(
+            self.index, products, k, self.reranker, self.depth, cache_dir=self.ctx.vector_cache
+        )
+        return {r.id: [(c.tag, c.score) for c in r.candidates] for r in ranked}
+
+
+@register("tagindex-rerank-k10")
+class TagIndexRerank10(TagIndexRerank):
+    name = "tagindex-rerank-k10"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 10 (trained on train)"
+    depth = 10
+
+
+@register("tagindex-rerank-k20")
+class TagIndexRerank20(TagIndexRerank):
+    name = "tagindex-rerank-k20"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 20 (trained on train)"
+    depth = 20
+
+
+@register("tagindex-rerank-k50")
+class TagIndexRerank50(TagIndexRerank):
+    name = "tagindex-rerank-k50"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 50 (trained on train)"
+    depth = 50
+
+
 def available() -> list[str]:
     return list(SYSTEMS)
 

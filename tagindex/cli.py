@@ -146,6 +146,9 @@ def _configure_tag(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    from tagindex.cli_rerank import add_tag_options
+
+    add_tag_options(p)
 
 
 @command("tag", "rank tags for every product in a file and write a run file (JSON lines)", _configure_tag)
@@ -158,16 +161,22 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    results = index.tag(
-        products,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        include_ancestors=args.ancestors,
-        cache_dir=args.cache,
-        show_progress=not args.quiet,
-    )
+    from tagindex.cli_rerank import tag_records, wants_stage
+
+    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli_rerank.py
+        records = list(tag_records(args, index, products))
+    else:
+        results = index.tag(
+            products,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            include_ancestors=args.ancestors,
+            cache_dir=args.cache,
+            show_progress=not args.quiet,
+        )
+        records = [r.to_dict() for r in results]
     elapsed = time.perf_counter() - start
-    n = write_jsonl(args.out, (r.to_dict() for r in results))
+    n = write_jsonl(args.out, records)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
     return 0
 
@@ -431,8 +440,11 @@ def _configure_graph(p: argparse.ArgumentParser) -> None:
     configure(p)
 
 
-@command("graph", "build the product–attribute–tag graph (build) and train node embeddings (embed)",
-         _configure_graph)
+@command(
+    "graph",
+    "build the product–attribute–tag graph (build) and train node embeddings (embed)",
+    _configure_graph,
+)
 def run_graph(args: argparse.Namespace) -> int:
     from graph.cli import run
 
@@ -484,6 +496,11 @@ def run_feedback(args: argparse.Namespace) -> int:
     n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
     logger.info("wrote %d products with feedback -> %s", n, args.out)
     return 0
+
+
+from tagindex import cli_rerank  # noqa: E402  (train-reranker, calibrate, explain; tag --reranker/--decide)
+
+cli_rerank.register(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
