@@ -408,6 +408,83 @@ class TagIndexRerank50(TagIndexRerank):
     depth = 50
 
 
+# ---- tagindex with exemplars and a fine-tuned encoder (tagindex.exemplars, tagindex.train) ------------
+def finetuned_model_dir(task: Task, ctx: Context) -> Path:
+    """Where ``benchmarks/train_models.py`` saves the model fine-tuned on ``task``'s training split."""
+    name = {
+        "mwpd": "mwpd",
+        "mwpd-zeroshot": f"mwpd-zeroshot-seed{ctx.seed}",
+        "mwpd-zeroshot-all": f"mwpd-zeroshot-seed{ctx.seed}",
+        "ae-to-oa": "ae-110k",
+        "oa-to-ae": "oa-mine",
+    }.get(task.name, task.name)
+    return ctx.work / "models" / name
+
+
+def _exemplar_reason(task: Task) -> str | None:
+    reason = _has_training_for(task)
+    if reason is None and task.kind == "cross":
+        return "no training product carries a tag of the test vocabulary"
+    return reason
+
+
+class FineTunedMixin(TagIndexSystem):
+    """Uses the fine-tuned model of the task's training split; skipped with the command when absent."""
+
+    def supports(self, task: Task) -> str | None:
+        if not task.train:
+            return "needs labelled training products to fine-tune on"
+        return None
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.model = str(self.model_dir)
+        return params
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.model_dir = finetuned_model_dir(task, ctx)
+        if not (self.model_dir / "tagindex_training.json").exists():
+            raise RuntimeError(
+                f"no fine-tuned model at {self.model_dir}: run `python -m benchmarks.train_models "
+                f"--work {ctx.work}` first"
+            )
+        super().fit(task, ctx)
+
+
+@register("tagindex-exemplars")
+class TagIndexExemplars(TagIndexSystem):
+    name = "tagindex-exemplars"
+    description = "tagindex, packaged MiniLM + exemplars: training products in the index (votes + prototypes)"
+
+    def supports(self, task: Task) -> str | None:
+        return _exemplar_reason(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        index = TagIndex.build(task.tags, self.params())
+        vocabulary = {t.id for t in task.tags}
+        labelled = [p for p in task.train if set(p.tags) <= vocabulary]
+        index.add_exemplars(labelled, cache_dir=ctx.vector_cache)
+        return index
+
+
+@register("tagindex-finetuned")
+class TagIndexFineTuned(FineTunedMixin):
+    name = "tagindex-finetuned"
+    description = "tagindex, MiniLM fine-tuned on the task's training split (tagindex train), tag text only"
+
+
+@register("tagindex-finetuned-exemplars")
+class TagIndexFineTunedExemplars(FineTunedMixin):
+    name = "tagindex-finetuned-exemplars"
+    description = "tagindex, fine-tuned MiniLM + exemplars (the full supervised configuration)"
+
+    def supports(self, task: Task) -> str | None:
+        return _exemplar_reason(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        return TagIndexExemplars.build(self, task, ctx)  # type: ignore[arg-type]
+
+
 def available() -> list[str]:
     return list(SYSTEMS)
 

@@ -65,6 +65,12 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--index", choices=["exact", "hnsw", "ivf"], default=None, help="FAISS index type (default exact)"
     )
+    p.add_argument(
+        "--products",
+        help="labelled products (with gold tags) stored as exemplars: tags with examples are then "
+        "matched through their nearest labelled products as well as their text",
+    )
+    p.add_argument("--cache", help="directory caching product vectors between runs (with --products)")
     p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
     p.add_argument(
         "--description-chars",
@@ -116,6 +122,12 @@ def run_index(args: argparse.Namespace) -> int:
         encoder = load_encoder(params.encoder)
         fusion = fusion_from_cli(args, params, encoder)
     index = TagIndex.build(tags, params, encoder=encoder, show_progress=not args.quiet, fusion=fusion)
+    if args.products:
+        from tagindex.io import load_products
+
+        exemplars = load_products(args.products, on_error=args.on_error)
+        index.add_exemplars(exemplars, cache_dir=args.cache, show_progress=not args.quiet)
+        logger.info("stored %d labelled products as exemplars", index.n_exemplars)
     index.save(args.out)
     logger.info(
         "indexed %d tags (%s, dim %d) in %.1fs -> %s",
@@ -246,6 +258,58 @@ def run_convert(args: argparse.Namespace) -> int:
 
     report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
+    return 0
+
+
+# ---- train -----------------------------------------------------------------------------------------
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--products", required=True, help="labelled training products (with gold tags)")
+    p.add_argument("--tags", required=True, help="tags file the products' tags refer to")
+    p.add_argument("--out", required=True, help="model directory to write (replaced only on success)")
+    p.add_argument("--base", help="model to start from (default: packaged MiniLM)")
+    p.add_argument("--config", help="JSON training parameters (TrainParams fields; others keep defaults)")
+    p.add_argument("--fast", action="store_true", help="small CI configuration (a sample, one epoch)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default from the config)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from the config)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="malformed rows: fail (default) or skip them with a count",
+    )
+
+
+@command(
+    "train", "fine-tune the bi-encoder contrastively on labelled products; --model loads it", _configure_train
+)
+def run_train(args: argparse.Namespace) -> int:
+    from tagindex.io import load_products, load_tags
+    from tagindex.train import TrainParams, train
+
+    params = TrainParams.fast() if args.fast else TrainParams()
+    if args.config:
+        try:
+            params = TrainParams.from_dict({**params.to_dict(), **json.loads(Path(args.config).read_text())})
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
+    if args.seed is not None:
+        params.seed = args.seed
+    if args.epochs is not None:
+        params.epochs = args.epochs
+    tags = load_tags(args.tags, on_error=args.on_error)
+    products = load_products(args.products, on_error=args.on_error)
+    report = train(products, tags, args.out, base=args.base, params=params, show_progress=not args.quiet)
+    best = report.epochs[report.best_epoch]
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "best_epoch": report.best_epoch,
+                "dev": best,
+                "seconds": round(report.seconds, 1),
+            }
+        )
+    )
     return 0
 
 
