@@ -70,7 +70,7 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="labelled products (with gold tags) stored as exemplars: tags with examples are then "
         "matched through their nearest labelled products as well as their text",
     )
-    p.add_argument("--cache", help="directory caching product vectors between runs (with --products)")
+    p.add_argument("--cache", help="directory caching product vectors (exemplars, the graph's neighbour pool)")
     p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
     p.add_argument(
         "--description-chars",
@@ -103,7 +103,6 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="the graph's labelled products (neighbour pool; default: the file the graph was built from)",
     )
     p.add_argument("--graph-weight", type=float, default=None, help="share of the score from the graph")
-    p.add_argument("--cache", help="directory caching product vectors (the graph's neighbour pool)")
 
 
 @command("index", "encode a tag vocabulary and save a searchable index directory", _configure_index)
