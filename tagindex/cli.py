@@ -70,7 +70,7 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="labelled products (with gold tags) stored as exemplars: tags with examples are then "
         "matched through their nearest labelled products as well as their text",
     )
-    p.add_argument("--cache", help="directory caching product vectors (exemplars, the graph's neighbour pool)")
+    p.add_argument("--cache", help="directory caching product vectors (exemplars, graph neighbour pool)")
     p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
     p.add_argument(
         "--description-chars",
