@@ -419,7 +419,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     ) -> FeedbackList:
         """Stored feedback in the order it arrived (needs the API key: it holds catalog text)."""
         store: FeedbackStore = request.app.state.feedback
-        rows = store.list(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
+        rows = store.records(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
         return FeedbackList(rows=[FeedbackRow(**r.to_dict()) for r in rows], total=store.count())
 
     # ---- operations -----------------------------------------------------------------------------

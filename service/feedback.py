@@ -125,7 +125,7 @@ class FeedbackStore:
                 raise
         return records
 
-    def list(
+    def records(
         self, limit: int = 100, product_id: str | None = None, tag: str | None = None, after_id: int = 0
     ) -> list[FeedbackRecord]:
         """Records in insertion order, optionally filtered, starting after ``after_id``."""
@@ -147,7 +147,7 @@ class FeedbackStore:
 
     def __iter__(self) -> Iterator[FeedbackRecord]:
         after = 0
-        while batch := self.list(limit=1000, after_id=after):
+        while batch := self.records(limit=1000, after_id=after):
             yield from batch
             after = batch[-1].id or after
 

@@ -34,8 +34,8 @@ def test_feedback_round_trip_and_reopen(tmp_path):
         ("rings", "accept", {"metal": "silver"}, 0.5),
         ("shoes", "reject", {}, None),
     ]
-    assert [r.tag for r in again.list(tag="shoes")] == ["shoes"] and again.count() == 2
-    assert [r.id for r in again.list(after_id=1)] == [2]
+    assert [r.tag for r in again.records(tag="shoes")] == ["shoes"] and again.count() == 2
+    assert [r.id for r in again.records(after_id=1)] == [2]
 
 
 def test_feedback_rejects_a_bad_batch_as_a_whole(tmp_path):
