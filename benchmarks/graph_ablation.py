@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(REPO / "work" / "graph-bench"))
     ap.add_argument("--methods", default="node2vec,sage")
     ap.add_argument("--weights", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7")
-    ap.add_argument("--epochs", type=int, default=5, help="node2vec epochs")
+    ap.add_argument("--epochs", type=int, default=4, help="node2vec epochs")
     ap.add_argument("--sage-steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for embedding training")
     ap.add_argument("--seed", type=int, default=0)

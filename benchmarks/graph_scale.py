@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
 import resource
 import sys
@@ -59,7 +60,9 @@ class PeakSampler:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from graph.build import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def synthetic(n: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     params = EmbedParams()
     result: dict[str, object] = {
         "machine": {
+            "load_average_1_5_15": [round(x, 1) for x in os.getloadavg()],
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
             "torch": torch.__version__,

@@ -288,6 +288,23 @@ def load_graph(path: str | os.PathLike[str], verify: bool = True) -> nx.MultiGra
     return g
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    Reads VmHWM (reset by exec) rather than ``ru_maxrss``, which Linux carries over from the parent
+    across fork + exec and so reports the parent's peak for a small child process.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def build_from_files(
     products_path: str | os.PathLike[str],
     tags_path: str | os.PathLike[str],
@@ -308,9 +325,7 @@ def build_from_files(
     inputs: dict[str, Any] = {"products": str(products_path), "tags": str(tags_path)}
     if shopify:
         inputs["shopify"] = str(shopify)
-    import resource
-
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak_mb = peak_rss_mb()
     extra = {
         "params": params.to_dict(),
         "inputs": inputs,
