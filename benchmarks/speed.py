@@ -368,7 +368,7 @@ def run_encoders(
     """Section 1: throughput, latency and recall of every encoder, side by side."""
     vectors, rates = interleaved_encode(encoders, texts, args.rounds)
     latency = single_latency(encoders, texts[: args.latency_n])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, enc in encoders.items():
         index = TagIndex.build(tags, TagIndexParams(encoder=enc.params), encoder=enc)
         quality = leaf_recall(index, products, vectors[name], tags, depth=50)
