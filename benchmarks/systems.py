@@ -131,6 +131,22 @@ class TagIndexGraph(TagIndexSystem):
         return TagIndex.build(task.tags, params, encoder=encoder, fusion=fusion)
 
 
+@register("tagindex-onnx-int8")
+class TagIndexOnnxInt8(TagIndexSystem):
+    name = "tagindex-onnx-int8"
+    description = "tagindex, zero-shot, ONNX Runtime int8 encoder (same MiniLM, dynamic quantisation)"
+
+    def supports(self, task: Task) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("onnxruntime") else "needs tagindex[onnx]"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.backend = "onnx-int8"
+        return params
+
+
 # ---- peers -----------------------------------------------------------------------------------------
 def _has_training_for(task: Task) -> str | None:
     if not task.train:
