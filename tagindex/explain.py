@@ -2,8 +2,10 @@
 
 For every assigned tag (or, without a calibration, every top-ranked tag) an explanation gives:
 
-- the score parts: bi-encoder cosine, graph part (``None`` while the index has none), cross-encoder
-  logit and its sigmoid, calibrated probability, rank among the candidates;
+- the score parts: bi-encoder (text) similarity and graph part (their contributions to the fused
+  vector similarity; the graph part is ``None`` for an index without graph fusion), the first-stage
+  score the candidate was ranked by, cross-encoder logit and its sigmoid, calibrated probability,
+  rank among the candidates;
 - the nearest labelled products carrying the tag (bi-encoder cosine between product vectors);
 - the product words that matter most, by occlusion: the drop in the cross-encoder logit (or, without
   a reranker, the bi-encoder cosine) when one word is left out of the product text.
@@ -95,6 +97,24 @@ class Explainer:
         self.cache_dir = cache_dir
         self._labelled_vectors: dict[str, np.ndarray] = {}
 
+    # ---- similarity parts -----------------------------------------------------------------------
+    def _text_part(self, vector: np.ndarray) -> np.ndarray:
+        """The unit text vector inside a (possibly graph-fused) product vector."""
+        text = vector[: self.index.encoder.dim]
+        return text / max(float(np.linalg.norm(text)), 1e-12)
+
+    def _similarity_parts(self, vector: np.ndarray, tag_id: str) -> dict[str, float | None]:
+        """Bi-encoder (text) and graph contributions to the vector similarity; they add up to it.
+
+        With graph fusion (``graph.fusion``) vectors are ``[sqrt(1-w) text, sqrt(w) graph]``, so the
+        inner product splits into a text term and a graph term; without it the graph part is None.
+        """
+        tag_vector = self.index.tag_vector(tag_id)
+        dim = self.index.encoder.dim
+        text = float(vector[:dim] @ tag_vector[:dim])
+        graph = float(vector[dim:] @ tag_vector[dim:]) if getattr(self.index, "fusion", None) else None
+        return {"bi_encoder": _r(text), "graph": _r(graph)}
+
     # ---- neighbours -----------------------------------------------------------------------------
     def _carriers(self, tag_id: str) -> list[Product]:
         by_id = self.index.by_id
@@ -118,7 +138,7 @@ class Explainer:
         carriers = [p for p in self._carriers(tag_id) if p.id != exclude][: self.params.max_carriers]
         if not carriers:
             return []
-        sims = self._vectors_of(carriers) @ vector  # (n_carriers,)
+        sims = self._vectors_of(carriers) @ self._text_part(vector)  # (n_carriers,)
         order = sorted(range(len(carriers)), key=lambda i: (-round(float(sims[i]), _DIGITS), carriers[i].id))
         return [
             {"id": carriers[i].id, "title": carriers[i].title, "similarity": _r(sims[i])}
@@ -142,7 +162,8 @@ class Explainer:
             scores = self.reranker.score_pairs(pairs).reshape(len(tag_ids), len(variants))
         else:
             vecs = self.index.encoder.encode(variants)  # (1 + n, dim)
-            tag_vecs = np.stack([self.index.tag_vector(t) for t in tag_ids])  # (n_tags, dim)
+            dim = self.index.encoder.dim  # the text part of (possibly graph-fused) tag vectors
+            tag_vecs = np.stack([self.index.tag_vector(t)[:dim] for t in tag_ids])  # (n_tags, dim)
             scores = (tag_vecs @ vecs.T).astype(np.float64)  # (n_tags, 1 + n)
         out: dict[str, list[dict]] = {}
         for row, tag_id in enumerate(tag_ids):
@@ -182,7 +203,7 @@ class Explainer:
                     value = (
                         logit
                         if self.calibration.score == "rerank"
-                        else float(vector @ index.tag_vector(a.tag))
+                        else (cand.bi_score if cand is not None else float(vector @ index.tag_vector(a.tag)))
                     )
                     own_prob = float(
                         self.calibration.probabilities(np.array([value]), np.array([a.level]))[0]
@@ -196,8 +217,8 @@ class Explainer:
                         "level": a.level,
                         **({"ancestor_of": a.ancestor_of} if a.ancestor_of else {}),
                         "parts": {
-                            "bi_encoder": _r(float(vector @ index.tag_vector(a.tag))),
-                            "graph": None,
+                            **self._similarity_parts(vector, a.tag),
+                            "first_stage_score": _r(cand.bi_score) if cand is not None else None,
                             "reranker_logit": _r(logit),
                             "reranker_probability": _r(float(sigmoid(np.array([logit]))[0]))
                             if logit is not None

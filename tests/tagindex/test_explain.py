@@ -68,3 +68,42 @@ def test_without_reranker_or_calibration(toy_index: TagIndex) -> None:
     with pytest.raises(ValueError, match="reranker"):
         Explainer(toy_index, None, _calibration())
     assert np.isfinite(part["bi_encoder"])
+
+
+class _StubFusion:
+    """Appends a fixed-per-id graph vector, weighted like graph.fusion: [sqrt(1-w) text, sqrt(w) graph]."""
+
+    dim = 4
+    weight = 0.5
+
+    def _graph(self, keys: list[str]) -> np.ndarray:
+        vecs = np.array(
+            [[len(k) % 3 + 1.0, 1.0, (ord(k[0]) % 2) * 1.0, 0.5] for k in keys], dtype=np.float32
+        )
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def _combine(self, text: np.ndarray, graph: np.ndarray) -> np.ndarray:
+        w = self.weight
+        return np.concatenate([np.sqrt(1 - w) * text, np.sqrt(w) * graph], axis=1).astype(np.float32)
+
+    def fuse_tags(self, tags, vectors, by_id):
+        return self._combine(vectors, self._graph([t.id for t in tags]))
+
+    def fuse_products(self, products, vectors):
+        return self._combine(vectors, self._graph([p.title for p in products]))
+
+
+def test_graph_part_splits_the_fused_similarity() -> None:
+    index = TagIndex.build(toy_tags(), encoder=HashEncoder(), fusion=_StubFusion())
+    product = toy_products()[3]
+    out = Explainer(index, labelled=toy_products(), params=ExplainParams(untuned_tags=2)).explain([product])[
+        0
+    ]
+    fused = index.encode_products([product])[0]
+    for item in out["assigned"]:
+        parts = item["parts"]
+        assert parts["graph"] is not None
+        total = float(fused @ index.tag_vector(item["tag"]))
+        assert parts["bi_encoder"] + parts["graph"] == pytest.approx(total, abs=2e-5)
+        assert parts["first_stage_score"] == pytest.approx(total, abs=2e-5)
+        assert isinstance(item["words"], list)
