@@ -70,7 +70,7 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         help="labelled products (with gold tags) stored as exemplars: tags with examples are then "
         "matched through their nearest labelled products as well as their text",
     )
-    p.add_argument("--cache", help="directory caching product vectors between runs (with --products)")
+    p.add_argument("--cache", help="directory caching product vectors (exemplars, graph neighbour pool)")
     p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
     p.add_argument(
         "--description-chars",
@@ -97,6 +97,12 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
+    p.add_argument(
+        "--graph-products",
+        help="the graph's labelled products (neighbour pool; default: the file the graph was built from)",
+    )
+    p.add_argument("--graph-weight", type=float, default=None, help="share of the score from the graph")
 
 
 @command("index", "encode a tag vocabulary and save a searchable index directory", _configure_index)
@@ -107,7 +113,14 @@ def run_index(args: argparse.Namespace) -> int:
     tags = load_tags(args.tags, on_error=args.on_error)
     params = _load_params(args)
     start = time.perf_counter()
-    index = TagIndex.build(tags, params, show_progress=not args.quiet)
+    encoder = fusion = None
+    if args.graph:
+        from graph.fusion import fusion_from_cli
+        from tagindex.encoders import load_encoder
+
+        encoder = load_encoder(params.encoder)
+        fusion = fusion_from_cli(args, params, encoder)
+    index = TagIndex.build(tags, params, encoder=encoder, show_progress=not args.quiet, fusion=fusion)
     if args.products:
         from tagindex.io import load_products
 
@@ -144,6 +157,9 @@ def _configure_tag(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    from tagindex.cli_rerank import add_tag_options
+
+    add_tag_options(p)
 
 
 @command("tag", "rank tags for every product in a file and write a run file (JSON lines)", _configure_tag)
@@ -156,16 +172,22 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    results = index.tag(
-        products,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        include_ancestors=args.ancestors,
-        cache_dir=args.cache,
-        show_progress=not args.quiet,
-    )
+    from tagindex.cli_rerank import tag_records, wants_stage
+
+    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli_rerank.py
+        records = list(tag_records(args, index, products))
+    else:
+        results = index.tag(
+            products,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            include_ancestors=args.ancestors,
+            cache_dir=args.cache,
+            show_progress=not args.quiet,
+        )
+        records = [r.to_dict() for r in results]
     elapsed = time.perf_counter() - start
-    n = write_jsonl(args.out, (r.to_dict() for r in results))
+    n = write_jsonl(args.out, records)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
     return 0
 
@@ -217,6 +239,12 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
     p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--include",
+        choices=["all", "categories", "values"],
+        default="all",
+        help="shopify only: categories, attribute values, or both (default)",
+    )
 
 
 @command(
@@ -227,7 +255,7 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out)
+    report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
     return 0
 
@@ -285,6 +313,30 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------
+def _configure_update(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory to change in place (atomically)")
+    p.add_argument("--add", help="tags file whose tags are added (parents may be existing tags)")
+    p.add_argument("--remove", nargs="+", default=[], metavar="ID", help="tag ids to retire")
+    p.add_argument("--cascade", action="store_true", help="also retire the descendants of removed tags")
+
+
+@command("update", "add or retire tags in a saved index without rebuilding it", _configure_update)
+def run_update(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex, read_saved_tags
+    from tagindex.io import load_tags
+
+    if not args.add and not args.remove:
+        raise ValueError("nothing to do: give --add FILE and/or --remove ID ...")
+    existing = {t.id for t in read_saved_tags(args.index)}
+    new_tags = load_tags(args.add, known_parents=existing) if args.add else []
+    index = TagIndex.load(args.index)
+    removed = index.remove_tags(args.remove, cascade=args.cascade) if args.remove else []
+    index.add_tags(new_tags, show_progress=not args.quiet)
+    index.save(args.index)
+    logger.info("added %d, removed %d tags; the index now holds %d", len(new_tags), len(removed), len(index))
+    return 0
+
+
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
     p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
@@ -444,6 +496,24 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- graph (sub-commands live in the graph package) -------------------------------------------------
+def _configure_graph(p: argparse.ArgumentParser) -> None:
+    from graph.cli import configure
+
+    configure(p)
+
+
+@command(
+    "graph",
+    "build the product–attribute–tag graph (build) and train node embeddings (embed)",
+    _configure_graph,
+)
+def run_graph(args: argparse.Namespace) -> int:
+    from graph.cli import run
+
+    return run(args)
+
+
 # ---- serve ----------------------------------------------------------------------------------------
 def _configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, help="index directory; tags added over HTTP are saved here")
@@ -463,12 +533,37 @@ def run_serve(args: argparse.Namespace) -> int:
         from service.settings import Settings
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    from tagindex.store import read_manifest
+
+    read_manifest(args.index, "tagindex")  # a clear error now rather than a traceback at start-up
     # Other settings (API key, limits) come from TAGINDEX_* environment variables.
     overrides: dict[str, Any] = {"index_dir": args.index}
     if args.feedback_db:
         overrides["feedback_db"] = args.feedback_db
     uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _configure_feedback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="feedback SQLite file written by `tagindex serve`")
+    p.add_argument("--out", required=True, help="products file to write (JSONL, tags = accepted or added)")
+
+
+@command("feedback", "export merchandiser feedback from the service as a products file", _configure_feedback)
+def run_feedback(args: argparse.Namespace) -> int:
+    from service.feedback import FeedbackStore
+    from tagindex.io import write_jsonl
+
+    if not Path(args.db).is_file():
+        raise ValueError(f"{args.db}: no such feedback database")
+    n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
+    logger.info("wrote %d products with feedback -> %s", n, args.out)
+    return 0
+
+
+from tagindex import cli_rerank  # noqa: E402  (train-reranker, calibrate, explain; tag --reranker/--decide)
+
+cli_rerank.register(command)
 
 
 def build_parser() -> argparse.ArgumentParser:

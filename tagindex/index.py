@@ -60,18 +60,23 @@ class TagIndex:
         >>> index.save("my-index")
     """
 
-    def __init__(self, params: TagIndexParams | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, params: TagIndexParams | None = None, encoder: Encoder | None = None, fusion: Any = None
+    ) -> None:
         self.params = params or TagIndexParams()
         self.encoder = encoder or load_encoder(self.params.encoder)
+        # Optional graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
+        self.fusion = fusion
+        self.vector_dim = self.encoder.dim + (fusion.dim if fusion is not None else 0)
         self._tags: list[Tag] = []
         self._texts: list[str] = []
         self._int_ids = np.zeros(0, dtype=np.int64)
         # FAISS int id -> tag id table, built lazily once per change so search costs O(results), not O(tags).
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
-        self._vectors = np.zeros((0, self.encoder.dim), dtype=np.float32)
+        self._vectors = np.zeros((0, self.vector_dim), dtype=np.float32)
         self._row_of: dict[str, int] = {}
         self._next_id = 0
-        self._index = VectorIndex(self.encoder.dim, self.params.index)
+        self._index = VectorIndex(self.vector_dim, self.params.index)
         self._exemplars: ExemplarSet | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
 
@@ -83,9 +88,10 @@ class TagIndex:
         params: TagIndexParams | None = None,
         encoder: Encoder | None = None,
         show_progress: bool = False,
+        fusion: Any = None,
     ) -> TagIndex:
-        """Encodes every tag text once and indexes the vectors."""
-        index = cls(params, encoder)
+        """Encodes every tag text once and indexes the vectors (fused with graph vectors when given)."""
+        index = cls(params, encoder, fusion)
         index.add_tags(tags, show_progress=show_progress)
         return index
 
@@ -130,6 +136,8 @@ class TagIndex:
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, show_progress=show_progress)  # (n_new, dim)
         logger.info("encoded %d tag texts in %.1fs", len(texts), time.perf_counter() - start)
+        if self.fusion is not None:
+            vectors = self.fusion.fuse_tags(tags, vectors, by_id)  # (n_new, vector_dim)
         int_ids = np.arange(self._next_id, self._next_id + len(tags), dtype=np.int64)
         self._next_id += len(tags)
         self._index.add(int_ids, vectors)
@@ -217,8 +225,8 @@ class TagIndex:
                 raise ValueError(f"product '{p.id}' names tag id(s) not in the index: {unknown[:5]}")
         if vectors is None:
             vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
-        if len(vectors) != len(products) or vectors.shape[1] != self.encoder.dim:
-            raise ValueError(f"expected vectors of shape ({len(products)}, {self.encoder.dim})")
+        if len(vectors) != len(products) or vectors.shape[1] != self.vector_dim:
+            raise ValueError(f"expected vectors of shape ({len(products)}, {self.vector_dim})")
         new = ExemplarSet([p.id for p in products], [list(p.tags) for p in products], vectors)
         self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
         self._scorer = None
@@ -249,8 +257,12 @@ class TagIndex:
         """Product vectors (n, dim); with ``cache_dir`` vectors of texts seen before are reused."""
         texts = self.product_texts(products)
         if cache_dir is not None:
-            return VectorCache(cache_dir, self.encoder).encode(texts, show_progress=show_progress)
-        return self.encoder.encode(texts, show_progress=show_progress)
+            vectors = VectorCache(cache_dir, self.encoder).encode(texts, show_progress=show_progress)
+        else:
+            vectors = self.encoder.encode(texts, show_progress=show_progress)
+        if self.fusion is not None:
+            vectors = self.fusion.fuse_products(products, vectors)  # (n, vector_dim)
+        return vectors
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Nearest tags for query vectors (n, dim): scores (n, k) and tag ids (ragged when k > len)."""
@@ -347,6 +359,8 @@ class TagIndex:
             exclude = query
         else:
             vector = self.encoder.encode([query])
+            if self.fusion is not None:
+                vector = self.fusion.fuse_products([Product("query", query)], vector)
             exclude = None
         scores, ids = self.search(vector, top_k + (1 if exclude else 0))
         out = [
@@ -394,6 +408,8 @@ class TagIndex:
             table.to_parquet(tmp / "tags.parquet", index=False)
             save_file({"vectors": np.ascontiguousarray(self._vectors)}, str(tmp / "tag_vectors.safetensors"))
             self._index.save(tmp / "tags.faiss")
+            if self.fusion is not None:
+                self.fusion.save(tmp / "graph")
             if self._exemplars is not None:
                 save_exemplars(tmp, self._exemplars)
             write_manifest(
@@ -405,6 +421,8 @@ class TagIndex:
                     "params": params.to_dict(),
                     "encoder": describe(self.encoder),
                     "dim": self.encoder.dim,
+                    "vector_dim": self.vector_dim,
+                    "graph": self.fusion.describe() if self.fusion is not None else None,
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
                     "next_id": self._next_id,
@@ -440,7 +458,12 @@ class TagIndex:
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
-        index = cls(params, encoder)
+        fusion = None
+        if manifest.get("graph"):
+            from graph.fusion import GraphFusion
+
+            fusion = GraphFusion.load(directory / "graph", verify=verify)
+        index = cls(params, encoder, fusion)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
@@ -450,11 +473,11 @@ class TagIndex:
         vectors = load_file(str(directory / "tag_vectors.safetensors"))["vectors"]
         if len(tags) != len(vectors) or len(tags) != manifest["n_tags"]:
             raise IndexFormatError(f"{directory}: tag table, vectors and manifest disagree on the tag count")
-        index._index = VectorIndex.load(directory / "tags.faiss", manifest["dim"], params.index)
+        index._index = VectorIndex.load(directory / "tags.faiss", index.vector_dim, params.index)
         int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
-        index._exemplars = load_exemplars(directory, manifest["dim"])
+        index._exemplars = load_exemplars(directory, index.vector_dim)
         return index
 
     def describe(self) -> dict[str, Any]:
