@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 import tagindex
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
+from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
 from tagindex.text import ancestors, product_text, tag_text
@@ -76,6 +77,8 @@ class TagIndex:
         self._row_of: dict[str, int] = {}
         self._next_id = 0
         self._index = VectorIndex(self.vector_dim, self.params.index)
+        self._exemplars: ExemplarSet | None = None
+        self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -144,6 +147,7 @@ class TagIndex:
         for offset, t in enumerate(tags):
             self._row_of[t.id] = len(self._tags) + offset
         self._tags.extend(tags)
+        self._scorer = None
         self._texts.extend(texts)
         self._int_ids = np.concatenate([self._int_ids, int_ids])
         self._lookup = None
@@ -186,8 +190,59 @@ class TagIndex:
         self._int_ids = self._int_ids[keep]
         self._vectors = self._vectors[keep]
         self._row_of = {t.id: i for i, t in enumerate(self._tags)}
+        self._scorer = None
         self._lookup = None
         return sorted(doomed)
+
+    # ---- exemplars ------------------------------------------------------------------------------
+    def add_exemplars(
+        self,
+        products: Sequence[Product],
+        vectors: np.ndarray | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+    ) -> int:
+        """Stores labelled products so that tags with examples are matched through them as well.
+
+        Args:
+            products: Products whose ``tags`` are ids in this index (the gold labels).
+            vectors: Their vectors (n, dim) from this index's encoder; encoded when omitted.
+            cache_dir: Directory for cached product vectors.
+            show_progress: Show a progress bar while encoding.
+
+        Returns:
+            The number of exemplars added.
+
+        Raises:
+            ValueError: A product has no tags or names a tag id the index does not hold.
+        """
+        products = list(products)
+        for p in products:
+            if not p.tags:
+                raise ValueError(f"product '{p.id}' has no tags; exemplars need gold tags")
+            unknown = [t for t in p.tags if t not in self._row_of]
+            if unknown:
+                raise ValueError(f"product '{p.id}' names tag id(s) not in the index: {unknown[:5]}")
+        if vectors is None:
+            vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+        if len(vectors) != len(products) or vectors.shape[1] != self.vector_dim:
+            raise ValueError(f"expected vectors of shape ({len(products)}, {self.vector_dim})")
+        new = ExemplarSet([p.id for p in products], [list(p.tags) for p in products], vectors)
+        self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
+        self._scorer = None
+        return len(new)
+
+    @property
+    def n_exemplars(self) -> int:
+        return 0 if self._exemplars is None else len(self._exemplars)
+
+    def scorer(self) -> ExemplarScorer | None:
+        """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
+        if self._exemplars is None:
+            return None
+        if self._scorer is None:
+            self._scorer = ExemplarScorer(self._tags, self._vectors, self._exemplars, self.params.exemplars)
+        return self._scorer
 
     # ---- searching ------------------------------------------------------------------------------
     def product_texts(self, products: Sequence[Product]) -> list[str]:
@@ -258,8 +313,13 @@ class TagIndex:
         threshold: float | None = None,
         include_ancestors: bool = False,
     ) -> list[TagResult]:
-        """Like :meth:`tag` for products already encoded (vectors (n, dim))."""
-        scores, ids = self.search(vectors, top_k)
+        """Like :meth:`tag` for products already encoded (vectors (n, dim)).
+
+        With exemplars, the most specific tags are ranked by :class:`ExemplarScorer` (scores are then
+        that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
+        """
+        scorer = self.scorer()
+        scores, ids = scorer.top(vectors, top_k) if scorer is not None else self.search(vectors, top_k)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
@@ -350,6 +410,8 @@ class TagIndex:
             self._index.save(tmp / "tags.faiss")
             if self.fusion is not None:
                 self.fusion.save(tmp / "graph")
+            if self._exemplars is not None:
+                save_exemplars(tmp, self._exemplars)
             write_manifest(
                 tmp,
                 {
@@ -362,6 +424,7 @@ class TagIndex:
                     "vector_dim": self.vector_dim,
                     "graph": self.fusion.describe() if self.fusion is not None else None,
                     "n_tags": len(self._tags),
+                    "n_exemplars": self.n_exemplars,
                     "next_id": self._next_id,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
@@ -414,7 +477,13 @@ class TagIndex:
         int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
+        index._exemplars = load_exemplars(directory, index.vector_dim)
         return index
 
     def describe(self) -> dict[str, Any]:
-        return {"n_tags": len(self._tags), "dim": self.encoder.dim, "params": self.params.to_dict()}
+        return {
+            "n_tags": len(self._tags),
+            "n_exemplars": self.n_exemplars,
+            "dim": self.encoder.dim,
+            "params": self.params.to_dict(),
+        }
