@@ -103,6 +103,10 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
             if settings.torch_threads is not None:
                 _set_torch_threads(settings.torch_threads)
+            if settings.faiss_threads is not None:
+                import faiss
+
+                faiss.omp_set_num_threads(settings.faiss_threads)
 
             index = TagIndex.load(settings.index_dir, encoder=encoder)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
@@ -260,12 +264,12 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             total=len(pairs),
             pairs=[
                 DuplicatePair(
-                    a=a,
-                    a_name=engine.get(a).name,
-                    a_path=engine.path(a),
-                    b=b,
-                    b_name=engine.get(b).name,
-                    b_path=engine.path(b),
+                    a=a.id,
+                    a_name=a.name,
+                    a_path=engine.path(a.id),
+                    b=b.id,
+                    b_name=b.name,
+                    b_path=engine.path(b.id),
                     score=s,
                 )
                 for a, b, s in pairs[:limit]
@@ -415,7 +419,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     ) -> FeedbackList:
         """Stored feedback in the order it arrived (needs the API key: it holds catalog text)."""
         store: FeedbackStore = request.app.state.feedback
-        rows = store.list(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
+        rows = store.records(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
         return FeedbackList(rows=[FeedbackRow(**r.to_dict()) for r in rows], total=store.count())
 
     # ---- operations -----------------------------------------------------------------------------

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         "thread measured several times faster per request on a busy 2-core machine, and the encoder "
         "batcher already merges concurrent requests",
     )
+    faiss_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="OpenMP threads for FAISS searches (None: FAISS's default, one per core); a single "
+        "query gains nothing from more, and idle OpenMP threads spin on the cores the encoder needs",
+    )
     duplicate_neighbours: int = Field(default=5, ge=1, le=50, description="neighbours scanned per tag")
 
     def feedback_path(self) -> Path:
