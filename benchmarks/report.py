@@ -14,6 +14,7 @@ from benchmarks.run import table
 from benchmarks.tasks import TASKS
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
 
 
 def _cell(value: Any) -> str:
@@ -83,6 +84,15 @@ def section(result: dict[str, Any], image: str | None) -> str:
         "",
         markdown_table(*table(result)),
     ]
+    if result["settings"].get("seed_cache") and any(
+        r.get("speed", {}).get("build_s") for r in result["systems"]
+    ):
+        parts += [
+            "",
+            "Product vectors for the quality run were seeded from a cache of the same model and product text "
+            "(`--seed-cache`), so `build s` of `minilm-knn` excludes encoding its training products; the "
+            "speed columns are always measured with the cache off (encoding included).",
+        ]
     if image:
         parts += ["", f"![{result['task']}](results/{image})"]
     return "\n".join(parts)
@@ -99,13 +109,41 @@ def refresh(results_dir: Path, readme: Path) -> None:
         image = f"{name}.png"
         plot(result, results_dir / image)
         sections.append(section(result, image))
-    block = f"{START}\n" + "\n\n".join(sections) + f"\n{END}"
-    text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(head + block + tail)
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    text = _replace_block(text, START, END, "\n\n".join(sections))
+    scale = results_dir / "scale.json"
+    if scale.exists():
+        text = _replace_block(text, SCALE_START, SCALE_END, scale_section(json.loads(scale.read_text())))
+    readme.write_text(text)
+
+
+def _replace_block(text: str, start: str, end: str, body: str) -> str:
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def scale_section(result: dict[str, Any]) -> str:
+    from benchmarks.scale import scale_table
+
+    m, settings = result["machine"], result["settings"]
+    commit = (result["git"].get("commit") or "?")[:10]
+    return "\n".join(
+        [
+            f"Run {result['created']} at commit `{commit}` on {m['cores']} cores "
+            f"({m['cpu']}), load average at start {m['load_average_at_start'][0]:.1f}; "
+            f"{settings['queries']} MWPD validation products as queries, k = {settings['k']}. "
+            f"Tag texts encoded/s: {result['tag_texts_encoded_per_s']:.0f}; products encoded/s: "
+            f"{result['products_encoded_per_s']:.1f}; sweep wall time {result['sweep_wall_s']:.0f} s. "
+            f"Command: `{result['command']}`.",
+            "",
+            markdown_table(*scale_table(result)),
+            "",
+            "![scale](results/scale.png)",
+        ]
+    )
 
 
 if __name__ == "__main__":

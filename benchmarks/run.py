@@ -183,8 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-n", type=int, default=100, help="products for single-product latency")
     parser.add_argument("--no-speed", action="store_true", help="skip speed measurements")
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    parser.add_argument(
+        "--seed-cache",
+        help="copy product vectors from this VectorCache directory first (saves re-encoding on a busy "
+        "machine; build times then exclude encoding of cached products, and the results say so)",
+    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing system")
     parser.add_argument("--no-report", action="store_true", help="do not refresh plots and README tables")
+    parser.add_argument(
+        "--cache",
+        help="reuse (and keep) this product-vector cache across runs; build times then exclude encoding "
+        "that an earlier run did (default: a fresh cache per run, deleted at the end)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("sentence_transformers", "httpx", "faiss", "numba"):
@@ -204,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(data_root, work, seed=args.seed)
     # A fresh vector cache per invocation: peers share product vectors within this run only, so build
     # times are not flattered by vectors left over from an earlier run.
-    cache = work / f"vector-cache-{os.getpid()}"
+    cache = Path(args.cache) if args.cache else work / f"vector-cache-{os.getpid()}"
+    if args.seed_cache:
+        import shutil
+
+        shutil.copytree(args.seed_cache, cache, dirs_exist_ok=True)
     ctx = Context(work=work, cache_dir=cache, seed=args.seed)
     header = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -215,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "sample": args.sample,
             "train_sample": args.train_sample,
+            "seed_cache": args.seed_cache,
             "speed_n": args.speed_n,
             "latency_n": args.latency_n,
             "k": ctx.k,
@@ -234,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         import shutil
 
-        shutil.rmtree(cache, ignore_errors=True)
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)
     if not args.no_report:
         from benchmarks.report import refresh
 
