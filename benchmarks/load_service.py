@@ -114,6 +114,17 @@ class ServedIndex:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None when unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def make_request(
     scenario: str, i: int, products: list[dict[str, Any]], tag_ids: list[str], args: argparse.Namespace
 ):
@@ -131,7 +142,13 @@ def make_request(
 
 
 async def run_level(
-    url: str, scenario: str, concurrency: int, products: list[dict[str, Any]], tag_ids: list[str], args
+    url: str,
+    scenario: str,
+    concurrency: int,
+    products: list[dict[str, Any]],
+    tag_ids: list[str],
+    args: argparse.Namespace,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """Closed loop: ``concurrency`` clients each send the next request as soon as the last returns."""
     latencies: list[float] = []
@@ -169,7 +186,15 @@ async def run_level(
         now = time.perf_counter()
         record_from = now + args.warmup
         stop_at = record_from + args.duration
-        await asyncio.gather(*(worker(record_from, stop_at) for _ in range(concurrency)))
+        cpu: list[float | None] = []
+
+        async def sample_cpu() -> None:  # server CPU time over exactly the recorded window
+            await asyncio.sleep(max(record_from - time.perf_counter(), 0))
+            cpu.append(cpu_seconds(server_pid))
+            await asyncio.sleep(max(stop_at - time.perf_counter(), 0))
+            cpu.append(cpu_seconds(server_pid))
+
+        await asyncio.gather(sample_cpu(), *(worker(record_from, stop_at) for _ in range(concurrency)))
     lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
     row: dict[str, Any] = {
         "scenario": scenario,
@@ -184,6 +209,9 @@ async def run_level(
         "mean_ms": round(float(lat.mean()), 2),
         "max_ms": round(float(lat.max()), 2),
     }
+    if cpu and cpu[0] is not None and cpu[1] is not None and latencies:
+        # Load-independent cost: on an idle core a lone request takes about this long.
+        row["server_cpu_ms_per_request"] = round((cpu[1] - cpu[0]) * 1000 / len(latencies), 2)
     if scenario.startswith("tag"):
         row["products_per_s"] = round(n_products / args.duration, 2)
         row["server_p50_ms"] = round(float(np.percentile(server_ms, 50)), 2) if server_ms else None
@@ -204,13 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         tag_ids = [t["id"] for t in httpx.get(f"{url}/v1/tags", params={"limit": 1000}, timeout=30).json()]
         for scenario in args.scenarios:
             for c in args.concurrency:
-                row = asyncio.run(run_level(url, scenario, c, products, tag_ids, args))
+                pid = server.proc.pid if server is not None else None
+                row = asyncio.run(run_level(url, scenario, c, products, tag_ids, args, pid))
                 rows.append(row)
                 print(
                     f"{scenario:13s} c={c:<3d} n={row['requests']:<6d} p50 {row['p50_ms']:8.1f} ms  "
                     f"p95 {row['p95_ms']:8.1f}  p99 {row['p99_ms']:8.1f}  {row['throughput_rps']:8.1f} req/s"
                     + (f"  {row['products_per_s']:8.1f} products/s" if "products_per_s" in row else "")
                     + (f"  server p50 {row['server_p50_ms']:.1f} ms" if row.get("server_p50_ms") else "")
+                    + (
+                        f"  server CPU {row['server_cpu_ms_per_request']:.1f} ms/req"
+                        if "server_cpu_ms_per_request" in row
+                        else ""
+                    )
                     + (f"  errors {row['errors']}" if row["errors"] else ""),
                     flush=True,
                 )

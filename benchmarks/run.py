@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing system")
     parser.add_argument("--no-report", action="store_true", help="do not refresh plots and README tables")
+    parser.add_argument(
+        "--cache",
+        help="reuse (and keep) this product-vector cache across runs; build times then exclude encoding "
+        "that an earlier run did (default: a fresh cache per run, deleted at the end)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("sentence_transformers", "httpx", "faiss", "numba"):
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(data_root, work, seed=args.seed)
     # A fresh vector cache per invocation: peers share product vectors within this run only, so build
     # times are not flattered by vectors left over from an earlier run.
-    cache = work / f"vector-cache-{os.getpid()}"
+    cache = Path(args.cache) if args.cache else work / f"vector-cache-{os.getpid()}"
     if args.seed_cache:
         import shutil
 
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         import shutil
 
-        shutil.rmtree(cache, ignore_errors=True)
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)
     if not args.no_report:
         from benchmarks.report import refresh
 

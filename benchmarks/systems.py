@@ -88,6 +88,65 @@ class TagIndexZeroShot(TagIndexSystem):
     description = "tagindex, zero-shot: packaged MiniLM, tag path text, exact FAISS, default parameters"
 
 
+@register("tagindex-graph")
+class TagIndexGraph(TagIndexSystem):
+    """Text + graph vectors: a graph of the task's training products and tags, node2vec, fused index."""
+
+    name = "tagindex-graph"
+    description = (
+        "tagindex text + graph: packaged MiniLM fused with node2vec vectors of a product–tag–keyword graph "
+        "built from the task's training products (inductive product vectors; weight chosen on an MWPD "
+        "dev split, see benchmarks/graph_ablation.py)"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind == "similarity":
+            return None  # a taxonomy-only graph; the tags themselves are the neighbour pool
+        return _has_training_for(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        from graph.build import build_graph, save_graph
+        from graph.embed import EmbedParams, embed_graph, load_embeddings
+        from graph.fusion import FusionParams, GraphFusion
+        from tagindex.encoders import load_encoder
+
+        params = self.params()
+        encoder = load_encoder(params.encoder)
+        vocabulary = {t.id for t in task.tags}
+        train = [
+            Product(p.id, p.title, p.description, p.attributes, [t for t in p.tags if t in vocabulary])
+            for p in task.train
+        ]
+        folder = ctx.work / "graph" / task.name
+        save_graph(build_graph(train, task.tags), folder / "graph")
+        embed_graph(folder / "graph", folder / "emb", EmbedParams(threads=1, seed=ctx.seed))
+        fusion = GraphFusion.build(
+            load_embeddings(folder / "emb"),
+            encoder,
+            train or None,
+            params.text,
+            FusionParams(),
+            cache_dir=ctx.vector_cache,
+        )
+        return TagIndex.build(task.tags, params, encoder=encoder, fusion=fusion)
+
+
+@register("tagindex-onnx-int8")
+class TagIndexOnnxInt8(TagIndexSystem):
+    name = "tagindex-onnx-int8"
+    description = "tagindex, zero-shot, ONNX Runtime int8 encoder (same MiniLM, dynamic quantisation)"
+
+    def supports(self, task: Task) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("onnxruntime") else "needs tagindex[onnx]"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.backend = "onnx-int8"
+        return params
+
+
 # ---- peers -----------------------------------------------------------------------------------------
 def _has_training_for(task: Task) -> str | None:
     if not task.train:
@@ -300,6 +359,146 @@ class PecosXRLinear(System):
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+# ---- tagindex + cross-encoder rerank (tagindex.rerank) -------------------------------------------------
+def reranker_dir(task: Task, ctx: Context) -> Path:
+    """Where the reranker trained on ``task``'s training split is expected (see ``supports``)."""
+    return ctx.work / "rerankers" / task.name
+
+
+class TagIndexRerank(TagIndexSystem):
+    """Bi-encoder candidates rescored by the cross-encoder trained on the task's training split.
+
+    The reranker is trained once, outside the timed fit (training takes tens of minutes on 2 cores):
+    ``tagindex train-reranker --products TRAIN --index IDX --out WORK/rerankers/TASK``.
+    """
+
+    depth = 20
+
+    def supports(self, task: Task) -> str | None:
+        if task.kind != "catalog":
+            return "the reranker is trained on a catalog task's training split"
+        return _has_training_for(task)
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        from tagindex.rerank import Reranker
+
+        directory = reranker_dir(task, ctx)
+        if not (directory / "manifest.json").exists():
+            train = task.data / "train.jsonl" if task.data else "TRAIN"
+            raise RuntimeError(
+                f"no reranker at {directory}: run `tagindex train-reranker --products {train} "
+                f"--index IDX --out {directory}` first"
+            )
+        super().fit(task, ctx)
+        self.reranker = Reranker.load(directory)
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        from tagindex.rerank import rank_candidates
+
+        ranked = rank_candidates(
+            self.index, products, k, self.reranker, self.depth, cache_dir=self.ctx.vector_cache
+        )
+        return {r.id: [(c.tag, c.score) for c in r.candidates] for r in ranked}
+
+
+@register("tagindex-rerank-k10")
+class TagIndexRerank10(TagIndexRerank):
+    name = "tagindex-rerank-k10"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 10 (trained on train)"
+    depth = 10
+
+
+@register("tagindex-rerank-k20")
+class TagIndexRerank20(TagIndexRerank):
+    name = "tagindex-rerank-k20"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 20 (trained on train)"
+    depth = 20
+
+
+@register("tagindex-rerank-k50")
+class TagIndexRerank50(TagIndexRerank):
+    name = "tagindex-rerank-k50"
+    description = "tagindex zero-shot candidates + cross-encoder rerank of the top 50 (trained on train)"
+    depth = 50
+
+
+# ---- tagindex with exemplars and a fine-tuned encoder (tagindex.exemplars, tagindex.train) ------------
+def finetuned_model_dir(task: Task, ctx: Context) -> Path:
+    """Where ``benchmarks/train_models.py`` saves the model fine-tuned on ``task``'s training split."""
+    name = {
+        "mwpd": "mwpd",
+        "mwpd-zeroshot": f"mwpd-zeroshot-seed{ctx.seed}",
+        "mwpd-zeroshot-all": f"mwpd-zeroshot-seed{ctx.seed}",
+        "ae-to-oa": "ae-110k",
+        "oa-to-ae": "oa-mine",
+    }.get(task.name, task.name)
+    return ctx.work / "models" / name
+
+
+def _exemplar_reason(task: Task) -> str | None:
+    reason = _has_training_for(task)
+    if reason is None and task.kind == "cross":
+        return "no training product carries a tag of the test vocabulary"
+    return reason
+
+
+class FineTunedMixin(TagIndexSystem):
+    """Uses the fine-tuned model of the task's training split; skipped with the command when absent."""
+
+    def supports(self, task: Task) -> str | None:
+        if not task.train:
+            return "needs labelled training products to fine-tune on"
+        return None
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.model = str(self.model_dir)
+        return params
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.model_dir = finetuned_model_dir(task, ctx)
+        if not (self.model_dir / "tagindex_training.json").exists():
+            raise RuntimeError(
+                f"no fine-tuned model at {self.model_dir}: run `python -m benchmarks.train_models "
+                f"--work {ctx.work}` first"
+            )
+        super().fit(task, ctx)
+
+
+@register("tagindex-exemplars")
+class TagIndexExemplars(TagIndexSystem):
+    name = "tagindex-exemplars"
+    description = "tagindex, packaged MiniLM + exemplars: training products in the index (votes + prototypes)"
+
+    def supports(self, task: Task) -> str | None:
+        return _exemplar_reason(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        index = TagIndex.build(task.tags, self.params())
+        vocabulary = {t.id for t in task.tags}
+        labelled = [p for p in task.train if set(p.tags) <= vocabulary]
+        index.add_exemplars(labelled, cache_dir=ctx.vector_cache)
+        return index
+
+
+@register("tagindex-finetuned")
+class TagIndexFineTuned(FineTunedMixin):
+    name = "tagindex-finetuned"
+    description = "tagindex, MiniLM fine-tuned on the task's training split (tagindex train), tag text only"
+
+
+@register("tagindex-finetuned-exemplars")
+class TagIndexFineTunedExemplars(FineTunedMixin):
+    name = "tagindex-finetuned-exemplars"
+    description = "tagindex, fine-tuned MiniLM + exemplars (the full supervised configuration)"
+
+    def supports(self, task: Task) -> str | None:
+        return _exemplar_reason(task)
+
+    def build(self, task: Task, ctx: Context) -> TagIndex:
+        return TagIndexExemplars.build(self, task, ctx)  # type: ignore[arg-type]
 
 
 def available() -> list[str]:

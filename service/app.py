@@ -101,8 +101,8 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         def start() -> tuple[Engine, FeedbackStore]:
             from tagindex.index import TagIndex
 
-            if settings.torch_threads is not None:
-                _set_torch_threads(settings.torch_threads)
+            if settings.compute_threads is not None:
+                _limit_threads(settings.compute_threads)
 
             index = TagIndex.load(settings.index_dir, encoder=encoder)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
@@ -260,12 +260,12 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             total=len(pairs),
             pairs=[
                 DuplicatePair(
-                    a=a,
-                    a_name=engine.get(a).name,
-                    a_path=engine.path(a),
-                    b=b,
-                    b_name=engine.get(b).name,
-                    b_path=engine.path(b),
+                    a=a.id,
+                    a_name=a.name,
+                    a_path=engine.path(a.id),
+                    b=b.id,
+                    b_name=b.name,
+                    b_path=engine.path(b.id),
                     score=s,
                 )
                 for a, b, s in pairs[:limit]
@@ -415,7 +415,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     ) -> FeedbackList:
         """Stored feedback in the order it arrived (needs the API key: it holds catalog text)."""
         store: FeedbackStore = request.app.state.feedback
-        rows = store.list(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
+        rows = store.records(limit=limit, product_id=product_id, tag=tag, after_id=after_id)
         return FeedbackList(rows=[FeedbackRow(**r.to_dict()) for r in rows], total=store.count())
 
     # ---- operations -----------------------------------------------------------------------------
@@ -487,7 +487,13 @@ def _info(engine: Engine, tag: Tag) -> TagInfo:
     )
 
 
-def _set_torch_threads(n: int) -> None:
+def _limit_threads(n: int) -> None:
+    """Caps the thread pools of torch, FAISS and BLAS (process-wide: the service owns its process)."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)  # BLAS and OpenMP runtimes already loaded (numpy's OpenBLAS)
+    faiss.omp_set_num_threads(n)
     try:
         import torch
     except ImportError:  # an encoder backend without torch

@@ -90,7 +90,7 @@ class Engine:
         self._change = threading.Lock()
         self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
         self._vocab = self._build_vocabulary()
-        self._duplicates: dict[tuple[int, float, int], list[tuple[str, str, float]]] = {}
+        self._duplicates: dict[tuple[int, float, int], list[tuple[Tag, Tag, float]]] = {}
 
     def close(self) -> None:
         self._batcher.close()
@@ -143,8 +143,12 @@ class Engine:
                 for t, s in zip(ids[0], scores[0].tolist(), strict=False)
             ]
 
-    def neighbours(self, tag_ids: Sequence[str], k: int) -> dict[str, list[TagScore]]:
-        """The ``k`` tags nearest each given tag (itself excluded), in one search."""
+    def neighbours(
+        self, tag_ids: Sequence[str], k: int, product: np.ndarray
+    ) -> dict[str, list[tuple[TagScore, float]]]:
+        """The ``k`` tags nearest each given tag (itself excluded), each with its cosine to the
+        ``product`` vector (dim,); one search, under one read lock so a concurrent change cannot
+        remove a neighbour between the search and the scoring."""
         with self._lock.read():
             present = [t for t in tag_ids if t in self.index]
             if not present:
@@ -154,29 +158,27 @@ class Engine:
             out = {}
             for tag_id, row_ids, row_scores in zip(present, ids, scores.tolist(), strict=True):
                 out[tag_id] = [
-                    TagScore(o, s, self.index.get(o).name)
+                    (TagScore(o, s, self.index.get(o).name), float(self.index.tag_vector(o) @ product))
                     for o, s in zip(row_ids, row_scores, strict=False)
                     if o != tag_id
                 ][:k]
             return out
 
-    def tag_vectors(self, tag_ids: Sequence[str]) -> np.ndarray:
-        """Unit vectors (n, dim) of existing tags."""
-        with self._lock.read():
-            return np.stack([self.index.tag_vector(t) for t in tag_ids])
-
     def tag_text(self, tag_id: str) -> str:
-        """The text the encoder read for a tag."""
+        """The text the encoder read for a tag ("" once the tag is retired)."""
         vocab = self._vocab
-        return tag_text(vocab.by_id[tag_id], vocab.by_id, self.index.params.text)
+        tag = vocab.by_id.get(tag_id)
+        return tag_text(tag, vocab.by_id, self.index.params.text) if tag is not None else ""
 
-    def duplicates(self, min_score: float, neighbours: int) -> list[tuple[str, str, float]]:
+    def duplicates(self, min_score: float, neighbours: int) -> list[tuple[Tag, Tag, float]]:
         """Near-identical tag pairs, cached until the vocabulary changes (a full scan is O(n^2 dim))."""
         with self._lock.read():
             key = (self.version, min_score, neighbours)
             cached = self._duplicates.get(key)
             if cached is None:
-                cached = self.index.duplicates(min_score=min_score, neighbours=neighbours)
+                by_id = self._vocab.by_id
+                pairs = self.index.duplicates(min_score=min_score, neighbours=neighbours)
+                cached = [(by_id[a], by_id[b], s) for a, b, s in pairs]
                 self._duplicates = {
                     key: cached,
                     **{k: v for k, v in self._duplicates.items() if k[0] == key[0]},
@@ -205,6 +207,7 @@ class Engine:
             "n_tags": len(self.index),
             "dim": self.index.encoder.dim,
             "encoder": params.encoder.model,
+            "encoder_backend": params.encoder.backend,
             "index_kind": params.index.kind,
             "description_chars": params.text.description_chars,
             "fingerprint": self.fingerprint,

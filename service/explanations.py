@@ -146,13 +146,7 @@ class SimilarityExplainer:
 
     def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]:
         ranked = [t for t in ctx.result.tags if t.ancestor_of is None]
-        near = self.engine.neighbours([t.tag for t in ranked], self.k)
-        other_ids = sorted({n.tag for hits in near.values() for n in hits})
-        product_sims: dict[str, float] = {}
-        if other_ids:
-            product_sims = dict(
-                zip(other_ids, (self.engine.tag_vectors(other_ids) @ ctx.vector).tolist(), strict=True)
-            )  # cosine of this product with each neighbour tag
+        near = self.engine.neighbours([t.tag for t in ranked], self.k, ctx.vector)
         product_terms = terms(ctx.text)
         out: dict[str, TagExplanation] = {}
         for t in ctx.result.tags:
@@ -175,10 +169,10 @@ class SimilarityExplainer:
                         "tag": n.tag,
                         "name": n.name,
                         "tag_similarity": round(n.score, 6),
-                        "product_similarity": round(product_sims[n.tag], 6),
-                        "margin": round(t.score - product_sims[n.tag], 6),
+                        "product_similarity": round(product_sim, 6),
+                        "margin": round(t.score - product_sim, 6),
                     }
-                    for n in near.get(t.tag, [])
+                    for n, product_sim in near.get(t.tag, [])
                 ],
             )
         return out

@@ -125,7 +125,7 @@ class FeedbackStore:
                 raise
         return records
 
-    def list(
+    def records(
         self, limit: int = 100, product_id: str | None = None, tag: str | None = None, after_id: int = 0
     ) -> list[FeedbackRecord]:
         """Records in insertion order, optionally filtered, starting after ``after_id``."""
@@ -147,9 +147,36 @@ class FeedbackStore:
 
     def __iter__(self) -> Iterator[FeedbackRecord]:
         after = 0
-        while batch := self.list(limit=1000, after_id=after):
+        while batch := self.records(limit=1000, after_id=after):
             yield from batch
             after = batch[-1].id or after
+
+    def export_products(self) -> list[dict[str, Any]]:
+        """Feedback as a products file for training: one row per product, the latest judgement of
+        each (product, tag) deciding; ``tags`` = accepted or added, ``rejected`` = rejected.
+
+        Rows follow the products format (id, title, description, attributes, tags), so
+        ``load_products`` reads them; ``rejected`` is extra, for hard negatives.
+        """
+        latest: dict[str, dict[str, str]] = {}
+        product: dict[str, FeedbackRecord] = {}
+        for r in self:  # insertion order, so later judgements overwrite earlier ones
+            latest.setdefault(r.product_id, {})[r.tag] = r.action
+            product[r.product_id] = r
+        rows = []
+        for pid, actions in latest.items():
+            p = product[pid]
+            rows.append(
+                {
+                    "id": pid,
+                    "title": p.title,
+                    "description": p.description,
+                    "attributes": p.attributes,
+                    "tags": [t for t, a in actions.items() if a in ("accept", "add")],
+                    "rejected": [t for t, a in actions.items() if a == "reject"],
+                }
+            )
+        return rows
 
     def count(self) -> int:
         with self._lock:

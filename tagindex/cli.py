@@ -65,6 +65,12 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--index", choices=["exact", "hnsw", "ivf"], default=None, help="FAISS index type (default exact)"
     )
+    p.add_argument(
+        "--products",
+        help="labelled products (with gold tags) stored as exemplars: tags with examples are then "
+        "matched through their nearest labelled products as well as their text",
+    )
+    p.add_argument("--cache", help="directory caching product vectors (exemplars, graph neighbour pool)")
     p.add_argument("--config", help="JSON parameters (see `tagindex config`)")
     p.add_argument(
         "--description-chars",
@@ -91,6 +97,12 @@ def _configure_index(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
+    p.add_argument(
+        "--graph-products",
+        help="the graph's labelled products (neighbour pool; default: the file the graph was built from)",
+    )
+    p.add_argument("--graph-weight", type=float, default=None, help="share of the score from the graph")
 
 
 @command("index", "encode a tag vocabulary and save a searchable index directory", _configure_index)
@@ -101,7 +113,20 @@ def run_index(args: argparse.Namespace) -> int:
     tags = load_tags(args.tags, on_error=args.on_error)
     params = _load_params(args)
     start = time.perf_counter()
-    index = TagIndex.build(tags, params, show_progress=not args.quiet)
+    encoder = fusion = None
+    if args.graph:
+        from graph.fusion import fusion_from_cli
+        from tagindex.encoders import load_encoder
+
+        encoder = load_encoder(params.encoder)
+        fusion = fusion_from_cli(args, params, encoder)
+    index = TagIndex.build(tags, params, encoder=encoder, show_progress=not args.quiet, fusion=fusion)
+    if args.products:
+        from tagindex.io import load_products
+
+        exemplars = load_products(args.products, on_error=args.on_error)
+        index.add_exemplars(exemplars, cache_dir=args.cache, show_progress=not args.quiet)
+        logger.info("stored %d labelled products as exemplars", index.n_exemplars)
     index.save(args.out)
     logger.info(
         "indexed %d tags (%s, dim %d) in %.1fs -> %s",
@@ -132,6 +157,9 @@ def _configure_tag(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    from tagindex.cli_rerank import add_tag_options
+
+    add_tag_options(p)
 
 
 @command("tag", "rank tags for every product in a file and write a run file (JSON lines)", _configure_tag)
@@ -144,16 +172,22 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    results = index.tag(
-        products,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        include_ancestors=args.ancestors,
-        cache_dir=args.cache,
-        show_progress=not args.quiet,
-    )
+    from tagindex.cli_rerank import tag_records, wants_stage
+
+    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli_rerank.py
+        records = list(tag_records(args, index, products))
+    else:
+        results = index.tag(
+            products,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            include_ancestors=args.ancestors,
+            cache_dir=args.cache,
+            show_progress=not args.quiet,
+        )
+        records = [r.to_dict() for r in results]
     elapsed = time.perf_counter() - start
-    n = write_jsonl(args.out, (r.to_dict() for r in results))
+    n = write_jsonl(args.out, records)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
     return 0
 
@@ -205,6 +239,12 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["mwpd", "attribute-tags", "shopify", "google"])
     p.add_argument("--src", required=True, help="source directory (see README for where to get it)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--include",
+        choices=["all", "categories", "values"],
+        default="all",
+        help="shopify only: categories, attribute values, or both (default)",
+    )
 
 
 @command(
@@ -215,12 +255,88 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out)
+    report = convert(args.source, args.src, args.out, include=args.include)
     print(report)
     return 0
 
 
+# ---- train -----------------------------------------------------------------------------------------
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--products", required=True, help="labelled training products (with gold tags)")
+    p.add_argument("--tags", required=True, help="tags file the products' tags refer to")
+    p.add_argument("--out", required=True, help="model directory to write (replaced only on success)")
+    p.add_argument("--base", help="model to start from (default: packaged MiniLM)")
+    p.add_argument("--config", help="JSON training parameters (TrainParams fields; others keep defaults)")
+    p.add_argument("--fast", action="store_true", help="small CI configuration (a sample, one epoch)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default from the config)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from the config)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="malformed rows: fail (default) or skip them with a count",
+    )
+
+
+@command(
+    "train", "fine-tune the bi-encoder contrastively on labelled products; --model loads it", _configure_train
+)
+def run_train(args: argparse.Namespace) -> int:
+    from tagindex.io import load_products, load_tags
+    from tagindex.train import TrainParams, train
+
+    params = TrainParams.fast() if args.fast else TrainParams()
+    if args.config:
+        try:
+            params = TrainParams.from_dict({**params.to_dict(), **json.loads(Path(args.config).read_text())})
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
+    if args.seed is not None:
+        params.seed = args.seed
+    if args.epochs is not None:
+        params.epochs = args.epochs
+    tags = load_tags(args.tags, on_error=args.on_error)
+    products = load_products(args.products, on_error=args.on_error)
+    report = train(products, tags, args.out, base=args.base, params=params, show_progress=not args.quiet)
+    best = report.epochs[report.best_epoch]
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "best_epoch": report.best_epoch,
+                "dev": best,
+                "seconds": round(report.seconds, 1),
+            }
+        )
+    )
+    return 0
+
+
 # ---- evaluate ---------------------------------------------------------------------------------------
+def _configure_update(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory to change in place (atomically)")
+    p.add_argument("--add", help="tags file whose tags are added (parents may be existing tags)")
+    p.add_argument("--remove", nargs="+", default=[], metavar="ID", help="tag ids to retire")
+    p.add_argument("--cascade", action="store_true", help="also retire the descendants of removed tags")
+
+
+@command("update", "add or retire tags in a saved index without rebuilding it", _configure_update)
+def run_update(args: argparse.Namespace) -> int:
+    from tagindex.index import TagIndex, read_saved_tags
+    from tagindex.io import load_tags
+
+    if not args.add and not args.remove:
+        raise ValueError("nothing to do: give --add FILE and/or --remove ID ...")
+    existing = {t.id for t in read_saved_tags(args.index)}
+    new_tags = load_tags(args.add, known_parents=existing) if args.add else []
+    index = TagIndex.load(args.index)
+    removed = index.remove_tags(args.remove, cascade=args.cascade) if args.remove else []
+    index.add_tags(new_tags, show_progress=not args.quiet)
+    index.save(args.index)
+    logger.info("added %d, removed %d tags; the index now holds %d", len(new_tags), len(removed), len(index))
+    return 0
+
+
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
     p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
@@ -380,6 +496,24 @@ def run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- graph (sub-commands live in the graph package) -------------------------------------------------
+def _configure_graph(p: argparse.ArgumentParser) -> None:
+    from graph.cli import configure
+
+    configure(p)
+
+
+@command(
+    "graph",
+    "build the product–attribute–tag graph (build) and train node embeddings (embed)",
+    _configure_graph,
+)
+def run_graph(args: argparse.Namespace) -> int:
+    from graph.cli import run
+
+    return run(args)
+
+
 # ---- serve ----------------------------------------------------------------------------------------
 def _configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, help="index directory; tags added over HTTP are saved here")
@@ -399,12 +533,37 @@ def run_serve(args: argparse.Namespace) -> int:
         from service.settings import Settings
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
+    from tagindex.store import read_manifest
+
+    read_manifest(args.index, "tagindex")  # a clear error now rather than a traceback at start-up
     # Other settings (API key, limits) come from TAGINDEX_* environment variables.
     overrides: dict[str, Any] = {"index_dir": args.index}
     if args.feedback_db:
         overrides["feedback_db"] = args.feedback_db
     uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def _configure_feedback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="feedback SQLite file written by `tagindex serve`")
+    p.add_argument("--out", required=True, help="products file to write (JSONL, tags = accepted or added)")
+
+
+@command("feedback", "export merchandiser feedback from the service as a products file", _configure_feedback)
+def run_feedback(args: argparse.Namespace) -> int:
+    from service.feedback import FeedbackStore
+    from tagindex.io import write_jsonl
+
+    if not Path(args.db).is_file():
+        raise ValueError(f"{args.db}: no such feedback database")
+    n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
+    logger.info("wrote %d products with feedback -> %s", n, args.out)
+    return 0
+
+
+from tagindex import cli_rerank  # noqa: E402  (train-reranker, calibrate, explain; tag --reranker/--decide)
+
+cli_rerank.register(command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,16 +78,33 @@ class VectorIndexParams(_Params):
 
 
 @dataclass
+class ExemplarParams(_Params):
+    """How labelled products ("exemplars") stored in an index score tags (see tagindex.exemplars).
+
+    Defaults were chosen on a dev split carved from MWPD train (``benchmarks/tune_exemplars.py``: 15% of
+    train, seed 13, grid over k, temperature, vote weight and shrinkage; best mean weighted F1 over
+    the three levels), never on validation.
+    """
+
+    k: int = 20  # nearest exemplars that vote
+    temperature: float = 0.05  # softmax temperature over the neighbours' cosine similarities
+    vote_weight: float = 0.5  # weight of the neighbour vote added to the similarity
+    shrinkage: float = 2.0  # exemplar count at which a tag's prototype and its text weigh the same
+
+
+@dataclass
 class TagIndexParams(_Params):
     """Everything a TagIndex needs to rebuild its answers."""
 
     text: TextParams = field(default_factory=TextParams)
     encoder: EncoderParams = field(default_factory=EncoderParams)
     index: VectorIndexParams = field(default_factory=VectorIndexParams)
+    exemplars: ExemplarParams = field(default_factory=ExemplarParams)
 
 
 _NESTED: dict[str, type[_Params]] = {
     "TextParams": TextParams,
     "EncoderParams": EncoderParams,
     "VectorIndexParams": VectorIndexParams,
+    "ExemplarParams": ExemplarParams,
 }

@@ -91,7 +91,7 @@ def convert_mwpd(src: Path, out: Path) -> ConvertReport:
                     break
                 if level not in tags:
                     _, _, name = level.partition("_")
-                    tags[level] = Tag(id=level, name=name or level, parent=parent, kind="category")
+                    tags[level] = Tag(id=level, name=_clean(name) or level, parent=parent, kind="category")
                 parent = level
             breadcrumb = _clean(r.get("CategoryText"))
             products.append(
@@ -189,6 +189,8 @@ def shopify_attribute_values(src: Path) -> list[Tag]:
 
 def convert_shopify(src: Path, out: Path, include: str = "all") -> ConvertReport:
     """Shopify categories (with parents) and attribute values (with their attribute's description)."""
+    if include not in ("all", "categories", "values"):
+        raise DataError(f"unknown include '{include}' (all, categories or values)")
     report = ConvertReport()
     tags: list[Tag] = []
     if include in ("all", "categories"):
@@ -237,12 +239,23 @@ CONVERTERS = {
 }
 
 
-def convert(source: str, src: str | Path, out: str | Path) -> ConvertReport:
-    """Runs the converter named ``source`` (one of :data:`CONVERTERS`)."""
+def convert(source: str, src: str | Path, out: str | Path, include: str = "all") -> ConvertReport:
+    """Runs the converter named ``source`` (one of :data:`CONVERTERS`).
+
+    Args:
+        source: Converter name.
+        src: Source directory (or file, for ``google``).
+        out: Output directory.
+        include: ``shopify`` only: ``all``, ``categories`` or ``values`` (attribute values).
+    """
     src, out = Path(src), Path(out)
     if source not in CONVERTERS:
         raise DataError(f"unknown source '{source}'; known: {sorted(CONVERTERS)}")
     if not src.exists():
         raise DataError(f"{src}: source path does not exist")
+    if source == "shopify":
+        return convert_shopify(src, out, include)
+    if include != "all":
+        raise DataError(f"--include applies to the shopify source only, not '{source}'")
     report: ConvertReport = CONVERTERS[source](src, out)
     return report

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 import tagindex
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
+from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
 from tagindex.text import ancestors, product_text, tag_text
@@ -59,18 +60,25 @@ class TagIndex:
         >>> index.save("my-index")
     """
 
-    def __init__(self, params: TagIndexParams | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, params: TagIndexParams | None = None, encoder: Encoder | None = None, fusion: Any = None
+    ) -> None:
         self.params = params or TagIndexParams()
         self.encoder = encoder or load_encoder(self.params.encoder)
+        # Optional graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
+        self.fusion = fusion
+        self.vector_dim = self.encoder.dim + (fusion.dim if fusion is not None else 0)
         self._tags: list[Tag] = []
         self._texts: list[str] = []
         self._int_ids = np.zeros(0, dtype=np.int64)
         # FAISS int id -> tag id table, built lazily once per change so search costs O(results), not O(tags).
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
-        self._vectors = np.zeros((0, self.encoder.dim), dtype=np.float32)
+        self._vectors = np.zeros((0, self.vector_dim), dtype=np.float32)
         self._row_of: dict[str, int] = {}
         self._next_id = 0
-        self._index = VectorIndex(self.encoder.dim, self.params.index)
+        self._index = VectorIndex(self.vector_dim, self.params.index)
+        self._exemplars: ExemplarSet | None = None
+        self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -80,9 +88,10 @@ class TagIndex:
         params: TagIndexParams | None = None,
         encoder: Encoder | None = None,
         show_progress: bool = False,
+        fusion: Any = None,
     ) -> TagIndex:
-        """Encodes every tag text once and indexes the vectors."""
-        index = cls(params, encoder)
+        """Encodes every tag text once and indexes the vectors (fused with graph vectors when given)."""
+        index = cls(params, encoder, fusion)
         index.add_tags(tags, show_progress=show_progress)
         return index
 
@@ -127,6 +136,8 @@ class TagIndex:
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, show_progress=show_progress)  # (n_new, dim)
         logger.info("encoded %d tag texts in %.1fs", len(texts), time.perf_counter() - start)
+        if self.fusion is not None:
+            vectors = self.fusion.fuse_tags(tags, vectors, by_id)  # (n_new, vector_dim)
         int_ids = np.arange(self._next_id, self._next_id + len(tags), dtype=np.int64)
         self._next_id += len(tags)
         self._index.add(int_ids, vectors)
@@ -136,6 +147,7 @@ class TagIndex:
         for offset, t in enumerate(tags):
             self._row_of[t.id] = len(self._tags) + offset
         self._tags.extend(tags)
+        self._scorer = None
         self._texts.extend(texts)
         self._int_ids = np.concatenate([self._int_ids, int_ids])
         self._lookup = None
@@ -178,8 +190,59 @@ class TagIndex:
         self._int_ids = self._int_ids[keep]
         self._vectors = self._vectors[keep]
         self._row_of = {t.id: i for i, t in enumerate(self._tags)}
+        self._scorer = None
         self._lookup = None
         return sorted(doomed)
+
+    # ---- exemplars ------------------------------------------------------------------------------
+    def add_exemplars(
+        self,
+        products: Sequence[Product],
+        vectors: np.ndarray | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+    ) -> int:
+        """Stores labelled products so that tags with examples are matched through them as well.
+
+        Args:
+            products: Products whose ``tags`` are ids in this index (the gold labels).
+            vectors: Their vectors (n, dim) from this index's encoder; encoded when omitted.
+            cache_dir: Directory for cached product vectors.
+            show_progress: Show a progress bar while encoding.
+
+        Returns:
+            The number of exemplars added.
+
+        Raises:
+            ValueError: A product has no tags or names a tag id the index does not hold.
+        """
+        products = list(products)
+        for p in products:
+            if not p.tags:
+                raise ValueError(f"product '{p.id}' has no tags; exemplars need gold tags")
+            unknown = [t for t in p.tags if t not in self._row_of]
+            if unknown:
+                raise ValueError(f"product '{p.id}' names tag id(s) not in the index: {unknown[:5]}")
+        if vectors is None:
+            vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+        if len(vectors) != len(products) or vectors.shape[1] != self.vector_dim:
+            raise ValueError(f"expected vectors of shape ({len(products)}, {self.vector_dim})")
+        new = ExemplarSet([p.id for p in products], [list(p.tags) for p in products], vectors)
+        self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
+        self._scorer = None
+        return len(new)
+
+    @property
+    def n_exemplars(self) -> int:
+        return 0 if self._exemplars is None else len(self._exemplars)
+
+    def scorer(self) -> ExemplarScorer | None:
+        """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
+        if self._exemplars is None:
+            return None
+        if self._scorer is None:
+            self._scorer = ExemplarScorer(self._tags, self._vectors, self._exemplars, self.params.exemplars)
+        return self._scorer
 
     # ---- searching ------------------------------------------------------------------------------
     def product_texts(self, products: Sequence[Product]) -> list[str]:
@@ -194,8 +257,12 @@ class TagIndex:
         """Product vectors (n, dim); with ``cache_dir`` vectors of texts seen before are reused."""
         texts = self.product_texts(products)
         if cache_dir is not None:
-            return VectorCache(cache_dir, self.encoder).encode(texts, show_progress=show_progress)
-        return self.encoder.encode(texts, show_progress=show_progress)
+            vectors = VectorCache(cache_dir, self.encoder).encode(texts, show_progress=show_progress)
+        else:
+            vectors = self.encoder.encode(texts, show_progress=show_progress)
+        if self.fusion is not None:
+            vectors = self.fusion.fuse_products(products, vectors)  # (n, vector_dim)
+        return vectors
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Nearest tags for query vectors (n, dim): scores (n, k) and tag ids (ragged when k > len)."""
@@ -246,8 +313,13 @@ class TagIndex:
         threshold: float | None = None,
         include_ancestors: bool = False,
     ) -> list[TagResult]:
-        """Like :meth:`tag` for products already encoded (vectors (n, dim))."""
-        scores, ids = self.search(vectors, top_k)
+        """Like :meth:`tag` for products already encoded (vectors (n, dim)).
+
+        With exemplars, the most specific tags are ranked by :class:`ExemplarScorer` (scores are then
+        that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
+        """
+        scorer = self.scorer()
+        scores, ids = scorer.top(vectors, top_k) if scorer is not None else self.search(vectors, top_k)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
@@ -287,6 +359,8 @@ class TagIndex:
             exclude = query
         else:
             vector = self.encoder.encode([query])
+            if self.fusion is not None:
+                vector = self.fusion.fuse_products([Product("query", query)], vector)
             exclude = None
         scores, ids = self.search(vector, top_k + (1 if exclude else 0))
         out = [
@@ -334,6 +408,10 @@ class TagIndex:
             table.to_parquet(tmp / "tags.parquet", index=False)
             save_file({"vectors": np.ascontiguousarray(self._vectors)}, str(tmp / "tag_vectors.safetensors"))
             self._index.save(tmp / "tags.faiss")
+            if self.fusion is not None:
+                self.fusion.save(tmp / "graph")
+            if self._exemplars is not None:
+                save_exemplars(tmp, self._exemplars)
             write_manifest(
                 tmp,
                 {
@@ -343,7 +421,10 @@ class TagIndex:
                     "params": params.to_dict(),
                     "encoder": describe(self.encoder),
                     "dim": self.encoder.dim,
+                    "vector_dim": self.vector_dim,
+                    "graph": self.fusion.describe() if self.fusion is not None else None,
                     "n_tags": len(self._tags),
+                    "n_exemplars": self.n_exemplars,
                     "next_id": self._next_id,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
@@ -377,7 +458,12 @@ class TagIndex:
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
-        index = cls(params, encoder)
+        fusion = None
+        if manifest.get("graph"):
+            from graph.fusion import GraphFusion
+
+            fusion = GraphFusion.load(directory / "graph", verify=verify)
+        index = cls(params, encoder, fusion)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
@@ -387,11 +473,17 @@ class TagIndex:
         vectors = load_file(str(directory / "tag_vectors.safetensors"))["vectors"]
         if len(tags) != len(vectors) or len(tags) != manifest["n_tags"]:
             raise IndexFormatError(f"{directory}: tag table, vectors and manifest disagree on the tag count")
-        index._index = VectorIndex.load(directory / "tags.faiss", manifest["dim"], params.index)
+        index._index = VectorIndex.load(directory / "tags.faiss", index.vector_dim, params.index)
         int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
+        index._exemplars = load_exemplars(directory, index.vector_dim)
         return index
 
     def describe(self) -> dict[str, Any]:
-        return {"n_tags": len(self._tags), "dim": self.encoder.dim, "params": self.params.to_dict()}
+        return {
+            "n_tags": len(self._tags),
+            "n_exemplars": self.n_exemplars,
+            "dim": self.encoder.dim,
+            "params": self.params.to_dict(),
+        }

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,15 +234,24 @@ def load_products(path: str | os.PathLike[str], on_error: OnError = "raise") -> 
     return products
 
 
-def load_tags(path: str | os.PathLike[str], on_error: OnError = "raise") -> list[Tag]:
+def load_tags(
+    path: str | os.PathLike[str], on_error: OnError = "raise", known_parents: Collection[str] = ()
+) -> list[Tag]:
     """Loads a tag vocabulary and checks that every parent exists and the hierarchy has no cycle.
+
+    Args:
+        path: Tags file (CSV, JSONL or Parquet).
+        on_error: ``"raise"`` or ``"skip"`` malformed rows (see :func:`load_products`).
+        known_parents: Ids outside the file that parents may name (tags already in an index).
 
     Raises:
         DataError: The file is missing, has malformed rows, unknown parents or a cycle.
     """
     tags: list[Tag] = _collect(path, _parse_tag, on_error, "tag")
     by_id = {t.id: t for t in tags}
-    unknown = [t for t in tags if t.parent is not None and t.parent not in by_id]
+    unknown = [
+        t for t in tags if t.parent is not None and t.parent not in by_id and t.parent not in known_parents
+    ]
     if unknown:
         listed = ", ".join(f"'{t.id}' -> '{t.parent}'" for t in unknown[:_MAX_REPORTED])
         if on_error == "raise":
@@ -255,7 +264,7 @@ def load_tags(path: str | os.PathLike[str], on_error: OnError = "raise") -> list
     for t in tags:
         seen = {t.id}
         node = t
-        while node.parent is not None:
+        while node.parent is not None and node.parent in by_id:
             if node.parent in seen:
                 raise DataError(f"{path}: the parent chain of tag '{t.id}' has a cycle")
             seen.add(node.parent)

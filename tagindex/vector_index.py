@@ -86,9 +86,9 @@ class VectorIndex:
     def _new_index(self, vectors: np.ndarray) -> Any:
         p = self.params
         base: Any
-        qtype = _SQ_TYPES.get(p.vector_format, "unknown")
-        if qtype == "unknown":
+        if p.vector_format not in _SQ_TYPES:
             raise ValueError(f"unknown vector format '{p.vector_format}' (float32, float16 or int8)")
+        qtype: Any = _SQ_TYPES[p.vector_format]
         ip = faiss.METRIC_INNER_PRODUCT
         if p.kind == "exact":
             if qtype is None:
@@ -183,7 +183,7 @@ class VectorIndex:
         if p.kind != "exact" or p.vector_format != "float32" or self._searcher() is not self._index:
             return None
         if self._flat is None:
-            base = faiss.downcast_index(self._index.index)
+            base: Any = faiss.downcast_index(self._index.index)
             n = int(base.ntotal)
             xb = faiss.rev_swig_ptr(base.get_xb(), n * self.dim) if n else np.zeros(0, np.float32)
             self._flat = (
@@ -194,11 +194,11 @@ class VectorIndex:
 
     @staticmethod
     def _matmul_search(
-        queries: np.ndarray, flat: tuple[np.ndarray, np.ndarray], k: int
+        queries: np.ndarray, flat: tuple[np.ndarray, np.ndarray], k: int, max_scores: int = 64 << 20
     ) -> tuple[np.ndarray, np.ndarray]:
         vectors, id_map = flat
-        # Blocks of queries keep the (block, ntotal) score matrix near 256 MB at any catalog size.
-        block = max(1, (64 << 20) // max(len(vectors), 1))
+        # Blocks of queries keep the (block, ntotal) score matrix at ``max_scores`` floats (256 MB).
+        block = max(1, max_scores // max(len(vectors), 1))
         if len(queries) <= block:
             scores, rows = exact_search(queries, vectors, k)
         else:

@@ -55,7 +55,7 @@ async function loadInfo() {
     const info = await api("GET", "/v1/info");
     const ix = info.index;
     $("index-info").textContent =
-      `${ix.n_tags} tags · ${ix.encoder} · ${ix.index_kind} index · version ${ix.version} · ` +
+      `${ix.n_tags} tags · ${ix.encoder_backend} encoder · ${ix.index_kind} index · version ${ix.version} · ` +
       `${info.feedback_rows} feedback rows`;
     if (info.accept_threshold !== null && $("accept-threshold").value === "") {
       $("accept-threshold").value = info.accept_threshold;
@@ -152,7 +152,7 @@ function explanationNode(x) {
     const list = el("ul");
     for (const n of x.neighbours) {
       list.append(el("li", {}, `${n.name}: product ${fmt(n.product_similarity)} (margin ${fmt(n.margin)}), ` +
-        `tag-to-tag ${fmt(n.tag_similarity)}`));
+        `tag-to-tag ${fmt(n.tag_similarity)} `, el("small", {class: "muted"}, n.tag)));
     }
     details.append(el("p", {}, "Closest alternative tags:"), list);
   }

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from service_support import REPO, make_settings
 
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_var] = "1"
@@ -17,9 +18,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("pydantic_settings", reason="install tagindex[service]")
 pytest.importorskip("prometheus_client", reason="install tagindex[service]")
 
-REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("TAGINDEX_DATA", REPO.parent / "shared" / "data"))
-API_KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +69,6 @@ def index_dir(built_index: Path, tmp_path: Path) -> Path:
     target = tmp_path / "index"
     shutil.copytree(built_index, target)
     return target
-
-
-def make_settings(index_dir: Path, **overrides):
-    from service.settings import Settings
-
-    return Settings(index_dir=index_dir, api_key=API_KEY, **overrides)
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import API_KEY, make_settings
 from fastapi.testclient import TestClient
+from service_support import KEY, make_settings
 
 from service.app import create_app
 from tagindex.index import TagIndex
@@ -15,7 +15,6 @@ from tagindex.schema import Product
 
 pytestmark = pytest.mark.slow  # loads the real encoder and a real index
 
-KEY = {"X-API-Key": API_KEY}
 LOCKET = {
     "id": "p1",
     "title": "Victorian Silver Masonic Locket 1890",
@@ -337,3 +336,35 @@ def test_the_page_and_its_assets_are_served(client):
     assert page.status_code == 200 and 'id="tag-form"' in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
+
+
+def test_a_registered_explainer_and_decider_plug_in(index_dir, svc_encoder):
+    from service.explanations import TagExplanation, register_decider, register_explainer
+
+    class Constant:
+        name = "constant"
+        needs_threshold = False
+
+        def __init__(self, engine):
+            self.engine = engine
+
+        def explain(self, ctx):
+            return {
+                t.tag: TagExplanation(parts={"bi_encoder_similarity": t.score, "extra": 1.0})
+                for t in ctx.result.tags
+            }
+
+        def decide(self, result, threshold):
+            return {t.tag: ("accept", "always") for t in result.tags}
+
+    register_explainer("constant", Constant)
+    register_decider("constant", Constant)
+    settings = make_settings(index_dir, explainer="constant", decider="constant")
+    with TestClient(create_app(settings, encoder=svc_encoder)) as c:
+        body = c.post("/v1/tag", json={"product": LOCKET, "top_k": 2, "explain": True, "decide": True}).json()
+    assert body["explainer"] == "constant" and body["decider"] == "constant"
+    for hit in body["results"][0]["tags"]:
+        assert hit["explanation"]["parts"]["extra"] == 1.0 and hit["decision"] == "accept"
+    app = create_app(make_settings(index_dir, explainer="nope"), encoder=svc_encoder)
+    with pytest.raises(ValueError, match="unknown explainer"), TestClient(app):
+        pass

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, REPO
+from service_support import API_KEY, KEY, REPO
 
 pytestmark = pytest.mark.slow
-
-KEY = {"X-API-Key": API_KEY}
 
 
 def free_port() -> int:
@@ -122,3 +120,12 @@ def test_serve_over_http_then_restart(index_dir, sample_products, tmp_path):
             assert http.get("/v1/info").json()["index"]["n_tags"] == 395
     finally:
         assert server.stop()
+
+
+def test_serve_refuses_a_missing_index_with_a_clear_error(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "tagindex.cli", "serve", "--index", str(tmp_path / "nope"), "--port", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "tagindex serve: error:" in proc.stderr and "no manifest.json" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, REPO, make_settings
+from service_support import API_KEY, REPO, make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def test_page_search_similar_tag_and_feedback(live_app):
         finally:
             browser.close()
 
-    rows = app.state.feedback.list()  # type: ignore[attr-defined]
+    rows = app.state.feedback.records()  # type: ignore[attr-defined]
     assert [(r.tag, r.action) for r in rows] == [(first_tag, "accept"), (second_tag, "reject")]
     assert rows[0].title.startswith("Sterling silver heart locket") and rows[0].score is not None
     assert (ARTIFACTS / "page.png").stat().st_size > 10_000

@@ -34,8 +34,8 @@ def test_feedback_round_trip_and_reopen(tmp_path):
         ("rings", "accept", {"metal": "silver"}, 0.5),
         ("shoes", "reject", {}, None),
     ]
-    assert [r.tag for r in again.list(tag="shoes")] == ["shoes"] and again.count() == 2
-    assert [r.id for r in again.list(after_id=1)] == [2]
+    assert [r.tag for r in again.records(tag="shoes")] == ["shoes"] and again.count() == 2
+    assert [r.id for r in again.records(after_id=1)] == [2]
 
 
 def test_feedback_rejects_a_bad_batch_as_a_whole(tmp_path):
@@ -134,3 +134,29 @@ def test_rwlock_lets_readers_share_and_writers_exclude():
     for t in threads:
         t.join()
     assert len(log) == 24 and all(others == 0 for _, others in log)
+
+
+def test_feedback_exports_as_a_products_file_latest_judgement_wins(tmp_path):
+    from tagindex.cli import main
+    from tagindex.io import load_products
+
+    store = FeedbackStore(tmp_path / "fb.sqlite3")
+    store.add(
+        [
+            FeedbackRecord("p1", "Silver ring", "rings", "reject"),
+            FeedbackRecord("p2", "Boots", "shoes", "add"),
+        ]
+    )
+    store.add(
+        [
+            FeedbackRecord("p1", "Silver ring", "rings", "accept"),
+            FeedbackRecord("p1", "Silver ring", "toys", "reject"),
+        ]
+    )
+    store.close()
+    out = tmp_path / "feedback.jsonl"
+    assert main(["-q", "feedback", "--db", str(tmp_path / "fb.sqlite3"), "--out", str(out)]) == 0
+    products = {p.id: p for p in load_products(out)}
+    assert products["p1"].tags == ["rings"] and products["p2"].tags == ["shoes"]
+    assert '"rejected": ["toys"]' in out.read_text()
+    assert main(["-q", "feedback", "--db", str(tmp_path / "missing.sqlite3"), "--out", str(out)]) == 2

@@ -31,7 +31,7 @@ def mwpd_index(mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_help_on_every_command() -> None:
-    for command in ["index", "tag", "similar", "convert", "show", "config"]:
+    for command in ["index", "tag", "similar", "convert", "show", "config", "update", "evaluate", "split"]:
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "usage: tagindex" in result.stdout
 
@@ -96,3 +96,23 @@ def test_bad_tags_and_index_give_a_clear_error(tmp_path: Path) -> None:
 def test_config_template_is_valid_json() -> None:
     result = run_cli("config")
     assert json.loads(result.stdout)["index"]["kind"] == "exact"
+
+
+def test_update_adds_and_retires_tags_in_place(mwpd_index: Path, tmp_path: Path) -> None:
+    import shutil
+
+    index = tmp_path / "index"
+    shutil.copytree(mwpd_index, index)
+    new = tmp_path / "new.jsonl"
+    new.write_text('{"id": "wetsuits", "name": "Wetsuits", "parent": "67000000_Clothing"}\n')
+    result = run_cli("update", "--index", index, "--add", new, "--remove", "64010100_Jewellery")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((index / "manifest.json").read_text())["n_tags"] == 394
+    hits = run_cli("similar", "--index", index, "--top-k", "1", "neoprene wetsuit for surfing")
+    assert json.loads(hits.stdout.splitlines()[0])["tag"] == "wetsuits"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "name": "X", "parent": "nowhere"}\n')
+    result = run_cli("update", "--index", index, "--add", bad)
+    assert result.returncode == 2 and "unknown parent" in result.stderr
+    result = run_cli("update", "--index", index, "--remove", "67000000_Clothing")
+    assert result.returncode == 2 and "cascade" in result.stderr

@@ -1,0 +1,201 @@
+"""Exemplar scoring: labelled product vectors living in the index beside the tag text vectors.
+
+A tag with labelled products is matched mostly through them (neighbour votes and a per-tag
+prototype); a tag without any is matched through its text alone. One rule scores both:
+
+    base(t)  = (1 - lam_t) * cos(q, text_t) + lam_t * cos(q, prototype_t),  lam_t = n_t / (n_t + shrinkage)
+    score(t) = base(t) + vote_weight * vote(t)
+
+where ``n_t`` is the number of exemplars whose most specific label is ``t`` (so ``lam_t = 0`` and
+``score = cos(q, text_t)`` for unseen tags), and ``vote(t)`` is the softmax-weighted share of the
+``k`` nearest exemplars labelled ``t``. Only the most specific tags (leaves, and tags used as the
+deepest label of some exemplar) are scored; their ancestors follow from the hierarchy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file, save_file
+
+from tagindex.config import ExemplarParams
+from tagindex.schema import Tag
+from tagindex.store import IndexFormatError
+from tagindex.text import ancestors
+
+logger = logging.getLogger(__name__)
+
+
+def most_specific(
+    tag_ids: Sequence[str], by_id: Mapping[str, Tag], has_children: set[str] | None = None
+) -> list[str]:
+    """The deepest labels of one product.
+
+    Drops labels that are an ancestor of another of its labels, and inner tags (tags with children)
+    when the product has a deeper label elsewhere: noisy data can label a product with a level-2 tag
+    that is not the parent of its level-3 tag (MWPD does), and that label is not the product's
+    most specific one. Leaves from other branches (multi-label products) are all kept.
+    """
+    present = [t for t in dict.fromkeys(tag_ids) if t in by_id]
+    covered: set[str] = set()
+    for t in present:
+        covered.update(ancestors(t, by_id))
+    kept = [t for t in present if t not in covered]
+    if len(kept) < 2:
+        return kept
+    if has_children is None:
+        has_children = {t.parent for t in by_id.values() if t.parent is not None}
+    depth = {t: len(ancestors(t, by_id)) for t in kept}
+    deepest = max(depth.values())
+    return [t for t in kept if t not in has_children or depth[t] == deepest]
+
+
+@dataclass
+class ExemplarSet:
+    """Labelled product vectors: ids, label lists and unit vectors (m, dim)."""
+
+    ids: list[str]
+    labels: list[list[str]]
+    vectors: np.ndarray  # (m, dim)
+
+    def __post_init__(self) -> None:
+        if not (len(self.ids) == len(self.labels) == len(self.vectors)):
+            raise ValueError("exemplar ids, labels and vectors differ in length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, other: ExemplarSet) -> ExemplarSet:
+        return ExemplarSet(
+            self.ids + other.ids, self.labels + other.labels, np.concatenate([self.vectors, other.vectors])
+        )
+
+
+class ExemplarScorer:
+    """Scores the most specific tags of a vocabulary for query vectors (see module docstring).
+
+    Built once per (tags, exemplars) state; :meth:`score` is pure numpy and deterministic.
+    """
+
+    def __init__(
+        self,
+        tags: Sequence[Tag],
+        tag_vectors: np.ndarray,  # (n_tags, dim), rows aligned with ``tags``
+        exemplars: ExemplarSet,
+        params: ExemplarParams | None = None,
+    ) -> None:
+        self.params = params or ExemplarParams()
+        by_id = {t.id: t for t in tags}
+        row_of = {t.id: i for i, t in enumerate(tags)}
+        has_child = {t.parent for t in tags if t.parent is not None}
+        # Labels per exemplar reduced to the deepest ones still in the vocabulary.
+        ex_labels = [most_specific(labels, by_id, has_child) for labels in exemplars.labels]
+        used = {t for labels in ex_labels for t in labels}
+        self.targets = [t.id for t in tags if t.id not in has_child or t.id in used]
+        target_col = {tid: j for j, tid in enumerate(self.targets)}
+        self.target_vectors = tag_vectors[[row_of[t] for t in self.targets]]  # (n_targets, dim)
+        keep = [i for i, labels in enumerate(ex_labels) if labels]
+        if len(keep) < len(ex_labels):
+            logger.info("%d exemplar(s) have no label left in the vocabulary", len(ex_labels) - len(keep))
+        self.ex_vectors = exemplars.vectors[keep]  # (m, dim)
+        self.ex_ids = [exemplars.ids[i] for i in keep]
+        n_targets, dim = len(self.targets), tag_vectors.shape[1]
+        # Sparse exemplar -> target membership, as index arrays (one entry per (exemplar, label)).
+        rows, cols = [], []
+        for r, i in enumerate(keep):
+            for t in ex_labels[i]:
+                rows.append(r)
+                cols.append(target_col[t])
+        self.member_rows = np.asarray(rows, dtype=np.int64)
+        self.member_cols = np.asarray(cols, dtype=np.int64)
+        width = max((len(ex_labels[i]) for i in keep), default=1)
+        self.label_table = np.full((len(keep), width), -1, dtype=np.int64)  # (m, max_labels)
+        for r, i in enumerate(keep):
+            self.label_table[r, : len(ex_labels[i])] = [target_col[t] for t in ex_labels[i]]
+        counts = np.bincount(self.member_cols, minlength=n_targets).astype(np.float32)  # (n_targets,)
+        sums = np.zeros((n_targets, dim), dtype=np.float32)
+        np.add.at(sums, self.member_cols, self.ex_vectors[self.member_rows])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self.prototypes = sums / np.maximum(norms, 1e-12)  # (n_targets, dim); zero rows for unseen tags
+        self.counts = counts
+        shrink = max(self.params.shrinkage, 0.0)
+        self.lam = (counts / (counts + shrink) if shrink > 0 else (counts > 0).astype(np.float32)).astype(
+            np.float32
+        )  # (n_targets,)
+
+    def score(self, queries: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """Scores (n, n_targets) for unit query vectors (n, dim), columns in ``self.targets`` order."""
+        p = self.params
+        out = np.empty((len(queries), len(self.targets)), dtype=np.float32)
+        lam = self.lam[None, :]
+        for start in range(0, len(queries), chunk):
+            q = np.asarray(queries[start : start + chunk], dtype=np.float32)  # (b, dim)
+            text = q @ self.target_vectors.T  # (b, n_targets)
+            proto = q @ self.prototypes.T  # (b, n_targets)
+            scores = (1.0 - lam) * text + lam * proto
+            if p.vote_weight and len(self.ex_vectors) and p.k > 0:
+                scores += p.vote_weight * self.votes(q)
+            out[start : start + chunk] = scores
+        return out
+
+    def neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest exemplars of each query: similarities (b, k) and exemplar rows (b, k), best first."""
+        k = min(self.params.k, len(self.ex_vectors))
+        sims = q @ self.ex_vectors.T  # (b, m)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k), unordered
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        # Stable order: by similarity, then by exemplar row, so ties never depend on argpartition.
+        order = np.lexsort((top, -top_sims), axis=1)
+        return np.take_along_axis(top_sims, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+    def votes(self, q: np.ndarray) -> np.ndarray:
+        """Softmax-weighted share of each target among the k nearest exemplars: (b, n_targets) in [0, 1]."""
+        sims, rows = self.neighbours(q)  # (b, k)
+        weights = np.exp((sims - sims[:, :1]) / max(self.params.temperature, 1e-6))  # (b, k)
+        weights /= weights.sum(axis=1, keepdims=True)
+        votes = np.zeros((len(q), len(self.targets)), dtype=np.float32)
+        # Each exemplar votes with its full weight for every one of its labels (multi-label products
+        # are not split), via the padded (m, max_labels) label table.
+        cols = self.label_table[rows]  # (b, k, max_labels), -1 = padding
+        valid = cols >= 0
+        b_idx = np.broadcast_to(np.arange(len(q))[:, None, None], cols.shape)
+        w = np.broadcast_to(weights[:, :, None], cols.shape)
+        np.add.at(votes, (b_idx[valid], cols[valid]), w[valid])
+        return votes
+
+    def top(self, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Best ``top_k`` targets per query: scores (n, k) and tag ids, best first (ties by tag order)."""
+        scores = self.score(queries)
+        k = min(top_k, scores.shape[1])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), [[self.targets[j] for j in row] for row in order]
+
+
+EXEMPLAR_VECTORS = "exemplar_vectors.safetensors"
+EXEMPLAR_TABLE = "exemplars.parquet"
+
+
+def save_exemplars(directory: Path, exemplars: ExemplarSet) -> None:
+    """Writes ``exemplars.parquet`` (id, tags) and ``exemplar_vectors.safetensors`` into ``directory``."""
+    pd.DataFrame({"id": exemplars.ids, "tags": exemplars.labels}).to_parquet(
+        directory / EXEMPLAR_TABLE, index=False
+    )
+    save_file({"vectors": np.ascontiguousarray(exemplars.vectors)}, str(directory / EXEMPLAR_VECTORS))
+
+
+def load_exemplars(directory: Path, dim: int) -> ExemplarSet | None:
+    """Reads what :func:`save_exemplars` wrote; None when the index has no exemplars."""
+    if not (directory / EXEMPLAR_TABLE).exists():
+        return None
+    table = pd.read_parquet(directory / EXEMPLAR_TABLE)
+    vectors = load_file(str(directory / EXEMPLAR_VECTORS))["vectors"]
+    if len(table) != len(vectors) or vectors.shape[1] != dim:
+        raise IndexFormatError(
+            f"{directory}: exemplar table and vectors disagree ({len(table)} vs {vectors.shape})"
+        )
+    return ExemplarSet(table["id"].astype(str).tolist(), [list(t) for t in table["tags"]], vectors)
