@@ -155,8 +155,36 @@ def main(argv: list[str] | None = None) -> int:
     product_encode_s = time.perf_counter() - start
     encode_per_product = product_encode_s / len(products)
 
-    rng = np.random.default_rng(args.seed)
     rows: list[dict[str, Any]] = []
+    result = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(["python -m benchmarks.scale", *(argv if argv is not None else sys.argv[1:])]),
+        "git": git_commit(REPO),
+        "machine": machine_info(),
+        "versions": library_versions(),
+        "settings": {
+            "k": k,
+            "queries": len(queries),
+            "seed": args.seed,
+            "sizes": sizes,
+            "hnsw_max": args.hnsw_max,
+            "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
+            "ivf_nprobe": VectorIndexParams().ivf_nprobe,
+        },
+        "tag_texts_encoded_per_s": len(real) / tag_encode_s,
+        "products_encoded_per_s": 1 / encode_per_product,
+        "complete": False,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        # Written after every row, so a sweep cut short still leaves what it measured.
+        result["sweep_wall_s"] = time.perf_counter() - sweep_start
+        (out / "scale.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    rng = np.random.default_rng(args.seed)
     for size in sizes:
         if size <= len(real) and size <= args.real_max:
             vectors, source = real[:size], "real Shopify tags"
@@ -174,30 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             # End to end: encoding the product (constant) plus its share of the batch search.
             row["tagging_products_per_s"] = 1.0 / (encode_per_product + 1.0 / row["queries_per_s"])
             rows.append(row)
+            save()
         del vectors
-
-    result = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["python -m benchmarks.scale", *(argv if argv is not None else sys.argv[1:])]),
-        "git": git_commit(REPO),
-        "machine": machine_info(),
-        "versions": library_versions(),
-        "settings": {
-            "k": k,
-            "queries": len(queries),
-            "seed": args.seed,
-            "hnsw_max": args.hnsw_max,
-            "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
-            "ivf_nprobe": VectorIndexParams().ivf_nprobe,
-        },
-        "tag_texts_encoded_per_s": len(real) / tag_encode_s,
-        "products_encoded_per_s": 1 / encode_per_product,
-        "sweep_wall_s": time.perf_counter() - sweep_start,
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    result["complete"] = True
+    save()
     header, lines = scale_table(result)
     print(format_table(header, lines))
     print(

@@ -359,6 +359,10 @@ class PecosXRLinear(System):
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if getattr(self, "tmp", None) is not None:
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # ---- tagindex + cross-encoder rerank (tagindex.rerank) -------------------------------------------------

@@ -42,7 +42,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 def _require_pyg() -> None:
     if Node2Vec is None:
-        raise ImportError("graph embeddings need torch-geometric: install tagindex[graph]")
+        # ValueError so that the CLI reports it as a one-line error, like other missing extras.
+        raise ValueError("graph embeddings need torch-geometric: pip install 'tagindex[graph]'")
 
 
 @dataclass

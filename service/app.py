@@ -101,12 +101,8 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         def start() -> tuple[Engine, FeedbackStore]:
             from tagindex.index import TagIndex
 
-            if settings.torch_threads is not None:
-                _set_torch_threads(settings.torch_threads)
-            if settings.faiss_threads is not None:
-                import faiss
-
-                faiss.omp_set_num_threads(settings.faiss_threads)
+            if settings.compute_threads is not None:
+                _limit_threads(settings.compute_threads)
 
             index = TagIndex.load(settings.index_dir, encoder=encoder)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
@@ -491,7 +487,13 @@ def _info(engine: Engine, tag: Tag) -> TagInfo:
     )
 
 
-def _set_torch_threads(n: int) -> None:
+def _limit_threads(n: int) -> None:
+    """Caps the thread pools of torch, FAISS and BLAS (process-wide: the service owns its process)."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)  # BLAS and OpenMP runtimes already loaded (numpy's OpenBLAS)
+    faiss.omp_set_num_threads(n)
     try:
         import torch
     except ImportError:  # an encoder backend without torch

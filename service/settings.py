@@ -43,18 +43,13 @@ class Settings(BaseSettings):
     )
     explainer: str = Field(default="similarity", description="registered explainer used for `explain`")
     decider: str = Field(default="threshold", description="registered decider used for `decide`")
-    torch_threads: int | None = Field(
+    compute_threads: int | None = Field(
         default=1,
         ge=1,
-        description="intra-op threads for the torch encoder (None: torch's default, one per core); one "
-        "thread measured several times faster per request on a busy 2-core machine, and the encoder "
-        "batcher already merges concurrent requests",
-    )
-    faiss_threads: int | None = Field(
-        default=1,
-        ge=1,
-        description="OpenMP threads for FAISS searches (None: FAISS's default, one per core); a single "
-        "query gains nothing from more, and idle OpenMP threads spin on the cores the encoder needs",
+        description="threads each numeric library may use (torch intra-op, FAISS OpenMP, BLAS); None "
+        "keeps their defaults (one per core). Measured on a busy 2-core machine, one thread served a "
+        "request several times faster: idle worker threads spin on the cores other work needs, and "
+        "the encoder batcher already merges concurrent requests",
     )
     duplicate_neighbours: int = Field(default=5, ge=1, le=50, description="neighbours scanned per tag")
 

@@ -91,7 +91,7 @@ def convert_mwpd(src: Path, out: Path) -> ConvertReport:
                     break
                 if level not in tags:
                     _, _, name = level.partition("_")
-                    tags[level] = Tag(id=level, name=name or level, parent=parent, kind="category")
+                    tags[level] = Tag(id=level, name=_clean(name) or level, parent=parent, kind="category")
                 parent = level
             breadcrumb = _clean(r.get("CategoryText"))
             products.append(

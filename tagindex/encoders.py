@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,7 +155,9 @@ def load_encoder(params: EncoderParams | None = None) -> Encoder:
 class VectorCache:
     """Product vectors on disk, keyed by encoder fingerprint and text, so repeated runs skip encoding.
 
-    Stored as ``keys.json`` + ``vectors.npy`` (no pickle) in one directory per encoder fingerprint.
+    One ``cache.npz`` per encoder fingerprint holds the text keys and their vectors together (no
+    pickle), replaced atomically, so processes sharing a cache never pair one's keys with another's
+    vectors; the last writer wins and nothing worse happens.
     """
 
     def __init__(self, directory: str | os.PathLike[str], encoder: Encoder) -> None:
@@ -162,16 +165,16 @@ class VectorCache:
         self.dir = Path(directory) / encoder.fingerprint()
         self._rows: dict[str, int] = {}
         self._vectors = np.zeros((0, encoder.dim), dtype=np.float32)
-        keys_file = self.dir / "keys.json"
-        if keys_file.exists():
+        path = self.dir / "cache.npz"
+        if path.exists():
             try:
-                keys = json.loads(keys_file.read_text())
-                vectors = np.load(self.dir / "vectors.npy", allow_pickle=False)
+                with np.load(path, allow_pickle=False) as data:
+                    keys, vectors = data["keys"].tolist(), data["vectors"]
                 if len(keys) == len(vectors) and vectors.shape[1] == encoder.dim:
                     self._rows = {k: i for i, k in enumerate(keys)}
                     self._vectors = vectors
-            except (OSError, ValueError) as exc:
-                logger.warning("ignoring unreadable vector cache %s: %s", self.dir, exc)
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("ignoring unreadable vector cache %s: %s", path, exc)
 
     @staticmethod
     def _key(text: str) -> str:
@@ -192,15 +195,15 @@ class VectorCache:
 
     def _save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        keys = [""] * len(self._rows)
-        for k, i in self._rows.items():
-            keys[i] = k
-        tmp_vec = self.dir / "vectors.tmp.npy"
-        np.save(tmp_vec, self._vectors, allow_pickle=False)
-        tmp_keys = self.dir / "keys.tmp.json"
-        tmp_keys.write_text(json.dumps(keys))
-        os.replace(tmp_vec, self.dir / "vectors.npy")
-        os.replace(tmp_keys, self.dir / "keys.json")
+        keys = np.array(sorted(self._rows, key=self._rows.__getitem__), dtype="<U40")
+        fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".npz", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, keys=keys, vectors=self._vectors)
+            os.replace(tmp, self.dir / "cache.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def describe(encoder: Encoder) -> dict[str, Any]:

@@ -359,7 +359,7 @@ def evaluate(
             single = [pid for pid, g in level_gold.items() if len(g) == 1]
             if single and len(single) == sum(1 for g in level_gold.values() if g):
                 y_true = [next(iter(level_gold[pid])) for pid in single]
-                y_pred = [(ranked.get(pid) or [None])[0] for pid in single]
+                y_pred = [ranked[pid][0] if ranked.get(pid) else None for pid in single]
                 entry["weighted_f1"] = f1s[level] = weighted_f1(y_true, y_pred)
             report["levels"][str(level)] = entry
         if all(level in f1s for level in (1, 2, 3)):
@@ -367,7 +367,11 @@ def evaluate(
 
     if train is not None and "recall" in metrics:
         counts = tag_counts(train)
-        edges = bucket_edges_from_counts(counts) if bucket_edges == "auto" else tuple(bucket_edges)
+        edges: tuple[int, int] = (
+            bucket_edges_from_counts(counts)
+            if bucket_edges == "auto"
+            else (int(bucket_edges[0]), int(bucket_edges[1]))
+        )
         report["bucket_edges"] = list(edges)
         report["buckets"] = _bucket_metrics(
             overall_ranked,
@@ -376,7 +380,7 @@ def evaluate(
             gold_sets,
             counts,
             edges,
-            ks,  # type: ignore[arg-type]
+            ks,
         )
     return report
 
@@ -400,7 +404,7 @@ def _bucket_metrics(
             for tag in g:
                 if bucket_name(counts.get(tag, 0), edges) != name:
                     continue
-                level = levels.get(tag)
+                level = levels.get(tag, 0)
                 ranked = by_level[level].get(pid, []) if level in by_level else overall.get(pid, [])
                 n_pairs += 1
                 for k in ks:

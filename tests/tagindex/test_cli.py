@@ -30,10 +30,10 @@ def mwpd_index(mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return out
 
 
-def test_help_on_every_command() -> None:
-    for command in ["index", "tag", "similar", "convert", "show", "config", "update", "evaluate", "split"]:
-        result = run_cli(command, "--help")
-        assert result.returncode == 0 and "usage: tagindex" in result.stdout
+def test_help_runs_as_a_module() -> None:
+    # Per-command help is covered in-process by test_cli_parser.py; one subprocess proves the entry point.
+    result = run_cli("--help")
+    assert result.returncode == 0 and "usage: tagindex" in result.stdout and "evaluate" in result.stdout
 
 
 def test_convert_index_tag_show_on_real_sample(mwpd_index: Path, mwpd_sample: Path, tmp_path: Path) -> None:

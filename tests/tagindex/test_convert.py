@@ -21,6 +21,7 @@ def test_mwpd_converter_on_the_real_files(mwpd_dir: Path) -> None:
     assert all(len(p.tags) == 3 for p in train + validation)
     check_gold_tags(train + validation, set(tags))
     assert not any("\ufffd" in p.title + p.description for p in train)
+    assert not any("\ufffd" in t.name for t in tags.values())  # ids keep the raw label, names are clean
 
 
 def test_attribute_tags_converter(shared_data: Path, tmp_path: Path) -> None:

@@ -77,9 +77,7 @@ class _StubFusion:
     weight = 0.5
 
     def _graph(self, keys: list[str]) -> np.ndarray:
-        vecs = np.array(
-            [[len(k) % 3 + 1.0, 1.0, (ord(k[0]) % 2) * 1.0, 0.5] for k in keys], dtype=np.float32
-        )
+        vecs = np.array([[len(k) % 3 + 1.0, 1.0, (ord(k[0]) % 2) * 1.0, 0.5] for k in keys], dtype=np.float32)
         return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
     def _combine(self, text: np.ndarray, graph: np.ndarray) -> np.ndarray:

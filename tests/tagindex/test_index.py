@@ -156,3 +156,24 @@ def test_fine_tuned_model_directory_is_copied_into_the_index(encoder, tmp_path: 
 def test_empty_index_refuses_to_tag(encoder) -> None:
     with pytest.raises(ValueError, match="no tags"):
         TagIndex(encoder=encoder).tag(PRODUCTS)
+
+
+def test_vector_cache_reuses_vectors_across_instances(encoder, tmp_path: Path) -> None:
+    from tagindex.encoders import VectorCache
+
+    texts = ["red running shoe", "chef knife", "red running shoe"]
+    first = VectorCache(tmp_path, encoder).encode(texts)
+    assert first.shape == (3, encoder.dim) and np.allclose(first[0], first[2])
+    calls: list[int] = []
+
+    class Counting:
+        dim, fingerprint = encoder.dim, encoder.fingerprint
+
+        def encode(self, batch, show_progress=False):
+            calls.append(len(batch))
+            return encoder.encode(batch)
+
+    again = VectorCache(tmp_path, Counting()).encode(["chef knife", "espresso machine"])  # type: ignore[arg-type]
+    assert calls == [1]
+    assert np.allclose(again[0], first[1], atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / encoder.fingerprint()).iterdir()) == ["cache.npz"]
