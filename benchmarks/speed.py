@@ -29,7 +29,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import machine_info as harness_machine_info  # noqa: E402
 from tagindex.config import EncoderParams, TagIndexParams, VectorIndexParams  # noqa: E402
 from tagindex.encoders import Encoder, load_encoder  # noqa: E402
 from tagindex.index import TagIndex  # noqa: E402
@@ -96,31 +96,17 @@ def mwpd_data(data: Path | None) -> Path:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        "versions": library_versions(
-            "torch", "sentence-transformers", "transformers", "onnxruntime", "onnx", "faiss-cpu", "numpy"
-        ),
-    }
+    """The benchmark harness's machine description plus what this script's figures depend on."""
+    info = harness_machine_info()
+    info["versions"] = library_versions(
+        "torch", "sentence-transformers", "transformers", "onnxruntime", "onnx", "faiss-cpu", "numpy"
+    )
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
-        info["gpu"] = None
+        pass
     return info
 
 
