@@ -198,7 +198,7 @@ def main() -> int:
 
     # calibrations: fitted on the reranker's held-out dev products only
     dev_vecs = index.encode_products(dev)  # (n_dev, dim)
-    dev_bi = from_bi_encoder(index.tag_vectors([p.id for p in dev], dev_vecs, max_depth))
+    dev_bi = from_bi_encoder(index.tag_vectors([p.id for p in dev], dev_vecs, max_depth, leave_one_out=True))
     cal_bi = Calibration.fit(
         *dev_candidates(dev_bi, dev, by_id, "bi_encoder"), "bi_encoder", params, max_depth
     )
