@@ -9,7 +9,7 @@
 #   bash benchmarks/rerank_pipeline.sh [WORK] [MAX_PRODUCTS]
 set -euo pipefail
 WORK="${1:-work/bench}"
-MAX_PRODUCTS="${2:-4000}"
+MAX_PRODUCTS="${2:-2000}"
 DATA="$WORK/data/mwpd"
 MODEL="$WORK/models/mwpd"
 INDEX="$WORK/indexes/mwpd-finetuned-exemplars"
@@ -18,9 +18,11 @@ for need in "$DATA/train.jsonl" "$MODEL/tagindex_training.json"; do
   [ -e "$need" ] || { echo "missing $need: run benchmarks.run / benchmarks.train_models first" >&2; exit 2; }
 done
 start=$(date +%s)
-python -m tagindex.cli index --tags "$DATA/tags.jsonl" --products "$DATA/train.jsonl" --model "$MODEL" \
-  --out "$INDEX" --cache "$WORK/cache"
-echo "index: $(( $(date +%s) - start )) s"
+if [ ! -e "$INDEX/manifest.json" ] || [ "$MODEL/tagindex_training.json" -nt "$INDEX/manifest.json" ]; then
+  python -m tagindex.cli index --tags "$DATA/tags.jsonl" --products "$DATA/train.jsonl" --model "$MODEL" \
+    --out "$INDEX" --cache "$WORK/cache"
+  echo "index: $(( $(date +%s) - start )) s"
+fi
 start=$(date +%s)
 python -m tagindex.cli train-reranker --products "$DATA/train.jsonl" --index "$INDEX" --out "$RERANKER" \
   --max-products "$MAX_PRODUCTS"
