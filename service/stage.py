@@ -434,9 +434,11 @@ class LibraryExplainer:
                 continue
             item = items.get(t.tag)
             if item is not None:
+                # The library's first-stage score keeps the seam's name; its 'score' is the hit's score.
+                parts = {k: v for k, v in item["parts"].items() if k not in ("first_stage_score", "score")}
                 explanation.parts = {
                     "bi_encoder_similarity": bi_scores.get(t.tag, t.score),
-                    **{k: float(v) for k, v in item["parts"].items() if v is not None},
+                    **{k: float(v) for k, v in parts.items() if v is not None},
                 }
                 explanation.words = item["words"]
                 explanation.examples = item["neighbours"]
@@ -473,6 +475,9 @@ class CalibratedDecider:
             a = assigned.get(t.tag)
             if a is not None and a.ancestor_of is not None:
                 out[t.tag] = ("accept", f"parent of assigned '{a.ancestor_of}' (p {a.probability:.3f})")
+                continue
+            if a is None and t.ancestor_of is not None:
+                out[t.tag] = ("review", f"parent of '{t.ancestor_of}', which is not assigned")
                 continue
             p = a.probability if a is not None else result.probabilities.get(t.tag)
             if p is None:
