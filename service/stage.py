@@ -135,7 +135,7 @@ class RerankStage:
                 calibration = Calibration.load(settings.calibration_file)
             except ValueError as exc:
                 raise StageConfigError(str(exc)) from None
-            _check_levels(calibration, engine, settings.calibration_file)
+            _check_levels(calibration, engine.by_id, settings.calibration_file)
         titles = _titles(settings.labelled_products) if settings.labelled_products else {}
         stage = cls(
             engine,
@@ -371,15 +371,18 @@ def preflight(settings: Any) -> None:
             calibration = Calibration.load(settings.calibration_file)
         except ValueError as exc:
             raise StageConfigError(str(exc)) from None
+        from tagindex.index import read_saved_tags
+
+        by_id = {t.id: t for t in read_saved_tags(settings.index_dir)}
+        _check_levels(calibration, by_id, settings.calibration_file)
     _check_together(
         calibration, settings.reranker_dir is not None, reranker_fp, depth, settings.max_rerank_depth
     )
 
 
-def _check_levels(calibration: Calibration, engine: Any, path: Path) -> None:
+def _check_levels(calibration: Calibration, by_id: dict[str, Any], path: Path) -> None:
     """A calibration fitted on another vocabulary's hierarchy has thresholds for levels this index does
     not have; refuse it rather than decide with maps for the wrong levels."""
-    by_id = engine.by_id
     index_levels = {str(tag_level(t, by_id)) for t in by_id}
     fitted = set(calibration.thresholds)
     if fitted and not fitted <= index_levels:

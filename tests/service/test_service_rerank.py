@@ -286,6 +286,8 @@ def test_a_calibration_of_another_vocabulary_is_refused(tmp_path, svc_encoder, s
     flat = tmp_path / "flat"
     TagIndex.build([Tag("a", "Jewellery"), Tag("b", "Food")], encoder=svc_encoder).save(flat)
     settings = make_settings(flat, calibration_file=stage_files["calibration_bi"])
+    with pytest.raises(StageConfigError, match="another vocabulary"):
+        preflight(settings)
     with (
         pytest.raises(StageConfigError, match="another vocabulary"),
         TestClient(create_app(settings, encoder=svc_encoder)),
