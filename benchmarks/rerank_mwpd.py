@@ -48,6 +48,7 @@ from tagindex.io import load_products, load_tags  # noqa: E402
 from tagindex.metrics import evaluate  # noqa: E402
 from tagindex.rerank import RankedCandidates, Reranker, from_bi_encoder, load_dev_ids  # noqa: E402
 from tagindex.schema import Product  # noqa: E402
+from tagindex.text import ancestors  # noqa: E402
 
 logger = logging.getLogger("rerank_mwpd")
 LEVELS = (0, 1, 2)  # depth below the root: MWPD lvl1, lvl2, lvl3
@@ -95,19 +96,32 @@ def top1_confidence(
     conf, correct = [], []
     for p, r in zip(products, ranked, strict=True):
         gold = gold_at_level(p, level, by_id)
-        pairs = [
+        scored = [
             (c.tag, c.rerank_score if cal.score == "rerank" else c.bi_score)
             for c in r.candidates
-            if tag_level(c.tag, by_id) == level and (c.rerank_score is not None or cal.score != "rerank")
+            if c.rerank_score is not None or cal.score != "rerank"
         ]
-        if not pairs:  # no scored candidate at this level: answered last, and wrong
+        at_level = [(t, s) for t, s in scored if tag_level(t, by_id) == level]
+        if at_level:
+            probs = cal.probabilities(np.array([s for _, s in at_level]), np.full(len(at_level), level))
+            best = int(np.argmax(probs))
+            conf.append(float(probs[best]))
+            correct.append(1.0 if at_level[best][0] == gold else 0.0)
+            continue
+        # Ranked leaves only (an index with exemplars): a tag at this level is as probable as its most
+        # probable ranked descendant.
+        deeper = [(t, s) for t, s in scored if tag_level(t, by_id) > level]
+        if not deeper:  # no scored candidate at or below this level: answered last, and wrong
             conf.append(0.0)
             correct.append(0.0)
             continue
-        probs = cal.probabilities(np.array([s for _, s in pairs]), np.full(len(pairs), level))
+        probs = cal.probabilities(
+            np.array([s for _, s in deeper]), np.array([tag_level(t, by_id) for t, _ in deeper])
+        )
         best = int(np.argmax(probs))
+        path = ancestors(deeper[best][0], by_id)[::-1]  # root first
         conf.append(float(probs[best]))
-        correct.append(1.0 if pairs[best][0] == gold else 0.0)
+        correct.append(1.0 if level < len(path) and path[level] == gold else 0.0)
     return np.array(conf), np.array(correct)
 
 
@@ -198,7 +212,7 @@ def main() -> int:
 
     # calibrations: fitted on the reranker's held-out dev products only
     dev_vecs = index.encode_products(dev)  # (n_dev, dim)
-    dev_bi = from_bi_encoder(index.tag_vectors([p.id for p in dev], dev_vecs, max_depth))
+    dev_bi = from_bi_encoder(index.tag_vectors([p.id for p in dev], dev_vecs, max_depth, leave_one_out=True))
     cal_bi = Calibration.fit(
         *dev_candidates(dev_bi, dev, by_id, "bi_encoder"), "bi_encoder", params, max_depth
     )

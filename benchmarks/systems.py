@@ -487,6 +487,17 @@ class TagIndexExemplars(TagIndexSystem):
         return index
 
 
+@register("tagindex-exemplars-nogate")
+class TagIndexExemplarsNoGate(TagIndexExemplars):
+    name = "tagindex-exemplars-nogate"
+    description = "ablation: tagindex-exemplars without the zero-shot gate (tagindex.gate) for unseen tags"
+
+    def params(self) -> TagIndexParams:
+        params = super().params()
+        params.exemplars.fit_gate = False
+        return params
+
+
 @register("tagindex-finetuned")
 class TagIndexFineTuned(FineTunedMixin):
     name = "tagindex-finetuned"

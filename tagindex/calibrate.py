@@ -533,7 +533,9 @@ def fit_calibration(
     """
     from tagindex.rerank import rank_candidates
 
-    ranked = rank_candidates(index, products, depth, reranker, depth, show_progress=show_progress)
+    ranked = rank_candidates(
+        index, products, depth, reranker, depth, show_progress=show_progress, leave_one_out=True
+    )
     score: Literal["rerank", "bi_encoder"] = "rerank" if reranker is not None else "bi_encoder"
     scores, labels, levels = dev_candidates(ranked, products, index.by_id, score)
     cal = Calibration.fit(

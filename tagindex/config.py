@@ -90,6 +90,12 @@ class ExemplarParams(_Params):
     temperature: float = 0.05  # softmax temperature over the neighbours' cosine similarities
     vote_weight: float = 0.5  # weight of the neighbour vote added to the similarity
     shrinkage: float = 2.0  # exemplar count at which a tag's prototype and its text weigh the same
+    # Tags with few or no exemplars are matched by text alone, whose cosines run lower than prototype
+    # cosines plus votes; these two terms put them back in the race (see tagindex.gate). They are
+    # fitted on a simulated zero-shot split of the exemplars themselves when ``fit_gate`` is on.
+    unseen_offset: float = 0.0  # added to a tag's score in proportion to its text share (1 - lam_t)
+    parent_vote_weight: float = 0.0  # weight of the vote share of a tag's siblings (its parent's subtree)
+    fit_gate: bool = True  # fit the two terms above whenever exemplars are added to an index
 
 
 @dataclass

@@ -3,13 +3,15 @@
 A tag with labelled products is matched mostly through them (neighbour votes and a per-tag
 prototype); a tag without any is matched through its text alone. One rule scores both:
 
-    base(t)  = (1 - lam_t) * cos(q, text_t) + lam_t * cos(q, prototype_t),  lam_t = n_t / (n_t + shrinkage)
-    score(t) = base(t) + vote_weight * vote(t)
+    base(t)  = (1 - lam_t) * (cos(q, text_t) + unseen_offset) + lam_t * cos(q, prototype_t)
+    score(t) = base(t) + vote_weight * vote(t) + parent_vote_weight * vote(siblings of t)
 
-where ``n_t`` is the number of exemplars whose most specific label is ``t`` (so ``lam_t = 0`` and
-``score = cos(q, text_t)`` for unseen tags), and ``vote(t)`` is the softmax-weighted share of the
-``k`` nearest exemplars labelled ``t``. Only the most specific tags (leaves, and tags used as the
-deepest label of some exemplar) are scored; their ancestors follow from the hierarchy.
+with ``lam_t = n_t / (n_t + shrinkage)``, where ``n_t`` is the number of exemplars whose most specific
+label is ``t`` (so ``lam_t = 0`` for unseen tags), ``vote(t)`` is the softmax-weighted share of the
+``k`` nearest exemplars labelled ``t`` and ``vote(siblings of t)`` the share labelled with any tag
+under ``t``'s parent. ``unseen_offset`` and ``parent_vote_weight`` let tags without examples compete
+with tags that have them; :mod:`tagindex.gate` fits them. Only the most specific tags (leaves, and
+tags used as the deepest label of some exemplar) are scored; their ancestors follow from the hierarchy.
 """
 
 from __future__ import annotations
@@ -122,40 +124,87 @@ class ExemplarScorer:
         np.add.at(sums, self.member_cols, self.ex_vectors[self.member_rows])
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self.prototypes = sums / np.maximum(norms, 1e-12)  # (n_targets, dim); zero rows for unseen tags
+        self.sums = sums
         self.counts = counts
+        self.row_of_id = {pid: r for r, pid in reversed(list(enumerate(self.ex_ids)))}
         shrink = max(self.params.shrinkage, 0.0)
         self.lam = (counts / (counts + shrink) if shrink > 0 else (counts > 0).astype(np.float32)).astype(
             np.float32
         )  # (n_targets,)
+        # Sibling groups: targets sharing a parent; -1 for targets at the root (no parent vote).
+        parent_of = [by_id[t].parent for t in self.targets]
+        group_ids = {g: i for i, g in enumerate(dict.fromkeys(g for g in parent_of if g is not None))}
+        self.group = np.array([group_ids[g] if g is not None else -1 for g in parent_of], dtype=np.int64)
+        self.n_groups = len(group_ids)
 
-    def score(self, queries: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """Scores (n, n_targets) for unit query vectors (n, dim), columns in ``self.targets`` order."""
+    def exemplar_rows(self, ids: Sequence[str]) -> np.ndarray:
+        """Exemplar row of each id, -1 for ids that are not exemplars (n,)."""
+        return np.array([self.row_of_id.get(i, -1) for i in ids], dtype=np.int64)
+
+    def score(self, queries: np.ndarray, chunk: int = 512, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Scores (n, n_targets) for unit query vectors (n, dim), columns in ``self.targets`` order.
+
+        Args:
+            queries: Unit query vectors (n, dim).
+            chunk: Queries scored per matrix product.
+            exclude: Per query, an exemplar row scored as if it were not stored (-1: none), shape (n,).
+                Scoring a labelled product against exemplars that include it would let it vote for
+                its own tags; training and calibration on such products use this leave-one-out view.
+        """
         p = self.params
         out = np.empty((len(queries), len(self.targets)), dtype=np.float32)
         lam = self.lam[None, :]
         for start in range(0, len(queries), chunk):
             q = np.asarray(queries[start : start + chunk], dtype=np.float32)  # (b, dim)
+            own = None if exclude is None else exclude[start : start + chunk]  # (b,)
             text = q @ self.target_vectors.T  # (b, n_targets)
             proto = q @ self.prototypes.T  # (b, n_targets)
-            scores = (1.0 - lam) * text + lam * proto
-            if p.vote_weight and len(self.ex_vectors) and p.k > 0:
-                scores += p.vote_weight * self.votes(q)
+            scores = (1.0 - lam) * (text + p.unseen_offset) + lam * proto
+            if own is not None:
+                self._leave_out(scores, q, text, own)
+            if (p.vote_weight or p.parent_vote_weight) and len(self.ex_vectors) and p.k > 0:
+                votes = self.votes(q, own)  # (b, n_targets)
+                scores += p.vote_weight * votes
+                if p.parent_vote_weight:
+                    scores += p.parent_vote_weight * self.sibling_votes(votes)
             out[start : start + chunk] = scores
         return out
 
-    def neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest exemplars of each query: similarities (b, k) and exemplar rows (b, k), best first."""
-        k = min(self.params.k, len(self.ex_vectors))
+    def _leave_out(self, scores: np.ndarray, q: np.ndarray, text: np.ndarray, own: np.ndarray) -> None:
+        """Rescores, in place, the label columns of queries whose own exemplar row is excluded."""
+        p = self.params
+        shrink = max(p.shrinkage, 0.0)
+        for i in np.flatnonzero(own >= 0):
+            r = int(own[i])
+            for j in self.label_table[r][self.label_table[r] >= 0]:
+                n = self.counts[j] - 1.0
+                rest = self.sums[j] - self.ex_vectors[r]  # (dim,)
+                norm = float(np.linalg.norm(rest))
+                proto = float(q[i] @ rest) / norm if n > 0 and norm > 1e-12 else 0.0
+                lam = (n / (n + shrink) if shrink > 0 else float(n > 0)) if n > 0 else 0.0
+                scores[i, j] = (1.0 - lam) * (text[i, j] + p.unseen_offset) + lam * proto
+
+    def neighbours(self, q: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest exemplars of each query: similarities (b, k) and exemplar rows (b, k), best first.
+
+        ``exclude`` (b,) names one exemplar row per query that may not be a neighbour (-1: none).
+        """
+        k = min(self.params.k, len(self.ex_vectors) - (0 if exclude is None else 1))
         sims = q @ self.ex_vectors.T  # (b, m)
+        if exclude is not None:
+            rows = np.flatnonzero(exclude >= 0)
+            sims[rows, exclude[rows]] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k), unordered
         top_sims = np.take_along_axis(sims, top, axis=1)
         # Stable order: by similarity, then by exemplar row, so ties never depend on argpartition.
         order = np.lexsort((top, -top_sims), axis=1)
         return np.take_along_axis(top_sims, order, axis=1), np.take_along_axis(top, order, axis=1)
 
-    def votes(self, q: np.ndarray) -> np.ndarray:
+    def votes(self, q: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         """Softmax-weighted share of each target among the k nearest exemplars: (b, n_targets) in [0, 1]."""
-        sims, rows = self.neighbours(q)  # (b, k)
+        sims, rows = self.neighbours(q, exclude)  # (b, k)
+        if not sims.shape[1]:
+            return np.zeros((len(q), len(self.targets)), dtype=np.float32)
         weights = np.exp((sims - sims[:, :1]) / max(self.params.temperature, 1e-6))  # (b, k)
         weights /= weights.sum(axis=1, keepdims=True)
         votes = np.zeros((len(q), len(self.targets)), dtype=np.float32)
@@ -168,9 +217,24 @@ class ExemplarScorer:
         np.add.at(votes, (b_idx[valid], cols[valid]), w[valid])
         return votes
 
-    def top(self, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, list[list[str]]]:
+    def sibling_votes(self, votes: np.ndarray) -> np.ndarray:
+        """Per target, the vote share of all targets under its parent (b, n_targets); 0 at the root.
+
+        A tag without exemplars gets no vote of its own, but a product's neighbours labelled with its
+        siblings still say which branch the product belongs to.
+        """
+        inner = self.group >= 0
+        per_group = np.zeros((len(votes), self.n_groups + 1), dtype=np.float32)  # last column: root
+        np.add.at(per_group.T, np.where(inner, self.group, self.n_groups), votes.T)
+        out = per_group[:, np.where(inner, self.group, self.n_groups)]
+        out[:, ~inner] = 0.0
+        return out
+
+    def top(
+        self, queries: np.ndarray, top_k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """Best ``top_k`` targets per query: scores (n, k) and tag ids, best first (ties by tag order)."""
-        scores = self.score(queries)
+        scores = self.score(queries, exclude=exclude)
         k = min(top_k, scores.shape[1])
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), [[self.targets[j] for j in row] for row in order]

@@ -4,8 +4,9 @@ For every assigned tag (or, without a calibration, every top-ranked tag) an expl
 
 - the score parts: bi-encoder (text) similarity and graph part (their contributions to the fused
   vector similarity; the graph part is ``None`` for an index without graph fusion), the first-stage
-  score the candidate was ranked by, cross-encoder logit and its sigmoid, calibrated probability,
-  rank among the candidates;
+  score the candidate was ranked by, the cross-encoder logit, the rerank stage's logit (fused with
+  the first-stage score when the reranker carries fusion weights) and its sigmoid, calibrated
+  probability, rank among the candidates;
 - the nearest labelled products carrying the tag (bi-encoder cosine between product vectors);
 - the product words that matter most, by occlusion: the drop in the cross-encoder logit (or, without
   a reranker, the bi-encoder cosine) when one word is left out of the product text.
@@ -222,7 +223,7 @@ class Explainer:
         by_id = index.by_id
         by_tag = {c.tag: (i, c) for i, c in enumerate(r.candidates)}
         tag_ids = [a.tag for a in chosen]
-        logits = self._logits(product, tag_ids, by_tag)
+        logits, cross_logits = self._logits(product, tag_ids, by_tag)
         words = self._occlusion(product, vector, tag_ids)
         items = []
         for a in chosen:
@@ -235,7 +236,10 @@ class Explainer:
                     if self.calibration.score == "rerank"
                     else (cand.bi_score if cand is not None else float(vector @ index.tag_vector(a.tag)))
                 )
-                own_prob = float(self.calibration.probabilities(np.array([value]), np.array([a.level]))[0])
+                if value is not None:
+                    own_prob = float(
+                        self.calibration.probabilities(np.array([value]), np.array([a.level]))[0]
+                    )
             items.append(
                 {
                     "tag": a.tag,
@@ -247,6 +251,7 @@ class Explainer:
                     "parts": {
                         **self._similarity_parts(vector, a.tag),
                         "first_stage_score": _r(cand.bi_score) if cand is not None else None,
+                        "cross_encoder_logit": _r(cross_logits.get(a.tag)),
                         "reranker_logit": _r(logit),
                         "reranker_probability": _r(float(sigmoid(np.array([logit]))[0]))
                         if logit is not None
@@ -280,25 +285,34 @@ class Explainer:
 
     def _logits(
         self, product: Product, tag_ids: list[str], by_tag: dict[str, Any]
-    ) -> dict[str, float | None]:
-        """Cross-encoder logits of the explained tags (scored afresh for tags outside the head)."""
+    ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        """Rerank-stage logits and cross-encoder logits of the explained tags.
+
+        Tags outside the reranked head are scored afresh by the cross-encoder; their stage logit is
+        that score when the reranker ranks by the cross-encoder alone, and unknown (None) when it fuses
+        the cross-encoder with first-stage scores that a tag outside the head does not have.
+        """
         if self.reranker is None:
-            return {t: None for t in tag_ids}
-        out: dict[str, float | None] = {}
+            return {t: None for t in tag_ids}, {t: None for t in tag_ids}
+        stage: dict[str, float | None] = {}
+        cross: dict[str, float | None] = {}
         todo = []
         for t in tag_ids:
             cand = by_tag.get(t, (None, None))[1]
             if cand is not None and cand.rerank_score is not None:
-                out[t] = cand.rerank_score
+                stage[t], cross[t] = cand.rerank_score, cand.cross_score
             else:
                 todo.append(t)
         if todo:
+            fused = self.reranker.fusion_for(self.index) is not None
             text = self.reranker.product_texts([product])[0]
             scores = self.reranker.score_pairs(
                 [(text, tt) for tt in self.reranker.tag_texts(self.index, todo)]
             )
-            out.update({t: float(s) for t, s in zip(todo, scores.tolist(), strict=True)})
-        return out
+            for t, value in zip(todo, scores.tolist(), strict=True):
+                cross[t] = float(value)
+                stage[t] = None if fused else float(value)
+        return stage, cross
 
 
 def _hierarchy(value: str) -> Hierarchy:

@@ -19,6 +19,7 @@ import tagindex
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
+from tagindex.gate import fit_gate
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
 from tagindex.text import ancestors, product_text, tag_text
@@ -79,6 +80,7 @@ class TagIndex:
         self._index = VectorIndex(self.vector_dim, self.params.index)
         self._exemplars: ExemplarSet | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
+        self.gate_report: dict[str, Any] | None = None  # how the zero-shot gate was fitted (tagindex.gate)
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -230,6 +232,10 @@ class TagIndex:
         new = ExemplarSet([p.id for p in products], [list(p.tags) for p in products], vectors)
         self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
         self._scorer = None
+        if self.params.exemplars.fit_gate:
+            self.params.exemplars, self.gate_report = fit_gate(
+                self._tags, self._vectors, self._exemplars, self.params.exemplars
+            )
         return len(new)
 
     @property
@@ -286,6 +292,7 @@ class TagIndex:
         include_ancestors: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
+        leave_one_out: bool = False,
     ) -> list[TagResult]:
         """Ranks tags for a batch of products.
 
@@ -296,6 +303,8 @@ class TagIndex:
             include_ancestors: Insert each ranked tag's ancestors right after it, with its score.
             cache_dir: Directory for cached product vectors.
             show_progress: Show a progress bar while encoding.
+            leave_one_out: Score a product that is stored as an exemplar (same id) as if it were not:
+                for training and calibrating later stages on the index's own labelled products.
 
         Returns:
             One TagResult per product, in input order, tags sorted by score.
@@ -303,7 +312,9 @@ class TagIndex:
         if not self._tags:
             raise ValueError("the index holds no tags")
         vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
-        return self.tag_vectors([p.id for p in products], vectors, top_k, threshold, include_ancestors)
+        return self.tag_vectors(
+            [p.id for p in products], vectors, top_k, threshold, include_ancestors, leave_one_out
+        )
 
     def tag_vectors(
         self,
@@ -312,6 +323,7 @@ class TagIndex:
         top_k: int = 10,
         threshold: float | None = None,
         include_ancestors: bool = False,
+        leave_one_out: bool = False,
     ) -> list[TagResult]:
         """Like :meth:`tag` for products already encoded (vectors (n, dim)).
 
@@ -319,7 +331,11 @@ class TagIndex:
         that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
         """
         scorer = self.scorer()
-        scores, ids = scorer.top(vectors, top_k) if scorer is not None else self.search(vectors, top_k)
+        if scorer is not None:
+            exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
+            scores, ids = scorer.top(vectors, top_k, exclude)
+        else:
+            scores, ids = self.search(vectors, top_k)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
@@ -425,6 +441,7 @@ class TagIndex:
                     "graph": self.fusion.describe() if self.fusion is not None else None,
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
+                    "exemplar_gate": self.gate_report,
                     "next_id": self._next_id,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
@@ -478,6 +495,7 @@ class TagIndex:
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
         index._next_id = int(manifest["next_id"])
         index._exemplars = load_exemplars(directory, index.vector_dim)
+        index.gate_report = manifest.get("exemplar_gate")
         return index
 
     def describe(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ candidates (hard) plus a few random tags (easy, so scores of unrelated tags stay
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -63,7 +64,7 @@ class RerankerParams(_Params):
         random_negatives: Random (easy) negatives per training product.
         max_products: Cap on training products (seeded sample); None uses all.
         dev_fraction: Share of the labelled products held out as the dev split.
-        dev_eval_products: Dev products reranked after training for the report.
+        dev_eval_products: Dev products reranked after training: the report and the fusion fit.
         seed: Seed for the split, the negative sampling and the classifier initialisation.
     """
 
@@ -81,7 +82,7 @@ class RerankerParams(_Params):
     random_negatives: int = 1
     max_products: int | None = 2000
     dev_fraction: float = 0.1
-    dev_eval_products: int = 50
+    dev_eval_products: int = 300  # also fit the fusion with the bi-encoder score
     seed: int = 13
 
     @classmethod
@@ -97,15 +98,18 @@ class Candidate:
     Attributes:
         tag: Tag id.
         bi_score: Bi-encoder cosine similarity.
-        rerank_score: Cross-encoder logit; None when the candidate was beyond the rerank depth.
-        score: The score the candidate is ranked by (reranker probability in the head; see
+        rerank_score: The rerank stage's logit: the cross-encoder logit, fused with the bi-encoder
+            score when the reranker carries fusion weights; None beyond the rerank depth.
+        score: The score the candidate is ranked by (sigmoid of ``rerank_score`` in the head; see
             :meth:`Reranker.rerank` for the tail).
+        cross_score: The cross-encoder's own logit (None beyond the rerank depth).
     """
 
     tag: str
     bi_score: float
     rerank_score: float | None = None
     score: float = 0.0
+    cross_score: float | None = None
 
 
 @dataclass
@@ -122,6 +126,61 @@ class RankedCandidates:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def index_key(index: TagIndex) -> str:
+    """What the bi-encoder scores of an index depend on: encoder and exemplar scoring, not the tags."""
+    parts = {
+        "encoder": index.encoder.fingerprint(),
+        "exemplars": index.n_exemplars > 0,
+        "exemplar_params": index.params.exemplars.to_dict() if index.n_exemplars else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Fusion:
+    """Logistic fusion of the cross-encoder logit and the bi-encoder score: one logit per pair.
+
+    The cross-encoder reads text only; the bi-encoder score of an index with exemplars also carries
+    the evidence of labelled products. Fitted on the reranker's dev products (leave-one-out
+    candidates), tied to the index it was fitted on through :func:`index_key`.
+    """
+
+    cross: float
+    bi: float
+    bias: float
+    index_key: str
+
+    def apply(self, cross: np.ndarray, bi: np.ndarray) -> np.ndarray:
+        return (
+            self.cross * np.asarray(cross, dtype=np.float64)
+            + self.bi * np.asarray(bi, dtype=np.float64)
+            + self.bias
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cross": self.cross, "bi": self.bi, "bias": self.bias, "index_key": self.index_key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fusion:
+        return cls(float(data["cross"]), float(data["bi"]), float(data["bias"]), str(data["index_key"]))
+
+    @classmethod
+    def fit(cls, cross: np.ndarray, bi: np.ndarray, labels: np.ndarray, key: str, l2: float = 1e-3) -> Fusion:
+        """Maximum-likelihood logistic regression on (cross, bi) by Newton's method (deterministic)."""
+        x = np.column_stack([cross, bi, np.ones(len(cross))]).astype(np.float64)  # (n, 3)
+        y = np.asarray(labels, dtype=np.float64)
+        w = np.array([1.0, 0.0, 0.0])
+        for _ in range(50):
+            p = sigmoid(x @ w)
+            grad = x.T @ (p - y) + l2 * w
+            hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(3)
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(float(w[0]), float(w[1]), float(w[2]), key)
 
 
 def _require_training_deps() -> None:
@@ -162,6 +221,7 @@ class Reranker:
         self.params = params
         self.info = info or {}
         self._tag_texts: dict[tuple[int, str], str] = {}
+        self._warned = False  # the fusion-mismatch warning is logged once per reranker
 
     @classmethod
     def create(cls, params: RerankerParams | None = None) -> Reranker:
@@ -249,22 +309,50 @@ class Reranker:
         for text, r in zip(texts, ranked, strict=True):
             head = r.candidates[:depth]
             pairs.extend(zip([text] * len(head), self.tag_texts(index, [c.tag for c in head]), strict=True))
-        logits = self.score_pairs(pairs, show_progress=show_progress)
+        cross = self.score_pairs(pairs, show_progress=show_progress)  # (n_pairs,)
+        bi = np.array([c.bi_score for r in ranked for c in r.candidates[:depth]], dtype=np.float64)
+        fusion = self.fusion_for(index)
+        logits = fusion.apply(cross, bi) if fusion is not None else cross
         out: list[RankedCandidates] = []
         offset = 0
         for r in ranked:
             head = r.candidates[:depth]
             tail = r.candidates[depth:]
             head_logits = logits[offset : offset + len(head)]
+            head_cross = cross[offset : offset + len(head)]
             offset += len(head)
             order = sorted(range(len(head)), key=lambda i: (-head_logits[i], i))
             probs = sigmoid(head_logits)
             new_head = [
-                Candidate(head[i].tag, head[i].bi_score, float(head_logits[i]), float(probs[i]))
+                Candidate(
+                    head[i].tag,
+                    head[i].bi_score,
+                    float(head_logits[i]),
+                    float(probs[i]),
+                    float(head_cross[i]),
+                )
                 for i in order
             ]
             out.append(RankedCandidates(r.id, new_head + _scaled_tail(tail, new_head)))
         return out
+
+    def fusion_for(self, index: TagIndex) -> Fusion | None:
+        """The fusion weights when fitted on this index's scores (else None: cross-encoder only)."""
+        data = self.info.get("fusion")
+        if not data:
+            return None
+        fusion = Fusion.from_dict(data)
+        if fusion.index_key != index_key(index):
+            if not self._warned:
+                logger.warning(
+                    "the reranker's fusion weights were fitted on another index (%s, this one %s); "
+                    "ranking by the cross-encoder alone",
+                    fusion.index_key,
+                    index_key(index),
+                )
+                self._warned = True
+            return None
+        return fusion
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -307,7 +395,7 @@ class Reranker:
             str(directory / "model"), num_labels=1, max_length=params.max_length, device="cpu"
         )
         model.eval()
-        info: dict[str, Any] = {k: manifest[k] for k in ("training", "dev_ids") if k in manifest}
+        info: dict[str, Any] = {k: manifest[k] for k in ("training", "dev_ids", "fusion") if k in manifest}
         info["fingerprint"] = fingerprint(manifest)
         return cls(model, params, info)
 
@@ -429,8 +517,10 @@ def train_reranker(
     start = time.perf_counter()
     # the whole dev split stays held out (its ids go to calibration); a slice of it measures the training
     dev_eval = dev[: params.dev_eval_products]
-    cand_train = index.tag(train, top_k=params.candidate_k, show_progress=show_progress)
-    cand_dev = index.tag(dev_eval, top_k=params.candidate_k, show_progress=show_progress)
+    # Leave-one-out: a training product stored as an exemplar must not vote for its own tags, or its
+    # candidates (and the fusion fitted on them) would be easier than any new product's.
+    cand_train = index.tag(train, top_k=params.candidate_k, show_progress=show_progress, leave_one_out=True)
+    cand_dev = index.tag(dev_eval, top_k=params.candidate_k, show_progress=show_progress, leave_one_out=True)
     logger.info(
         "bi-encoder candidates for %d + %d products in %.1fs",
         len(train),
@@ -503,9 +593,12 @@ def train_reranker(
         "train_seconds": round(train_seconds, 1),
         "dev_loss_per_epoch": dev_losses,
     }
-    report.update(_dev_report(reranker, index, dev_eval, cand_dev, params))
+    dev_report, fusion = _dev_report(reranker, index, dev_eval, cand_dev, params)
+    report.update(dev_report)
     logger.info("reranker trained: %s", report)
     reranker.info = {"training": report, "dev_ids": [p.id for p in dev]}
+    if fusion is not None:
+        reranker.info["fusion"] = fusion.to_dict()
     return reranker
 
 
@@ -515,26 +608,50 @@ def _dev_report(
     dev: Sequence[Product],
     candidates: Sequence[TagResult],
     params: RerankerParams,
-) -> dict[str, Any]:
-    """Top-1 precision on dev products (does the first candidate belong to the product?)."""
+) -> tuple[dict[str, Any], Fusion | None]:
+    """Top-1 precision on dev products (does the first candidate belong to the product?) for the
+    bi-encoder, the cross-encoder alone and their fusion, and the fusion fitted on these products."""
     if not dev:
-        return {}
+        return {}, None
     sample = list(dev)
     by_id = index.by_id
     before = from_bi_encoder(candidates)
     after = reranker.rerank(index, sample, before, depth=params.candidate_k)
+    positives = [positives_of(p, by_id) for p in sample]
 
     def top1(ranked: list[RankedCandidates]) -> float:
         hits = [
-            bool(r.candidates) and r.candidates[0].tag in positives_of(p, by_id)
-            for p, r in zip(sample, ranked, strict=True)
+            bool(r.candidates) and r.candidates[0].tag in pos
+            for pos, r in zip(positives, ranked, strict=True)
         ]
         return round(sum(hits) / len(hits), 4)
 
-    return {
+    head = [
+        (c, c.tag in pos)
+        for pos, r in zip(positives, after, strict=True)
+        for c in r.candidates
+        if c.cross_score is not None
+    ]
+    labels = np.array([y for _, y in head], dtype=np.float64)
+    report: dict[str, Any] = {
         "dev_top1_bi_encoder": top1(before),
         f"dev_top1_rerank_k{params.candidate_k}": top1(after),
     }
+    if not 0 < labels.sum() < len(labels):
+        return report, None
+    cross = np.array([c.cross_score for c, _ in head], dtype=np.float64)
+    bi = np.array([c.bi_score for c, _ in head], dtype=np.float64)
+    fusion = Fusion.fit(cross, bi, labels, index_key(index))
+    fused = fusion.apply(cross, bi)
+    hits, offset = [], 0
+    for r in after:
+        n = sum(c.cross_score is not None for c in r.candidates)
+        if n:
+            hits.append(bool(labels[offset + int(np.argmax(fused[offset : offset + n]))]))
+        offset += n
+    report[f"dev_top1_fused_k{params.candidate_k}"] = round(sum(hits) / len(sample), 4)
+    report["fusion"] = {k: round(v, 4) for k, v in fusion.to_dict().items() if k != "index_key"}
+    return report, fusion
 
 
 def rank_candidates(
@@ -546,6 +663,7 @@ def rank_candidates(
     vectors: np.ndarray | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
+    leave_one_out: bool = False,
 ) -> list[RankedCandidates]:
     """Bi-encoder candidates, reranked when a reranker is given, cut to ``top_k`` per product.
 
@@ -561,6 +679,7 @@ def rank_candidates(
         vectors: Product vectors (n, dim) when already encoded.
         cache_dir: Product vector cache directory.
         show_progress: Show progress bars.
+        leave_one_out: Score products stored as exemplars as if they were not (labelled dev products).
     """
     if top_k < 1:
         raise ValueError(f"top-k must be at least 1, got {top_k}")
@@ -569,7 +688,9 @@ def rank_candidates(
     k = max(top_k, depth or 0)
     if vectors is None:
         vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
-    ranked = from_bi_encoder(index.tag_vectors([p.id for p in products], vectors, k))
+    ranked = from_bi_encoder(
+        index.tag_vectors([p.id for p in products], vectors, k, leave_one_out=leave_one_out)
+    )
     if reranker is not None:
         ranked = reranker.rerank(index, products, ranked, depth, show_progress=show_progress)
     return [RankedCandidates(r.id, r.candidates[:top_k]) for r in ranked]

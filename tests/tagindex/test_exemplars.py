@@ -167,3 +167,27 @@ def test_index_with_exemplars_round_trips_and_ranks_through_them(tmp_path: Path,
     line = json.loads(run.read_text().splitlines()[0])
     assert line["id"] == "q" and [t["tag"] for t in line["tags"]][0] == "kettle"
     assert set(line["tags"][0]) <= {"tag", "score", "name", "ancestor_of"}
+
+
+def test_leave_one_out_scores_an_exemplar_as_if_it_were_not_stored() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(12, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = [["food", "fruit"], ["food", "veg"], ["tools", "hammer"]] * 4
+    labels[5] = ["fruit", "hammer"]  # a multi-label exemplar
+    exemplars = ExemplarSet([f"e{i}" for i in range(12)], labels, vectors)
+    params = ExemplarParams(k=4, shrinkage=2.0, unseen_offset=0.1, parent_vote_weight=0.2)
+    scorer = ExemplarScorer(TAGS, TAG_VECTORS, exemplars, params)
+    for r in (0, 5, 11):
+        keep = [i for i in range(12) if i != r]
+        without = ExemplarScorer(
+            TAGS,
+            TAG_VECTORS,
+            ExemplarSet([f"e{i}" for i in keep], [labels[i] for i in keep], vectors[keep]),
+            params,
+        )
+        loo = scorer.score(vectors[r : r + 1], exclude=scorer.exemplar_rows([f"e{r}"]))
+        np.testing.assert_allclose(loo, without.score(vectors[r : r + 1]), rtol=1e-5, atol=1e-6)
+    # Without leaving it out, the exemplar's own vector pulls its tags up.
+    assert not np.allclose(scorer.score(vectors[:1]), scorer.score(vectors[:1], exclude=np.array([0])))
+    assert scorer.exemplar_rows(["e3", "nope"]).tolist() == [3, -1]

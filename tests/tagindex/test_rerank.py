@@ -128,3 +128,42 @@ def test_train_reranker_on_tiny_real_sample(tmp_path) -> None:
     (tmp_path / "rr" / "model" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="checksum"):
         Reranker.load(tmp_path / "rr")
+
+
+def test_fusion_fit_recovers_the_weights_that_generated_the_labels() -> None:
+    from tagindex.rerank import Fusion, sigmoid
+
+    rng = np.random.default_rng(0)
+    cross, bi = rng.normal(size=4000), rng.normal(size=4000)
+    labels = (rng.random(4000) < sigmoid(1.5 * cross + 3.0 * bi - 1.0)).astype(float)
+    fusion = Fusion.fit(cross, bi, labels, "k")
+    assert fusion.cross == pytest.approx(1.5, abs=0.25)
+    assert fusion.bi == pytest.approx(3.0, abs=0.4)
+    assert fusion.bias == pytest.approx(-1.0, abs=0.25)
+    assert Fusion.from_dict(fusion.to_dict()) == fusion
+
+
+def test_rerank_ranks_by_fusion_only_on_the_index_it_was_fitted_on(toy_index: TagIndex, caplog) -> None:
+    from tagindex.rerank import Fusion, index_key
+
+    products = toy_products()
+    before = toy_index.tag(products, top_k=6)
+    reranker = _stub_reranker()
+    # A fusion that trusts only the bi-encoder gives back the bi-encoder order in the head.
+    reranker.info["fusion"] = Fusion(0.0, 1.0, 0.0, index_key(toy_index)).to_dict()
+    after = reranker.rerank(toy_index, products, before, depth=6)
+    for b, a in zip(before, after, strict=True):
+        assert [c.tag for c in a.candidates] == [t.tag for t in b.tags]
+        assert all(c.cross_score is not None for c in a.candidates)
+        assert [c.rerank_score for c in a.candidates] == pytest.approx([c.bi_score for c in a.candidates])
+    # On another index (other scores) the weights do not apply: cross-encoder order, with a warning.
+    from tagindex.config import EncoderParams
+
+    encoder = HashEncoder(dim=16)
+    encoder.params = EncoderParams(backend="hash", model="hash-16")  # another model: another key
+    other = TagIndex.build(toy_tags(), encoder=encoder)
+    plain = _stub_reranker().rerank(other, products, other.tag(products, top_k=6), depth=6)
+    with caplog.at_level("WARNING"):
+        fused = reranker.rerank(other, products, other.tag(products, top_k=6), depth=6)
+    assert [[c.tag for c in r.candidates] for r in fused] == [[c.tag for c in r.candidates] for r in plain]
+    assert "fitted on another index" in caplog.text
