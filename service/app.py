@@ -112,6 +112,10 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
             try:  # reranker and calibration: loaded once, refused when they do not belong together
                 engine.stage = RerankStage.from_settings(settings, engine)
+            except StageConfigError as exc:
+                logger.error("cannot start: %s", exc)  # one line before uvicorn's traceback
+                engine.close()
+                raise
             except BaseException:
                 engine.close()
                 raise
@@ -273,6 +277,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                         explanation=Explanation(**explanation.to_dict()) if explanation else None,
                         bi_encoder_score=cand.bi_score if cand is not None else None,
                         rerank_score=cand.rerank_score if cand is not None else None,
+                        cross_encoder_score=cand.cross_score if cand is not None else None,
                         probability=scored.probabilities.get(t.tag) if cand is not None and scored else None,
                     )
                 )

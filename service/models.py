@@ -158,8 +158,11 @@ class TagHit(BaseModel):
         default=None, description="first-stage (bi-encoder) score; set when a rerank stage is configured"
     )
     rerank_score: float | None = Field(
-        default=None, description="cross-encoder logit (None beyond the rerank depth or without rerank)"
+        default=None,
+        description="the rerank stage's logit: the cross-encoder's, fused with the bi-encoder score when the "
+        "reranker carries fusion weights (None beyond the rerank depth or without rerank)",
     )
+    cross_encoder_score: float | None = Field(default=None, description="the cross-encoder's own logit")
     probability: float | None = Field(default=None, description="calibrated probability (with a calibration)")
 
 

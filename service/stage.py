@@ -36,7 +36,7 @@ from service.explanations import (
 )
 from tagindex.calibrate import Assigned, Calibration, Hierarchy, assign, scored_pairs, tag_level
 from tagindex.explain import Explainer, ExplainParams
-from tagindex.rerank import Candidate, RankedCandidates, Reranker, rank_candidates, with_ancestors
+from tagindex.rerank import Candidate, RankedCandidates, Reranker, index_key, rank_candidates, with_ancestors
 from tagindex.schema import Product, TagResult, TagScore
 from tagindex.text import ancestors
 
@@ -129,6 +129,16 @@ class RerankStage:
                 reranker = Reranker.load(settings.reranker_dir)
             except (OSError, ValueError) as exc:  # IndexFormatError is a ValueError
                 raise StageConfigError(f"cannot load the reranker {settings.reranker_dir}: {exc}") from None
+            # Fusion weights are tied to the index they were fitted on (the key the library records);
+            # the library would fall back to the cross-encoder alone, which a calibration fitted on
+            # fused scores would misread: refuse instead.
+            if reranker.info.get("fusion") and reranker.fusion_for(engine.index) is None:
+                raise StageConfigError(
+                    f"the reranker {settings.reranker_dir} fuses its scores with those of the index it was "
+                    f"trained with ({reranker.info['fusion'].get('index_key')}), not this one "
+                    f"({index_key(engine.index)}: another encoder or exemplar setting): serve that index "
+                    "or train the reranker with --index on this one"
+                )
         calibration = None
         if settings.calibration_file is not None:
             try:
@@ -162,6 +172,7 @@ class RerankStage:
     def describe(self) -> dict[str, Any]:
         return {
             "reranker": self.reranker.fingerprint if self.reranker else None,
+            "fusion": bool(self.reranker and self.reranker.fusion_for(self.engine.index) is not None),
             "rerank_depth": self.default_depth,
             "max_rerank_depth": self.max_depth,
             "calibration": self.calibration.score if self.calibration else None,

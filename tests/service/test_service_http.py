@@ -132,7 +132,9 @@ def test_serve_refuses_a_missing_index_with_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_serve_with_reranker_and_calibration_over_http(index_dir, sample_products, stage_files, tmp_path):
+def test_serve_with_reranker_and_calibration_over_http(
+    stage_index_dir, sample_products, stage_files, tmp_path
+):
     """``tagindex serve --reranker --rerank-depth --calibration``: concurrent reranked requests over real
     HTTP give the answers sequential ones give; bounds are 422; a mismatched pair never starts."""
     extra = (
@@ -143,7 +145,7 @@ def test_serve_with_reranker_and_calibration_over_http(index_dir, sample_product
         "--calibration",
         str(stage_files["calibration"]),
     )
-    server = Server(index_dir, tmp_path / "server.log", extra)
+    server = Server(stage_index_dir, tmp_path / "server.log", extra)
     try:
         with httpx.Client(base_url=server.url, timeout=120) as http:
             info = http.get("/v1/info").json()
@@ -175,7 +177,7 @@ def test_serve_with_reranker_and_calibration_over_http(index_dir, sample_product
         assert server.stop()
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "tagindex.cli", "serve", "--index", str(index_dir), "--port", "1"]
+    cmd = [sys.executable, "-m", "tagindex.cli", "serve", "--index", str(stage_index_dir), "--port", "1"]
     cmd += [
         "--reranker",
         str(stage_files["other_reranker"]),

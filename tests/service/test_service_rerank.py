@@ -8,7 +8,6 @@ keep the hierarchy, explanations are deterministic, mismatched files are refused
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ from service_support import make_settings
 from service.app import create_app
 from service.stage import StageConfigError, preflight
 from tagindex.io import load_tags
+from tagindex.text import ancestors
 
 pytestmark = pytest.mark.slow  # real encoder, real cross-encoder
 
@@ -31,9 +31,9 @@ LOCKET = {
 
 
 @pytest.fixture
-def stage_client(index_dir: Path, svc_encoder, stage_files) -> Iterator[TestClient]:
+def stage_client(stage_index_dir: Path, svc_encoder, stage_files) -> Iterator[TestClient]:
     settings = make_settings(
-        index_dir,
+        stage_index_dir,
         max_top_k=50,
         max_rerank_depth=30,
         reranker_dir=stage_files["reranker"],
@@ -44,9 +44,8 @@ def stage_client(index_dir: Path, svc_encoder, stage_files) -> Iterator[TestClie
 
 
 @pytest.fixture
-def exemplar_client(exemplar_index: Path, tmp_path, svc_encoder, stage_files, mwpd_train_sample):
-    target = tmp_path / "exemplar-index"
-    shutil.copytree(exemplar_index, target)
+def exemplar_client(stage_index_dir: Path, tmp_path, svc_encoder, stage_files, mwpd_train_sample):
+    target = stage_index_dir
     titles = tmp_path / "labelled.jsonl"
     titles.write_text(
         "".join(
@@ -139,7 +138,7 @@ def test_decisions_are_calibrated_and_hierarchy_consistent(stage_client, mwpd_co
         for a in assigned.values():
             parent = by_id[a["tag"]].parent
             assert parent is None or parent in assigned, f"{a['tag']} assigned without its parent"
-            assert 0.0 <= a["probability"] <= 1.0 and a["level"] == len(a["path"]) - 1
+            assert 0.0 <= a["probability"] <= 1.0 and a["level"] == len(ancestors(a["tag"], by_id))
         for t in result["tags"]:
             assert (t["decision"] == "accept") == (t["tag"] in assigned), t
             if t["ancestor_of"] is None and t["rerank_score"] is not None:
@@ -239,9 +238,11 @@ def test_added_tags_are_reranked_with_their_new_text(stage_client):
 
 
 # ---- refused at start-up --------------------------------------------------------------------------
-def test_a_calibration_for_another_reranker_is_refused(index_dir, svc_encoder, stage_files):
+def test_a_calibration_for_another_reranker_is_refused(stage_index_dir, svc_encoder, stage_files):
     settings = make_settings(
-        index_dir, reranker_dir=stage_files["other_reranker"], calibration_file=stage_files["calibration"]
+        stage_index_dir,
+        reranker_dir=stage_files["other_reranker"],
+        calibration_file=stage_files["calibration"],
     )
     with pytest.raises(StageConfigError, match="fitted for reranker"):
         preflight(settings)
@@ -264,16 +265,28 @@ def test_a_calibration_for_another_reranker_is_refused(index_dir, svc_encoder, s
     ],
 )
 def test_unusable_stage_settings_are_refused(
-    index_dir, svc_encoder, stage_files, tmp_path, overrides, message
+    stage_index_dir, svc_encoder, stage_files, tmp_path, overrides, message
 ):
     broken = tmp_path / "broken"
     broken.mkdir()
     paths = {**stage_files, "broken": broken}
     settings = make_settings(
-        index_dir, **{k: paths.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
+        stage_index_dir, **{k: paths.get(v, v) if isinstance(v, str) else v for k, v in overrides.items()}
     )
     with (
         pytest.raises(StageConfigError, match=message),
+        TestClient(create_app(settings, encoder=svc_encoder)),
+    ):
+        pass
+
+
+def test_a_reranker_fused_for_another_index_is_refused(index_dir, svc_encoder, stage_files):
+    from tagindex.rerank import Reranker
+
+    assert Reranker.load(stage_files["reranker"]).info.get("fusion")  # else this test proves nothing
+    settings = make_settings(index_dir, reranker_dir=stage_files["reranker"])  # no exemplars: another key
+    with (
+        pytest.raises(StageConfigError, match="fuses its scores with those of the index it was trained"),
         TestClient(create_app(settings, encoder=svc_encoder)),
     ):
         pass
