@@ -263,6 +263,8 @@ class RerankStage:
         assigned = {a.tag: a for a in result.assigned or []}
         explainer = self._explainer(result.reranked)
         with self.engine.reading(), self._lock if explainer.reranker is not None else nullcontext():
+            if explainer.reranker is not None:
+                self._forget_stale_texts(explainer.reranker)
             by_id = self.engine.by_id
             chosen = [
                 assigned.get(t) or Assigned(t, result.probabilities.get(t, 0.0), tag_level(t, by_id))
