@@ -516,6 +516,17 @@ class TagIndexFineTunedExemplars(FineTunedMixin):
         return TagIndexExemplars.build(self, task, ctx)  # type: ignore[arg-type]
 
 
+@register("tagindex-finetuned-exemplars-nogate")
+class TagIndexFineTunedExemplarsNoGate(TagIndexFineTunedExemplars):
+    name = "tagindex-finetuned-exemplars-nogate"
+    description = "ablation: tagindex-finetuned-exemplars without the zero-shot gate (tagindex.gate)"
+
+    def params(self) -> TagIndexParams:
+        params = super().params()
+        params.exemplars.fit_gate = False
+        return params
+
+
 def available() -> list[str]:
     return list(SYSTEMS)
 

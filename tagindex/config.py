@@ -96,6 +96,7 @@ class ExemplarParams(_Params):
     unseen_offset: float = 0.0  # added to a tag's score in proportion to its text share (1 - lam_t)
     parent_vote_weight: float = 0.0  # weight of the vote share of a tag's siblings (its parent's subtree)
     fit_gate: bool = True  # fit the two terms above whenever exemplars are added to an index
+    gate_seen_budget: float = 0.05  # seen-tag recall@1 the gate may give up for unseen tags (simulated)
 
 
 @dataclass
