@@ -9,12 +9,16 @@ The client shares the machine with the server (2 cores here); its own CPU use is
 measured, as it would be for a co-located caller. Machine load before and after is recorded, since
 other processes on a shared machine move these figures.
 
-Rerank is not measured: the service has no reranking stage yet (the cross-encoder is being built in
-tagindex/rerank.py); the JSON says so instead of reporting a number.
+With ``--reranker DIR`` (and optionally ``--calibration FILE``) the server gets the rerank stage and the
+tagging scenarios run once without rerank (``"rerank": false``) and once per ``--rerank-depths`` K
+(``"rerank_depth": K``), so the table compares them under the same load.
 
 Example:
     python benchmarks/load_service.py --index work/mwpd-index --products work/mwpd/validation.jsonl \
         --duration 20 --out benchmarks/results/service_load_mwpd.json
+    python benchmarks/load_service.py --index work/mwpd-index --products work/mwpd/validation.jsonl \
+        --reranker work/mwpd-reranker --calibration work/mwpd-calibration.json --rerank-depths 10 20 \
+        --duration 8 --out benchmarks/results/service_load_rerank.json
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["tag_single", "tag_batch", "similar_tag", "similar_text"],
     )
     p.add_argument("--n-products", type=int, default=1000, help="distinct products cycled through")
+    p.add_argument("--reranker", help="reranker directory: serve with it and compare with/without rerank")
+    p.add_argument("--calibration", help="calibration file served with the reranker (assigned tags)")
+    p.add_argument("--rerank-depths", type=int, nargs="+", default=[10, 20], help="rerank depths K compared")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "service_load.json"))
     return p.parse_args(argv)
 
@@ -78,7 +85,7 @@ def load_products(path: str, n: int) -> list[dict[str, Any]]:
 class ServedIndex:
     """``tagindex serve`` on a temporary copy of the index, on a free loopback port."""
 
-    def __init__(self, index: str) -> None:
+    def __init__(self, index: str, extra: list[str] | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="tagindex-load-"))
         shutil.copytree(index, self.tmp / "index")
         with socket.socket() as s:
@@ -89,7 +96,10 @@ class ServedIndex:
         self.log = (self.tmp / "server.log").open("wb")
         cmd = [sys.executable, "-m", "tagindex.cli", "-q", "serve", "--index", str(self.tmp / "index")]
         self.proc = subprocess.Popen(
-            [*cmd, "--port", str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [*cmd, "--port", str(self.port), *(extra or [])],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -125,16 +135,30 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def rerank_fields(depth: int | None, served_reranker: bool) -> dict[str, Any]:
+    """Request fields of a rerank variant: a depth K, or rerank off (explicitly when a reranker is
+    served, since it is then on by default)."""
+    if depth is not None:
+        return {"rerank_depth": depth}
+    return {"rerank": False} if served_reranker else {}
+
+
 def make_request(
-    scenario: str, i: int, products: list[dict[str, Any]], tag_ids: list[str], args: argparse.Namespace
+    scenario: str,
+    i: int,
+    products: list[dict[str, Any]],
+    tag_ids: list[str],
+    args: argparse.Namespace,
+    rerank: dict[str, Any] | None = None,
 ):
     """(method, path, json body, products in the request) for request number ``i``."""
+    rerank = rerank or {}
     if scenario == "tag_single":
-        return "POST", "/v1/tag", {"product": products[i % len(products)], "top_k": args.top_k}, 1
+        return "POST", "/v1/tag", {"product": products[i % len(products)], "top_k": args.top_k, **rerank}, 1
     if scenario == "tag_batch":
         start = (i * args.batch_size) % len(products)
         batch = (products * 2)[start : start + args.batch_size]
-        return "POST", "/v1/tag", {"products": batch, "top_k": args.top_k}, len(batch)
+        return "POST", "/v1/tag", {"products": batch, "top_k": args.top_k, **rerank}, len(batch)
     if scenario == "similar_tag":
         tag = tag_ids[i % len(tag_ids)]
         return "GET", f"/v1/tags/{quote(tag, safe='/')}/similar?top_k={args.top_k}", None, 0
@@ -149,8 +173,11 @@ async def run_level(
     tag_ids: list[str],
     args: argparse.Namespace,
     server_pid: int | None = None,
+    rerank_depth: int | None = None,
+    served_reranker: bool = False,
 ) -> dict[str, Any]:
     """Closed loop: ``concurrency`` clients each send the next request as soon as the last returns."""
+    rerank = rerank_fields(rerank_depth, served_reranker)
     latencies: list[float] = []
     server_ms: list[float] = []
     errors: dict[str, int] = {}
@@ -164,7 +191,7 @@ async def run_level(
             while time.perf_counter() < stop_at:
                 i = counter
                 counter += 1
-                method, path, body, n = make_request(scenario, i, products, tag_ids, args)
+                method, path, body, n = make_request(scenario, i, products, tag_ids, args, rerank)
                 start = time.perf_counter()
                 r: httpx.Response | None = None
                 try:
@@ -198,6 +225,7 @@ async def run_level(
     lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
     row: dict[str, Any] = {
         "scenario": scenario,
+        "rerank_depth": rerank_depth,
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": errors,
@@ -223,20 +251,33 @@ async def run_level(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     products = load_products(args.products, args.n_products)
-    server = None if args.url else ServedIndex(args.index)
+    extra = []
+    if args.reranker:
+        extra += ["--reranker", args.reranker]
+    if args.calibration:
+        extra += ["--calibration", args.calibration]
+    server = None if args.url else ServedIndex(args.index, extra)
     url = args.url or server.url  # type: ignore[union-attr]
     load_before = os.getloadavg()
     rows = []
     try:
         info = httpx.get(f"{url}/v1/info", timeout=30).json()
         tag_ids = [t["id"] for t in httpx.get(f"{url}/v1/tags", params={"limit": 1000}, timeout=30).json()]
+        served_reranker = bool((info.get("stage") or {}).get("reranker"))
+        if args.reranker and not served_reranker:
+            raise SystemExit("the server does not report a reranker (see its log)")
         for scenario in args.scenarios:
-            for c in args.concurrency:
+            depths = [None, *args.rerank_depths] if served_reranker and scenario.startswith("tag") else [None]
+            for depth, c in [(d, c) for d in depths for c in args.concurrency]:
                 pid = server.proc.pid if server is not None else None
-                row = asyncio.run(run_level(url, scenario, c, products, tag_ids, args, pid))
+                row = asyncio.run(
+                    run_level(url, scenario, c, products, tag_ids, args, pid, depth, served_reranker)
+                )
                 rows.append(row)
+                rerankable = served_reranker and scenario.startswith("tag")
+                label = scenario + (f" K={depth}" if depth else (" no-rerank" if rerankable else ""))
                 print(
-                    f"{scenario:13s} c={c:<3d} n={row['requests']:<6d} p50 {row['p50_ms']:8.1f} ms  "
+                    f"{label:21s} c={c:<3d} n={row['requests']:<6d} p50 {row['p50_ms']:8.1f} ms  "
                     f"p95 {row['p95_ms']:8.1f}  p99 {row['p99_ms']:8.1f}  {row['throughput_rps']:8.1f} req/s"
                     + (f"  {row['products_per_s']:8.1f} products/s" if "products_per_s" in row else "")
                     + (f"  server p50 {row['server_p50_ms']:.1f} ms" if row.get("server_p50_ms") else "")
@@ -252,7 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.close()
     load_after = os.getloadavg()
-    single = next((r for r in rows if r["scenario"] == "tag_single" and r["concurrency"] == 1), None)
+    single = next(
+        (
+            r
+            for r in rows
+            if r["scenario"] == "tag_single" and r["concurrency"] == 1 and r["rerank_depth"] is None
+        ),
+        None,
+    )
     result = {
         "benchmark": "service_load",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -268,7 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "goal": {"scenario": "tag_single c=1", "p50_ms": 15, "p99_ms": 50},
         "goal_met": None if single is None else bool(single["p50_ms"] <= 15 and single["p99_ms"] <= 50),
-        "rerank": "not measured: the service has no rerank stage yet",
+        "rerank": {
+            "stage": info.get("stage"),
+            "reranker_dir": args.reranker,
+            "calibration": args.calibration,
+            "depths": args.rerank_depths if served_reranker else [],
+        }
+        if served_reranker
+        else "not measured: no --reranker given",
         "rows": rows,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -34,6 +34,7 @@ from service.feedback import FeedbackRecord, FeedbackStore
 from service.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from service.models import (
     AddTagsRequest,
+    AssignedTag,
     ChangeResponse,
     DuplicatePair,
     DuplicatesResponse,
@@ -55,6 +56,7 @@ from service.models import (
     TagResponse,
 )
 from service.settings import Settings
+from service.stage import RerankStage, ScoredResult, StageConfigError, StageRequestError
 from tagindex.encoders import Encoder
 from tagindex.schema import Tag, TagScore
 
@@ -108,13 +110,33 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
             engine.encode_products([])  # nothing to do, but proves the batcher is alive
             engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
+            try:  # reranker and calibration: loaded once, refused when they do not belong together
+                engine.stage = RerankStage.from_settings(settings, engine)
+            except StageConfigError as exc:
+                logger.error("cannot start: %s", exc)  # one line before uvicorn's traceback
+                engine.close()
+                raise
+            except BaseException:
+                engine.close()
+                raise
             return engine, FeedbackStore(settings.feedback_path())
 
         engine, store = await anyio.to_thread.run_sync(start)
+        stage = engine.stage
+        explainer = settings.explainer
+        if explainer == "auto":
+            explainer = "tagindex" if stage is not None else "similarity"
+        decider = settings.decider
+        if decider == "auto":
+            decider = "calibrated" if stage is not None and stage.calibration is not None else "threshold"
+        if decider == "calibrated" and (stage is None or stage.calibration is None):
+            engine.close()
+            store.close()
+            raise StageConfigError("the calibrated decider needs a calibration (TAGINDEX_CALIBRATION_FILE)")
         app.state.engine = engine
         app.state.feedback = store
-        app.state.explainer = make_explainer(settings.explainer, engine)
-        app.state.decider = make_decider(settings.decider, engine)
+        app.state.explainer = make_explainer(explainer, engine)
+        app.state.decider = make_decider(decider, engine)
         metrics.tags.set(len(engine))
         logger.info(
             "serving %d tags from %s; feedback in %s",
@@ -199,21 +221,50 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             raise HTTPException(
                 422, "decide needs accept_threshold (no default is configured: TAGINDEX_ACCEPT_THRESHOLD)"
             )
+        stage: RerankStage | None = engine.stage
+        try:
+            if stage is None:
+                if body.rerank or body.rerank_depth is not None:
+                    raise StageRequestError(
+                        "rerank was asked for but no reranker is configured "
+                        "(TAGINDEX_RERANKER_DIR / tagindex serve --reranker)"
+                    )
+                rerank, depth = False, None
+            else:
+                rerank, depth = stage.resolve(body.rerank, body.rerank_depth)
+        except StageRequestError as exc:
+            raise HTTPException(422, str(exc)) from None
         products = [item.to_product() for item in items]
-        results, texts, vectors = engine.tag(products, body.top_k, body.threshold, body.include_ancestors)
+        try:
+            if stage is not None and (rerank or stage.calibration is not None):
+                texts, vectors = engine.encode_products(products)
+                results: list[Any] = stage.rank(
+                    products, vectors, body.top_k, rerank, depth, body.threshold, body.include_ancestors
+                )
+            else:
+                results, texts, vectors = engine.tag(
+                    products, body.top_k, body.threshold, body.include_ancestors
+                )
+        except LookupError as exc:  # every tag retired
+            raise HTTPException(503, str(exc)) from None
         request.app.state.metrics.products.inc(len(products))
         out = []
         for product, result, text, vector in zip(products, results, texts, vectors, strict=True):
-            explanations = (
-                request.app.state.explainer.explain(ExplainContext(product, text, vector, result))
-                if body.explain
-                else {}
-            )
-            decisions = request.app.state.decider.decide(result, threshold) if body.decide else {}
+            try:
+                explanations = (
+                    request.app.state.explainer.explain(ExplainContext(product, text, vector, result))
+                    if body.explain
+                    else {}
+                )
+                decisions = request.app.state.decider.decide(result, threshold) if body.decide else {}
+            except StageRequestError as exc:
+                raise HTTPException(422, str(exc)) from None
+            scored = result if isinstance(result, ScoredResult) else None
             hits = []
             for t in result.tags:
                 decision, reason = decisions.get(t.tag, (None, None))
                 explanation = explanations.get(t.tag)
+                cand = scored.candidates.get(t.tag) if scored is not None and t.ancestor_of is None else None
                 hits.append(
                     TagHit(
                         tag=t.tag,
@@ -224,15 +275,38 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                         decision=decision,
                         reason=reason,
                         explanation=Explanation(**explanation.to_dict()) if explanation else None,
+                        bi_encoder_score=cand.bi_score if cand is not None else None,
+                        rerank_score=cand.rerank_score if cand is not None else None,
+                        cross_encoder_score=cand.cross_score if cand is not None else None,
+                        probability=scored.probabilities.get(t.tag) if cand is not None and scored else None,
                     )
                 )
-            out.append(ProductResult(id=result.id, tags=hits, encoded_text=text if body.explain else None))
+            assigned = None
+            if scored is not None and scored.assigned is not None:
+                assigned = [
+                    AssignedTag(
+                        tag=a.tag,
+                        name=engine.by_id[a.tag].name if a.tag in engine.by_id else "",
+                        path=engine.path(a.tag),
+                        probability=a.probability,
+                        level=a.level,
+                        ancestor_of=a.ancestor_of,
+                    )
+                    for a in scored.assigned
+                ]
+            out.append(
+                ProductResult(
+                    id=result.id, tags=hits, encoded_text=text if body.explain else None, assigned=assigned
+                )
+            )
         return TagResponse(
             results=out,
             index_version=engine.version,
             explainer=request.app.state.explainer.name if body.explain else None,
             decider=request.app.state.decider.name if body.decide else None,
             elapsed_ms=round((time.perf_counter() - start) * 1000, 3),
+            reranked=rerank,
+            rerank_depth=depth,
         )
 
     # ---- vocabulary -----------------------------------------------------------------------------
@@ -454,11 +528,13 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 "max_top_k": settings.max_top_k,
                 "max_text_chars": settings.max_text_chars,
                 "max_new_tags": settings.max_new_tags,
+                "max_rerank_depth": settings.max_rerank_depth,
             },
             accept_threshold=settings.accept_threshold,
             explainer=request.app.state.explainer.name,
             decider=request.app.state.decider.name,
             feedback_rows=request.app.state.feedback.count(),
+            stage=engine.stage.describe() if engine.stage is not None else None,
         )
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,24 @@ class Engine:
         self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
         self._vocab = self._build_vocabulary()
         self._duplicates: dict[tuple[int, float, int], list[tuple[Tag, Tag, float]]] = {}
+        self.stage: Any = None  # the rerank / calibration stage (service.stage.RerankStage) when configured
 
     def close(self) -> None:
         self._batcher.close()
+
+    def reading(self) -> AbstractContextManager[None]:
+        """The read lock, for a stage that reads the index (never take it twice in one thread: a
+        waiting writer would block the second acquisition)."""
+        return self._lock.read()
+
+    @property
+    def by_id(self) -> dict[str, Tag]:
+        """Tag id -> tag of the current vocabulary (a cached dict; do not change it)."""
+        return self._vocab.by_id
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Vectors (n, dim) through the shared batcher (thread-safe)."""
+        return self._batcher.encode(texts)
 
     # ---- reads ----------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -11,7 +11,8 @@ What ships here uses only what the core computes today:
 
 A reranker, calibrated probabilities or graph scores add their parts by registering another
 explainer/decider (``register_explainer``, ``register_decider``) and naming it in the settings; the
-response shapes (``parts`` is an open mapping) stay the same.
+response shapes (``parts`` is an open mapping) stay the same. :mod:`service.stage` registers the
+library's (``tagindex`` explainer, ``calibrated`` decider).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class TagExplanation:
     neighbours: list[dict[str, Any]] = field(default_factory=list)
     inherited_from: str | None = None
     notes: list[str] = field(default_factory=list)
+    words: list[dict[str, Any]] = field(default_factory=list)  # {word, position, effect} by occlusion
+    examples: list[dict[str, Any]] = field(default_factory=list)  # nearest labelled products {id, title, ...}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,6 +99,8 @@ class TagExplanation:
             "path": self.path,
             "matched_terms": self.matched_terms,
             "neighbours": self.neighbours,
+            "words": self.words,
+            "examples": self.examples,
         }
         if self.inherited_from is not None:
             out["inherited_from"] = self.inherited_from

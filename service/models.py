@@ -62,6 +62,13 @@ class TagRequest(BaseModel):
                     "decide": True,
                     "accept_threshold": 0.5,
                 },
+                {
+                    "product": _PRODUCT_EXAMPLE,
+                    "top_k": 10,
+                    "rerank": True,
+                    "rerank_depth": 20,
+                    "decide": True,
+                },
             ]
         },
     )
@@ -75,6 +82,15 @@ class TagRequest(BaseModel):
     decide: bool = Field(default=False, description="add accept/review decisions")
     accept_threshold: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="similarity to accept at (default: the service's)"
+    )
+    rerank: bool | None = Field(
+        default=None,
+        description="rescore candidates with the cross-encoder; default: on when a reranker is configured",
+    )
+    rerank_depth: int | None = Field(
+        default=None,
+        ge=1,
+        description="candidates the reranker rescores (at most max_rerank_depth); implies rerank",
     )
 
     @model_validator(mode="after")
@@ -95,6 +111,18 @@ class Neighbour(BaseModel):
     margin: float = Field(description="suggested tag's similarity minus the neighbour's")
 
 
+class WordEffect(BaseModel):
+    word: str
+    position: int = Field(description="word position in the text the reranker (or encoder) read")
+    effect: float = Field(description="score drop when the word is left out")
+
+
+class LabelledNeighbour(BaseModel):
+    id: str
+    title: str = Field(description="empty when the service was given no titles (TAGINDEX_LABELLED_PRODUCTS)")
+    similarity: float | None = Field(description="bi-encoder cosine of the two products")
+
+
 class Explanation(BaseModel):
     """Evidence for one tag; ``parts`` holds every score that went into it (open set of names)."""
 
@@ -104,23 +132,58 @@ class Explanation(BaseModel):
     neighbours: list[Neighbour] = Field(description="the tag's nearest tags and how this product scores them")
     inherited_from: str | None = None
     notes: list[str] = Field(default_factory=list)
+    words: list[WordEffect] = Field(
+        default_factory=list,
+        description="product words that matter most (drop in the reranker logit, or without a reranker in "
+        "the bi-encoder similarity, when the word is left out)",
+    )
+    examples: list[LabelledNeighbour] = Field(
+        default_factory=list, description="nearest labelled products (the index's exemplars) carrying the tag"
+    )
 
 
 class TagHit(BaseModel):
     tag: str = Field(description="tag id")
     name: str
-    score: float = Field(description="cosine similarity of product and tag vectors")
+    score: float = Field(
+        description="the score tags are ranked by: the bi-encoder similarity, or after a rerank the "
+        "reranker's probability (candidates beyond the rerank depth: scaled below the reranked ones)"
+    )
     path: list[str] = Field(default_factory=list, description="names from the root to the tag")
     ancestor_of: str | None = Field(default=None, description="set when added as an ancestor of this tag")
     decision: Literal["accept", "review"] | None = None
     reason: str | None = None
     explanation: Explanation | None = None
+    bi_encoder_score: float | None = Field(
+        default=None, description="first-stage (bi-encoder) score; set when a rerank stage is configured"
+    )
+    rerank_score: float | None = Field(
+        default=None,
+        description="the rerank stage's logit: the cross-encoder's, fused with the bi-encoder score when the "
+        "reranker carries fusion weights (None beyond the rerank depth or without rerank)",
+    )
+    cross_encoder_score: float | None = Field(default=None, description="the cross-encoder's own logit")
+    probability: float | None = Field(default=None, description="calibrated probability (with a calibration)")
+
+
+class AssignedTag(BaseModel):
+    tag: str
+    name: str
+    path: list[str]
+    probability: float = Field(description="calibrated probability (an added ancestor: its descendant's)")
+    level: int = Field(description="depth in the hierarchy, 0 = root")
+    ancestor_of: str | None = Field(default=None, description="assigned because this descendant was")
 
 
 class ProductResult(BaseModel):
     id: str
     tags: list[TagHit]
     encoded_text: str | None = Field(default=None, description="the text the encoder read (with explain)")
+    assigned: list[AssignedTag] | None = Field(
+        default=None,
+        description="the calibrated decision (hierarchy-consistent), when a calibration is configured and "
+        "can read this request's scores",
+    )
 
 
 class TagResponse(BaseModel):
@@ -153,6 +216,8 @@ class TagResponse(BaseModel):
     explainer: str | None = None
     decider: str | None = None
     elapsed_ms: float
+    reranked: bool = Field(default=False, description="whether the cross-encoder rescored the candidates")
+    rerank_depth: int | None = Field(default=None, description="candidates rescored per product")
 
 
 class SimilarTextRequest(BaseModel):
@@ -330,6 +395,9 @@ class Info(BaseModel):
     explainer: str
     decider: str
     feedback_rows: int
+    stage: dict[str, Any] | None = Field(
+        default=None, description="the rerank / calibration stage (reranker fingerprint, depths), if any"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,8 +42,42 @@ class Settings(BaseSettings):
         description="default similarity at or above which `decide` marks a tag 'accept' (else 'review'); "
         "unset: requests must pass one",
     )
-    explainer: str = Field(default="similarity", description="registered explainer used for `explain`")
-    decider: str = Field(default="threshold", description="registered decider used for `decide`")
+    explainer: str = Field(
+        default="auto",
+        description="registered explainer used for `explain`; 'auto': 'tagindex' (score parts, reranker, "
+        "calibration, nearest labelled products, important words) when a reranker or calibration is "
+        "configured, else 'similarity'",
+    )
+    decider: str = Field(
+        default="auto",
+        description="registered decider used for `decide`; 'auto': 'calibrated' when a calibration is "
+        "configured, else 'threshold'",
+    )
+    reranker_dir: Path | None = Field(
+        default=None, description="cross-encoder directory from `tagindex train-reranker` (rerank stage)"
+    )
+    rerank_depth: int | None = Field(
+        default=None,
+        ge=1,
+        description="candidates the reranker rescores by default; unset: the reranker's own",
+    )
+    max_rerank_depth: int = Field(default=100, ge=1, description="largest rerank_depth a request may ask for")
+    calibration_file: Path | None = Field(
+        default=None,
+        description="calibration JSON from `tagindex calibrate`: calibrated probabilities and the `assigned` "
+        "tags (it must have been fitted for the configured reranker)",
+    )
+    hierarchy: Literal["close", "prune", "none"] = Field(
+        default="close",
+        description="calibrated decisions: add ancestors of assigned tags (close), drop tags whose parent "
+        "is not assigned (prune) or neither (none)",
+    )
+    labelled_products: Path | None = Field(
+        default=None,
+        description="products file giving titles to the index's exemplars (nearest labelled products in "
+        "explanations); without it they are shown by id",
+    )
+    explain_words: int = Field(default=5, ge=0, le=50, description="important words per explained tag")
     compute_threads: int | None = Field(
         default=1,
         ge=1,

@@ -520,6 +520,11 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--feedback-db", help="SQLite feedback file (default: <index>.feedback.sqlite3 beside it)")
+    p.add_argument("--reranker", help="reranker directory from `tagindex train-reranker` (rerank /v1/tag)")
+    p.add_argument(
+        "--rerank-depth", type=int, help="candidates reranked by default (default: the reranker's)"
+    )
+    p.add_argument("--calibration", help="calibration file from `tagindex calibrate` (assigned tags)")
 
 
 @command(
@@ -531,6 +536,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
         from service.app import create_app
         from service.settings import Settings
+        from service.stage import preflight
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
     from tagindex.store import read_manifest
@@ -540,7 +546,16 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"index_dir": args.index}
     if args.feedback_db:
         overrides["feedback_db"] = args.feedback_db
-    uvicorn.run(create_app(Settings(**overrides)), host=args.host, port=args.port, log_level="info")
+    for option, setting in (
+        ("reranker", "reranker_dir"),
+        ("rerank_depth", "rerank_depth"),
+        ("calibration", "calibration_file"),
+    ):
+        if getattr(args, option) is not None:
+            overrides[setting] = getattr(args, option)
+    settings = Settings(**overrides)
+    preflight(settings)  # a mismatched reranker / calibration: a clear error now, not at start-up
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 

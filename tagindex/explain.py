@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,22 @@ class Explainer:
         labelled: Sequence[Product] | None = None,
         params: ExplainParams | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        labelled_vectors: np.ndarray | None = None,
+        encode: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
+        """
+        Args:
+            index: The tag index.
+            reranker: Optional cross-encoder (reranker parts, word importance by its logit).
+            calibration: Optional calibration (explain the assigned tags, calibrated probabilities).
+            labelled: Labelled products searched for the nearest ones carrying a tag.
+            params: What an explanation holds.
+            cache_dir: Directory caching labelled product vectors.
+            labelled_vectors: Vectors (n_labelled, dim) of ``labelled`` when already known (e.g. an
+                index's exemplars), so they are not encoded again.
+            encode: Text encoder to use instead of ``index.encoder.encode`` (e.g. a service's
+                thread-safe batcher); must give the same vectors.
+        """
         if calibration is not None and calibration.score == "rerank" and reranker is None:
             raise ValueError("this calibration was fitted on reranker scores: give the reranker too")
         self.index = index
@@ -96,7 +111,14 @@ class Explainer:
         self.labelled = list(labelled or [])
         self.params = params or ExplainParams()
         self.cache_dir = cache_dir
+        self._encode = encode or index.encoder.encode
         self._labelled_vectors: dict[str, np.ndarray] = {}
+        if labelled_vectors is not None:
+            if len(labelled_vectors) != len(self.labelled):
+                raise ValueError(
+                    f"{len(labelled_vectors)} labelled vectors for {len(self.labelled)} products"
+                )
+            self._labelled_vectors = {p.id: v for p, v in zip(self.labelled, labelled_vectors, strict=True)}
 
     # ---- similarity parts -----------------------------------------------------------------------
     def _text_part(self, vector: np.ndarray) -> np.ndarray:
@@ -128,7 +150,7 @@ class Explainer:
             if self.cache_dir is not None:
                 vecs = VectorCache(self.cache_dir, self.index.encoder).encode(texts)
             else:
-                vecs = self.index.encoder.encode(texts)  # (n_missing, dim)
+                vecs = self._encode(texts)  # (n_missing, dim)
             for p, v in zip(missing, vecs, strict=True):
                 self._labelled_vectors[p.id] = v
         return np.stack([self._labelled_vectors[p.id] for p in products]) if products else np.zeros((0, 0))
@@ -162,7 +184,7 @@ class Explainer:
             pairs = [(v, tt) for tt in tag_texts for v in variants]
             scores = self.reranker.score_pairs(pairs).reshape(len(tag_ids), len(variants))
         else:
-            vecs = self.index.encoder.encode(variants)  # (1 + n, dim)
+            vecs = self._encode(variants)  # (1 + n, dim)
             dim = self.index.encoder.dim  # the text part of (possibly graph-fused) tag vectors
             tag_vecs = np.stack([self.index.tag_vector(t)[:dim] for t in tag_ids])  # (n_tags, dim)
             scores = (tag_vecs @ vecs.T).astype(np.float64)  # (n_tags, 1 + n)
@@ -183,69 +205,72 @@ class Explainer:
         if not products:
             return []
         index = self.index
-        by_id = index.by_id
         vectors = index.encode_products(products, show_progress=show_progress)  # (n, dim)
         ranked = rank_candidates(
             index, products, self.params.top_k, self.reranker, self.params.depth, vectors=vectors
         )
-        out = []
-        for product, vector, r in zip(products, vectors, ranked, strict=True):
-            chosen = self._choose(r)
-            by_tag = {c.tag: (i, c) for i, c in enumerate(r.candidates)}
-            tag_ids = [a.tag for a in chosen]
-            logits, cross_logits = self._logits(product, tag_ids, by_tag)
-            words = self._occlusion(product, vector, tag_ids)
-            items = []
-            for a in chosen:
-                rank, cand = by_tag.get(a.tag, (None, None))
-                logit = logits.get(a.tag)
-                own_prob = None
-                if self.calibration is not None:
-                    value = (
-                        logit
-                        if self.calibration.score == "rerank"
-                        else (cand.bi_score if cand is not None else float(vector @ index.tag_vector(a.tag)))
-                    )
-                    if value is not None:
-                        own_prob = float(
-                            self.calibration.probabilities(np.array([value]), np.array([a.level]))[0]
-                        )
-                items.append(
-                    {
-                        "tag": a.tag,
-                        "name": by_id[a.tag].name,
-                        "path": " > ".join(tag_path(by_id[a.tag], by_id)),
-                        "probability": _r(a.probability) if self.calibration is not None else None,
-                        "level": a.level,
-                        **({"ancestor_of": a.ancestor_of} if a.ancestor_of else {}),
-                        "parts": {
-                            **self._similarity_parts(vector, a.tag),
-                            "first_stage_score": _r(cand.bi_score) if cand is not None else None,
-                            "cross_encoder_logit": _r(cross_logits.get(a.tag)),
-                            "reranker_logit": _r(logit),
-                            "reranker_probability": _r(float(sigmoid(np.array([logit]))[0]))
-                            if logit is not None
-                            else None,
-                            "calibrated_probability": _r(own_prob),
-                            "rank": None if rank is None else rank + 1,
-                            "score": _r(cand.score) if cand is not None else None,
-                        },
-                        "neighbours": self._neighbours(vector, a.tag, exclude=product.id),
-                        "words": words[a.tag],
-                    }
+        return [
+            self.explain_ranked(product, vector, r, self._choose(r))
+            for product, vector, r in zip(products, vectors, ranked, strict=True)
+        ]
+
+    def explain_ranked(
+        self, product: Product, vector: np.ndarray, r: RankedCandidates, chosen: Sequence[Assigned]
+    ) -> dict[str, Any]:
+        """The explanation of one product already encoded (``vector`` (dim,)) and ranked (``r``), for
+        the tags in ``chosen`` (e.g. the calibrated decision, or every tag a caller shows)."""
+        index = self.index
+        by_id = index.by_id
+        by_tag = {c.tag: (i, c) for i, c in enumerate(r.candidates)}
+        tag_ids = [a.tag for a in chosen]
+        logits, cross_logits = self._logits(product, tag_ids, by_tag)
+        words = self._occlusion(product, vector, tag_ids)
+        items = []
+        for a in chosen:
+            rank, cand = by_tag.get(a.tag, (None, None))
+            logit = logits.get(a.tag)
+            own_prob = None
+            if self.calibration is not None:
+                value = (
+                    logit
+                    if self.calibration.score == "rerank"
+                    else (cand.bi_score if cand is not None else float(vector @ index.tag_vector(a.tag)))
                 )
-            out.append(
+                if value is not None:
+                    own_prob = float(
+                        self.calibration.probabilities(np.array([value]), np.array([a.level]))[0]
+                    )
+            items.append(
                 {
-                    "id": product.id,
-                    "title": product.title,
-                    "scorer": "rerank" if self.reranker is not None else "bi_encoder",
-                    "decision": "calibrated"
-                    if self.calibration is not None
-                    else "top-ranked (no calibration)",
-                    "assigned": items,
+                    "tag": a.tag,
+                    "name": by_id[a.tag].name,
+                    "path": " > ".join(tag_path(by_id[a.tag], by_id)),
+                    "probability": _r(a.probability) if self.calibration is not None else None,
+                    "level": a.level,
+                    **({"ancestor_of": a.ancestor_of} if a.ancestor_of else {}),
+                    "parts": {
+                        **self._similarity_parts(vector, a.tag),
+                        "first_stage_score": _r(cand.bi_score) if cand is not None else None,
+                        "cross_encoder_logit": _r(cross_logits.get(a.tag)),
+                        "reranker_logit": _r(logit),
+                        "reranker_probability": _r(float(sigmoid(np.array([logit]))[0]))
+                        if logit is not None
+                        else None,
+                        "calibrated_probability": _r(own_prob),
+                        "rank": None if rank is None else rank + 1,
+                        "score": _r(cand.score) if cand is not None else None,
+                    },
+                    "neighbours": self._neighbours(vector, a.tag, exclude=product.id),
+                    "words": words[a.tag],
                 }
             )
-        return out
+        return {
+            "id": product.id,
+            "title": product.title,
+            "scorer": "rerank" if self.reranker is not None else "bi_encoder",
+            "decision": "calibrated" if self.calibration is not None else "top-ranked (no calibration)",
+            "assigned": items,
+        }
 
     def _choose(self, r: RankedCandidates) -> list[Assigned]:
         by_id = self.index.by_id

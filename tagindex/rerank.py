@@ -253,6 +253,10 @@ class Reranker:
                 self._tag_texts[(key, t)] = tag_text(by_id[t], by_id, self.text_params)
         return [self._tag_texts[(key, t)] for t in tag_ids]
 
+    def forget_tag_texts(self) -> None:
+        """Drops cached tag texts (call after an index's tags changed: a re-added id may read differently)."""
+        self._tag_texts.clear()
+
     # ---- scoring --------------------------------------------------------------------------------
     def score_pairs(self, pairs: Sequence[tuple[str, str]], show_progress: bool = False) -> np.ndarray:
         """Cross-encoder logits (n,) for (product text, tag text) pairs, batched by length."""

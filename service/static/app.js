@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let current = null; // the product last tagged: {id, title, description}
+let serviceInfo = null; // /v1/info: the decider and the rerank stage, if any
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -53,10 +54,15 @@ function scoreCell(score) {
 async function loadInfo() {
   try {
     const info = await api("GET", "/v1/info");
+    serviceInfo = info;
     const ix = info.index;
+    const stage = info.stage;
     $("index-info").textContent =
       `${ix.n_tags} tags · ${ix.encoder_backend} encoder · ${ix.index_kind} index · version ${ix.version} · ` +
-      `${info.feedback_rows} feedback rows`;
+      `${info.feedback_rows} feedback rows` +
+      (stage && stage.reranker ? ` · reranker (depth ${stage.rerank_depth})` : "") +
+      (stage && stage.calibration ? " · calibrated decisions" : "");
+    $("rerank-label").hidden = !(stage && stage.reranker);
     if (info.accept_threshold !== null && $("accept-threshold").value === "") {
       $("accept-threshold").value = info.accept_threshold;
     }
@@ -88,16 +94,18 @@ $("tag-form").addEventListener("submit", async (ev) => {
     top_k: Number($("top-k").value) || 8,
     include_ancestors: $("ancestors").checked,
     explain: true,
-    decide: threshold !== "",
+    decide: threshold !== "" || (serviceInfo !== null && serviceInfo.decider === "calibrated"),
   };
   if (threshold !== "") body.accept_threshold = Number(threshold);
+  if (!$("rerank-label").hidden) body.rerank = $("rerank").checked;
   status("tag-status", "tagging…");
   try {
     const data = await api("POST", "/v1/tag", body);
     const result = data.results[0];
     current = {id: result.id, title: body.product.title, description: body.product.description};
     renderSuggestions(result);
-    status("tag-status", `${result.tags.length} tags in ${data.elapsed_ms.toFixed(0)} ms · product id ${result.id}`);
+    status("tag-status", `${result.tags.length} tags in ${data.elapsed_ms.toFixed(0)} ms · product id ${result.id}` +
+      (data.reranked ? ` · reranked top ${data.rerank_depth}` : ""));
     $("add-judgement-form").hidden = false;
   } catch (e) {
     status("tag-status", e.message, true);
@@ -127,7 +135,7 @@ function renderSuggestions(result) {
       }
     };
     tbody.append(el("tr", {"data-tag": hit.tag},
-      el("td", {}, scoreCell(hit.score)),
+      el("td", {}, scoreCell(hit.score), stageScores(hit)),
       el("td", {}, el("strong", {}, hit.name), el("br"), el("small", {class: "muted"}, pathText(hit.path)),
         hit.ancestor_of ? el("small", {class: "muted"}, " (parent of a ranked tag)") : ""),
       el("td", {}, hit.decision ? el("span", {class: `badge ${hit.decision}`, title: hit.reason || ""}, hit.decision) : "–"),
@@ -140,13 +148,43 @@ function renderSuggestions(result) {
         verdict)));
   }
   table.append(tbody);
-  $("tag-results").replaceChildren(table);
+  const nodes = [table];
+  if (result.assigned) {
+    nodes.unshift(el("p", {id: "assigned"}, el("strong", {}, "Assigned (calibrated): "),
+      result.assigned.length
+        ? result.assigned.map((a) => `${a.name} (p ${fmt(a.probability)})`).join(" › ")
+        : "none reaches its level's threshold"));
+  }
+  $("tag-results").replaceChildren(...nodes);
+}
+
+// Reranker probability and calibrated probability under the score, when the service has them.
+function stageScores(hit) {
+  const parts = [];
+  if (hit.bi_encoder_score !== null && hit.bi_encoder_score !== undefined && hit.rerank_score !== null) {
+    parts.push(`similarity ${fmt(hit.bi_encoder_score)}`);
+  }
+  if (hit.rerank_score !== null && hit.rerank_score !== undefined) parts.push(`reranker ${fmt(hit.score)}`);
+  if (hit.probability !== null && hit.probability !== undefined) parts.push(`p ${fmt(hit.probability)}`);
+  return parts.length ? el("small", {class: "muted stage-scores"}, el("br"), parts.join(" · ")) : "";
 }
 
 function explanationNode(x) {
-  const parts = Object.entries(x.parts).map(([k, v]) => `${k.replaceAll("_", " ")} ${fmt(v)}`).join(", ");
+  const parts = Object.entries(x.parts)
+    .map(([k, v]) => `${k.replaceAll("_", " ")} ${k === "rank" ? v : fmt(v)}`).join(", ");
   const details = el("details", {}, el("summary", {}, parts));
   if (x.matched_terms.length) details.append(el("p", {}, "Shared words: ", x.matched_terms.join(", ")));
+  if (x.words && x.words.length) {
+    details.append(el("p", {class: "words"}, "Important words: ",
+      x.words.map((w) => `${w.word} (${w.effect > 0 ? "+" : ""}${fmt(w.effect)})`).join(", ")));
+  }
+  if (x.examples && x.examples.length) {
+    const list = el("ul", {class: "examples"});
+    for (const e of x.examples) {
+      list.append(el("li", {}, e.title || `product ${e.id}`, " ", el("small", {class: "muted"}, `similarity ${fmt(e.similarity)}`)));
+    }
+    details.append(el("p", {}, "Labelled products with this tag:"), list);
+  }
   if (x.inherited_from) details.append(el("p", {}, `Parent of ${x.inherited_from}; carries its score.`));
   if (x.neighbours.length) {
     const list = el("ul");

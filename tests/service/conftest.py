@@ -81,3 +81,69 @@ def client(index_dir: Path, svc_encoder) -> Iterator:
         create_app(make_settings(index_dir, max_batch=8, max_top_k=400), encoder=svc_encoder)
     ) as c:
         yield c
+
+
+# ---- rerank stage: a tiny cross-encoder trained on a small real MWPD sample, once per session ----------
+@pytest.fixture(scope="session")
+def mwpd_train_sample(mwpd_converted: Path) -> list:
+    """60 MWPD training offers (seeded sample): 48 train the reranker, the rest fit its calibration."""
+    import random
+
+    from tagindex.io import load_products
+
+    return random.Random(7).sample(load_products(mwpd_converted / "train.jsonl"), 60)
+
+
+@pytest.fixture(scope="session")
+def stage_files(
+    exemplar_index: Path, built_index: Path, svc_encoder, mwpd_train_sample, tmp_path_factory
+) -> dict[str, Path]:
+    """Reranker (trained against ``exemplar_index``, whose key its fusion weights record), a
+    calibration fitted for it, a second (untrained) reranker it does not belong to, and a bi-encoder
+    calibration for ``built_index``: the files ``tagindex train-reranker`` / ``calibrate`` write, built
+    with the same library calls (seconds: 48 products, 1 epoch)."""
+    from tagindex.calibrate import CalibrationParams, fit_calibration
+    from tagindex.index import TagIndex
+    from tagindex.rerank import Reranker, RerankerParams, train_reranker
+
+    out = tmp_path_factory.mktemp("svc-stage")
+    index = TagIndex.load(exemplar_index, encoder=svc_encoder)
+    train, dev = mwpd_train_sample[:48], mwpd_train_sample[48:]
+    params = RerankerParams(
+        max_products=48, hard_negatives=2, random_negatives=1, dev_fraction=0.2, dev_eval_products=10, depth=8
+    )
+    reranker = train_reranker(index, train, params)
+    reranker.save(out / "reranker")
+    reranker = Reranker.load(out / "reranker")
+    # Lenient targets: a dozen dev products must still give some assigned tags to test decisions on.
+    cal_params = CalibrationParams(target_precision=0.5, min_samples=10, min_positives=1)
+    fit_calibration(index, dev, reranker, depth=8, params=cal_params).save(out / "calibration.json")
+    plain = TagIndex.load(built_index, encoder=svc_encoder)
+    fit_calibration(plain, dev, None, depth=8, params=cal_params).save(out / "calibration-bi.json")
+    Reranker.create(RerankerParams(seed=99, depth=8)).save(out / "other-reranker")
+    return {
+        "reranker": out / "reranker",
+        "calibration": out / "calibration.json",
+        "calibration_bi": out / "calibration-bi.json",
+        "other_reranker": out / "other-reranker",
+    }
+
+
+@pytest.fixture(scope="session")
+def exemplar_index(built_index: Path, svc_encoder, mwpd_train_sample, tmp_path_factory) -> Path:
+    """The MWPD index with the 48 training offers stored as exemplars (nearest labelled products)."""
+    from tagindex.index import TagIndex
+
+    out = tmp_path_factory.mktemp("svc-exemplars") / "index"
+    index = TagIndex.load(built_index, encoder=svc_encoder)
+    index.add_exemplars(mwpd_train_sample[:48])
+    index.save(out)
+    return out
+
+
+@pytest.fixture
+def stage_index_dir(exemplar_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the exemplar index (the one the stage reranker was trained against)."""
+    target = tmp_path / "stage-index"
+    shutil.copytree(exemplar_index, target)
+    return target

@@ -27,7 +27,7 @@ def free_port() -> int:
 class Server:
     """``python -m tagindex.cli serve`` in a subprocess, waited on until /readyz answers 200."""
 
-    def __init__(self, index_dir: Path, log: Path) -> None:
+    def __init__(self, index_dir: Path, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TAGINDEX_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
@@ -44,6 +44,7 @@ class Server:
                 str(index_dir),
                 "--port",
                 str(self.port),
+                *extra,
             ],
             env=env,
             stdout=self.log,
@@ -129,3 +130,60 @@ def test_serve_refuses_a_missing_index_with_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "tagindex serve: error:" in proc.stderr and "no manifest.json" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_with_reranker_and_calibration_over_http(
+    stage_index_dir, sample_products, stage_files, tmp_path
+):
+    """``tagindex serve --reranker --rerank-depth --calibration``: concurrent reranked requests over real
+    HTTP give the answers sequential ones give; bounds are 422; a mismatched pair never starts."""
+    extra = (
+        "--reranker",
+        str(stage_files["reranker"]),
+        "--rerank-depth",
+        "6",
+        "--calibration",
+        str(stage_files["calibration"]),
+    )
+    server = Server(stage_index_dir, tmp_path / "server.log", extra)
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            info = http.get("/v1/info").json()
+            assert info["stage"]["rerank_depth"] == 6 and info["decider"] == "calibrated"
+
+            def tag(p: dict) -> dict:
+                r = http.post("/v1/tag", json={"product": p, "top_k": 8, "decide": True})
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            sequential = [tag(p) for p in sample_products[:10]]
+            with ThreadPoolExecutor(8) as pool:
+                concurrent = list(pool.map(tag, sample_products[:10]))
+            for a, b in zip(sequential, concurrent, strict=True):
+                assert a["reranked"] and a["rerank_depth"] == 6
+                ra, rb = a["results"][0], b["results"][0]
+                assert [t["tag"] for t in ra["tags"]] == [t["tag"] for t in rb["tags"]]
+                for x, y in zip(ra["tags"], rb["tags"], strict=True):
+                    if x["rerank_score"] is None:
+                        assert y["rerank_score"] is None
+                    else:
+                        assert y["rerank_score"] == pytest.approx(x["rerank_score"], abs=1e-4)
+                assert all(t["rerank_score"] is not None for t in ra["tags"][:6])
+                assert all(t["rerank_score"] is None for t in ra["tags"][6:])
+                assert [x["tag"] for x in ra["assigned"]] == [x["tag"] for x in rb["assigned"]]
+            too_deep = http.post("/v1/tag", json={"product": sample_products[0], "rerank_depth": 101})
+            assert too_deep.status_code == 422 and "outside 1..100" in too_deep.text
+    finally:
+        assert server.stop()
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "tagindex.cli", "serve", "--index", str(stage_index_dir), "--port", "1"]
+    cmd += [
+        "--reranker",
+        str(stage_files["other_reranker"]),
+        "--calibration",
+        str(stage_files["calibration"]),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "tagindex serve: error: the calibration was fitted for reranker" in proc.stderr

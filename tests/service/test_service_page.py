@@ -34,6 +34,22 @@ ARTIFACTS = REPO / "artifacts" / "service"
 @pytest.fixture
 def live_app(index_dir, svc_encoder) -> Iterator[tuple[str, object]]:
     """The app under a real uvicorn server in a thread (sharing the session's encoder)."""
+    yield from _serve(make_settings(index_dir, accept_threshold=0.3), svc_encoder)
+
+
+@pytest.fixture
+def live_stage_app(exemplar_index, tmp_path, svc_encoder, stage_files) -> Iterator[tuple[str, object]]:
+    """The app with a reranker, a calibration and an index holding exemplars."""
+    import shutil
+
+    shutil.copytree(exemplar_index, tmp_path / "index")
+    settings = make_settings(
+        tmp_path / "index", reranker_dir=stage_files["reranker"], calibration_file=stage_files["calibration"]
+    )
+    yield from _serve(settings, svc_encoder)
+
+
+def _serve(settings, encoder) -> Iterator[tuple[str, object]]:
     import uvicorn
 
     from service.app import create_app
@@ -41,7 +57,7 @@ def live_app(index_dir, svc_encoder) -> Iterator[tuple[str, object]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(make_settings(index_dir, accept_threshold=0.3), encoder=svc_encoder)
+    app = create_app(settings, encoder=encoder)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -134,3 +150,44 @@ def test_page_search_similar_tag_and_feedback(live_app):
     assert [(r.tag, r.action) for r in rows] == [(first_tag, "accept"), (second_tag, "reject")]
     assert rows[0].title.startswith("Sterling silver heart locket") and rows[0].score is not None
     assert (ARTIFACTS / "page.png").stat().st_size > 10_000
+
+
+def test_page_shows_reranker_scores_probabilities_and_important_words(live_stage_app):
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download)"
+    )
+    url, _ = live_stage_app
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            sync_api.expect(page.locator("#index-info")).to_contain_text("reranker (depth 8)")
+            assert page.locator("#rerank").is_checked()
+            page.fill("#title", "Mens black long sleeve cotton t-shirt")
+            page.press("#title", "Enter")
+            rows = page.locator("#suggestions tbody tr")
+            sync_api.expect(rows).to_have_count(8)
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("reranked top 8")
+            sync_api.expect(page.locator("#assigned")).to_contain_text("Assigned (calibrated)")
+            sync_api.expect(rows.nth(0).locator(".stage-scores")).to_contain_text("reranker")
+            sync_api.expect(rows.nth(0).locator(".stage-scores")).to_contain_text("p ")
+            assert (
+                page.locator("#suggestions .badge").count() == 8
+            )  # calibrated decisions, no threshold typed
+            rows.nth(0).locator("summary").click()
+            details = rows.nth(0).locator("details")
+            sync_api.expect(details).to_contain_text("reranker logit")
+            sync_api.expect(details).to_contain_text("calibrated probability")
+            sync_api.expect(details).to_contain_text("Important words")
+            # nearest labelled products (the index's exemplars) for the tags that have some
+            assert page.locator("#suggestions ul.examples li").count() > 0
+            page.screenshot(path=str(ARTIFACTS / "page-rerank.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
