@@ -183,7 +183,7 @@ class SemanticSearchRecipe(System):
         )
         hits = util.semantic_search(queries, self.corpus, top_k=k)
         return {
-            p.id: [(self.tag_ids[h["corpus_id"]], float(h["score"])) for h in row]
+            p.id: [(self.tag_ids[int(h["corpus_id"])], float(h["score"])) for h in row]
             for p, row in zip(products, hits, strict=True)
         }
 
@@ -487,15 +487,19 @@ class TagIndexExemplars(TagIndexSystem):
         return index
 
 
-@register("tagindex-exemplars-nogate")
-class TagIndexExemplarsNoGate(TagIndexExemplars):
-    name = "tagindex-exemplars-nogate"
-    description = "ablation: tagindex-exemplars without the zero-shot gate (tagindex.gate) for unseen tags"
+class NoGate(TagIndexSystem):
+    """Ablation mixin: the same system with the zero-shot gate (tagindex.gate) switched off."""
 
     def params(self) -> TagIndexParams:
         params = super().params()
         params.exemplars.fit_gate = False
         return params
+
+
+@register("tagindex-exemplars-nogate")
+class TagIndexExemplarsNoGate(NoGate, TagIndexExemplars):
+    name = "tagindex-exemplars-nogate"
+    description = "ablation: tagindex-exemplars without the zero-shot gate (tagindex.gate) for unseen tags"
 
 
 @register("tagindex-finetuned")
@@ -517,14 +521,9 @@ class TagIndexFineTunedExemplars(FineTunedMixin):
 
 
 @register("tagindex-finetuned-exemplars-nogate")
-class TagIndexFineTunedExemplarsNoGate(TagIndexFineTunedExemplars):
+class TagIndexFineTunedExemplarsNoGate(NoGate, TagIndexFineTunedExemplars):
     name = "tagindex-finetuned-exemplars-nogate"
     description = "ablation: tagindex-finetuned-exemplars without the zero-shot gate (tagindex.gate)"
-
-    def params(self) -> TagIndexParams:
-        params = super().params()
-        params.exemplars.fit_gate = False
-        return params
 
 
 def available() -> list[str]:

@@ -141,11 +141,7 @@ class RerankStage:
                 )
         calibration = None
         if settings.calibration_file is not None:
-            try:
-                calibration = Calibration.load(settings.calibration_file)
-            except ValueError as exc:
-                raise StageConfigError(str(exc)) from None
-            _check_levels(calibration, engine.by_id, settings.calibration_file)
+            calibration = _load_calibration(settings.calibration_file, engine.by_id)
         titles = _titles(settings.labelled_products) if settings.labelled_products else {}
         stage = cls(
             engine,
@@ -380,22 +376,22 @@ def preflight(settings: Any) -> None:
             depth = RerankerParams.from_dict(manifest.get("params", {})).depth
     calibration = None
     if settings.calibration_file is not None:
-        try:
-            calibration = Calibration.load(settings.calibration_file)
-        except ValueError as exc:
-            raise StageConfigError(str(exc)) from None
         from tagindex.index import read_saved_tags
 
         by_id = {t.id: t for t in read_saved_tags(settings.index_dir)}
-        _check_levels(calibration, by_id, settings.calibration_file)
+        calibration = _load_calibration(settings.calibration_file, by_id)
     _check_together(
         calibration, settings.reranker_dir is not None, reranker_fp, depth, settings.max_rerank_depth
     )
 
 
-def _check_levels(calibration: Calibration, by_id: dict[str, Any], path: Path) -> None:
-    """A calibration fitted on another vocabulary's hierarchy has thresholds for levels this index does
-    not have; refuse it rather than decide with maps for the wrong levels."""
+def _load_calibration(path: Path, by_id: dict[str, Any]) -> Calibration:
+    """Loads a calibration file and refuses one fitted on another vocabulary's hierarchy: it has
+    thresholds for levels this index does not have, and would decide with maps for the wrong levels."""
+    try:
+        calibration = Calibration.load(path)
+    except ValueError as exc:
+        raise StageConfigError(str(exc)) from None
     index_levels = {str(tag_level(t, by_id)) for t in by_id}
     fitted = set(calibration.thresholds)
     if fitted and not fitted <= index_levels:
@@ -403,6 +399,7 @@ def _check_levels(calibration: Calibration, by_id: dict[str, Any], path: Path) -
             f"{path}: fitted for hierarchy levels {sorted(fitted)}, but this index has levels "
             f"{sorted(index_levels)}: it belongs to another vocabulary"
         )
+    return calibration
 
 
 def _titles(path: Path) -> dict[str, str]:
