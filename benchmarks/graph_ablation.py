@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tagindex.graph.build import GraphParams, build_graph, save_graph
+from tagindex.graph.embed import EmbedParams, embed_graph, load_embeddings
+from tagindex.graph.fusion import FusionParams, GraphFusion
 
-from graph.build import GraphParams, build_graph, save_graph
-from graph.embed import EmbedParams, embed_graph, load_embeddings
-from graph.fusion import FusionParams, GraphFusion
 from tagindex.config import TagIndexParams
 from tagindex.convert import convert
 from tagindex.encoders import VectorCache, load_encoder

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from graph.embed import EmbedParams, WalkNode2Vec, _SageLinkModel
-from graph.walks import BiasedWalker
+from tagindex.graph.embed import EmbedParams, WalkNode2Vec, _SageLinkModel
+from tagindex.graph.walks import BiasedWalker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +59,7 @@ class PeakSampler:
 
 
 def peak_mb() -> float:
-    from graph.build import peak_rss_mb
+    from tagindex.graph.build import peak_rss_mb
 
     return peak_rss_mb()
 

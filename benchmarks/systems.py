@@ -105,9 +105,10 @@ class TagIndexGraph(TagIndexSystem):
         return _has_training_for(task)
 
     def build(self, task: Task, ctx: Context) -> TagIndex:
-        from graph.build import build_graph, save_graph
-        from graph.embed import EmbedParams, embed_graph, load_embeddings
-        from graph.fusion import FusionParams, GraphFusion
+        from tagindex.graph.build import build_graph, save_graph
+        from tagindex.graph.embed import EmbedParams, embed_graph, load_embeddings
+        from tagindex.graph.fusion import FusionParams, GraphFusion
+
         from tagindex.encoders import load_encoder
 
         params = self.params()

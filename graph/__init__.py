@@ -1,8 +1,9 @@
 """Product–attribute–tag graph, graph embeddings (node2vec, GraphSAGE) and their fusion with text vectors.
 
-Stages, one module each: :mod:`graph.build` (typed networkx graph, saved as Parquet edge lists),
-:mod:`graph.walks` (pure-torch node2vec biased random walks), :mod:`graph.embed` (node2vec and
-GraphSAGE link prediction with torch-geometric) and :mod:`graph.fusion` (text + graph vectors, with
+Stages, one module each: :mod:`tagindex.graph.build` (typed networkx graph, saved as Parquet edge lists),
+:mod:`tagindex.graph.walks` (pure-torch node2vec biased random walks),
+:mod:`tagindex.graph.embed` (node2vec and
+GraphSAGE link prediction with torch-geometric) and :mod:`tagindex.graph.fusion` (text + graph vectors, with
 inductive graph vectors for products that are not in the graph).
 """
 

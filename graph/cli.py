@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from graph.build import GraphParams, build_from_files, format_counts
-from graph.embed import METHODS, EmbedParams, embed_graph
+from tagindex.graph.build import GraphParams, build_from_files, format_counts
+from tagindex.graph.embed import METHODS, EmbedParams, embed_graph
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ full-batch with a link-prediction objective. Saved as a directory: ``vectors.saf
 
 PyG 2.8.1's ``Node2Vec`` refuses to start without pyg-lib (not on PyPI) and torch-cluster only builds
 from source, so :class:`WalkNode2Vec` keeps PyG's skip-gram loss and sampling but swaps in
-:class:`graph.walks.BiasedWalker`. ``NeighborLoader`` needs compiled extensions too, hence full-batch SAGE.
+:class:`tagindex.graph.walks.BiasedWalker`. ``NeighborLoader`` needs compiled extensions too,
+hence full-batch SAGE.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
+from tagindex.graph.build import load_graph_tables, peak_rss_mb
+from tagindex.graph.walks import BiasedWalker
 
 import tagindex
-from graph.build import load_graph_tables, peak_rss_mb
-from graph.walks import BiasedWalker
 from tagindex.config import _Params
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
 

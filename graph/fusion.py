@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
+from tagindex.graph.build import GraphParams, product_features
+from tagindex.graph.embed import NodeVectors
 
 import tagindex
-from graph.build import GraphParams, product_features
-from graph.embed import NodeVectors
 from tagindex.config import TextParams, _Params
 from tagindex.encoders import Encoder, VectorCache
 from tagindex.schema import Product, Tag
@@ -303,7 +303,8 @@ def fusion_from_cli(args: Any, index_params: Any, encoder: Encoder) -> GraphFusi
     The neighbour pool defaults to the products file the graph was built from (recorded in its
     manifest); a graph built without products (a bare taxonomy) uses the tags as the pool.
     """
-    from graph.embed import load_embeddings
+    from tagindex.graph.embed import load_embeddings
+
     from tagindex.io import load_products
 
     embeddings = load_embeddings(args.graph)

@@ -1,7 +1,8 @@
 """FastAPI application: tagging, similar and duplicate tags, vocabulary changes, feedback, web page.
 
-Start it with ``tagindex serve --index DIR`` or ``uvicorn --factory service.app:create_app`` (settings
-from ``TAGINDEX_*`` environment variables, see :class:`service.settings.Settings`).
+Start it with ``tagindex serve --index DIR`` or
+``uvicorn --factory tagindex.service.app:create_app`` (settings from ``TAGINDEX_*`` environment
+variables, see :class:`tagindex.service.settings.Settings`).
 
 CPU-bound endpoints are plain ``def``: FastAPI runs them in its thread pool, so the event loop keeps
 accepting requests while the encoder works; concurrent encodes are merged by the engine's batcher.
@@ -27,12 +28,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from service.engine import Engine
-from service.explanations import ExplainContext, make_decider, make_explainer
-from service.feedback import FeedbackRecord, FeedbackStore
-from service.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
-from service.models import (
+from tagindex.service.engine import Engine
+from tagindex.service.explanations import ExplainContext, make_decider, make_explainer
+from tagindex.service.feedback import FeedbackRecord, FeedbackStore
+from tagindex.service.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from tagindex.service.models import (
     AddTagsRequest,
     AssignedTag,
     ChangeResponse,
@@ -55,8 +55,9 @@ from service.models import (
     TagRequest,
     TagResponse,
 )
-from service.settings import Settings
-from service.stage import RerankStage, ScoredResult, StageConfigError, StageRequestError
+from tagindex.service.settings import Settings
+from tagindex.service.stage import RerankStage, ScoredResult, StageConfigError, StageRequestError
+
 from tagindex.encoders import Encoder
 from tagindex.schema import Tag, TagScore
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tagindex.service.batching import EncodeBatcher
 
-from service.batching import EncodeBatcher
 from tagindex.index import TagIndex
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import read_manifest
@@ -91,7 +91,8 @@ class Engine:
         self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
         self._vocab = self._build_vocabulary()
         self._duplicates: dict[tuple[int, float, int], list[tuple[Tag, Tag, float]]] = {}
-        self.stage: Any = None  # the rerank / calibration stage (service.stage.RerankStage) when configured
+        # the rerank / calibration stage (tagindex.service.stage.RerankStage) when configured
+        self.stage: Any = None
 
     def close(self) -> None:
         self._batcher.close()

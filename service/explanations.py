@@ -11,7 +11,7 @@ What ships here uses only what the core computes today:
 
 A reranker, calibrated probabilities or graph scores add their parts by registering another
 explainer/decider (``register_explainer``, ``register_decider``) and naming it in the settings; the
-response shapes (``parts`` is an open mapping) stay the same. :mod:`service.stage` registers the
+response shapes (``parts`` is an open mapping) stay the same. :mod:`tagindex.service.stage` registers the
 library's (``tagindex`` explainer, ``calibrated`` decider).
 """
 

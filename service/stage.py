@@ -12,7 +12,7 @@ do; this module only loads the models once, checks that they belong together, an
   added or retired over HTTP cannot change the vocabulary in the middle of a rerank.
 
 The explainer (``tagindex``) and decider (``calibrated``) are registered through the seam in
-:mod:`service.explanations`.
+:mod:`tagindex.service.explanations`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from service.explanations import (
+from tagindex.service.explanations import (
     ExplainContext,
     SimilarityExplainer,
     TagExplanation,
     register_decider,
     register_explainer,
 )
+
 from tagindex.calibrate import Assigned, Calibration, Hierarchy, assign, scored_pairs, tag_level
+from tagindex.errors import CompatibilityError, InputError
 from tagindex.explain import Explainer, ExplainParams
 from tagindex.rerank import Candidate, RankedCandidates, Reranker, index_key, rank_candidates, with_ancestors
 from tagindex.schema import Product, TagResult, TagScore
@@ -43,11 +44,11 @@ from tagindex.text import ancestors
 logger = logging.getLogger(__name__)
 
 
-class StageConfigError(ValueError):
+class StageConfigError(CompatibilityError):
     """The configured reranker / calibration cannot serve this index (the service refuses to start)."""
 
 
-class StageRequestError(ValueError):
+class StageRequestError(InputError):
     """A request asks for something the configured stage cannot give (answered with 422)."""
 
 

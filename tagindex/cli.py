@@ -115,8 +115,8 @@ def run_index(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     encoder = fusion = None
     if args.graph:
-        from graph.fusion import fusion_from_cli
         from tagindex.encoders import load_encoder
+        from tagindex.graph.fusion import fusion_from_cli
 
         encoder = load_encoder(params.encoder)
         fusion = fusion_from_cli(args, params, encoder)
@@ -498,7 +498,7 @@ def run_config(args: argparse.Namespace) -> int:
 
 # ---- graph (sub-commands live in the graph package) -------------------------------------------------
 def _configure_graph(p: argparse.ArgumentParser) -> None:
-    from graph.cli import configure
+    from tagindex.graph.cli import configure
 
     configure(p)
 
@@ -509,7 +509,7 @@ def _configure_graph(p: argparse.ArgumentParser) -> None:
     _configure_graph,
 )
 def run_graph(args: argparse.Namespace) -> int:
-    from graph.cli import run
+    from tagindex.graph.cli import run
 
     return run(args)
 
@@ -534,9 +534,9 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from service.app import create_app
-        from service.settings import Settings
-        from service.stage import preflight
+        from tagindex.service.app import create_app
+        from tagindex.service.settings import Settings
+        from tagindex.service.stage import preflight
     except ImportError as exc:
         raise ValueError(f"serve needs the service extra: pip install 'tagindex[service]' ({exc})") from None
     from tagindex.store import read_manifest
@@ -566,8 +566,8 @@ def _configure_feedback(p: argparse.ArgumentParser) -> None:
 
 @command("feedback", "export merchandiser feedback from the service as a products file", _configure_feedback)
 def run_feedback(args: argparse.Namespace) -> int:
-    from service.feedback import FeedbackStore
     from tagindex.io import write_jsonl
+    from tagindex.service.feedback import FeedbackStore
 
     if not Path(args.db).is_file():
         raise ValueError(f"{args.db}: no such feedback database")

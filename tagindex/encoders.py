@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
+from tagindex.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-class EncoderError(RuntimeError):
+class EncoderError(ModelError):
     """Raised when an encoder cannot be loaded (missing model, missing extra)."""
 
 

@@ -129,7 +129,7 @@ class Explainer:
     def _similarity_parts(self, vector: np.ndarray, tag_id: str) -> dict[str, float | None]:
         """Bi-encoder (text) and graph contributions to the vector similarity; they add up to it.
 
-        With graph fusion (``graph.fusion``) vectors are ``[sqrt(1-w) text, sqrt(w) graph]``, so the
+        With graph fusion (``tagindex.graph.fusion``) vectors are ``[sqrt(1-w) text, sqrt(w) graph]``, so the
         inner product splits into a text term and a graph term; without it the graph part is None.
         """
         tag_vector = self.index.tag_vector(tag_id)

@@ -66,7 +66,7 @@ class TagIndex:
     ) -> None:
         self.params = params or TagIndexParams()
         self.encoder = encoder or load_encoder(self.params.encoder)
-        # Optional graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
+        # Optional tagindex.graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
         self.fusion = fusion
         self.vector_dim = self.encoder.dim + (fusion.dim if fusion is not None else 0)
         self._tags: list[Tag] = []
@@ -477,7 +477,7 @@ class TagIndex:
             params.encoder.model = str(directory / "encoder")
         fusion = None
         if manifest.get("graph"):
-            from graph.fusion import GraphFusion
+            from tagindex.graph.fusion import GraphFusion
 
             fusion = GraphFusion.load(directory / "graph", verify=verify)
         index = cls(params, encoder, fusion)

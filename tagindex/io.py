@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from tagindex.errors import InputError
 from tagindex.schema import Product, Tag
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ OnError = Literal["raise", "skip"]
 _MAX_REPORTED = 20
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Raised when an input file cannot be used; the message names file and line."""
 
 

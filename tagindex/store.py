@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tagindex.errors import ArtifactError
 
-class IndexFormatError(ValueError):
+
+class IndexFormatError(ArtifactError):
     """A saved directory is missing, incomplete, corrupted or from an incompatible version."""
 
 

@@ -6,8 +6,7 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-
-from graph.build import (
+from tagindex.graph.build import (
     GraphParams,
     breadcrumb_keywords,
     build_graph,
@@ -17,6 +16,7 @@ from graph.build import (
     save_graph,
     shopify_category_attributes,
 )
+
 from tagindex.io import DataError, load_products, load_tags
 from tagindex.schema import Product, Tag
 from tagindex.store import IndexFormatError

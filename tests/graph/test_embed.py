@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tagindex.graph.build import build_graph, save_graph
+from tagindex.graph.embed import EmbedParams, embed_graph, load_embeddings
 
-from graph.build import build_graph, save_graph
-from graph.embed import EmbedParams, embed_graph, load_embeddings
 from tagindex.schema import Product, Tag
 from tagindex.store import IndexFormatError
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tagindex.graph.embed import NodeVectors
+from tagindex.graph.fusion import FusionParams, GraphFusion
 
-from graph.embed import NodeVectors
-from graph.fusion import FusionParams, GraphFusion
 from tagindex.config import EncoderParams
 from tagindex.encoders import Encoder, normalize
 from tagindex.index import TagIndex

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from graph.walks import BiasedWalker
+from tagindex.graph.walks import BiasedWalker
 
 # Undirected weighted graph: 0-1, 1-2, 1-3, 2-3, 3-4, 1-5, 0-5. From t=0 to v=1, the neighbours of 1 are
 # 0 (return), 5 and ... 5 is also a neighbour of 0 (distance 1), 2 and 3 are at distance 2 from 0.

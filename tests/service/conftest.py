@@ -74,8 +74,7 @@ def index_dir(built_index: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def client(index_dir: Path, svc_encoder) -> Iterator:
     from fastapi.testclient import TestClient
-
-    from service.app import create_app
+    from tagindex.service.app import create_app
 
     with TestClient(
         create_app(make_settings(index_dir, max_batch=8, max_top_k=400), encoder=svc_encoder)

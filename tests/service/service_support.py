@@ -12,6 +12,6 @@ KEY = {"X-API-Key": API_KEY}
 
 def make_settings(index_dir: Path, **overrides: Any) -> Any:
     """Service settings for a test index, with the test API key."""
-    from service.settings import Settings
+    from tagindex.service.settings import Settings
 
     return Settings(index_dir=index_dir, api_key=API_KEY, **overrides)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from service_support import KEY, make_settings
+from tagindex.service.app import create_app
 
-from service.app import create_app
 from tagindex.index import TagIndex
 from tagindex.schema import Product
 
@@ -78,7 +78,7 @@ def test_explanations_and_decisions_use_real_scores(client):
 
 
 def test_matched_terms_are_words_shared_with_the_tag():
-    from service.explanations import terms
+    from tagindex.service.explanations import terms
 
     assert terms("Silver Rings, 2 pieces") & terms("Jewellery > Rings") == {"ring"}
     assert "the" not in terms("the ring")
@@ -321,7 +321,7 @@ def test_openapi_documents_every_route_with_examples_and_security(client):
 
 
 def test_settings_come_from_the_environment(monkeypatch, tmp_path):
-    from service.settings import Settings
+    from tagindex.service.settings import Settings
 
     monkeypatch.setenv("TAGINDEX_INDEX_DIR", str(tmp_path / "ix"))
     monkeypatch.setenv("TAGINDEX_API_KEY", "from-env")
@@ -339,7 +339,7 @@ def test_the_page_and_its_assets_are_served(client):
 
 
 def test_a_registered_explainer_and_decider_plug_in(index_dir, svc_encoder):
-    from service.explanations import TagExplanation, register_decider, register_explainer
+    from tagindex.service.explanations import TagExplanation, register_decider, register_explainer
 
     class Constant:
         name = "constant"

@@ -51,8 +51,7 @@ def live_stage_app(exemplar_index, tmp_path, svc_encoder, stage_files) -> Iterat
 
 def _serve(settings, encoder) -> Iterator[tuple[str, object]]:
     import uvicorn
-
-    from service.app import create_app
+    from tagindex.service.app import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

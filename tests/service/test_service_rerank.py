@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from service_support import make_settings
+from tagindex.service.app import create_app
+from tagindex.service.stage import StageConfigError, preflight
 
-from service.app import create_app
-from service.stage import StageConfigError, preflight
 from tagindex.io import load_tags
 from tagindex.text import ancestors
 

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from tagindex.service.batching import EncodeBatcher
+from tagindex.service.engine import RWLock
+from tagindex.service.feedback import FeedbackRecord, FeedbackStore
 
-from service.batching import EncodeBatcher
-from service.engine import RWLock
-from service.feedback import FeedbackRecord, FeedbackStore
 from tagindex.config import EncoderParams
 from tagindex.encoders import Encoder
 
