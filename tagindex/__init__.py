@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tagindex._version import __version__
+from tagindex.version import __version__
 
 if TYPE_CHECKING:
     from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams

@@ -20,7 +20,6 @@ import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
 from tagindex.errors import ModelError
-from tagindex.store import apply_umask
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +207,8 @@ class VectorCache:
         return self._vectors[[self._rows[k] for k in keys]]  # (n, dim)
 
     def _save(self) -> None:
+        from tagindex.store import apply_umask
+
         self.dir.mkdir(parents=True, exist_ok=True)
         keys = np.array(sorted(self._rows, key=self._rows.__getitem__), dtype="<U40")
         fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".npz", dir=self.dir)

@@ -1,3 +1,3 @@
-"""The package version: the one place it is written (pyproject.toml reads it as a dynamic field)."""
+"""The package version (one place; ``tagindex.__version__`` re-exports it)."""
 
 __version__ = "0.1.0"

@@ -77,7 +77,7 @@ def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None
     """``-q``/``-v``: on the main parser, and again (hidden, no default) after any command name;
     ``--version`` on the main parser."""
     if not sub:
-        from tagindex._version import __version__
+        from tagindex.version import __version__
 
         p.add_argument("--version", action="version", version=f"tagindex {__version__}")
     extra: dict[str, Any] = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS} if sub else {}
