@@ -207,15 +207,12 @@ class VectorCache:
         return self._vectors[[self._rows[k] for k in keys]]  # (n, dim)
 
     def _save(self) -> None:
-        from tagindex.store import apply_umask
-
         self.dir.mkdir(parents=True, exist_ok=True)
         keys = np.array(sorted(self._rows, key=self._rows.__getitem__), dtype="<U40")
         fd, tmp = tempfile.mkstemp(prefix=".cache-", suffix=".npz", dir=self.dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, keys=keys, vectors=self._vectors)
-            apply_umask(tmp)
             os.replace(tmp, self.dir / "cache.npz")
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

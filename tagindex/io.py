@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from tagindex.errors import InputError
 from tagindex.schema import Product, Tag
-from tagindex.store import apply_umask
+from tagindex.umask import apply_umask
 
 logger = logging.getLogger(__name__)
 

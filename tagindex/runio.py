@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from tagindex.errors import InputError
 from tagindex.io import read_records, write_jsonl
-from tagindex.store import apply_umask
+from tagindex.umask import apply_umask
 
 RUN_FORMATS = ("jsonl", "csv", "parquet")
 _BY_SUFFIX = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

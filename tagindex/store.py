@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.errors import ArtifactError
+from tagindex.umask import apply_umask_tree
 
 
 class IndexFormatError(ArtifactError):
@@ -48,25 +49,6 @@ def library_versions(*names: str) -> dict[str, str]:
     return out
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: the set-and-restore idiom (briefly process-wide)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(path: str | os.PathLike[str], directory: bool = False) -> None:
-    """Gives a file (or directory) made by ``tempfile`` (mode 0600/0700) the mode the user's umask
-    gives a plain ``open()`` (or ``mkdir``), so atomic writes do not make outputs private."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
-
-
 @contextmanager
 def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary sibling directory that replaces ``target`` only if the block succeeds.
@@ -78,14 +60,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-        # mkdtemp makes the directory 0700 and some writers (safetensors) make 0600 files: give the
-        # finished tree the modes the user's umask gives anything else they create.
-        mask = current_umask()
-        for root, _dirs, files in os.walk(tmp):
-            os.chmod(root, 0o777 & ~mask)
-            for name in files:
-                if not os.path.islink(path := os.path.join(root, name)):
-                    os.chmod(path, 0o666 & ~mask)
+        apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             old.rmdir()
