@@ -103,15 +103,27 @@ class SentenceTransformerEncoder(Encoder):
         return self._fingerprint
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        from tagindex.progress import progress
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.params.batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
+        with progress(len(texts), show_progress) as bar:
+            # One encode() call keeps sentence-transformers' length-sorted batches (and so the vectors)
+            # exactly as before; the forward hook counts texts per batch for the bar.
+            def count(_module: Any, _inputs: Any, out: dict[str, Any]) -> None:  # None: output unchanged
+                bar.update(len(out["sentence_embedding"]))
+
+            hook = self.model.register_forward_hook(count)
+            try:
+                vectors = self.model.encode(
+                    list(texts),
+                    batch_size=self.params.batch_size,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                )
+            finally:
+                hook.remove()
         return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from tagindex.errors import InputError
 from tagindex.schema import Product, Tag
+from tagindex.umask import apply_umask
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,7 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
+        apply_umask(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.errors import ArtifactError
+from tagindex.umask import apply_umask_tree
 
 
 class IndexFormatError(ArtifactError):
@@ -59,6 +60,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             old.rmdir()
