@@ -138,7 +138,14 @@ def run_contract(data: Path, out: Path, work: Path) -> list[Path]:
             "tag_rerank_decide.jsonl",
         )
         Path("similar_tag.txt").write_text(
-            _cli("similar", "--index", "index", "--top-k", "5", "51121600_Vitamins/Minerals/Nutritional Supplements")
+            _cli(
+                "similar",
+                "--index",
+                "index",
+                "--top-k",
+                "5",
+                "51121600_Vitamins/Minerals/Nutritional Supplements",
+            )
         )
         Path("similar_text.txt").write_text(_cli("similar", "--index", "index", "red wine"))
         Path("similar_duplicates.txt").write_text(

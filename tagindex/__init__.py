@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams
 from tagindex.index import TagIndex
 from tagindex.io import DataError, load_products, load_tags
 from tagindex.schema import Product, Tag, TagResult, TagScore
+from tagindex.version import __version__
 
 __all__ = [
+    "__version__",
     "DataError",
     "EncoderParams",
     "Product",

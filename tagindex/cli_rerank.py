@@ -68,32 +68,22 @@ def _load_stage(args: argparse.Namespace, depth_attr: str = "rerank_depth") -> t
 def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -> Iterator[dict[str, Any]]:
     """Run-file lines for ``tag`` with a reranker and/or decisions; ``id`` and ``tags`` keep the
     contract format, decisions go to a separate ``assigned`` list."""
-    from tagindex.calibrate import assign
-    from tagindex.rerank import rank_candidates, with_ancestors
+    from tagindex.pipeline import TaggingPipeline
 
-    reranker, calibration = _load_stage(args)
-    if args.decide and calibration is None:
-        raise ValueError("--decide needs --calibration (fit one with `tagindex calibrate`)")
-    ranked = rank_candidates(
-        index,
+    pipeline = TaggingPipeline.from_files(
+        index, args.reranker, args.calibration, depth=args.rerank_depth, hierarchy=args.hierarchy
+    )
+    tagged = pipeline.tag(
         products,
-        args.top_k,
-        reranker,
-        args.rerank_depth,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        include_ancestors=args.ancestors,
+        decide=args.decide,
         cache_dir=args.cache,
         show_progress=not args.quiet,
     )
-    by_id = index.by_id
-    names = {t: tag.name for t, tag in by_id.items()}
-    decisions = assign(ranked, calibration, by_id, args.hierarchy) if args.decide else None
-    for i, r in enumerate(ranked):
-        if args.threshold is not None:
-            r.candidates = [c for c in r.candidates if c.score >= args.threshold]
-        result = with_ancestors(r, by_id, names) if args.ancestors else r.to_result(names)
-        record = result.to_dict()
-        if decisions is not None:
-            record["assigned"] = [a.to_dict() for a in decisions[i]]
-        yield record
+    for t in tagged:
+        yield t.to_record()
 
 
 # ---- train-reranker -----------------------------------------------------------------------------------
