@@ -264,9 +264,7 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> NodeVe
         IndexFormatError: Not a complete, intact embedding directory.
     """
     directory = Path(path)
-    manifest = read_manifest(directory, KIND, verify=verify)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{directory}: embedding format {manifest.get('format_version')} unsupported")
+    manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
     table = pd.read_parquet(directory / "nodes.parquet")
     vectors = load_file(str(directory / "vectors.safetensors"))["vectors"]
     if len(table) != len(vectors):

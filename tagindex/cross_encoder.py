@@ -24,7 +24,7 @@ from tagindex.candidates import Candidate, RankedCandidates, from_bi_encoder, sc
 from tagindex.config import DEFAULT_MODEL, TextParams, _Params
 from tagindex.encoders import resolve_model_path
 from tagindex.schema import Product, TagResult
-from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.store import atomic_directory, library_versions, read_manifest, write_manifest
 from tagindex.text import product_text, tag_text
 from tagindex.version import __version__
 
@@ -339,11 +339,7 @@ class Reranker:
         from sentence_transformers import CrossEncoder
 
         directory = Path(path)
-        manifest = read_manifest(directory, KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{directory}: reranker format {manifest.get('format_version')} unsupported"
-            )
+        manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
         params = RerankerParams.from_dict(manifest["params"])
         torch.manual_seed(params.seed)
         model = CrossEncoder(

@@ -490,12 +490,7 @@ class TagIndex:
             IndexFormatError: The directory is not a complete, intact tagindex.
         """
         directory = Path(path)
-        manifest = read_manifest(directory, _KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{directory}: format version {manifest.get('format_version')} "
-                f"is not supported (expected {FORMAT_VERSION})"
-            )
+        manifest = read_manifest(directory, _KIND, verify=verify, format_version=FORMAT_VERSION)
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")

@@ -122,49 +122,6 @@ def check_depth(depth: int | None, max_depth: int | None = None, has_reranker: b
         )
 
 
-def rank_candidates(
-    index: TagIndex,
-    products: Sequence[Product],
-    top_k: int,
-    reranker: Reranker | None = None,
-    depth: int | None = None,
-    vectors: np.ndarray | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    show_progress: bool = False,
-    leave_one_out: bool = False,
-) -> list[RankedCandidates]:
-    """Bi-encoder candidates, reranked when a reranker is given, cut to ``top_k`` per product.
-
-    With a reranker, ``max(top_k, depth)`` bi-encoder candidates are fetched so the whole rerank
-    depth is rescored even when fewer tags are shown. No compatibility check is made here: build a
-    :class:`TaggingPipeline` for that.
-
-    Args:
-        index: Tag index.
-        products: Products to rank tags for.
-        top_k: Candidates kept per product.
-        reranker: Optional reranker.
-        depth: Rerank depth (default: the reranker's).
-        vectors: Product vectors (n, dim) when already encoded.
-        cache_dir: Product vector cache directory.
-        show_progress: Show progress bars.
-        leave_one_out: Score products stored as exemplars as if they were not (labelled dev products).
-    """
-    if top_k < 1:
-        raise ValueError(f"top-k must be at least 1, got {top_k}")
-    if reranker is not None:
-        depth = reranker.depth if depth is None else depth
-    k = max(top_k, depth or 0)
-    if vectors is None:
-        vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
-    ranked = from_bi_encoder(
-        index.tag_vectors([p.id for p in products], vectors, k, leave_one_out=leave_one_out)
-    )
-    if reranker is not None:
-        ranked = reranker.rerank(index, products, ranked, depth, show_progress=show_progress)
-    return [RankedCandidates(r.id, r.candidates[:top_k]) for r in ranked]
-
-
 @dataclass
 class Tagged:
     """One product through the pipeline.
@@ -284,19 +241,36 @@ class TaggingPipeline:
         show_progress: bool = False,
         leave_one_out: bool = False,
     ) -> list[RankedCandidates]:
-        """Encode -> candidates -> rerank (when configured and ``rerank``), ``top_k`` per product."""
+        """Encode -> candidates -> rerank (when configured and ``rerank``), ``top_k`` per product.
+
+        With a reranker, ``max(top_k, depth)`` bi-encoder candidates are fetched so the whole rerank
+        depth is rescored even when fewer tags are shown.
+
+        Args:
+            products: Products to rank tags for.
+            top_k: Candidates kept per product.
+            rerank: Use the reranker when one is configured.
+            depth: Rerank depth (default: the pipeline's).
+            vectors: Product vectors (n, dim) when already encoded.
+            cache_dir: Product vector cache directory.
+            show_progress: Show progress bars.
+            leave_one_out: Score products stored as exemplars as if they were not (labelled dev products).
+        """
+        if top_k < 1:
+            raise ValueError(f"top-k must be at least 1, got {top_k}")
         reranker = self.reranker if rerank else None
-        return rank_candidates(
-            self.index,
-            products,
-            top_k,
-            reranker,
-            self.resolve_depth(depth) if reranker is not None else None,
-            vectors=vectors,
-            cache_dir=cache_dir,
-            show_progress=show_progress,
-            leave_one_out=leave_one_out,
+        depth = self.resolve_depth(depth) if reranker is not None else None
+        index = self.index
+        if vectors is None:
+            vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+        ranked = from_bi_encoder(
+            index.tag_vectors(
+                [p.id for p in products], vectors, max(top_k, depth or 0), leave_one_out=leave_one_out
+            )
         )
+        if reranker is not None:
+            ranked = reranker.rerank(index, products, ranked, depth, show_progress=show_progress)
+        return [RankedCandidates(r.id, r.candidates[:top_k]) for r in ranked]
 
     def decide(
         self, ranked: Sequence[RankedCandidates], by_id: Mapping[str, Tag], rerank: bool = True

@@ -5,7 +5,8 @@ Where each part lives now:
 - :mod:`tagindex.candidates`: ``Candidate``, ``RankedCandidates`` and the run-file shape;
 - :mod:`tagindex.cross_encoder`: the cross-encoder ``Reranker``, its parameters and score fusion;
 - :mod:`tagindex.rerank_training`: training it on labelled products;
-- :mod:`tagindex.pipeline`: the tagging pipeline that calls a reranker (``rank_candidates``).
+- :mod:`tagindex.pipeline`: the tagging pipeline that calls a reranker (``TaggingPipeline.rank``, once
+  ``rank_candidates`` here).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from tagindex.cross_encoder import (
     fingerprint,
     index_key,
 )
-from tagindex.pipeline import rank_candidates
 from tagindex.rerank_training import build_pairs, load_dev_ids, split_dev, train_reranker
 
 Fusion = ScoreFusion  # the former name of the reranker's score fusion
@@ -47,7 +47,6 @@ __all__ = [
     "index_key",
     "load_dev_ids",
     "positives_of",
-    "rank_candidates",
     "sigmoid",
     "split_dev",
     "train_reranker",
