@@ -288,7 +288,7 @@ def main() -> int:
             f"{r['added_ms']:8.1f} {c['ece_top1_lvl3']:8.3f} {c[cov_key]:8.3f} "
             f"{c[cov_key.replace('lvl3', 'lvl1')]:8.3f}"
         )
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "rerank_mwpd",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

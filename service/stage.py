@@ -35,10 +35,10 @@ from tagindex.service.explanations import (
 
 from tagindex.calibration import Assigned, Calibration, Hierarchy
 from tagindex.candidates import Candidate, RankedCandidates, tag_level
-from tagindex.cross_encoder import Reranker
 from tagindex.errors import CompatibilityError, InputError
 from tagindex.explain import Explainer, ExplainParams
-from tagindex.pipeline import TaggingPipeline, check_calibration, check_depth
+from tagindex.interfaces import PairScorer, Reranker
+from tagindex.pipeline import TaggingPipeline, check_calibration, check_depth, load_reranker
 from tagindex.schema import Product, TagResult, TagScore
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class RerankStage:
         reranker = None
         if settings.reranker_dir is not None:
             try:
-                reranker = Reranker.load(settings.reranker_dir)
+                reranker = load_reranker(settings.reranker_dir)
             except (OSError, ValueError) as exc:  # IndexFormatError is a ValueError
                 raise StageConfigError(f"cannot load the reranker {settings.reranker_dir}: {exc}") from None
         calibration = None
@@ -146,7 +146,7 @@ class RerankStage:
             titles,
             settings.explain_words,
         )
-        if reranker is not None:  # the first forward pass is slow; pay it before serving
+        if isinstance(reranker, PairScorer):  # the first forward pass is slow; pay it before serving
             reranker.score_pairs([("warm-up", "warm-up")])
         logger.info(
             "rerank stage: reranker %s (depth %s), calibration %s (%s scores), %d labelled exemplars",
@@ -161,7 +161,8 @@ class RerankStage:
     def describe(self) -> dict[str, Any]:
         return {
             "reranker": self.reranker.fingerprint if self.reranker else None,
-            "fusion": bool(self.reranker and self.reranker.fusion_for(self.engine.index) is not None),
+            "fusion": isinstance(self.reranker, PairScorer)
+            and self.reranker.fusion_for(self.engine.index) is not None,
             "rerank_depth": self.default_depth,
             "max_rerank_depth": self.max_depth,
             "calibration": self.calibration.score if self.calibration else None,

@@ -28,8 +28,8 @@ import numpy as np
 from tagindex.calibration import Assigned, Calibration, Hierarchy
 from tagindex.candidates import RankedCandidates, positives_of, sigmoid, tag_level
 from tagindex.config import _Params
-from tagindex.cross_encoder import Reranker
 from tagindex.encoders import VectorCache
+from tagindex.interfaces import PairScorer, Reranker
 from tagindex.pipeline import TaggingPipeline
 from tagindex.schema import Product
 from tagindex.text import tag_path
@@ -178,16 +178,15 @@ class Explainer:
         """Per tag, the words whose removal lowers the tag's score most."""
         if self.params.words <= 0 or not tag_ids:
             return {t: [] for t in tag_ids}
-        text = (
-            self.reranker.product_texts([product]) if self.reranker else self.index.product_texts([product])
-        )[0]
+        scorer = self.reranker if isinstance(self.reranker, PairScorer) else None
+        text = (scorer.product_texts([product]) if scorer else self.index.product_texts([product]))[0]
         words = text.split()
         n = min(len(words), self.params.max_words)
         variants = [text] + [" ".join(words[:i] + words[i + 1 :]) for i in range(n)]
-        if self.reranker is not None:
-            tag_texts = self.reranker.tag_texts(self.index, tag_ids)
+        if scorer is not None:
+            tag_texts = scorer.tag_texts(self.index, tag_ids)
             pairs = [(v, tt) for tt in tag_texts for v in variants]
-            scores = self.reranker.score_pairs(pairs).reshape(len(tag_ids), len(variants))
+            scores = scorer.score_pairs(pairs).reshape(len(tag_ids), len(variants))
         else:
             vecs = self._encode(variants)  # (1 + n, dim)
             dim = self.index.encoder.dim  # the text part of (possibly graph-fused) tag vectors
@@ -305,12 +304,14 @@ class Explainer:
                 stage[t], cross[t] = cand.rerank_score, cand.cross_score
             else:
                 todo.append(t)
-        if todo:
-            fused = self.reranker.fusion_for(self.index) is not None
-            text = self.reranker.product_texts([product])[0]
-            scores = self.reranker.score_pairs(
-                [(text, tt) for tt in self.reranker.tag_texts(self.index, todo)]
-            )
+        scorer = self.reranker if isinstance(self.reranker, PairScorer) else None
+        if todo and scorer is None:  # a reranker that cannot score single pairs: unknown
+            stage.update({t: None for t in todo})
+            cross.update({t: None for t in todo})
+        elif todo and scorer is not None:
+            fused = scorer.fusion_for(self.index) is not None
+            text = scorer.product_texts([product])[0]
+            scores = scorer.score_pairs([(text, tt) for tt in scorer.tag_texts(self.index, todo)])
             for t, value in zip(todo, scores.tolist(), strict=True):
                 cross[t] = float(value)
                 stage[t] = None if fused else float(value)

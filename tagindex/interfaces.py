@@ -36,7 +36,10 @@ class Reranker(Protocol):
     - ``mismatch``: why its fitted state cannot score this index's candidates (None when it can), so
       the pipeline refuses instead of silently ranking differently;
     - ``forget_tag_texts``: drop anything cached about the index's tags (they changed);
-    - ``save`` and a ``load`` classmethod (registered in :data:`tagindex.registry.RERANKERS`).
+    - ``save`` and a ``load`` classmethod (registered in :data:`tagindex.registry.RERANKERS`): a
+      directory whose ``manifest.json`` has kind ``tagindex-reranker``, its ``reranker_type`` (the
+      registry name), ``params.depth`` and its model files under ``model/`` (the fingerprint is their
+      checksums), so the service's preflight reads it without loading the model.
     """
 
     @property
@@ -59,6 +62,26 @@ class Reranker(Protocol):
     def forget_tag_texts(self) -> None: ...
 
     def save(self, path: str | os.PathLike[str]) -> None: ...
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """A reranker that scores (product text, tag text) pairs, as the cross-encoder does. Explanations
+    then measure word importance with it and score tags outside the reranked head; a reranker that is
+    not one is explained by the bi-encoder's word importance.
+
+    An implementation provides the texts it reads, ``score_pairs`` (one logit per pair, shape (n,))
+    and ``fusion_for`` (the score fusion it applies for an index, None when it ranks by the pair
+    score alone).
+    """
+
+    def product_texts(self, products: Sequence[Product]) -> list[str]: ...
+
+    def tag_texts(self, index: TagIndex, tag_ids: Sequence[str]) -> list[str]: ...
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], show_progress: bool = False) -> np.ndarray: ...
+
+    def fusion_for(self, index: TagIndex) -> Any: ...
 
 
 class RerankerType(Protocol):

@@ -255,6 +255,6 @@ def _dev_report(
     return report, fusion
 
 
-def load_dev_ids(reranker: Reranker) -> list[str]:
+def load_dev_ids(reranker: Any) -> list[str]:
     """Ids of the products held out from the reranker's training (empty when unknown)."""
-    return [str(i) for i in reranker.info.get("dev_ids", [])]
+    return [str(i) for i in getattr(reranker, "info", {}).get("dev_ids", [])]

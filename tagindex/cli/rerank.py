@@ -30,24 +30,14 @@ def wants_stage(args: argparse.Namespace) -> bool:
     return bool(args.reranker or args.decide or args.calibration)
 
 
-def _load_stage(args: argparse.Namespace, depth_attr: str = "rerank_depth") -> tuple[Any, Any]:
-    from tagindex.calibrate import Calibration
-    from tagindex.rerank import Reranker
+def _load_stage(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The reranker and calibration the options name (loaded only: the tagging pipeline built from them
+    checks that they belong together and to the index)."""
+    from tagindex.calibration import Calibration
+    from tagindex.pipeline import load_reranker
 
-    reranker = Reranker.load(args.reranker) if getattr(args, "reranker", None) else None
+    reranker = load_reranker(args.reranker) if getattr(args, "reranker", None) else None
     calibration = Calibration.load(args.calibration) if getattr(args, "calibration", None) else None
-    if calibration is not None:
-        if calibration.score == "rerank" and reranker is None:
-            raise ValueError(f"{args.calibration}: fitted on reranker scores: pass --reranker too")
-        if (
-            reranker is not None
-            and calibration.score == "rerank"
-            and calibration.reranker != reranker.fingerprint
-        ):
-            raise ValueError(f"{args.calibration}: fitted for a different reranker than {args.reranker}")
-    depth = getattr(args, depth_attr, None)
-    if depth is not None and depth < 1:
-        raise ValueError(f"--rerank-depth must be at least 1, got {depth}")
     return reranker, calibration
 
 
@@ -160,14 +150,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from tagindex.calibrate import CalibrationParams, calibration_products, fit_calibration
     from tagindex.index import TagIndex
     from tagindex.io import load_products
-    from tagindex.rerank import Reranker, load_dev_ids
+    from tagindex.pipeline import load_reranker
+    from tagindex.rerank import load_dev_ids
 
     if args.depth < 1:
         raise ValueError(f"--depth must be at least 1, got {args.depth}")
     if not 0.0 < args.target_precision <= 1.0:
         raise ValueError(f"--target-precision must be in (0, 1], got {args.target_precision}")
     index = TagIndex.load(args.index)
-    reranker = Reranker.load(args.reranker) if args.reranker else None
+    reranker = load_reranker(args.reranker) if args.reranker else None
     products = load_products(args.products, on_error=args.on_error)
     dev_ids = load_dev_ids(reranker) if reranker is not None else []
     dev = calibration_products(products, dev_ids, args.dev_fraction, args.seed)
