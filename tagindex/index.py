@@ -460,7 +460,7 @@ class TagIndex:
                     "dim": self.encoder.dim,
                     "vector_dim": self.vector_dim,
                     # the fusion's type names its loader in tagindex.registry.FUSIONS and its directory
-                    "fusion": {"type": self.fusion.type_name, **self.fusion.describe()}
+                    "fusion": {**self.fusion.describe(), "type": self.fusion.type_name}
                     if self.fusion is not None
                     else None,
                     "n_tags": len(self._tags),
