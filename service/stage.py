@@ -83,6 +83,7 @@ class RerankStage:
         hierarchy: Hierarchy mode of calibrated decisions.
         titles: Labelled product id -> title (for the nearest labelled products).
         explain_words: Important words shown per explained tag.
+        calibration_source: How refusals name the calibration (its file).
     """
 
     def __init__(
@@ -95,10 +96,11 @@ class RerankStage:
         hierarchy: Hierarchy = "close",
         titles: dict[str, str] | None = None,
         explain_words: int = 5,
+        calibration_source: str = "the calibration",
     ) -> None:
         try:
             self.pipeline = TaggingPipeline(
-                engine.index, reranker, calibration, default_depth, max_depth, hierarchy
+                engine.index, reranker, calibration, default_depth, max_depth, hierarchy, calibration_source
             )
         except CompatibilityError as exc:
             raise StageConfigError(str(exc)) from None
@@ -145,6 +147,7 @@ class RerankStage:
             settings.hierarchy,
             titles,
             settings.explain_words,
+            str(settings.calibration_file),
         )
         if isinstance(reranker, PairScorer):  # the first forward pass is slow; pay it before serving
             reranker.score_pairs([("warm-up", "warm-up")])
