@@ -26,10 +26,6 @@ def add_tag_options(p: argparse.ArgumentParser) -> None:
     add_option(p, "--hierarchy")
 
 
-def wants_stage(args: argparse.Namespace) -> bool:
-    return bool(args.reranker or args.decide or args.calibration)
-
-
 def _load_stage(args: argparse.Namespace) -> tuple[Any, Any]:
     """The reranker and calibration the options name (loaded only: the tagging pipeline built from them
     checks that they belong together and to the index)."""
@@ -42,12 +38,15 @@ def _load_stage(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -> Iterator[dict[str, Any]]:
-    """Run-file lines for ``tag`` with a reranker and/or decisions; ``id`` and ``tags`` keep the
-    contract format, decisions go to a separate ``assigned`` list."""
+    """Run-file lines of ``tag`` from the tagging pipeline (with a reranker and/or decisions when the
+    options name them); ``id`` and ``tags`` keep the contract format, decisions go to a separate
+    ``assigned`` list."""
     from tagindex.pipeline import TaggingPipeline
 
+    # --rerank-depth without --reranker has always been ignored (it rescores nothing)
+    depth = args.rerank_depth if args.reranker else None
     pipeline = TaggingPipeline.from_files(
-        index, args.reranker, args.calibration, depth=args.rerank_depth, hierarchy=args.hierarchy
+        index, args.reranker, args.calibration, depth=depth, hierarchy=args.hierarchy
     )
     tagged = pipeline.tag(
         products,

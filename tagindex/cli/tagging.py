@@ -32,7 +32,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
-    from tagindex.cli.rerank import tag_records, wants_stage
+    from tagindex.cli.rerank import tag_records
     from tagindex.index import TagIndex
     from tagindex.io import load_products, write_jsonl
 
@@ -41,18 +41,7 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli/rerank.py
-        records = list(tag_records(args, index, products))
-    else:
-        results = index.tag(
-            products,
-            top_k=args.top_k,
-            threshold=args.threshold,
-            include_ancestors=args.ancestors,
-            cache_dir=args.cache,
-            show_progress=not args.quiet,
-        )
-        records = [r.to_dict() for r in results]
+    records = list(tag_records(args, index, products))  # the tagging pipeline, rerank or not
     elapsed = time.perf_counter() - start
     n = write_jsonl(args.out, records)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
