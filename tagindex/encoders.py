@@ -20,6 +20,7 @@ import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
 from tagindex.errors import ModelError
+from tagindex.registry import ENCODERS, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -144,25 +145,21 @@ def _model_fingerprint(path: str, params: EncoderParams) -> str:
     return h.hexdigest()[:16]
 
 
-_BACKENDS: dict[str, Callable[[EncoderParams], Encoder]] = {
-    "sentence-transformers": SentenceTransformerEncoder,
-}
-
-
-def register_backend(name: str, factory: Callable[[EncoderParams], Encoder]) -> None:
-    """Makes a backend available to :func:`load_encoder` under ``name``."""
-    _BACKENDS[name] = factory
+def register_backend(name: str, factory: Callable[[EncoderParams], Encoder] | str) -> None:
+    """Makes a backend available to :func:`load_encoder` under ``name`` (``factory`` may be a lazy
+    ``"module:attr"`` path; the built-in backends are listed in :data:`tagindex.registry.ENCODERS`)."""
+    ENCODERS.register(name, factory)
 
 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
-    """Builds the encoder that ``params.backend`` names."""
+    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`."""
     params = params or EncoderParams()
-    if params.backend not in _BACKENDS:
-        import tagindex.backends  # noqa: F401  (registers the fast backends on first use)
-    factory = _BACKENDS.get(params.backend)
-    if factory is None:
-        raise EncoderError(f"unknown encoder backend '{params.backend}'; known: {sorted(_BACKENDS)}")
-    return factory(params)
+    try:
+        factory = ENCODERS.get(params.backend)
+    except UnknownNameError as exc:
+        raise EncoderError(str(exc)) from None
+    encoder: Encoder = factory(params)
+    return encoder
 
 
 class VectorCache:

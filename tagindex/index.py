@@ -8,22 +8,27 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
-import tagindex
+from tagindex.candidates import insert_ancestors
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
+from tagindex.registry import FUSIONS
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
-from tagindex.text import ancestors, product_text, tag_text
+from tagindex.text import product_text, tag_text
 from tagindex.vector_index import VectorIndex
+from tagindex.version import __version__
+
+if TYPE_CHECKING:
+    from tagindex.interfaces import VectorFusion
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,26 @@ def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
     return read_tag_rows(pq.read_table(Path(directory) / "tags.parquet").to_pylist())
 
 
+def _load_fusion(directory: Path, manifest: dict[str, Any], verify: bool) -> VectorFusion | None:
+    """The saved index's vector fusion, loaded by the type its manifest names (None without one).
+
+    Indexes saved before fusion types were named carry a ``graph`` entry: the graph fusion.
+    """
+    entry = manifest.get("fusion")
+    if entry:
+        kind = str(entry["type"])
+    elif manifest.get("graph"):
+        kind = "graph"
+    else:
+        return None
+    try:
+        loader = FUSIONS.get(kind)
+    except ValueError as exc:
+        raise IndexFormatError(f"{directory}: {exc}") from None
+    fusion: VectorFusion = loader(directory / kind, verify=verify)
+    return fusion
+
+
 class TagIndex:
     """A tag vocabulary embedded by one encoder and searchable by products or free text.
 
@@ -62,11 +87,15 @@ class TagIndex:
     """
 
     def __init__(
-        self, params: TagIndexParams | None = None, encoder: Encoder | None = None, fusion: Any = None
+        self,
+        params: TagIndexParams | None = None,
+        encoder: Encoder | None = None,
+        fusion: VectorFusion | None = None,
     ) -> None:
         self.params = params or TagIndexParams()
         self.encoder = encoder or load_encoder(self.params.encoder)
-        # Optional tagindex.graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
+        # Optional vector fusion (e.g. tagindex.graph.fusion.GraphFusion, registered in
+        # tagindex.registry.FUSIONS): appends its vectors to every tag and product vector.
         self.fusion = fusion
         self.vector_dim = self.encoder.dim + (fusion.dim if fusion is not None else 0)
         self._tags: list[Tag] = []
@@ -90,7 +119,7 @@ class TagIndex:
         params: TagIndexParams | None = None,
         encoder: Encoder | None = None,
         show_progress: bool = False,
-        fusion: Any = None,
+        fusion: VectorFusion | None = None,
     ) -> TagIndex:
         """Encodes every tag text once and indexes the vectors (fused with graph vectors when given)."""
         index = cls(params, encoder, fusion)
@@ -339,24 +368,16 @@ class TagIndex:
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
-        results = []
-        for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
-            ranked: list[TagScore] = []
-            seen: set[str] = set()
-            for tag_id, score in zip(row_ids, row_scores.tolist(), strict=False):
-                if threshold is not None and score < threshold:
-                    break
-                if tag_id in seen:
-                    continue
-                seen.add(tag_id)
-                ranked.append(TagScore(tag_id, score, tags[row_of[tag_id]].name))
-                if by_id is not None:
-                    for anc in ancestors(tag_id, by_id):
-                        if anc not in seen:
-                            seen.add(anc)
-                            ranked.append(TagScore(anc, score, by_id[anc].name, ancestor_of=tag_id))
-            results.append(TagResult(pid, ranked))
-        return results
+
+        def name(tag_id: str) -> str:
+            return tags[row_of[tag_id]].name
+
+        return [
+            TagResult(
+                pid, insert_ancestors(zip(row_ids, row_scores.tolist(), strict=False), name, by_id, threshold)
+            )
+            for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True)
+        ]
 
     def tag_one(
         self,
@@ -425,7 +446,7 @@ class TagIndex:
             save_file({"vectors": np.ascontiguousarray(self._vectors)}, str(tmp / "tag_vectors.safetensors"))
             self._index.save(tmp / "tags.faiss")
             if self.fusion is not None:
-                self.fusion.save(tmp / "graph")
+                self.fusion.save(tmp / self.fusion.type_name)
             if self._exemplars is not None:
                 save_exemplars(tmp, self._exemplars)
             write_manifest(
@@ -433,12 +454,15 @@ class TagIndex:
                 {
                     "kind": _KIND,
                     "format_version": FORMAT_VERSION,
-                    "tagindex_version": tagindex.__version__,
+                    "tagindex_version": __version__,
                     "params": params.to_dict(),
                     "encoder": describe(self.encoder),
                     "dim": self.encoder.dim,
                     "vector_dim": self.vector_dim,
-                    "graph": self.fusion.describe() if self.fusion is not None else None,
+                    # the fusion's type names its loader in tagindex.registry.FUSIONS and its directory
+                    "fusion": {**self.fusion.describe(), "type": self.fusion.type_name}
+                    if self.fusion is not None
+                    else None,
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
                     "exemplar_gate": self.gate_report,
@@ -466,20 +490,11 @@ class TagIndex:
             IndexFormatError: The directory is not a complete, intact tagindex.
         """
         directory = Path(path)
-        manifest = read_manifest(directory, _KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{directory}: format version {manifest.get('format_version')} "
-                f"is not supported (expected {FORMAT_VERSION})"
-            )
+        manifest = read_manifest(directory, _KIND, verify=verify, format_version=FORMAT_VERSION)
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
-        fusion = None
-        if manifest.get("graph"):
-            from tagindex.graph.fusion import GraphFusion
-
-            fusion = GraphFusion.load(directory / "graph", verify=verify)
+        fusion = _load_fusion(directory, manifest, verify)
         index = cls(params, encoder, fusion)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(

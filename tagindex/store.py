@@ -84,8 +84,10 @@ def read_manifest(
     kind: str,
     verify: bool = True,
     on_file: Callable[[str], None] | None = None,
+    format_version: int | None = None,
 ) -> dict[str, Any]:
-    """Reads and checks a manifest: right kind, every listed file present with its checksum."""
+    """Reads and checks a manifest: right kind, every listed file present with its checksum, and
+    (when ``format_version`` is given) the format version this code reads."""
     directory = Path(directory)
     path = directory / "manifest.json"
     if not path.exists():
@@ -96,6 +98,11 @@ def read_manifest(
         raise IndexFormatError(f"{path}: unreadable manifest: {exc}") from None
     if manifest.get("kind") != kind:
         raise IndexFormatError(f"{directory}: manifest is for '{manifest.get('kind')}', expected '{kind}'")
+    if format_version is not None and manifest.get("format_version") != format_version:
+        raise IndexFormatError(
+            f"{directory}: {kind} format version {manifest.get('format_version')} "
+            f"is not supported (expected {format_version})"
+        )
     if verify:
         for rel, digest in manifest.get("files", {}).items():
             file = directory / rel

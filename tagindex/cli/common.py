@@ -88,11 +88,10 @@ def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None
 
 
 def encoder_backends() -> list[str]:
-    """Encoder backend names from the encoder registry, default first (loads numpy, not torch)."""
-    import tagindex.backends  # noqa: F401  (registers the fast backends)
-    from tagindex.encoders import _BACKENDS
+    """Encoder backend names from the encoder registry, default first (imports no backend)."""
+    from tagindex.registry import ENCODERS
 
-    return list(_BACKENDS)
+    return ENCODERS.names()
 
 
 def load_params(args: argparse.Namespace) -> Any:

@@ -45,7 +45,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
-    from tagindex.cli.rerank import tag_records, wants_stage
+    from tagindex.cli.rerank import tag_records
     from tagindex.index import TagIndex
     from tagindex.io import load_products
     from tagindex.runio import run_format, write_run
@@ -60,18 +60,7 @@ def run_tag(args: argparse.Namespace) -> int:
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli/rerank.py
-        records = list(tag_records(args, index, products))
-    else:
-        results = index.tag(
-            products,
-            top_k=args.top_k,
-            threshold=args.threshold,
-            include_ancestors=args.ancestors,
-            cache_dir=args.cache,
-            show_progress=not args.quiet,
-        )
-        records = [r.to_dict() for r in results]
+    records = list(tag_records(args, index, products))  # the tagging pipeline, rerank or not
     elapsed = time.perf_counter() - start
     names = {tid: tag.name for tid, tag in index.by_id.items()} if fmt == "csv" else None
     n = write_run(args.out, records, fmt, names)
