@@ -23,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import tagindex
 from tagindex.config import DEFAULT_MODEL, TextParams, _Params
 from tagindex.encoders import EncoderError, resolve_model_path
 from tagindex.schema import Product, TagResult, TagScore
-from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.store import atomic_directory, library_versions, read_manifest, write_manifest
 from tagindex.text import ancestors, product_text, tag_text
 
 if TYPE_CHECKING:
@@ -383,12 +382,8 @@ class Reranker:
         import torch
         from sentence_transformers import CrossEncoder
 
-        directory = Path(path)
-        manifest = read_manifest(directory, KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{directory}: reranker format {manifest.get('format_version')} unsupported"
-            )
+        manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root
         params = RerankerParams.from_dict(manifest["params"])
         torch.manual_seed(params.seed)
         model = CrossEncoder(
