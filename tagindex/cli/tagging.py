@@ -10,7 +10,7 @@ import argparse
 import time
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, logger
+from tagindex.cli.common import Command, add_option, add_product_columns, logger, product_columns
 
 
 # ---- tag --------------------------------------------------------------------------------------------
@@ -20,6 +20,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
     add_option(p, "--index", required=True, help="index directory from `tagindex index`")
     add_option(p, "--products", required=True)
+    add_product_columns(p)
     add_option(p, "--out", required=True, help="run file to write: one JSON line per product")
     add_option(p, "--top-k")
     p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
@@ -36,7 +37,7 @@ def run_tag(args: argparse.Namespace) -> int:
     from tagindex.index import TagIndex
     from tagindex.io import load_products, write_jsonl
 
-    products = load_products(args.products, on_error=args.on_error)
+    products = load_products(args.products, on_error=args.on_error, columns=product_columns(args))
     index = TagIndex.load(args.index)
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
@@ -64,6 +65,7 @@ def configure_show(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex show``."""
     p.add_argument("--run", required=True, help="run file from `tagindex tag`")
     add_option(p, "--products", required=True, help="the products file the run was made from")
+    add_product_columns(p)
     add_option(p, "--index", help="index directory, to print tag names and paths")
     p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
     add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
@@ -73,7 +75,7 @@ def run_show(args: argparse.Namespace) -> int:
     """Prints the first products of a run with their titles, gold tags and top tags."""
     from tagindex.io import load_products, read_records
 
-    products = {p.id: p for p in load_products(args.products)}
+    products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}
     if args.index:
         from tagindex.index import read_saved_tags
