@@ -331,6 +331,13 @@ def read_manifest(
 
 
 # ---- writing: versioned -------------------------------------------------------------------------
+def _apply_umask(path: Path, mode: int) -> None:
+    # mkdtemp/mkstemp create 0700/0600 entries; saved directories get what mkdir/open would give.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
@@ -348,6 +355,7 @@ def _write_pointer(directory: Path, version: Path, digest: str) -> None:
     body = json.dumps({"version": version.name, "manifest_sha256": digest}) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.tmp-", dir=directory)
     try:
+        _apply_umask(Path(tmp), 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(body)
             f.flush()
@@ -391,6 +399,7 @@ def versioned_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     versions.mkdir(exist_ok=True)
     with _locked(target):
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
+        _apply_umask(tmp, 0o777)
         try:
             yield tmp
             manifest = _load_manifest_file(tmp / MANIFEST, required_checksum=True)
@@ -510,6 +519,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     repair_plain_directory(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _apply_umask(tmp, 0o777)
     try:
         yield tmp
         fsync_tree(tmp)

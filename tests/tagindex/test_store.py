@@ -280,3 +280,14 @@ def test_update_never_reuses_a_faiss_id_even_if_next_id_is_low(tmp_path: Path) -
     assert len(set(index._int_ids.tolist())) == 4 and before < set(index._int_ids.tolist())
     for tag in [*TAGS, Tag("wetsuits", "Neoprene wetsuits")]:
         assert index.similar(tag.name, top_k=1)[0].tag == tag.id
+
+
+def test_saved_directories_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        save(tmp_path / "idx", "x")
+    finally:
+        os.umask(old)
+    live = read_manifest(tmp_path / "idx", KIND).root
+    assert live.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "idx" / POINTER).stat().st_mode & 0o777 == 0o644
