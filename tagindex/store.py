@@ -86,16 +86,48 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def checksums(directory: Path) -> dict[str, str]:
+def checksums(directory: Path, known: tuple[Path, dict[str, str]] | None = None) -> dict[str, str]:
     """sha256 of every file below ``directory`` except its own manifest, keyed by relative path.
 
     Manifests of nested directories (an encoder export, a graph) are listed like any other file.
+
+    Args:
+        directory: The directory to list.
+        known: ``(root, files)`` of a saved version: a file that is a hard link of the same path
+            there takes its recorded digest instead of being read again.
     """
-    return {
-        rel: sha256_file(p)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and (rel := p.relative_to(directory).as_posix()) != MANIFEST
-    }
+    out: dict[str, str] = {}
+    for p in sorted(directory.rglob("*")):
+        rel = p.relative_to(directory).as_posix()
+        if not p.is_file() or rel == MANIFEST:
+            continue
+        if known is not None and rel in known[1] and _same_file(p, known[0] / rel):
+            out[rel] = known[1][rel]
+        else:
+            out[rel] = sha256_file(p)
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _live_files(directory: Path) -> tuple[Path, dict[str, str]] | None:
+    """For a version being written (``INDEX/versions/.tmp-*``): the live version and its listed files."""
+    if directory.parent.name != VERSIONS:
+        return None
+    pointed = _read_pointer(directory.parent.parent)
+    if pointed is None:
+        return None
+    try:
+        files = _load_manifest_file(pointed[0] / MANIFEST, required_checksum=True).get("files")
+    except IndexFormatError:
+        return None
+    return (pointed[0], files) if isinstance(files, dict) else None
 
 
 def library_versions(*names: str) -> dict[str, str]:
@@ -148,7 +180,8 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         The manifest as written (with ``files`` and ``manifest_sha256``).
     """
     full = {k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}
-    full["files"] = checksums(directory)
+    # Files hard-linked from the live version keep its digests (saved files are never modified).
+    full["files"] = checksums(directory, _live_files(directory))
     full[CHECKSUM_FIELD] = manifest_checksum(full)
     (directory / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return full

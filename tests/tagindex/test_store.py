@@ -291,3 +291,18 @@ def test_saved_directories_follow_the_umask(tmp_path: Path) -> None:
     live = read_manifest(tmp_path / "idx", KIND).root
     assert live.stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "idx" / POINTER).stat().st_mode & 0o777 == 0o644
+
+
+def test_linked_files_keep_their_recorded_digest(tmp_path: Path) -> None:
+    from tagindex.store import link_or_copy_tree
+
+    target = tmp_path / "idx"
+    save(target, "v1")
+    first = read_manifest(target, KIND)
+    with versioned_directory(target) as tmp:
+        link_or_copy_tree(first.root / "sub", tmp / "sub")
+        (tmp / "data.txt").write_text("v2")
+        write_manifest(tmp, {"kind": KIND, "format_version": 1})
+    second = read_manifest(target, KIND)  # verifies every digest against the files
+    assert second["files"]["sub/more.txt"] == first["files"]["sub/more.txt"]
+    assert (second.root / "sub" / "more.txt").stat().st_ino == (first.root / "sub" / "more.txt").stat().st_ino
