@@ -265,8 +265,8 @@ def load_graph_tables(path: str | os.PathLike[str], verify: bool = True) -> tupl
     Raises:
         IndexFormatError: The directory is not a complete, intact saved graph.
     """
-    directory = Path(path)
-    manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
+    manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+    directory = manifest.root
     nodes = pd.read_parquet(directory / "nodes.parquet")
     edges = pd.read_parquet(directory / "edges.parquet")
     if len(nodes) != manifest["n_nodes"] or len(edges) != manifest["n_edges"]:

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -263,8 +262,8 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> NodeVe
     Raises:
         IndexFormatError: Not a complete, intact embedding directory.
     """
-    directory = Path(path)
-    manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
+    manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+    directory = manifest.root
     table = pd.read_parquet(directory / "nodes.parquet")
     vectors = load_file(str(directory / "vectors.safetensors"))["vectors"]
     if len(table) != len(vectors):

@@ -281,8 +281,8 @@ class GraphFusion:
         Raises:
             IndexFormatError: Missing, corrupted or incompatible files.
         """
-        directory = Path(directory)
         manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root
         ids = pd.read_parquet(directory / "nodes.parquet")["id"].tolist()
         arrays = load_file(str(directory / "fusion.safetensors"))
         if len(ids) != len(arrays["node_vectors"]):

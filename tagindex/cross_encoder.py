@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -338,8 +337,8 @@ class Reranker:
         import torch
         from sentence_transformers import CrossEncoder
 
-        directory = Path(path)
-        manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
+        manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root  # the live version
         params = RerankerParams.from_dict(manifest["params"])
         torch.manual_seed(params.seed)
         model = CrossEncoder(

@@ -22,7 +22,14 @@ from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save
 from tagindex.gate import fit_gate
 from tagindex.registry import FUSIONS
 from tagindex.schema import Product, Tag, TagResult, TagScore
-from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.store import (
+    IndexFormatError,
+    library_versions,
+    link_or_copy_tree,
+    read_manifest,
+    versioned_directory,
+    write_manifest,
+)
 from tagindex.text import product_text, tag_text
 from tagindex.vector_index import VectorIndex
 from tagindex.version import __version__
@@ -53,8 +60,8 @@ def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
 
 def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
     """The vocabulary of a saved index without loading its encoder."""
-    read_manifest(directory, _KIND, verify=False)
-    return read_tag_rows(pq.read_table(Path(directory) / "tags.parquet").to_pylist())
+    root = read_manifest(directory, _KIND, verify=False).root
+    return read_tag_rows(pq.read_table(root / "tags.parquet").to_pylist())
 
 
 def _load_fusion(directory: Path, manifest: dict[str, Any], verify: bool) -> VectorFusion | None:
@@ -423,13 +430,20 @@ class TagIndex:
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the index as a directory; an existing index there is replaced only on success."""
-        with atomic_directory(path) as tmp:
+        """Writes the index as a new version of directory ``path``; the previous version stays live
+        until the new one is complete (see :func:`tagindex.store.versioned_directory`)."""
+        copied_encoder = False
+        with versioned_directory(path) as tmp:
             params = TagIndexParams.from_dict(self.params.to_dict())
             model = params.encoder.model
             if model != DEFAULT_MODEL and Path(model).is_dir():
-                shutil.copytree(model, tmp / "encoder")
+                # An earlier version of this index is never modified in place, so linking is safe.
+                if Path(model).resolve().is_relative_to(Path(path).resolve()):
+                    link_or_copy_tree(Path(model), tmp / "encoder")
+                else:
+                    shutil.copytree(model, tmp / "encoder")
                 params.encoder.model = "encoder"  # relative to the index directory
+                copied_encoder = True
             table = pd.DataFrame(
                 {
                     "int_id": self._int_ids,
@@ -479,6 +493,9 @@ class TagIndex:
                     ),
                 },
             )
+        if copied_encoder:
+            # The version loaded from is removed by a later save; the new one holds the same files.
+            self.params.encoder.model = str(read_manifest(path, _KIND, verify=False).root / "encoder")
 
     @classmethod
     def load(
@@ -489,8 +506,8 @@ class TagIndex:
         Raises:
             IndexFormatError: The directory is not a complete, intact tagindex.
         """
-        directory = Path(path)
-        manifest = read_manifest(directory, _KIND, verify=verify, format_version=FORMAT_VERSION)
+        manifest = read_manifest(path, _KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root  # the live version
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
@@ -508,7 +525,9 @@ class TagIndex:
         index._index = VectorIndex.load(directory / "tags.faiss", index.vector_dim, params.index)
         int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
-        index._next_id = int(manifest["next_id"])
+        # Never below the largest id in use: a damaged manifest must not make `update` reuse a FAISS id.
+        used = int(int_ids.max()) + 1 if len(int_ids) else 0
+        index._next_id = max(int(manifest["next_id"]), used)
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
         return index

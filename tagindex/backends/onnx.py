@@ -150,8 +150,7 @@ def cached_export(source: str, precision: Precision) -> Path:
     src = resolve_model_path(source)
     digest = source_digest(src)
     target = cache_root() / "onnx" / f"{precision}-{digest[:20]}"
-    manifest = read_derived_manifest(target, ONNX_KIND)
-    if manifest is None or manifest.get("format_version") != ONNX_FORMAT_VERSION:
+    if read_derived_manifest(target, ONNX_KIND, ONNX_FORMAT_VERSION) is None:
         logger.info("exporting %s to ONNX (%s), cached in %s", source, precision, target)
         export_onnx(source, target, precision)
     return target

@@ -39,8 +39,18 @@ class Command:
 # option means *there*) or ``required``; the flag, type, choices and default stay the same everywhere.
 _SHARED: dict[str, dict[str, Any]] = {
     "--index": {"help": "index directory"},
-    "--tags": {"help": "tags file (CSV, JSONL or Parquet)"},
+    "--tags": {
+        "help": "tags file: CSV, JSONL or Parquet (id optional: derived from the name), .txt with one "
+        "name per line, or a SKOS vocabulary (.ttl, .rdf, .skos)"
+    },
     "--products": {"help": "products file (CSV, JSONL or Parquet)"},
+    "--id-col": {"default": None, "help": "products: the column holding the id (default 'id')"},
+    "--title-col": {"default": None, "help": "products: the column holding the title (default 'title')"},
+    "--description-col": {
+        "default": None,
+        "help": "products: the column holding the description, HTML allowed (default 'description'); "
+        "a Shopify export: --id-col Handle --title-col Title --description-col 'Body (HTML)'",
+    },
     "--out": {"help": "file or directory to write"},
     "--model": {"help": "sentence-transformers model directory (default: packaged MiniLM)"},
     "--config": {"help": "JSON parameters (see `tagindex config`)"},
@@ -117,6 +127,18 @@ def load_params(args: argparse.Namespace) -> Any:
     if getattr(args, "vector_format", None):
         params.index.vector_format = args.vector_format
     return params
+
+
+def add_product_columns(p: argparse.ArgumentParser) -> None:
+    """``--id-col``, ``--title-col``, ``--description-col``: read products whose columns have other names."""
+    for flag in ("--id-col", "--title-col", "--description-col"):
+        add_option(p, flag)
+
+
+def product_columns(args: argparse.Namespace) -> dict[str, str] | None:
+    """The column map for :func:`tagindex.io.load_products` from the ``--*-col`` options (None if unset)."""
+    columns = {field: getattr(args, f"{field}_col", None) for field in ("id", "title", "description")}
+    return {field: column for field, column in columns.items() if column} or None
 
 
 def configure_output(args: argparse.Namespace) -> None:

@@ -10,7 +10,7 @@ import argparse
 import time
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, logger
+from tagindex.cli.common import Command, add_option, add_product_columns, logger, product_columns
 from tagindex.runio import RUN_FORMATS
 
 
@@ -21,6 +21,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
     add_option(p, "--index", required=True, help="index directory from `tagindex index`")
     add_option(p, "--products", required=True)
+    add_product_columns(p)
     add_option(
         p,
         "--out",
@@ -55,7 +56,7 @@ def run_tag(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{args.out}: --decide adds 'assigned' lists, which a CSV run cannot hold; use .jsonl"
         )
-    products = load_products(args.products, on_error=args.on_error)
+    products = load_products(args.products, on_error=args.on_error, columns=product_columns(args))
     index = TagIndex.load(args.index)
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
@@ -73,6 +74,7 @@ def configure_show(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex show``."""
     p.add_argument("--run", required=True, help="run file from `tagindex tag` (.jsonl, .csv or .parquet)")
     add_option(p, "--products", required=True, help="the products file the run was made from")
+    add_product_columns(p)
     add_option(p, "--index", help="index directory, to print tag names and paths")
     p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
     add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
@@ -83,7 +85,7 @@ def run_show(args: argparse.Namespace) -> int:
     from tagindex.io import load_products
     from tagindex.runio import read_run_records
 
-    products = {p.id: p for p in load_products(args.products)}
+    products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}
     if args.index:
         from tagindex.index import read_saved_tags
