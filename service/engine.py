@@ -282,12 +282,20 @@ class Engine:
         """Retires tags (with ``cascade`` their descendants too) and saves the index directory.
 
         Raises:
-            KeyError: An id is unknown.  ValueError: A tag has children and ``cascade`` is off.
+            KeyError: An id is unknown.  ValueError: A tag has children and ``cascade`` is off, or
+                the change would leave the index without tags (nothing could be tagged, and the
+                service would stop being ready); nothing is changed then.
         """
         with self._change:
             with self._lock.write():
                 before = self.index.tags
                 removed = self.index.remove_tags(tag_ids, cascade=cascade)
+                if not len(self.index):
+                    self.index.add_tags(before)
+                    raise ValueError(
+                        f"retiring {len(removed)} tag(s) would leave the index without tags; "
+                        "add the replacement tags first"
+                    )
                 self._changed()
             try:
                 self._persist()

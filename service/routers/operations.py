@@ -75,11 +75,16 @@ def prometheus_metrics(request: Request) -> Response:
 
 
 def _without_paths(value: Any) -> Any:
-    """``value`` with every absolute path string cut to its last component."""
+    """``value`` with every file system path (absolute, or relative and existing) cut to its last
+    component."""
     if isinstance(value, dict):
         return {k: _without_paths(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_paths(v) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
+    if (
+        isinstance(value, str)
+        and ("/" in value or os.sep in value)
+        and (os.path.isabs(value) or os.path.exists(value))
+    ):
         return os.path.basename(value.rstrip("/\\")) or "/"
     return value
