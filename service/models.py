@@ -59,6 +59,33 @@ def check_tag_id(tag_id: str) -> str:
     return tag_id
 
 
+def _no_lone_surrogates(value: Any, where: str = "body") -> None:
+    """Raises ValueError for a string that cannot be written as UTF-8 (JSON's "\\ud800" escapes
+    decode to lone surrogates, which no file, database or answer can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate (an invalid \\uXXXX escape)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_lone_surrogates(k, where)
+            _no_lone_surrogates(v, f"{where}.{k}" if isinstance(k, str) and k.isidentifier() else where)
+    elif isinstance(value, list):
+        for v in value:
+            _no_lone_surrogates(v, where)
+
+
+class RequestBody(BaseModel):
+    """Base of the request bodies: text must be valid Unicode (checked before the fields)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _no_lone_surrogates(data)
+        return data
+
+
 _PRODUCT_EXAMPLE: dict[str, Any] = {
     "id": "5945",
     "title": "Victorian Silver Masonic Locket 1890",
@@ -101,7 +128,7 @@ class ProductIn(BaseModel):
         return max([len(self.title), len(self.description), *(len(str(v)) for v in self.attributes.values())])
 
 
-class TagRequest(BaseModel):
+class TagRequest(RequestBody):
     """One product (``product``) or a batch (``products``) to tag; give exactly one of the two."""
 
     model_config = ConfigDict(
@@ -292,7 +319,7 @@ class TagResponse(BaseModel):
     rerank_depth: int | None = Field(default=None, description="candidates rescored per product")
 
 
-class SimilarTextRequest(BaseModel):
+class SimilarTextRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT, json_schema_extra={"examples": [{"text": "silver locket", "top_k": 5}]}
     )
@@ -394,7 +421,7 @@ class TagIn(BaseModel):
         return Tag(self.id, self.name, self.description, self.parent, self.kind, list(self.synonyms))
 
 
-class AddTagsRequest(BaseModel):
+class AddTagsRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT,
         json_schema_extra={
@@ -438,7 +465,7 @@ class Judgement(BaseModel):
     score: float | None = Field(default=None, description="the score shown when the judgement was made")
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT,
         json_schema_extra={

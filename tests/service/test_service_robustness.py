@@ -322,3 +322,11 @@ def test_hostile_bodies_never_get_a_500(client):
     for body in bodies:
         r = client.post("/v1/tag", content=json.dumps(body), headers={"Content-Type": "application/json"})
         assert 400 <= r.status_code < 500, (body, r.text)
+    # A lone surrogate escape decodes to a string no answer, file or database can hold.
+    json_headers = {"Content-Type": "application/json"}
+    r = client.post("/v1/tags/similar", content=b'{"text": "a\\ud800"}', headers=json_headers)
+    assert r.status_code == 422 and "lone UTF-16 surrogate" in r.text
+    r = client.post(
+        "/v1/tags", content=b'{"tags": [{"id": "s", "name": "\\udc00"}]}', headers={**KEY, **json_headers}
+    )
+    assert r.status_code == 422 and "lone UTF-16 surrogate" in r.text
