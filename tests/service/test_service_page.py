@@ -177,8 +177,9 @@ def test_page_search_similar_tag_and_feedback(live_app):
                 "Every tag is below the accept threshold 0.99"
             )
             assert page.locator("#suggestions .badge.accept").count() == 0
-            page.fill("#accept-threshold", "0.3")
+            page.fill("#accept-threshold", "0")  # the best tag is accepted: no hint
             page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#suggestions .badge.accept").first).to_be_visible()
             sync_api.expect(page.locator("#threshold-hint")).to_have_text("")
 
             # Duplicate tags (merge candidates) with scores.
