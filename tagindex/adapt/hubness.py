@@ -16,7 +16,7 @@ _CHUNK = 2048  # catalog rows per matrix product, bounding memory to chunk x tag
 
 
 def fit_hubness(
-    catalog: np.ndarray, tag_vectors: np.ndarray, method: str, k: int = 10
+    catalog: np.ndarray, tag_vectors: np.ndarray, method: str, k: int = 10, weight: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-tag ``(bias, scale)`` so that the adjusted score is ``(s - bias) / scale``.
 
@@ -25,6 +25,8 @@ def fit_hubness(
         tag_vectors: Unit tag vectors (tags, dim).
         method: ``none``, ``csls`` or ``zscore``.
         k: Neighbours per tag for ``csls``.
+        weight: Strength in [0, 1]: the CSLS penalty is ``weight * r_t``; for ``zscore`` the mean and
+            the standard deviation are moved from (0, 1) toward their fitted values by ``weight``.
     """
     n_tags = len(tag_vectors)
     bias = np.zeros(n_tags, dtype=np.float32)
@@ -48,8 +50,9 @@ def fit_hubness(
     if method == "zscore":
         mean = total / len(catalog)
         std = np.sqrt(np.maximum(total_sq / len(catalog) - mean**2, 1e-12))
-        return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
-    return top.mean(axis=0).astype(np.float32), scale
+        std = np.maximum(std, 1e-3)
+        return (weight * mean).astype(np.float32), (1.0 - weight + weight * std).astype(np.float32)
+    return (weight * top.mean(axis=0)).astype(np.float32), scale
 
 
 def k_occurrence(top_ids: list[list[str]], k: int = 5) -> dict[str, float]:

@@ -59,14 +59,21 @@ def fit_adjuster(
     tags: Sequence[Tag], catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
 ) -> ScoreAdjuster:
     """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings."""
-    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k)
+    bias, scale = fit_hubness(
+        catalog, tag_vectors, params.hubness, params.hubness_k, params.hubness_weight
+    )
     return ScoreAdjuster.for_tags(
         tags,
         bias,
         scale,
         params.hierarchy_weight if params.hierarchy else 1.0,
         params.leaves_only,
-        {"hubness": params.hubness, "hubness_k": params.hubness_k, "n_catalog": len(catalog)},
+        {
+            "hubness": params.hubness,
+            "hubness_k": params.hubness_k,
+            "hubness_weight": params.hubness_weight,
+            "n_catalog": len(catalog),
+        },
     )
 
 
