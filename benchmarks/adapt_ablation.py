@@ -26,7 +26,7 @@ import copy
 import json
 import logging
 import random
-import time
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,12 @@ class AdaptSystem(System):
         self.ctx = ctx
         index_params = TagIndexParams(encoder=copy.deepcopy(self.encoder.params))
         self.index, self.report = adapt(
-            task.tags, catalog_of(task), self.params, index_params, cache_dir=ctx.cache_dir, encoder=self.encoder
+            task.tags,
+            catalog_of(task),
+            self.params,
+            index_params,
+            cache_dir=ctx.cache_dir,
+            encoder=self.encoder,
         )
 
     def rank(self, products: Sequence[Product], k: int) -> Run:
@@ -178,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown row(s) {unknown}; known: {list(ROWS)}")
     out: dict[str, Any] = {
-        "command": "python -m benchmarks.adapt_ablation " + " ".join(argv or []),
+        "command": "python -m benchmarks.adapt_ablation " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(),
         "git": git_commit(REPO),
         "common_overrides": common,

@@ -59,9 +59,7 @@ def fit_adjuster(
     tags: Sequence[Tag], catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
 ) -> ScoreAdjuster:
     """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings."""
-    bias, scale = fit_hubness(
-        catalog, tag_vectors, params.hubness, params.hubness_k, params.hubness_weight
-    )
+    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, params.hubness_weight)
     return ScoreAdjuster.for_tags(
         tags,
         bias,
@@ -236,7 +234,7 @@ def adapt(
             catalog,
             titles,
             params,
-            lambda batch, ix=index: ix.encoder.encode(batch),
+            index.encoder.encode,
         )
         report["adapt"] = result.report
         if ft_round == params.finetune_rounds:
