@@ -268,6 +268,7 @@ def adapt(
     index.replace_vectors(result.tag_vectors, result.texts)
     index.adjuster = result.adjuster
     index.adjuster.info["adapt_params"] = params.to_dict()
+    index.adjuster.info["report"] = {k: v for k, v in result.report.items() if k != "seconds"}
     report["seconds"] = round(time.perf_counter() - start, 2)
     if params.finetune_rounds:
         report["finetune_dir"] = str(work_dir)

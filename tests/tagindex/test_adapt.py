@@ -211,3 +211,23 @@ def test_adjuster_load_rejects_a_different_vocabulary(tmp_path: Path) -> None:
 def test_adapt_refuses_an_empty_catalog(tags: list[Tag]) -> None:
     with pytest.raises(ValueError, match="at least one"):
         adapt(tags, [])
+
+
+@pytest.mark.slow
+def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path) -> None:
+    from tagindex.cli import main
+
+    catalog = tmp_path / "catalog.jsonl"
+    with (mwpd_dir / "train.jsonl").open() as f:
+        catalog.write_text("".join(next(f) for _ in range(80)))
+    out = tmp_path / "idx"
+    args = ["-q", "adapt", "--tags", str(mwpd_dir / "tags.jsonl"), "--products", str(catalog)]
+    assert main([*args, "--out", str(out), "--rounds", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["adapt"]["adapt_params"]["rounds"] == 1
+    assert manifest["adapt"]["report"]["n_catalog"] == 80
+    run = tmp_path / "run.jsonl"
+    assert main(["-q", "tag", "--index", str(out), "--products", str(catalog), "--out", str(run)]) == 0
+    rows = [json.loads(line) for line in run.read_text().splitlines()]
+    assert len(rows) == 80 and all(r["tags"] for r in rows)
+    assert main([*args[:-1], str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
