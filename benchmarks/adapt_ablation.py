@@ -50,7 +50,7 @@ OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": Fa
 # name -> (encoder backend or None for the default MiniLM, AdaptParams overrides)
 ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "adapt: nothing (cosine)": (None, OFF),
-    "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore"}),
+    "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore", "hubness_weight": 0.3}),
     "+hubness zscore 1.0": (None, {**OFF, "hubness": "zscore", "hubness_weight": 1.0}),
     "+hubness csls 1.0": (None, {**OFF, "hubness": "csls", "hubness_weight": 1.0}),
     "+hierarchy": (None, {**OFF, "hierarchy": True, "leaves_only": True}),
@@ -59,6 +59,8 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "+selftrain+propagate": (None, {**OFF, "rounds": 3, "propagate": True}),
     "full (default)": (None, {}),
     "full -hubness": (None, {"hubness": "none"}),
+    "full hubness zscore 0.3": (None, {"hubness_weight": 0.3}),
+    "full hubness zscore 1.0": (None, {"hubness_weight": 1.0}),
     "full hubness csls 1.0": (None, {"hubness": "csls", "hubness_weight": 1.0}),
     "full -hierarchy": (None, {"hierarchy": False, "leaves_only": False}),
     "full -enrich": (None, {"enrich": False}),

@@ -13,16 +13,26 @@ class AdaptParams(_Params):
     """What `tagindex adapt` does to fit an index to an unlabelled catalog (no label is read).
 
     Each ingredient can be switched off for the ablation (``benchmarks/adapt_ablation.py``).
-    Defaults were chosen on 100 labelled MWPD *train* offers (seeded draw) standing for "a merchandiser
-    checked 100 products" (``benchmarks/adapt_ablation.py`` columns ``dev100``), never on MWPD
-    validation; differences of a few points on 100 offers are within noise.
+    Defaults were chosen on the AE->OA / OA->AE cross-dataset tasks (flat attribute vocabularies) and
+    on 100 labelled MWPD *train* offers (seeded draw) standing for "a merchandiser checked 100
+    products" (``benchmarks/adapt_ablation.py`` columns ``dev100``), never on MWPD validation;
+    differences of a few points on 100 offers are within noise.
     """
 
     seed: int = 0
+
+    def resolved_hubness_weight(self, hierarchical: bool) -> float:
+        """The hubness strength used for a vocabulary with (or without) parent links."""
+        if self.hubness_weight is not None:
+            return self.hubness_weight
+        return 0.3 if hierarchical else 1.0
+
     # 1. Hubness: per-tag normalisation over the catalog; stored in the index, applied at query time.
     hubness: Literal["none", "csls", "zscore"] = "zscore"
     hubness_k: int = 10  # catalog products per tag whose mean similarity is the CSLS penalty
-    hubness_weight: float = 0.3  # strength of the correction: CSLS penalty factor, z-score mixing share
+    # Strength of the correction (CSLS penalty factor; z-score mixing share). None: 1.0 for a flat
+    # vocabulary (chosen on AE->OA / OA->AE), 0.3 for a hierarchy (chosen on 100 MWPD train offers).
+    hubness_weight: float | None = None
     # 2. Hierarchy-aware decoding: a tag's score mixes its own and its ancestors' (path aggregation).
     hierarchy: bool = True
     hierarchy_weight: float = 0.5  # weight of the tag's own score; the rest is its ancestors' mean

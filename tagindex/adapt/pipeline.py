@@ -59,7 +59,8 @@ def fit_adjuster(
     tags: Sequence[Tag], catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
 ) -> ScoreAdjuster:
     """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings."""
-    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, params.hubness_weight)
+    weight = params.resolved_hubness_weight(any(t.parent is not None for t in tags))
+    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, weight)
     return ScoreAdjuster.for_tags(
         tags,
         bias,
@@ -69,7 +70,7 @@ def fit_adjuster(
         {
             "hubness": params.hubness,
             "hubness_k": params.hubness_k,
-            "hubness_weight": params.hubness_weight,
+            "hubness_weight": weight,
             "n_catalog": len(catalog),
         },
     )
