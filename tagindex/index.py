@@ -117,6 +117,9 @@ class TagIndex:
         self._exemplars: ExemplarSet | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
         self.gate_report: dict[str, Any] | None = None  # how the zero-shot gate was fitted (tagindex.gate)
+        # Optional tagindex.adapt.adjust.ScoreAdjuster (written by `tagindex adapt`): per-tag hubness
+        # normalisation and hierarchy-aware decoding, applied to every request without exemplars.
+        self.adjuster: Any = None
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -182,6 +185,7 @@ class TagIndex:
         self._append(tags, texts, int_ids, vectors)
 
     def _append(self, tags: list[Tag], texts: list[str], int_ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._drop_adjuster()
         for offset, t in enumerate(tags):
             self._row_of[t.id] = len(self._tags) + offset
         self._tags.extend(tags)
@@ -220,6 +224,7 @@ class TagIndex:
                     doomed.add(child)
                     stack.append(child)
         rows = sorted(self._row_of[t] for t in doomed)
+        self._drop_adjuster()
         self._index.remove(self._int_ids[rows])
         keep = np.ones(len(self._tags), dtype=bool)
         keep[rows] = False
@@ -231,6 +236,31 @@ class TagIndex:
         self._scorer = None
         self._lookup = None
         return sorted(doomed)
+
+    def _drop_adjuster(self) -> None:
+        # The adjuster's per-tag statistics are aligned to the tag rows; any change invalidates them.
+        if self.adjuster is not None:
+            logger.warning("the tag set changed: the adapted score adjuster is dropped (re-run adapt)")
+            self.adjuster = None
+
+    def replace_vectors(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
+        """Replaces every tag's vector (and optionally its text), e.g. with adapted ones.
+
+        Args:
+            vectors: (n_tags, vector_dim) unit vectors in tag order.
+            texts: New encoder texts in tag order (kept for explanations), or None to keep.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != self._vectors.shape:
+            raise ValueError(f"expected vectors of shape {self._vectors.shape}, got {vectors.shape}")
+        if texts is not None and len(texts) != len(self._tags):
+            raise ValueError(f"expected {len(self._tags)} texts, got {len(texts)}")
+        self._index = VectorIndex(self.vector_dim, self.params.index)
+        self._index.add(self._int_ids, vectors)
+        self._vectors = vectors
+        if texts is not None:
+            self._texts = list(texts)
+        self._scorer = None
 
     # ---- exemplars ------------------------------------------------------------------------------
     def add_exemplars(
@@ -370,6 +400,9 @@ class TagIndex:
         if scorer is not None:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
             scores, ids = scorer.top(vectors, top_k, exclude)
+        elif self.adjuster is not None:
+            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, top_k)
+            scores, ids = adj_scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
         else:
             scores, ids = self.search(vectors, top_k)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
@@ -463,6 +496,8 @@ class TagIndex:
                 self.fusion.save(tmp / self.fusion.type_name)
             if self._exemplars is not None:
                 save_exemplars(tmp, self._exemplars)
+            if self.adjuster is not None:
+                self.adjuster.save(tmp)
             write_manifest(
                 tmp,
                 {
@@ -480,6 +515,7 @@ class TagIndex:
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
                     "exemplar_gate": self.gate_report,
+                    "adapt": self.adjuster.describe() if self.adjuster is not None else None,
                     "next_id": self._next_id,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
@@ -530,6 +566,10 @@ class TagIndex:
         index._next_id = max(int(manifest["next_id"]), used)
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
+        if manifest.get("adapt"):
+            from tagindex.adapt.adjust import ScoreAdjuster
+
+            index.adjuster = ScoreAdjuster.load(directory, len(tags))
         return index
 
     def describe(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from tagindex.cli.common import Command, add_global_options, configure_output, r
 # Command name -> module defining it (in its ``COMMANDS`` dict). The order is the order of ``--help``.
 REGISTRY: dict[str, str] = {
     "index": "tagindex.cli.index",
+    "adapt": "tagindex.cli.adapt",
     "tag": "tagindex.cli.tagging",
     "similar": "tagindex.cli.vocab",
     "convert": "tagindex.cli.vocab",
