@@ -157,13 +157,19 @@ def _configure_tag(p: argparse.ArgumentParser) -> None:
         default="raise",
         help="malformed rows: fail (default) or skip them with a count",
     )
+    from tagindex.cli_engine import add_engine_options
     from tagindex.cli_rerank import add_tag_options
 
     add_tag_options(p)
+    add_engine_options(p)
 
 
 @command("tag", "rank tags for every product in a file and write a run file (JSON lines)", _configure_tag)
 def run_tag(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli_engine.py
+        from tagindex.cli_engine import run_tag_engine
+
+        return run_tag_engine(args)
     from tagindex.index import TagIndex
     from tagindex.io import load_products, write_jsonl
 
