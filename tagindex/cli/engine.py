@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from typing import Any
 
-logger = logging.getLogger("tagindex")
+from tagindex.cli.common import logger
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
