@@ -58,7 +58,9 @@ TAG_STRUCT = pa.struct(
         pa.field("ancestor_of", pa.string()),
     ]
 )
-SHARD_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("tags", pa.list_(TAG_STRUCT))])
+SHARD_SCHEMA = pa.schema(
+    [pa.field("id", pa.string(), nullable=False), pa.field("tags", pa.list_(TAG_STRUCT))]
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,9 @@ def tag_batch(index: Any, batch: Batch, options: TagOptions) -> ShardResult:
                 records.extend(tag_products(index, [product], options))
             except Exception as row_exc:  # reported per row, never dropped
                 failures.append(
-                    failure(batch.source, line, product.id, f"tagging failed: {type(row_exc).__name__}: {row_exc}")
+                    failure(
+                        batch.source, line, product.id, f"tagging failed: {type(row_exc).__name__}: {row_exc}"
+                    )
                 )
     failures.sort(key=lambda f: f["line"])
     return ShardResult(batch.name, records, failures, time.perf_counter() - start)
@@ -316,7 +320,12 @@ def records_table(records: Iterable[dict[str, Any]]) -> pa.Table:
         {
             "id": r["id"],
             "tags": [
-                {"tag": t["tag"], "score": t["score"], "name": t.get("name"), "ancestor_of": t.get("ancestor_of")}
+                {
+                    "tag": t["tag"],
+                    "score": t["score"],
+                    "name": t.get("name"),
+                    "ancestor_of": t.get("ancestor_of"),
+                }
                 for t in r["tags"]
             ],
         }

@@ -47,10 +47,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster; toke
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     """One embedded Ray for the module (starting one costs seconds); the engine reuses it."""
-    from ray.data import DataContext
-
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
 
