@@ -251,11 +251,11 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             try:
-                for row in reader:
-                    if None in row:
+                for cells in reader:
+                    if None in cells:
                         yield reader.line_num, "more fields than the header has"
                         continue
-                    yield reader.line_num, {k: _parse_csv_cell(v) for k, v in row.items() if k is not None}
+                    yield reader.line_num, {k: _parse_csv_cell(v) for k, v in cells.items() if k is not None}
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}:{reader.line_num + 1}: not valid UTF-8 ({exc.reason})") from None
             except csv.Error as exc:
@@ -263,11 +263,11 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         return
     try:
         parquet = pq.ParquetFile(path)
-        row = 0
+        number = 0
         for record_batch in parquet.iter_batches(batch_size=4096):
             for record in record_batch.to_pylist():
-                row += 1
-                yield row, record
+                number += 1
+                yield number, record
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: cannot read Parquet file: {exc}") from None
 
