@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tagindex.service.engine import Engine
 from tagindex.service.explanations import ExplainContext, make_decider, make_explainer
 from tagindex.service.feedback import FeedbackRecord, FeedbackStore
+from tagindex.service.feedback_pg import open_feedback_store
 from tagindex.service.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from tagindex.service.models import (
     AddTagsRequest,
@@ -55,6 +56,7 @@ from tagindex.service.models import (
     TagRequest,
     TagResponse,
 )
+from tagindex.service.replicas import ReplicaEngine
 from tagindex.service.settings import Settings
 from tagindex.service.stage import RerankStage, ScoredResult, StageConfigError, StageRequestError
 
@@ -108,7 +110,12 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 _limit_threads(settings.compute_threads)
 
             index = TagIndex.load(settings.index_dir, encoder=encoder)
-            engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
+            engine = ReplicaEngine(
+                settings.index_dir,
+                index,
+                max_batch=settings.max_batch,
+                poll_seconds=settings.index_poll_seconds,
+            )
             engine.encode_products([])  # nothing to do, but proves the batcher is alive
             engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
             try:  # reranker and calibration: loaded once, refused when they do not belong together
@@ -120,7 +127,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             except BaseException:
                 engine.close()
                 raise
-            return engine, FeedbackStore(settings.feedback_path())
+            return engine, open_feedback_store(settings.feedback_url or settings.feedback_path())
 
         engine, store = await anyio.to_thread.run_sync(start)
         stage = engine.stage
@@ -143,7 +150,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             "serving %d tags from %s; feedback in %s",
             len(engine),
             settings.index_dir,
-            settings.feedback_path(),
+            store.path,
         )
         try:
             yield
@@ -514,7 +521,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             return JSONResponse({"detail": "the index holds no tags"}, status_code=503)
         try:
             request.app.state.feedback.ping()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ConnectionError) as exc:
             return JSONResponse({"detail": f"feedback database unusable: {exc}"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
