@@ -68,9 +68,10 @@ def clean_feedback(postgres_url: str) -> str:
 
 
 def test_postgres_store_behaves_like_the_sqlite_store(clean_feedback: str, tmp_path: Path) -> None:
-    from tagindex.errors import InputError
     from tagindex.service.feedback import FeedbackRecord, FeedbackStore
     from tagindex.service.feedback_pg import PostgresFeedbackStore, open_feedback_store
+
+    from tagindex.errors import InputError
 
     def judgements() -> list[FeedbackRecord]:
         return [

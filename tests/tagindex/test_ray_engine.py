@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -47,7 +48,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster; toke
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     """One embedded Ray for the module (starting one costs seconds); the engine reuses it."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
