@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -149,13 +150,20 @@ def test_two_replicas_share_vocabulary_changes_and_feedback(
             # B retires it (after catching up under the shared lock); A stops serving it.
             assert hb.delete("/v1/tags/custom_Lockets", headers=KEY).status_code == 200
             _wait_for(lambda: ha.get("/v1/tags/custom_Lockets").status_code == 404)
-            # Both change at once: neither change is lost.
+            # Both replicas change the vocabulary at the same moment: neither change is lost.
             one = {"id": "custom_A", "name": "Anklets", "parent": "64010100_Jewellery"}
             two = {"id": "custom_B", "name": "Brooches", "parent": "64010100_Jewellery"}
-            assert ha.post("/v1/tags", json={"tags": [one]}, headers=KEY).status_code == 201
-            assert hb.post("/v1/tags", json={"tags": [two]}, headers=KEY).status_code == 201
-            for http in (ha, hb):
-                _wait_for(lambda h=http: h.get("/v1/info").json()["index"]["n_tags"] == n + 2)
+            with ThreadPoolExecutor(2) as pool:
+                posted = pool.map(
+                    lambda pair: pair[0].post("/v1/tags", json={"tags": [pair[1]]}, headers=KEY).status_code,
+                    [(ha, one), (hb, two)],
+                )
+                assert list(posted) == [201, 201]
+
+            def serves_both(http: httpx.Client) -> bool:
+                return bool(http.get("/v1/info").json()["index"]["n_tags"] == n + 2)
+
+            _wait_for(lambda: serves_both(ha) and serves_both(hb))
             saved = json.loads((index_dir / "manifest.json").read_text())["n_tags"]
             assert saved == n + 2
             fb = {"product": sample_products[0], "judgements": [{"tag": "custom_A", "action": "add"}]}
