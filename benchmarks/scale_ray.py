@@ -287,7 +287,7 @@ def large_run(index_dir: Path, src: Path, out: Path, workers: int, batch: int) -
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"large run failed ({proc.returncode}): {stderr[-2000:]}")
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "_summary.json").read_text())
     import pyarrow.parquet as pq
 
     ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
