@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,33 +33,39 @@ def _pg_bin() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throw-away Postgres server: initdb + pg_ctl in a temp dir, stopped after the module."""
+def postgres_url() -> Iterator[str]:
+    """A throw-away Postgres server: initdb + pg_ctl in a temp dir, stopped and removed after the module."""
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("Postgres server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
-    root = tmp_path_factory.mktemp("pg")
-    data = root / "data"
-    # Postgres refuses to run as root: run it as the `postgres` system user then.
+    # Postgres refuses to run as root: run it as the `postgres` system user then, in a directory of its
+    # own (pytest's temp dirs are private to the user running the tests).
     run_as: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
             pytest.skip("running as root without runuser: cannot start Postgres as another user")
         run_as = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="tagindex-pg-"))
+    if run_as:
         shutil.chown(root, "postgres")
-        os.chmod(root, 0o700)
+    data = root / "data"
     user = "postgres" if run_as else getpass.getuser()
     port = free_port()
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user],
-                   check=True, capture_output=True)  # fmt: skip
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*run_as, *cmd], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:1])} failed: {done.stderr.strip() or done.stdout.strip()}")
+
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-                    "-w", "start"], check=True, capture_output=True)  # fmt: skip
     try:
+        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user)
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
         yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
                        capture_output=True)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
