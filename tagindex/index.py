@@ -20,8 +20,16 @@ from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
+from tagindex.learn import LearnedState, learned_manifest, read_learned, write_learned
 from tagindex.schema import Product, Tag, TagResult, TagScore
-from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.store import (
+    IndexFormatError,
+    atomic_directory,
+    library_versions,
+    read_manifest,
+    recover_directory,
+    write_manifest,
+)
 from tagindex.text import ancestors, product_text, tag_text
 from tagindex.vector_index import VectorIndex
 
@@ -81,6 +89,7 @@ class TagIndex:
         self._exemplars: ExemplarSet | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
         self.gate_report: dict[str, Any] | None = None  # how the zero-shot gate was fitted (tagindex.gate)
+        self.learned: LearnedState | None = None  # merchandiser judgements (tagindex.learn)
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -244,11 +253,30 @@ class TagIndex:
 
     def scorer(self) -> ExemplarScorer | None:
         """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
-        if self._exemplars is None:
+        if self.learned is not None:  # judgements edit the exemplars and may refit the gate
+            exemplars = self.learned.effective_exemplars(self._exemplars, self.vector_dim)
+            params = self.learned.scoring_params(self.params.exemplars)
+        else:
+            exemplars, params = self._exemplars, self.params.exemplars
+        if exemplars is None:
             return None
         if self._scorer is None:
-            self._scorer = ExemplarScorer(self._tags, self._vectors, self._exemplars, self.params.exemplars)
+            self._scorer = ExemplarScorer(self._tags, self._vectors, exemplars, params)
         return self._scorer
+
+    @property
+    def base_exemplars(self) -> ExemplarSet | None:
+        """The labelled products stored with :meth:`add_exemplars`, before any judgement."""
+        return self._exemplars
+
+    @property
+    def tag_vectors_matrix(self) -> np.ndarray:
+        """Tag vectors (n_tags, vector_dim), rows in :attr:`tags` order (read-only by convention)."""
+        return self._vectors
+
+    def learned_changed(self) -> None:
+        """Drops what depends on the learned state (called by :mod:`tagindex.learn`)."""
+        self._scorer = None
 
     # ---- searching ------------------------------------------------------------------------------
     def product_texts(self, products: Sequence[Product]) -> list[str]:
@@ -331,23 +359,28 @@ class TagIndex:
         that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
         """
         scorer = self.scorer()
+        # Rejected tags of near-identical judged products are dropped, so fetch that many more.
+        suppressed = self.learned.suppressed(vectors) if self.learned is not None else None
+        fetch = top_k + max((len(s) for s in suppressed), default=0) if suppressed else top_k
         if scorer is not None:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
-            scores, ids = scorer.top(vectors, top_k, exclude)
+            scores, ids = scorer.top(vectors, fetch, exclude)
         else:
-            scores, ids = self.search(vectors, top_k)
+            scores, ids = self.search(vectors, fetch)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
         results = []
-        for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
+        for n, (pid, row_scores, row_ids) in enumerate(zip(product_ids, scores, ids, strict=True)):
             ranked: list[TagScore] = []
-            seen: set[str] = set()
+            seen: set[str] = set(suppressed[n]) if suppressed else set()
+            kept = 0
             for tag_id, score in zip(row_ids, row_scores.tolist(), strict=False):
                 if threshold is not None and score < threshold:
                     break
-                if tag_id in seen:
+                if tag_id in seen or kept == top_k:
                     continue
+                kept += 1
                 seen.add(tag_id)
                 ranked.append(TagScore(tag_id, score, tags[row_of[tag_id]].name))
                 if by_id is not None:
@@ -428,6 +461,8 @@ class TagIndex:
                 self.fusion.save(tmp / "graph")
             if self._exemplars is not None:
                 save_exemplars(tmp, self._exemplars)
+            if self.learned is not None:
+                write_learned(tmp, self.learned)
             write_manifest(
                 tmp,
                 {
@@ -443,6 +478,7 @@ class TagIndex:
                     "n_exemplars": self.n_exemplars,
                     "exemplar_gate": self.gate_report,
                     "next_id": self._next_id,
+                    **learned_manifest(self.learned),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
                         "faiss-cpu",
@@ -466,6 +502,7 @@ class TagIndex:
             IndexFormatError: The directory is not a complete, intact tagindex.
         """
         directory = Path(path)
+        recover_directory(directory)
         manifest = read_manifest(directory, _KIND, verify=verify)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(
@@ -496,6 +533,7 @@ class TagIndex:
         index._next_id = int(manifest["next_id"])
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
+        index.learned = read_learned(directory, index.vector_dim)
         return index
 
     def describe(self) -> dict[str, Any]:
