@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -267,11 +267,11 @@ def learn(
         judgements: Explicit (product id, tag, action) triples; products must include each product id.
         rejected: Product id -> rejected tags (used with the products' ``tags``).
         vectors: Product vectors (n, dim) aligned with ``products``.
-        ids: Judgement ids to use (e.g. feedback row ids, increasing); default: the next free ones.
+        ids: Judgement ids to use (e.g. feedback row ids); default: the next ids never used.
 
     Raises:
         InputError: A tag is not in the index, a judgement names an unknown product, or an id is
-            not above every id applied before.
+            already in the log.
     """
     state = state_of(index)
     products = list(products)
@@ -291,8 +291,9 @@ def learn(
     id_list = list(ids) if ids is not None else list(range(start, start + len(triples)))
     if len(id_list) != len(triples):
         raise InputError(f"{len(id_list)} judgement ids for {len(triples)} judgements")
-    if id_list and (min(id_list) < start or len(set(id_list)) < len(id_list)):
-        raise InputError(f"judgement ids must be unique and above {start - 1} (ids are never reused)")
+    present = {j.id for j in state.judgements}
+    if id_list and (min(id_list) < 1 or len(set(id_list)) < len(id_list) or present & set(id_list)):
+        raise InputError("judgement ids must be positive, unique and not already in the log")
     new = [Judgement(i, pid, t, a) for i, (pid, t, a) in zip(id_list, triples, strict=True)]
     _check_tags(index, new)
     if not new:
@@ -414,19 +415,35 @@ def read_learned(directory: Path, dim: int) -> LearnedState | None:
 def save_learned(index: TagIndex, directory: str | os.PathLike[str]) -> None:
     """Saves only the learned state of ``index`` into its saved ``directory``, atomically.
 
-    Every other file is hard-linked (copied where links fail) from the current directory into the
-    replacement, so a save costs the learned files, not the whole index; the manifest is rewritten
-    with the new ``index_version``. A crash at any point leaves the old or the new directory whole
-    (see :func:`tagindex.store.atomic_directory`).
+    Every other file is carried over by :func:`rewrite_index` (hard links), so a save costs the
+    learned files, not the whole index; the manifest gets the new ``index_version``.
 
     Raises:
         IndexFormatError: ``directory`` is not a saved index.
     """
+    state = state_of(index)
+    rewrite_index(
+        directory, lambda tmp: write_learned(tmp, state), learned_manifest(state), replace=LEARNED_FILES
+    )
+
+
+def rewrite_index(
+    directory: str | os.PathLike[str],
+    write: Callable[[Path], Any],
+    manifest_update: dict[str, Any],
+    replace: Sequence[str] = (),
+) -> None:
+    """Replaces a saved index directory by a copy with some files (re)written, atomically.
+
+    Unchanged files are hard-linked (copied where links fail) into the replacement and keep their
+    recorded checksums; files named in ``replace`` are left out for ``write(tmp_dir)`` to write.
+    A crash at any point leaves the old or the new directory whole (see
+    :func:`tagindex.store.atomic_directory`).
+    """
     directory = Path(directory)
     recover_directory(directory)
     manifest = read_manifest(directory, "tagindex", verify=False)
-    state = state_of(index)
-    known = {k: v for k, v in manifest.get("files", {}).items() if k not in LEARNED_FILES}
+    known = {k: v for k, v in manifest.get("files", {}).items() if k not in replace}
     with atomic_directory(directory) as tmp:
         for rel in known:
             src, dst = directory / rel, tmp / rel
@@ -435,8 +452,8 @@ def save_learned(index: TagIndex, directory: str | os.PathLike[str]) -> None:
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
-        write_learned(tmp, state)
-        write_manifest(tmp, {**manifest, **learned_manifest(state)}, known=known)
+        write(tmp)
+        write_manifest(tmp, {**manifest, **manifest_update}, known=known)
 
 
 def learned_manifest(state: LearnedState | None) -> dict[str, Any]:

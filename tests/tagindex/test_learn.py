@@ -162,8 +162,12 @@ def test_bad_judgements_are_refused_with_the_reason(index: TagIndex) -> None:
         learn(index, [], judgements=[("ghost", "ring", "accept")])
     with pytest.raises(InputError, match="action"):
         learn(index, [Product("x", "thing")], judgements=[("x", "ring", "maybe")])
-    with pytest.raises(InputError, match="never reused"):
+    with pytest.raises(InputError, match="positive, unique"):
         learn(index, [Product("x", "thing", tags=["ring"])], ids=[0])
+    learn(index, [Product("x", "thing", tags=["ring"])], ids=[7])
+    with pytest.raises(InputError, match="already in the log"):
+        learn(index, [Product("x", "thing", tags=["ring"])], ids=[7])
+    undo(index, [7])
     assert index.learned is None or not index.learned.judgements
 
 
