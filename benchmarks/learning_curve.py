@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-config", default="benchmarks/configs/mwpd-deadline.json")
     ap.add_argument("--queue", default="{}", help="QueueParams overrides as JSON")
     ap.add_argument("--name", default="learning_curve")
+    ap.add_argument(
+        "--merge-retrained", default=None, help="results JSON of a --retrain-at run whose points to include"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for lib in ("tagindex.learn", "tagindex.active", "tagindex.gate", "tagindex.index"):
@@ -359,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
             result["curves"].setdefault(strategy, []).append({"seed": seed, "curve": curve})
             save()
 
+    if args.merge_retrained:
+        other = json.loads(Path(args.merge_retrained).read_text())
+        for strategy, points in other.get("retrained", {}).items():
+            result["retrained"].setdefault(strategy, []).extend(points)
+        result["retrained_from"] = args.merge_retrained
     # Table: mean over seeds at each batch.
     print(f"\n{result['eval']}, {args.backend} encoder, batches of {args.batch}")
     print("| judged | " + " | ".join(f"{s} lvl3 R@1 | {s} challenge" for s in result["curves"]) + " |")

@@ -45,7 +45,13 @@ class QueueParams:
     tail_max: int = 2  # tags with fewer exemplars than this count as tail for coverage
     candidate_factor: int = 6  # candidates considered for diversity per remaining pick
     duplicate_cos: float = 0.92  # products this close to a pick are near-duplicates
-    kmeans_iters: int = 15
+    kmeans_iters: int = 10
+    # "typical": cluster the pool into (labelled + picks) groups and take the most typical product
+    # of the largest groups without a labelled product, weighted by the index's hesitation there
+    # (TypiClust, Hacohen et al. 2022, with uncertainty); "margin": the most hesitant products,
+    # diversified by clustering (Cluster-Margin).
+    method: str = "typical"
+    uncertainty_floor: float = 0.5  # cluster weight = size * (floor + mean uncertainty of its products)
     suggestions: int = 5  # suggested tags shown per product
 
 
@@ -96,18 +102,28 @@ def _kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.n
         centers.append(nxt)
         dist = np.minimum(dist, 1.0 - x @ x[nxt])
     c = x[centers].copy()  # (k, dim)
-    assign = np.zeros(n, dtype=np.int64)
+    assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iters):
         new = np.argmax(x @ c.T, axis=1)
-        if _ and np.array_equal(new, assign):
+        if np.array_equal(new, assign):
             break
         assign = new
-        for j in range(k):
-            members = x[assign == j]
-            if len(members):
-                s = members.sum(axis=0)
-                c[j] = s / max(float(np.linalg.norm(s)), 1e-12)
+        sums = np.zeros_like(c)
+        np.add.at(sums, assign, x)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        c = np.where(norms > 1e-12, sums / np.maximum(norms, 1e-12), c)  # empty clusters keep their centre
     return assign
+
+
+def _typicality(x: np.ndarray, k: int = 20) -> np.ndarray:
+    """Per row, the mean cosine to its ``k`` nearest other rows (n,): high in dense regions."""
+    if len(x) < 2:
+        return np.ones(len(x))
+    sims = x @ x.T  # (n, n)
+    np.fill_diagonal(sims, -np.inf)
+    k = min(k, len(x) - 1)
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    return np.asarray(top.mean(axis=1))
 
 
 def review_queue(
@@ -209,6 +225,53 @@ def review_queue(
 
     # 2-3. uncertainty + novelty, diversified by clustering the best candidates.
     remaining = n - len(picks)
+    if remaining > 0 and p.method == "typical":
+        chosen = set(taken)
+        k = min(len(x), len(labelled) + remaining)
+        assign = _kmeans(x, k, p.kmeans_iters, rng)
+        sums = np.zeros((k, x.shape[1]), dtype=np.float32)
+        np.add.at(sums, assign, x)
+        centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        covered = set(np.argmax(labelled @ centres.T, axis=1).tolist()) if len(labelled) else set()
+        sizes = np.bincount(assign, minlength=k)
+        hesitation = np.bincount(assign, weights=uncertainty, minlength=k) / np.maximum(sizes, 1)
+        weight = sizes * (p.uncertainty_floor + hesitation)
+        for c in sorted(
+            (c for c in range(k) if c not in covered and sizes[c]), key=lambda c: (-weight[c], c)
+        ):
+            if len(picks) >= n:
+                break
+            members = np.flatnonzero(assign == c)
+            members = members[[int(i) not in chosen for i in members]]
+            if not len(members):
+                continue
+            typ = _typicality(x[members])
+            i = int(members[int(np.argmax(typ))])
+            if near_duplicate(i):
+                continue
+            a = names.get(ids[i][0], ids[i][0])
+            b = names.get(ids[i][1], ids[i][1])
+            picks.append(
+                ReviewPick(
+                    pool[i].id,
+                    suggestions(i),
+                    f"typical of a group of {int(sizes[c])} similar products with no labelled example "
+                    "(largest and most hesitant groups first); "
+                    f"the index hesitates there (mean uncertainty {hesitation[c]:.2f}; this product: "
+                    f"margin {margin[i]:.3f} between '{a}' and '{b}')",
+                    "typical",
+                    float(weight[c]),
+                    {
+                        "cluster_size": int(sizes[c]),
+                        "cluster_uncertainty": float(hesitation[c]),
+                        "margin": float(margin[i]),
+                        "nearest_labelled": float(nearest[i]),
+                    },
+                )
+            )
+            taken.append(i)
+            chosen.add(i)
+        remaining = n - len(picks)
     if remaining > 0:
         chosen = set(taken)
         cand = [int(i) for i in np.argsort(-value, kind="stable") if int(i) not in chosen]

@@ -13,7 +13,8 @@ that log, so deleting a judgement restores exactly the answers given before it w
   product whose vector lies within ``radius`` (cosine) of it, i.e. near-identical offers. They are
   also exported for the next fine-tune (:meth:`LearnedState.products`).
 - With ``refit_gate`` the zero-shot gate (:mod:`tagindex.gate`) is refitted on the effective
-  exemplar set after every change; the fitted values belong to the state, so an undo restores them.
+  exemplar set after every change once it holds ``GATE_MIN_EXEMPLARS``; the fitted values belong to
+  the state, so an undo restores them.
 
 For each (product, tag) pair the latest judgement wins (as in the service's feedback export).
 The state is saved inside the index directory (``learned.parquet``, ``learned_vectors.safetensors``,
@@ -27,7 +28,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,6 +61,10 @@ LEARNED_VECTORS = "learned_vectors.safetensors"
 LEARNED_META = "learned.json"
 LEARNED_FILES = (LEARNED_TABLE, LEARNED_VECTORS, LEARNED_META)
 DEFAULT_RADIUS = 0.95
+# The gate's simulated zero-shot split needs many exemplars: refitted on 100-200 judged MWPD
+# products it chose offsets that cost 5-24 points of lvl3 R@1 on a dev split of MWPD train
+# (benchmarks/learning_curve.py --eval dev), so below this count the index's own values stay.
+GATE_MIN_EXEMPLARS = 1000
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,7 @@ def _refresh(index: TagIndex, state: LearnedState) -> None:
         from tagindex.gate import fit_gate
 
         effective = state.effective_exemplars(index.base_exemplars, index.vector_dim)
-        if effective is not None:
+        if effective is not None and len(effective) >= GATE_MIN_EXEMPLARS:
             fitted, report = fit_gate(index.tags, index.tag_vectors_matrix, effective, index.params.exemplars)
             if report.get("fitted"):
                 state.gate_params, state.gate_report = fitted, report
@@ -254,7 +259,7 @@ def learn(
     index: TagIndex,
     products: Sequence[Product],
     judgements: Iterable[tuple[str, str, str]] | None = None,
-    rejected: dict[str, Sequence[str]] | None = None,
+    rejected: Mapping[str, Sequence[str]] | None = None,
     vectors: np.ndarray | None = None,
     ids: Sequence[int] | None = None,
 ) -> list[Judgement]:

@@ -35,7 +35,6 @@ def configure_learn(p: argparse.ArgumentParser) -> None:
     add_option(
         p,
         "--products",
-        required=True,
         help="judged products: `tags` = accepted tags, optional `rejected` = tags judged wrong",
     )
     p.add_argument("--undo", nargs="+", type=int, default=[], metavar="ID", help="delete judgements by id")
@@ -49,13 +48,20 @@ def run_learn(args: argparse.Namespace) -> int:
     from tagindex.io import load_products
     from tagindex.learn import learn, save_learned, undo
 
+    if not args.products and not args.undo:
+        raise InputError("give judged products (--products) and/or judgement ids to delete (--undo)")
     index = TagIndex.load(args.index)
-    products = load_products(args.products, on_error=args.on_error)
-    rejected = _rejected(args.products)
-    if not any(p.tags for p in products) and not rejected:
-        raise InputError(f"{args.products}: no product has accepted `tags` or a `rejected` list")
-    made = learn(index, products, rejected=rejected)
+    made = []
+    if args.products:
+        products = load_products(args.products, on_error=args.on_error)
+        rejected = _rejected(args.products)
+        if not any(p.tags for p in products) and not any(rejected.values()):
+            raise InputError(f"{args.products}: no product has accepted `tags` or a `rejected` list")
+        made = learn(index, products, rejected=rejected)
     removed = undo(index, args.undo) if args.undo else []
+    unknown = sorted(set(args.undo) - {j.id for j in removed})
+    if unknown:
+        raise InputError(f"no judgement(s) with id {unknown[:10]} in {args.index}; nothing was changed")
     save_learned(index, args.index)
     state = index.learned
     assert state is not None
