@@ -165,7 +165,10 @@ def retrain_point(
 
     start = time.perf_counter()
     model_dir = work / f"model-{name}"
-    report = train(judged, tags, model_dir, params=TrainParams.from_dict(config))
+    assert index.learned is not None
+    rejected = {row["id"]: row["rejected"] for row in index.learned.export_products() if row["rejected"]}
+    params_ = TrainParams.from_dict(config)
+    report = train(judged, tags, model_dir, params=params_, rejected=rejected)
     t_train = time.perf_counter() - start
     params = TagIndexParams()
     params.encoder.backend = backend
