@@ -228,6 +228,8 @@ class Engine:
             "description_chars": params.text.description_chars,
             "fingerprint": self.fingerprint,
             "version": self.version,
+            # tagindex.learn's version of the saved index: bumped by every learned or undone judgement
+            "index_version": self.index.learned.version if self.index.learned is not None else 0,
         }
 
     # ---- changes --------------------------------------------------------------------------------
