@@ -36,6 +36,8 @@ from tagindex.schema import Product
 
 logger = logging.getLogger(__name__)
 
+SOURCE = "feedback"  # judgement ids of this source are feedback row ids (tagindex.learn.Judgement)
+
 
 def _product(r: FeedbackRecord) -> Product:
     return Product(r.product_id, r.title, r.description, dict(r.attributes))
@@ -56,11 +58,12 @@ class LiveLearner:
         """Learns rows committed after the index's last save; undoes judgements whose rows are gone."""
         state = state_of(self.engine.index)
         stored = self.store.ids()
-        gone = [j.id for j in state.judgements if j.id not in stored]
-        fresh = [r for r in self.store if r.id is not None and r.id > state.applied_through]
+        gone = [j.id for j in state.judgements if j.source == SOURCE and j.id not in stored]
+        done = state.applied_through.get(SOURCE, 0)
+        fresh = [r for r in self.store if r.id is not None and r.id > done]
         changed = 0
         if gone:
-            changed += len(self._change(lambda index: undo(index, gone)))
+            changed += len(self._change(lambda index: undo(index, gone, source=SOURCE)))
         if fresh:
             changed += self._learn(fresh)
         if changed:
@@ -79,7 +82,7 @@ class LiveLearner:
         """Deletes feedback rows and undoes their judgements; returns the ids that existed."""
         removed = self.store.delete(ids)
         if removed:
-            self._change(lambda index: undo(index, removed))
+            self._change(lambda index: undo(index, removed, source=SOURCE))
             self._save()
         return removed
 
@@ -104,6 +107,7 @@ class LiveLearner:
                 judgements=[(r.product_id, r.tag, r.action) for r in known],
                 vectors=vectors,
                 ids=[int(r.id) for r in known if r.id is not None],
+                source=SOURCE,
             )
         )
         return len(known)

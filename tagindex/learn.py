@@ -69,12 +69,17 @@ GATE_MIN_EXEMPLARS = 1000
 
 @dataclass(frozen=True)
 class Judgement:
-    """One action on one (product, tag) pair; ``id`` orders judgements (e.g. a feedback row id)."""
+    """One action on one (product, tag) pair.
+
+    ``source`` names who numbers the ids (``learn``: this module, ``feedback``: the service's feedback
+    table, whose row ids they are); (source, id) is unique, and within a source ids order judgements.
+    """
 
     id: int
     product_id: str
     tag: str
     action: str
+    source: str = "learn"
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -102,8 +107,9 @@ class LearnedState:
         gate_params: The gate values fitted for the current log (None: the index's own params).
         gate_report: How they were fitted.
         version: Bumped by every change; saved as the manifest's ``index_version``.
-        applied_through: Highest judgement id ever applied (ids are never reused), so a caller that
-            replays an external log (the service's feedback table) knows where to resume.
+        applied_through: Per source, the highest judgement id ever applied (ids are never reused),
+            so a caller that replays an external log (the service's feedback table) knows where to
+            resume.
     """
 
     judgements: list[Judgement] = field(default_factory=list)
@@ -114,7 +120,7 @@ class LearnedState:
     gate_params: ExemplarParams | None = None
     gate_report: dict[str, Any] | None = None
     version: int = 0
-    applied_through: int = 0
+    applied_through: dict[str, int] = field(default_factory=dict)
     _cache: tuple[list[str], dict[str, Verdict]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -130,8 +136,10 @@ class LearnedState:
             parent_vote_weight=self.gate_params.parent_vote_weight,
         )
 
-    def next_id(self) -> int:
-        return max(self.applied_through, max((j.id for j in self.judgements), default=0)) + 1
+    def next_id(self, source: str = "learn") -> int:
+        """The lowest id above every id of ``source`` ever applied."""
+        used = max((j.id for j in self.judgements if j.source == source), default=0)
+        return max(self.applied_through.get(source, 0), used) + 1
 
     def verdicts(self) -> tuple[list[str], dict[str, Verdict]]:
         """Judged product ids in order of their first judgement, and each one's effective verdict."""
@@ -262,6 +270,7 @@ def learn(
     rejected: Mapping[str, Sequence[str]] | None = None,
     vectors: np.ndarray | None = None,
     ids: Sequence[int] | None = None,
+    source: str = "learn",
 ) -> list[Judgement]:
     """Applies judgements to ``index`` in memory (no re-training); returns the judgements recorded.
 
@@ -273,6 +282,7 @@ def learn(
         rejected: Product id -> rejected tags (used with the products' ``tags``).
         vectors: Product vectors (n, dim) aligned with ``products``.
         ids: Judgement ids to use (e.g. feedback row ids); default: the next ids never used.
+        source: Who numbers the ids (see :class:`Judgement`).
 
     Raises:
         InputError: A tag is not in the index, a judgement names an unknown product, or an id is
@@ -292,14 +302,14 @@ def learn(
     missing = sorted({pid for pid, _, _ in triples if pid not in by_pid and pid not in state.products})
     if missing:
         raise InputError(f"judgement(s) for product(s) without text: {missing[:5]}")
-    start = state.next_id()
+    start = state.next_id(source)
     id_list = list(ids) if ids is not None else list(range(start, start + len(triples)))
     if len(id_list) != len(triples):
         raise InputError(f"{len(id_list)} judgement ids for {len(triples)} judgements")
-    present = {j.id for j in state.judgements}
+    present = {j.id for j in state.judgements if j.source == source}
     if id_list and (min(id_list) < 1 or len(set(id_list)) < len(id_list) or present & set(id_list)):
         raise InputError("judgement ids must be positive, unique and not already in the log")
-    new = [Judgement(i, pid, t, a) for i, (pid, t, a) in zip(id_list, triples, strict=True)]
+    new = [Judgement(i, pid, t, a, source) for i, (pid, t, a) in zip(id_list, triples, strict=True)]
     _check_tags(index, new)
     if not new:
         return []
@@ -317,21 +327,25 @@ def learn(
             state.vectors[p.id] = vec_of[p.id]
             state.products[p.id] = _text_only(p)
     state.judgements.extend(new)
-    state.judgements.sort(key=lambda j: j.id)
-    state.applied_through = max(state.applied_through, max(j.id for j in new))
+    state.judgements.sort(key=lambda j: (j.source, j.id))
+    state.applied_through[source] = max(state.applied_through.get(source, 0), max(j.id for j in new))
     _refresh(index, state)
     logger.info("learned %d judgement(s); index version %d", len(new), state.version)
     return new
 
 
-def undo(index: TagIndex, judgement_ids: Iterable[int]) -> list[Judgement]:
-    """Deletes judgements; the index answers as if they had never been made. Returns those removed."""
+def undo(index: TagIndex, judgement_ids: Iterable[int], source: str = "learn") -> list[Judgement]:
+    """Deletes judgements of ``source``; the index answers as if they had never been made.
+
+    Returns:
+        The judgements removed (ids not in the log are ignored).
+    """
     state = state_of(index)
     doomed = set(judgement_ids)
-    removed = [j for j in state.judgements if j.id in doomed]
+    removed = [j for j in state.judgements if j.id in doomed and j.source == source]
     if not removed:
         return []
-    state.judgements = [j for j in state.judgements if j.id not in doomed]
+    state.judgements = [j for j in state.judgements if not (j.id in doomed and j.source == source)]
     still = {j.product_id for j in state.judgements}
     for pid in {j.product_id for j in removed} - still:
         state.products.pop(pid, None)
@@ -354,6 +368,7 @@ def write_learned(directory: Path, state: LearnedState) -> None:
             "product_id": [j.product_id for j in state.judgements],
             "tag": [j.tag for j in state.judgements],
             "action": [j.action for j in state.judgements],
+            "source": [j.source for j in state.judgements],
         }
     ).to_parquet(directory / LEARNED_TABLE, index=False)
     pids = sorted(state.products)
@@ -401,9 +416,9 @@ def read_learned(directory: Path, dim: int) -> LearnedState | None:
     }
     return LearnedState(
         judgements=[
-            Judgement(int(i), str(p), str(t), str(a))
-            for i, p, t, a in zip(
-                table["id"], table["product_id"], table["tag"], table["action"], strict=True
+            Judgement(int(i), str(p), str(t), str(a), str(src))
+            for i, p, t, a, src in zip(
+                table["id"], table["product_id"], table["tag"], table["action"], table["source"], strict=True
             )
         ],
         products=products,
@@ -413,7 +428,7 @@ def read_learned(directory: Path, dim: int) -> LearnedState | None:
         gate_params=ExemplarParams.from_dict(meta["gate_params"]) if meta.get("gate_params") else None,
         gate_report=meta.get("gate_report"),
         version=int(meta["version"]),
-        applied_through=int(meta.get("applied_through", 0)),
+        applied_through={str(k): int(v) for k, v in (meta.get("applied_through") or {}).items()},
     )
 
 

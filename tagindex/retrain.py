@@ -148,26 +148,35 @@ def retrain(
             new.add_exemplars(list(labelled))
         # Every judgement again, with its id (so each stays undoable); the held-out ones last, after
         # the new index has been evaluated without them.
-        triples: list[tuple[int, str, str, str]] = []
+        rows: list[tuple[str, int, str, str, str]] = []  # (source, id, product id, tag, action)
         state = old.learned
         if state is not None:
-            triples += [(j.id, j.product_id, j.tag, j.action) for j in state.judgements]
+            rows += [(j.source, j.id, j.product_id, j.tag, j.action) for j in state.judgements]
         next_id = state.next_id() if state is not None else 1
         for p, r in judged:
             if state is None or p.id not in state.products:
                 for tag, action in [(t, "accept") for t in p.tags] + [(t, "reject") for t in r]:
-                    triples.append((next_id, p.id, tag, action))
+                    rows.append(("learn", next_id, p.id, tag, action))
                     next_id += 1
         products = [p for p, _ in judged]
         held_products = [p for p in products if p.id in held]
         gold = {p.id: list(p.tags) for p in held_products}
+        sources = sorted({row[0] for row in rows})
         for part in (False, True):
-            chosen = [t for t in triples if (t[1] in held) == part]
-            if chosen:
-                learn(new, products, judgements=[t[1:] for t in chosen], ids=[t[0] for t in chosen])
+            for source in sources:
+                chosen = [row for row in rows if (row[2] in held) == part and row[0] == source]
+                if chosen:
+                    learn(
+                        new,
+                        products,
+                        judgements=[row[2:] for row in chosen],
+                        ids=[row[1] for row in chosen],
+                        source=source,
+                    )
             if not part:
                 metrics = {"new": _score(new, held_products, gold)}
-        undo(old, [t[0] for t in triples if t[1] in held])
+        for source in sources:
+            undo(old, [row[1] for row in rows if row[2] in held and row[0] == source], source=source)
         metrics["old"] = _score(old, held_products, gold)
         new_state = state_of(new)
         new_state.version = max(new_state.version, state_of(old).version) + 1

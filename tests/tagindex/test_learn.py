@@ -237,3 +237,17 @@ def test_negative_radius_is_cosine_on_the_stored_vector(index: TagIndex) -> None
     v = index.learned.vectors["z"]  # type: ignore[union-attr]
     assert np.isclose(float(np.linalg.norm(v)), 1.0, atol=1e-4)
     assert index.learned.suppressed(v[None, :]) == [{"hose"}]  # type: ignore[union-attr]
+
+
+def test_sources_number_their_judgements_independently(index: TagIndex) -> None:
+    before = run_json(index)
+    a = learn(index, [Product("s1", "Silver angel wing charm", tags=["charm"])])
+    b = learn(
+        index, [Product("s2", "Tomato seeds heirloom", tags=["seeds"])], ids=[a[0].id], source="feedback"
+    )
+    assert a[0].id == b[0].id and index.learned is not None
+    assert index.learned.applied_through == {"learn": a[0].id, "feedback": b[0].id}
+    assert undo(index, [a[0].id], source="feedback") == b
+    assert [j.product_id for j in index.learned.judgements] == ["s1"]
+    undo(index, [a[0].id])
+    assert run_json(index) == before
