@@ -62,7 +62,7 @@ class ReviewPick:
     id: str
     tags: list[TagScore]
     reason: str
-    kind: str  # "coverage", "uncertain" or "novel"
+    kind: str  # "coverage", "typical", "uncertain" or "novel"
     value: float
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -58,9 +58,11 @@ def vectors(index: TagIndex) -> np.ndarray:
     return index.encode_products(POOL)
 
 
-def test_same_seed_same_queue(index: TagIndex, vectors: np.ndarray) -> None:
-    a = [q.to_dict() for q in review_queue(index, POOL, 8, vectors=vectors, params=QueueParams(seed=3))]
-    b = [q.to_dict() for q in review_queue(index, POOL, 8, vectors=vectors, params=QueueParams(seed=3))]
+@pytest.mark.parametrize("method", ["typical", "margin"])
+def test_same_seed_same_queue(index: TagIndex, vectors: np.ndarray, method: str) -> None:
+    params = QueueParams(seed=3, method=method)
+    a = [q.to_dict() for q in review_queue(index, POOL, 8, vectors=vectors, params=params)]
+    b = [q.to_dict() for q in review_queue(index, POOL, 8, vectors=vectors, params=params)]
     assert a == b and len(a) == 8
     assert len({q["id"] for q in a}) == 8
 
@@ -75,7 +77,7 @@ def test_queue_has_no_near_duplicates_and_a_reason_per_pick(index: TagIndex, vec
     # The three near-identical necklace titles are not all in the queue.
     assert len({"p0", "p1", "p2"} & {q.id for q in queue}) <= 1
     for q in queue:
-        assert q.reason and q.kind in ("coverage", "uncertain", "novel")
+        assert q.reason and q.kind in ("coverage", "typical", "uncertain", "novel")
         assert 1 <= len(q.tags) <= params.suggestions
 
 
