@@ -161,15 +161,27 @@ def retrain_point(
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """Fine-tunes on the judged products, rebuilds the index, re-learns the judgements, evaluates."""
-    from tagindex.train import TrainParams, train
+    from tagindex.train import TrainParams, TrainReport, fingerprint_products, read_training_manifest, train
 
     start = time.perf_counter()
     model_dir = work / f"model-{name}"
     assert index.learned is not None
     rejected = {row["id"]: row["rejected"] for row in index.learned.export_products() if row["rejected"]}
     params_ = TrainParams.from_dict(config)
-    report = train(judged, tags, model_dir, params=params_, rejected=rejected)
-    t_train = time.perf_counter() - start
+    previous = read_training_manifest(model_dir) if (model_dir / "tagindex_training.json").exists() else None
+    if (
+        previous is not None
+        and previous.get("data", {}).get("products") == fingerprint_products(judged)
+        and previous.get("train_params") == params_.to_dict()
+    ):
+        # The same products and settings train the same model (seeded): reuse it from an earlier run.
+        report = TrainReport(
+            best_epoch=int(previous.get("best_epoch", 0)), seconds=float(previous.get("seconds", 0))
+        )
+        logger.info("reusing %s (same judged products and settings)", model_dir)
+    else:
+        report = train(judged, tags, model_dir, params=params_, rejected=rejected)
+    t_train = report.seconds or (time.perf_counter() - start)
     params = TagIndexParams()
     params.encoder.backend = backend
     params.encoder.model = str(model_dir)
