@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # the real encoder and a real index
 from tagindex.service.engine import Engine
 from tagindex.service.feedback import FeedbackRecord, FeedbackStore
 from tagindex.service.learning import LiveLearner, ReviewPool
