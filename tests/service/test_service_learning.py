@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow  # the real encoder and a real index
 from tagindex.service.engine import Engine
 from tagindex.service.feedback import FeedbackRecord, FeedbackStore
 from tagindex.service.learning import LiveLearner, ReviewPool
 
 from tagindex.index import TagIndex
 from tagindex.store import read_manifest
+
+pytestmark = pytest.mark.slow  # the real encoder and a real index
 
 JEWEL = "64010100_Jewellery"
 
