@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagindex.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("accept", "reject", "add")
@@ -128,7 +130,14 @@ class FeedbackStore:
     def records(
         self, limit: int = 100, product_id: str | None = None, tag: str | None = None, after_id: int = 0
     ) -> list[FeedbackRecord]:
-        """Records in insertion order, optionally filtered, starting after ``after_id``."""
+        """Records in insertion order, optionally filtered, starting after ``after_id``.
+
+        Raises:
+            InputError: ``after_id`` or ``limit`` is outside SQLite's signed 64-bit integers.
+        """
+        for name, value in (("after_id", after_id), ("limit", limit)):
+            if not -(2**63) <= value < 2**63:
+                raise InputError(f"{name} {value} is outside the 64-bit integer range of row ids")
         sql = "SELECT * FROM feedback WHERE id > ?"
         args: list[Any] = [after_id]
         if product_id is not None:

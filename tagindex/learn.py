@@ -18,8 +18,8 @@ that log, so deleting a judgement restores exactly the answers given before it w
 
 For each (product, tag) pair the latest judgement wins (as in the service's feedback export).
 The state is saved inside the index directory (``learned.parquet``, ``learned_vectors.safetensors``,
-``learned.json``) by :func:`save_learned`, which replaces the directory atomically and bumps the
-manifest's ``index_version``.
+``learned.json``) by :func:`save_learned`, which writes a new version of the index directory
+(:func:`tagindex.store.versioned_directory`) and bumps the manifest's ``index_version``.
 """
 
 from __future__ import annotations
@@ -41,13 +41,7 @@ from tagindex.config import ExemplarParams
 from tagindex.errors import InputError
 from tagindex.exemplars import ExemplarSet
 from tagindex.schema import Product
-from tagindex.store import (
-    IndexFormatError,
-    atomic_directory,
-    read_manifest,
-    recover_directory,
-    write_manifest,
-)
+from tagindex.store import IndexFormatError, read_manifest, versioned_directory, write_manifest
 
 if TYPE_CHECKING:
     from tagindex.index import TagIndex
@@ -453,27 +447,26 @@ def rewrite_index(
     manifest_update: dict[str, Any],
     replace: Sequence[str] = (),
 ) -> None:
-    """Replaces a saved index directory by a copy with some files (re)written, atomically.
+    """Saves a new version of a saved index with some files (re)written and the rest unchanged.
 
-    Unchanged files are hard-linked (copied where links fail) into the replacement and keep their
-    recorded checksums; files named in ``replace`` are left out for ``write(tmp_dir)`` to write.
-    A crash at any point leaves the old or the new directory whole (see
-    :func:`tagindex.store.atomic_directory`).
+    Unchanged files of the live version are hard-linked (copied where links fail) into the new
+    version and keep their recorded checksums; files named in ``replace`` are left out for
+    ``write(new_version_dir)`` to write. The switch is :func:`tagindex.store.versioned_directory`'s:
+    a kill at any point leaves the old or the new version live.
     """
-    directory = Path(directory)
-    recover_directory(directory)
     manifest = read_manifest(directory, "tagindex", verify=False)
-    known = {k: v for k, v in manifest.get("files", {}).items() if k not in replace}
-    with atomic_directory(directory) as tmp:
-        for rel in known:
-            src, dst = directory / rel, tmp / rel
+    root = manifest.root
+    keep = [rel for rel in manifest.get("files", {}) if rel not in replace]
+    with versioned_directory(directory) as tmp:
+        for rel in keep:
+            src, dst = root / rel, tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(src, dst)
             except OSError:
                 shutil.copy2(src, dst)
         write(tmp)
-        write_manifest(tmp, {**manifest, **manifest_update}, known=known)
+        write_manifest(tmp, {k: v for k, v in {**manifest, **manifest_update}.items() if k != "files"})
 
 
 def learned_manifest(state: LearnedState | None) -> dict[str, Any]:

@@ -167,7 +167,7 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(slice_dir: Path, 
     assert manifest["index_version"] == 1 + read_manifest(slice_dir / "index", "tagindex")["index_version"]
     new = TagIndex.load(out)
     assert new.learned is not None and len(new.learned.products) == 30  # every judgement, held-out ones too
-    assert (out / "encoder").is_dir()
+    assert (manifest.root / "encoder").is_dir()  # the fine-tuned encoder travels with the index
     # The old index is untouched; a database without judgements is refused.
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     FeedbackStore(tmp_path / "empty.sqlite3").close()
