@@ -20,6 +20,7 @@ from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
+from tagindex.learn import LearnedState, learned_manifest, read_learned, write_learned
 from tagindex.registry import FUSIONS
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import (
@@ -120,6 +121,7 @@ class TagIndex:
         # Optional tagindex.adapt.adjust.ScoreAdjuster (written by `tagindex adapt`): per-tag hubness
         # normalisation and hierarchy-aware decoding, applied to every request without exemplars.
         self.adjuster: Any = None
+        self.learned: LearnedState | None = None  # merchandiser judgements (tagindex.learn)
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -310,11 +312,30 @@ class TagIndex:
 
     def scorer(self) -> ExemplarScorer | None:
         """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
-        if self._exemplars is None:
+        if self.learned is not None:  # judgements edit the exemplars and may refit the gate
+            exemplars = self.learned.effective_exemplars(self._exemplars, self.vector_dim)
+            params = self.learned.scoring_params(self.params.exemplars)
+        else:
+            exemplars, params = self._exemplars, self.params.exemplars
+        if exemplars is None:
             return None
         if self._scorer is None:
-            self._scorer = ExemplarScorer(self._tags, self._vectors, self._exemplars, self.params.exemplars)
+            self._scorer = ExemplarScorer(self._tags, self._vectors, exemplars, params)
         return self._scorer
+
+    @property
+    def base_exemplars(self) -> ExemplarSet | None:
+        """The labelled products stored with :meth:`add_exemplars`, before any judgement."""
+        return self._exemplars
+
+    @property
+    def tag_vectors_matrix(self) -> np.ndarray:
+        """Tag vectors (n_tags, vector_dim), rows in :attr:`tags` order (read-only by convention)."""
+        return self._vectors
+
+    def learned_changed(self) -> None:
+        """Drops what depends on the learned state (called by :mod:`tagindex.learn`)."""
+        self._scorer = None
 
     # ---- searching ------------------------------------------------------------------------------
     def product_texts(self, products: Sequence[Product]) -> list[str]:
@@ -397,14 +418,17 @@ class TagIndex:
         that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
         """
         scorer = self.scorer()
+        # Rejected tags of near-identical judged products are dropped, so fetch that many more.
+        suppressed = self.learned.suppressed(vectors) if self.learned is not None else None
+        fetch = top_k + max((len(s) for s in suppressed), default=0) if suppressed else top_k
         if scorer is not None:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
-            scores, ids = scorer.top(vectors, top_k, exclude)
+            scores, ids = scorer.top(vectors, fetch, exclude)
         elif self.adjuster is not None:
-            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, top_k)
+            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, fetch)
             scores, ids = adj_scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
         else:
-            scores, ids = self.search(vectors, top_k)
+            scores, ids = self.search(vectors, fetch)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
@@ -412,12 +436,22 @@ class TagIndex:
         def name(tag_id: str) -> str:
             return tags[row_of[tag_id]].name
 
-        return [
-            TagResult(
-                pid, insert_ancestors(zip(row_ids, row_scores.tolist(), strict=False), name, by_id, threshold)
-            )
-            for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True)
-        ]
+        if not suppressed or not any(suppressed):
+            return [
+                TagResult(
+                    pid,
+                    insert_ancestors(zip(row_ids, row_scores.tolist(), strict=False), name, by_id, threshold),
+                )
+                for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True)
+            ]
+        results = []
+        for pid, row_scores, row_ids, drop in zip(product_ids, scores, ids, suppressed, strict=True):
+            pairs = [(t, s) for t, s in zip(row_ids, row_scores.tolist(), strict=False) if t not in drop][
+                :top_k
+            ]
+            rows = [r for r in insert_ancestors(pairs, name, by_id, threshold) if r.tag not in drop]
+            results.append(TagResult(pid, rows))
+        return results
 
     def tag_one(
         self,
@@ -498,6 +532,8 @@ class TagIndex:
                 save_exemplars(tmp, self._exemplars)
             if self.adjuster is not None:
                 self.adjuster.save(tmp)
+            if self.learned is not None:
+                write_learned(tmp, self.learned)
             write_manifest(
                 tmp,
                 {
@@ -517,6 +553,7 @@ class TagIndex:
                     "exemplar_gate": self.gate_report,
                     "adapt": self.adjuster.describe() if self.adjuster is not None else None,
                     "next_id": self._next_id,
+                    **learned_manifest(self.learned),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
                         "faiss-cpu",
@@ -566,6 +603,7 @@ class TagIndex:
         index._next_id = max(int(manifest["next_id"]), used)
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
+        index.learned = read_learned(directory, index.vector_dim)
         if manifest.get("adapt"):
             from tagindex.adapt.adjust import ScoreAdjuster
 

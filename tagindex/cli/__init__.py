@@ -60,6 +60,9 @@ REGISTRY: dict[str, str] = {
     "train-reranker": "tagindex.cli.rerank",
     "calibrate": "tagindex.cli.rerank",
     "explain": "tagindex.cli.explain",
+    "learn": "tagindex.cli.learn",
+    "review-queue": "tagindex.cli.learn",
+    "retrain": "tagindex.cli.learn",
 }
 
 
