@@ -29,11 +29,11 @@ import networkx as nx
 import pandas as pd
 import yaml
 
-import tagindex
 from tagindex.config import _Params
 from tagindex.io import DataError
 from tagindex.schema import Product, Tag
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def save_graph(
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
-            "tagindex_version": tagindex.__version__,
+            "tagindex_version": __version__,
             "n_nodes": g.number_of_nodes(),
             "n_edges": g.number_of_edges(),
             "counts": counts,

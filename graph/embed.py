@@ -24,9 +24,9 @@ from tagindex.graph import METHODS
 from tagindex.graph.build import load_graph_tables, peak_rss_mb
 from tagindex.graph.walks import BiasedWalker
 
-import tagindex
 from tagindex.config import _Params
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def _embed(
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
-            "tagindex_version": tagindex.__version__,
+            "tagindex_version": __version__,
             "params": params.to_dict(),
             "n_nodes": n,
             "n_edges_directed": int(edge_index.size(1)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tagindex.version import __version__
 
 if TYPE_CHECKING:
     from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams
@@ -41,6 +41,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "__version__",
     "DataError",
     "EncoderParams",
     "Product",

@@ -57,16 +57,18 @@ DEFAULT_BUCKET_EDGES = (5, 38)
 
 # ---- inputs -----------------------------------------------------------------------------------------
 def read_run(path: str | os.PathLike[str]) -> Run:
-    """Reads a run file (one JSON line per product: ``{"id": ..., "tags": [{"tag": .., "score": ..}]}``).
+    """Reads a run file (one JSON line per product: ``{"id": ..., "tags": [{"tag": .., "score": ..}]}``,
+    or the CSV / Parquet forms of :mod:`tagindex.runio`).
 
     Raises:
         tagindex.io.DataError: A line is not a valid run row or a product id repeats.
     """
-    from tagindex.io import raise_or_log, read_records
+    from tagindex.io import raise_or_log
+    from tagindex.runio import read_run_records
 
     run: Run = {}
     errors: list[tuple[str, str]] = []
-    for line, row in read_records(path):
+    for line, row in read_run_records(path):
         where = f"{path}:{line}"
         if isinstance(row, str):
             errors.append((where, row))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.errors import ArtifactError
+from tagindex.umask import apply_umask_tree
 
 try:
     import fcntl
@@ -555,6 +556,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     _apply_umask(tmp, 0o777)
     try:
         yield tmp
+        apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files
         fsync_tree(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

@@ -64,7 +64,9 @@ def check_mean_pooling(model_dir: str | Path) -> None:
     pooling = Path(model_dir) / "1_Pooling" / "config.json"
     if pooling.is_file():
         config = json.loads(pooling.read_text())
-        if not config.get("pooling_mode_mean_tokens") or any(
+        # sentence-transformers >= 6 writes one ``pooling_mode`` string; older versions a flag per mode.
+        mean = config.get("pooling_mode") == "mean" or bool(config.get("pooling_mode_mean_tokens"))
+        if not mean or any(
             config.get(k)
             for k in (
                 "pooling_mode_cls_token",
