@@ -181,7 +181,8 @@ def test_adapted_index_round_trip_and_single_products(
 
     index.save(tmp_path / "idx")
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["adapt"]["hubness"] == "csls"
+    assert manifest["adapt"]["hubness"] == "zscore"
+    assert manifest["adapt"]["hubness_weight"] == 0.3  # the strength for a hierarchical vocabulary
     assert {"adapt/adjuster.safetensors", "adapt/adjuster.json"} <= set(manifest["files"])
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
     assert isinstance(loaded.adjuster, ScoreAdjuster)
