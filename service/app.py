@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from tagindex.service.engine import Engine
 from tagindex.service.explanations import make_decider, make_explainer
 from tagindex.service.feedback import FeedbackStore
+from tagindex.service.feedback_pg import open_feedback_store
 from tagindex.service.middleware import (
     AllowMiddleware,
     BodyLimitMiddleware,
@@ -31,6 +32,7 @@ from tagindex.service.middleware import (
     RedactSecretsFilter,
     SecurityHeadersMiddleware,
 )
+from tagindex.service.replicas import ReplicaEngine
 from tagindex.service.routers import ROUTERS, errors, learning, page
 from tagindex.service.routers.deps import publish_limits
 from tagindex.service.settings import Settings
@@ -117,7 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.metrics.tags.set(len(engine))
     access_log = logging.getLogger("uvicorn.access")
     access_log.addFilter(app.state.log_filter)  # here: uvicorn has configured its loggers by now
-    logger.info("serving %d tags; feedback in %s", len(engine), settings.feedback_path())
+    logger.info("serving %d tags; feedback in %s", len(engine), store.path)
     try:
         yield
     finally:
@@ -130,7 +132,7 @@ def _start(settings: Settings, encoder: Encoder | None) -> tuple[Engine, Feedbac
     if settings.compute_threads is not None:
         _limit_threads(settings.compute_threads)
     engine = open_engine(settings, settings.index_dir, encoder)
-    return engine, FeedbackStore(settings.feedback_path())
+    return engine, open_feedback_store(settings.feedback_url or settings.feedback_path())
 
 
 def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = None) -> Engine:
@@ -138,7 +140,10 @@ def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = N
     from tagindex.index import TagIndex
 
     index = TagIndex.load(index_dir, encoder=encoder)
-    engine = Engine(index_dir, index, max_batch=settings.max_batch)
+    # A replica engine: re-reads the index when another process sharing index_dir changed it.
+    engine = ReplicaEngine(
+        index_dir, index, max_batch=settings.max_batch, poll_seconds=settings.index_poll_seconds
+    )
     try:
         engine.encode_products([])  # nothing to do, but proves the batcher is alive
         engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving

@@ -42,10 +42,17 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_option(p, "--description-chars", help="override the index's description budget")
     add_option(p, "--on-error")
     add_tag_options(p)
+    from tagindex.cli.engine import add_engine_options
+
+    add_engine_options(p)
 
 
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
+    if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli/engine.py
+        from tagindex.cli.engine import run_tag_engine
+
+        return run_tag_engine(args)
     from tagindex.cli.rerank import tag_records
     from tagindex.index import TagIndex
     from tagindex.io import load_products
