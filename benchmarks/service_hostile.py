@@ -143,12 +143,13 @@ class Server:
 # ---- fuzz ----------------------------------------------------------------------------------------------
 def run_fuzz(server: Server, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     target = args.requests or 20_000
-    cli = str(Path(sys.executable).parent / "schemathesis")
     rounds = []
     seed = args.seed
     while sum(server.answers_by_status().values()) < target:
         cmd = [
-            cli,
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
             "run",
             f"{server.url}/openapi.json",
             "--seed",

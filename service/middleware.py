@@ -248,7 +248,7 @@ class RedactSecretsFilter(logging.Filter):
         params = []
         for param in re.split(r"([&;])", query):
             name, eq, _ = param.partition("=")
-            secret = eq and self._SECRET_NAME.search(unquote_plus(name))
+            secret = bool(eq) and self._SECRET_NAME.search(unquote_plus(name)) is not None
             params.append(f"{name}=[redacted]" if secret else param)
         return path + sep + "".join(params)
 
