@@ -8,8 +8,8 @@ the fuzzer's summary. The long campaign (>= 20,000 requests) is ``benchmarks/ser
 
 from __future__ import annotations
 
-import os
 import importlib.util
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
