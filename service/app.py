@@ -16,12 +16,14 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
 from tagindex.service.engine import Engine
 from tagindex.service.explanations import make_decider, make_explainer
 from tagindex.service.feedback import FeedbackStore
+from tagindex.service.feedback_pg import open_feedback_store
 from tagindex.service.middleware import (
     AllowMiddleware,
     BodyLimitMiddleware,
@@ -30,7 +32,8 @@ from tagindex.service.middleware import (
     RedactSecretsFilter,
     SecurityHeadersMiddleware,
 )
-from tagindex.service.routers import ROUTERS, errors, page
+from tagindex.service.replicas import ReplicaEngine
+from tagindex.service.routers import ROUTERS, errors, learning, page
 from tagindex.service.routers.deps import publish_limits
 from tagindex.service.settings import Settings
 from tagindex.service.stage import RerankStage, StageConfigError
@@ -112,10 +115,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     app.state.engine = engine
     app.state.feedback = store
+    learning.start(app, engine, store, settings)
     app.state.metrics.tags.set(len(engine))
     access_log = logging.getLogger("uvicorn.access")
     access_log.addFilter(app.state.log_filter)  # here: uvicorn has configured its loggers by now
-    logger.info("serving %d tags; feedback in %s", len(engine), settings.feedback_path())
+    logger.info("serving %d tags; feedback in %s", len(engine), store.path)
     try:
         yield
     finally:
@@ -125,12 +129,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _start(settings: Settings, encoder: Encoder | None) -> tuple[Engine, FeedbackStore]:
-    from tagindex.index import TagIndex
-
     if settings.compute_threads is not None:
         _limit_threads(settings.compute_threads)
-    index = TagIndex.load(settings.index_dir, encoder=encoder)
-    engine = Engine(settings.index_dir, index, max_batch=settings.max_batch)
+    engine = open_engine(settings, settings.index_dir, encoder)
+    return engine, open_feedback_store(settings.feedback_url or settings.feedback_path())
+
+
+def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = None) -> Engine:
+    """Loads an index directory into a warmed-up engine with its rerank stage (start-up and reload)."""
+    from tagindex.index import TagIndex
+
+    index = TagIndex.load(index_dir, encoder=encoder)
+    # A replica engine: re-reads the index when another process sharing index_dir changed it.
+    engine = ReplicaEngine(
+        index_dir, index, max_batch=settings.max_batch, poll_seconds=settings.index_poll_seconds
+    )
     try:
         engine.encode_products([])  # nothing to do, but proves the batcher is alive
         engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
@@ -143,7 +156,7 @@ def _start(settings: Settings, encoder: Encoder | None) -> tuple[Engine, Feedbac
     except BaseException:
         engine.close()
         raise
-    return engine, FeedbackStore(settings.feedback_path())
+    return engine
 
 
 def _limit_threads(n: int) -> None:

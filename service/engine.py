@@ -255,6 +255,8 @@ class Engine:
             "description_chars": params.text.description_chars,
             "fingerprint": self.fingerprint,
             "version": self.version,
+            # tagindex.learn's version of the saved index: bumped by every learned or undone judgement
+            "index_version": self.index.learned.version if self.index.learned is not None else 0,
         }
 
     # ---- changes --------------------------------------------------------------------------------
@@ -327,3 +329,16 @@ class Engine:
         paths = {t.id: tag_path(t, by_id) for t in tags}
         keys = [(t.id, t.name.casefold(), " > ".join(paths[t.id]).casefold()) for t in tags]
         return _Vocabulary(by_id, paths, keys)
+
+    # ---- learning (tagindex.service.learning) ---------------------------------------------------
+    def mutate(self, fn: Any) -> Any:
+        """Runs ``fn(index)`` as a change: serialised with other changes, under the write lock."""
+        with self._change, self._lock.write():
+            out = fn(self.index)
+            self._changed()
+        return out
+
+    def persist_with(self, save: Any) -> None:
+        """Runs ``save(index, index_dir)`` like a change's save: searches go on, changes wait."""
+        with self._change, self._lock.read():
+            save(self.index, self.index_dir)

@@ -187,6 +187,35 @@ class FeedbackStore:
             )
         return rows
 
+    def delete(self, ids: list[int] | tuple[int, ...] | Any) -> list[int]:
+        """Deletes rows by id in one transaction; returns the ids that existed (sorted)."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = [
+                    r[0] for r in self._conn.execute(f"SELECT id FROM feedback WHERE id IN ({marks})", wanted)
+                ]
+                self._conn.execute(f"DELETE FROM feedback WHERE id IN ({marks})", wanted)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return sorted(found)
+
+    def ids(self) -> set[int]:
+        """Every stored row id."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT id FROM feedback")}
+
+    def product_ids(self) -> set[str]:
+        """Ids of every product with at least one judgement."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT DISTINCT product_id FROM feedback")}
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])

@@ -7,12 +7,13 @@ A new route goes into the router of its feature (or a new module here plus one l
 from __future__ import annotations
 
 from fastapi import APIRouter
-from tagindex.service.routers import feedback, operations, page, tagging, vocabulary
+from tagindex.service.routers import feedback, learning, operations, page, tagging, vocabulary
 
 ROUTERS: tuple[APIRouter, ...] = (
     tagging.router,
     vocabulary.router,
     feedback.router,
+    learning.router,
     operations.router,
     page.router,
 )

@@ -15,6 +15,7 @@ from tagindex.service.models import (
     FeedbackRow,
 )
 from tagindex.service.routers.deps import WRITE_ERRORS, EngineDep, SettingsDep, check_length, require_key
+from tagindex.service.routers.learning import learner
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
 
@@ -56,6 +57,9 @@ def post_feedback(
     )
     for r in records:
         request.app.state.metrics.feedback.labels(r.action).inc()
+    live = learner(request.app)
+    if live is not None:  # committed first: a crash from here on is made good by the start-up sync
+        live.apply(records)
     return FeedbackResponse(stored=[FeedbackRow(**r.to_dict()) for r in records], total=store.count())
 
 

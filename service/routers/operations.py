@@ -34,7 +34,7 @@ def readyz(request: Request) -> Response:
         return JSONResponse({"detail": "the index holds no tags"}, status_code=503)
     try:
         request.app.state.feedback.ping()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ConnectionError) as exc:
         return JSONResponse({"detail": f"feedback database unusable: {exc}"}, status_code=503)
     return JSONResponse({"status": "ready"})
 

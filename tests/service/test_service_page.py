@@ -34,7 +34,9 @@ ARTIFACTS = REPO / "artifacts" / "service"
 @pytest.fixture
 def live_app(index_dir, svc_encoder) -> Iterator[tuple[str, object]]:
     """The app under a real uvicorn server in a thread (sharing the session's encoder)."""
-    yield from _serve(make_settings(index_dir, accept_threshold=0.3), svc_encoder)
+    # Learning off: this page test checks thresholds and decisions on the product it has just
+    # judged, which learning would turn into an exemplar (tests/service/test_service_review.py).
+    yield from _serve(make_settings(index_dir, accept_threshold=0.3, learn=False), svc_encoder)
 
 
 @pytest.fixture
