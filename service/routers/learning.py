@@ -67,7 +67,10 @@ class Deleted(BaseModel):
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index_dir: str = Field(
-        min_length=1, max_length=4096, description="a saved index beside the served one (same parent folder)"
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]+$",  # a NUL cannot be in a path: os.stat raises ValueError (was a 500)
+        description="a saved index beside the served one (same parent folder)",
     )
 
 
