@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from tagindex.service.engine import Engine
 from tagindex.service.feedback import FeedbackStore
 from tagindex.service.learning import LiveLearner, ReviewPool
+from tagindex.service.models import MAX_INT
 from tagindex.service.routers.deps import WRITE_ERRORS, EngineDep, SettingsDep, require_key
 from tagindex.service.settings import Settings
 
@@ -65,7 +67,10 @@ class Deleted(BaseModel):
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index_dir: str = Field(
-        min_length=1, max_length=4096, description="a saved index beside the served one (same parent folder)"
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^\x00]+$",  # a NUL cannot be in a path: os.stat raises ValueError (was a 500)
+        description="a saved index beside the served one (same parent folder)",
     )
 
 
@@ -120,7 +125,11 @@ def review_next(
 
 
 @router.delete("/v1/feedback/{feedback_id}", response_model=Deleted)
-def delete_feedback(request: Request, engine: EngineDep, feedback_id: int) -> Deleted:
+def delete_feedback(
+    request: Request,
+    engine: EngineDep,
+    feedback_id: Annotated[int, PathParam(ge=1, le=MAX_INT, description="row id from GET /v1/feedback")],
+) -> Deleted:
     """Deletes one judgement and undoes what the index learned from it."""
     live = learner(request.app)
     store: FeedbackStore = request.app.state.feedback
