@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         "the encoder batcher already merges concurrent requests",
     )
     duplicate_neighbours: int = Field(default=5, ge=1, le=50, description="neighbours scanned per tag")
+    learn: bool = Field(
+        default=True,
+        description="learn feedback at once: accepted/added tags make the product an exemplar, rejected "
+        "tags are suppressed for it and near-identical products (tagindex.learn); saved with the index",
+    )
+    review_pool: Path | None = Field(
+        default=None, description="products file the review queue (/v1/review/next) chooses from"
+    )
 
     def feedback_path(self) -> Path:
         """Where feedback is stored."""

@@ -151,8 +151,7 @@ def cached_export(source: str, precision: Precision) -> Path:
     src = resolve_model_path(source)
     digest = source_digest(src)
     target = cache_root() / "onnx" / f"{precision}-{digest[:20]}"
-    manifest = read_derived_manifest(target, ONNX_KIND)
-    if manifest is None or manifest.get("format_version") != ONNX_FORMAT_VERSION:
+    if read_derived_manifest(target, ONNX_KIND, ONNX_FORMAT_VERSION) is None:
         logger.info("exporting %s to ONNX (%s), cached in %s", source, precision, target)
         export_onnx(source, target, precision)
     return target
@@ -187,16 +186,17 @@ class OnnxRunner:
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from tagindex.progress import progress
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        n_batches = -(-len(texts) // self.batcher.batch_size)
-        for batch in tqdm(self.batcher.batches(texts), total=n_batches, disable=not show_progress):
-            feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-            if "token_type_ids" in self.inputs:
-                feed["token_type_ids"] = np.zeros_like(batch.input_ids)
-            hidden = self.session.run(None, feed)[0]  # (b, length, dim)
-            out[batch.rows] = mean_pool(hidden, batch.attention_mask)
+        with progress(len(texts), show_progress) as bar:
+            for batch in self.batcher.batches(texts):
+                feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+                if "token_type_ids" in self.inputs:
+                    feed["token_type_ids"] = np.zeros_like(batch.input_ids)
+                hidden = self.session.run(None, feed)[0]  # (b, length, dim)
+                out[batch.rows] = mean_pool(hidden, batch.attention_mask)
+                bar.update(len(batch.rows))
         return out
 
 
