@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tagindex.service.engine import Engine
 
@@ -106,16 +107,30 @@ class ReplicaEngine(Engine):
         return True
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Serialises vocabulary changes across processes (and threads: each call opens its own file)."""
+    def _exclusive(self, catch_up: bool = True) -> Iterator[None]:
+        """Serialises changes across processes (and threads: each call opens its own file); with
+        ``catch_up`` the index first reloads what another process saved."""
         with self._lock_file.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                with self._change:
-                    self._catch_up()
+                if catch_up:
+                    with self._change:
+                        self._catch_up()
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def mutate(self, fn: Any) -> Any:
+        with self._exclusive():
+            return super().mutate(fn)
+
+    def persist_with(self, save: Any) -> None:
+        # No catch-up: it would drop the changes this save is for. A save by another process between
+        # this replica's mutate and this save is overwritten (learning saves: use one writer replica).
+        with self._exclusive(catch_up=False):
+            super().persist_with(save)
+            with self._change:
+                self._disk_digest = manifest_digest(self.index_dir)  # our own save: nothing to reload
 
     def add_tags(self, tags: Sequence[Tag]) -> list[str]:
         with self._exclusive():
