@@ -1,8 +1,9 @@
 """Several ``tagindex serve`` processes over one index directory.
 
-Each replica polls the index manifest (its sha256 changes with every save, since it lists every
-file's checksum and the save time) and reloads the index when another replica saved a newer one,
-so a tag added or retired on one replica is served by all within ``poll_seconds`` plus a load.
+Each replica polls the live version of the index (its path and its manifest, which lists every
+file's checksum and the save time, change with every save) and reloads the index when another
+replica saved a newer one, so a tag added or retired on one replica is served by all within
+``poll_seconds`` plus a load.
 Changes are serialised across processes by an exclusive ``flock`` on ``.<index>.lock`` beside the
 index directory (not inside it: a save replaces the directory); a change first catches up with the
 directory, so two replicas changing the vocabulary never overwrite each other's tags.
@@ -23,17 +24,19 @@ from tagindex.service.engine import Engine
 
 from tagindex.index import TagIndex
 from tagindex.schema import Tag
-from tagindex.store import IndexFormatError, read_manifest
+from tagindex.store import MANIFEST, IndexFormatError, read_manifest, resolve
 
 logger = logging.getLogger(__name__)
 
 
 def manifest_digest(index_dir: Path) -> str | None:
-    """sha256 of the index's manifest, or None while the directory is being replaced."""
+    """sha256 of the live version's path and manifest, or None while nothing loadable is there."""
     try:
-        return hashlib.sha256((index_dir / "manifest.json").read_bytes()).hexdigest()
-    except FileNotFoundError:
+        live, _ = resolve(index_dir, "tagindex")
+        data = (live / MANIFEST).read_bytes()
+    except (OSError, IndexFormatError):
         return None
+    return hashlib.sha256(str(live).encode() + b"\0" + data).hexdigest()
 
 
 class ReplicaEngine(Engine):

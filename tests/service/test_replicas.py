@@ -84,9 +84,12 @@ def test_a_replica_refuses_an_index_saved_with_another_encoder(index_dir: Path, 
 
     b = _engine(index_dir, svc_encoder)
     try:
-        manifest = json.loads((index_dir / "manifest.json").read_text())
+        from tagindex.store import resolve
+
+        live = resolve(index_dir)[0] / "manifest.json"
+        manifest = json.loads(live.read_text())
         manifest["encoder"]["fingerprint"] = "another-model"
-        (index_dir / "manifest.json").write_text(json.dumps(manifest))
+        live.write_text(json.dumps(manifest))
         with pytest.raises(IndexFormatError, match="changed encoder"):
             b.sync()
         assert len(b) > 0  # still serving what it had
