@@ -123,7 +123,9 @@ class RunSummary:
         shards_skipped: Shards already finished by an earlier run.
         shards_unfinished: Shards whose worker failed; a rerun retries them.
         seconds: Wall time of this run.
-        products_per_s: ``tagged`` per second of wall time.
+        products_per_s: ``tagged`` per second of wall time (worker start-up included).
+        steady_products_per_s: Products of the shards committed after the first, per second between
+            the first and the last commit: the rate once workers are up (0 with fewer than 2 shards).
     """
 
     engine: str
@@ -136,6 +138,7 @@ class RunSummary:
     shards_unfinished: int = 0
     seconds: float = 0.0
     products_per_s: float = 0.0
+    steady_products_per_s: float = 0.0
     out: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -471,6 +474,7 @@ def run_sharded(
     summary = RunSummary(engine=engine, workers=workers, out=str(out))
     unfinished: list[dict[str, Any]] = []
     rows_of: dict[str, Batch] = {}
+    first_commit: tuple[float, int] | None = None  # (time, products tagged) at the first commit
 
     def pending() -> Iterator[Batch]:
         for batch in iter_batches(root, sources, batch_size):
@@ -495,8 +499,13 @@ def run_sharded(
         commit_shard(out, result)
         summary.shards_written += 1
         summary.tagged += len(result.records)
-        summary.seconds = time.perf_counter() - start
+        now = time.perf_counter()
+        summary.seconds = now - start
         summary.products_per_s = summary.tagged / max(summary.seconds, 1e-9)
+        if first_commit is None:
+            first_commit = (now, summary.tagged)
+        elif now > first_commit[0]:
+            summary.steady_products_per_s = (summary.tagged - first_commit[1]) / (now - first_commit[0])
         if progress is not None:
             progress(summary)
     summary.failures = _collect_failures(out, unfinished)
