@@ -8,3 +8,6 @@ inductive graph vectors for products that are not in the graph).
 """
 
 from __future__ import annotations
+
+# Embedding methods of :mod:`tagindex.graph.embed`, here so the CLI can list them without importing torch.
+METHODS = ("node2vec", "sage")

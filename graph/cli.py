@@ -1,12 +1,15 @@
-"""``tagindex graph build|embed``: options and handlers (registered by :mod:`tagindex.cli`)."""
+"""``tagindex graph build|embed``: options and handlers (registered by :mod:`tagindex.cli.graph`).
+
+Parsing imports nothing heavy; the graph stack (pandas, networkx, torch, torch_geometric) loads in
+:func:`run`, so ``tagindex --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from tagindex.graph.build import GraphParams, build_from_files, format_counts
-from tagindex.graph.embed import METHODS, EmbedParams, embed_graph
+from tagindex.graph import METHODS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -35,6 +38,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.graph_command == "build":
+        from tagindex.graph.build import GraphParams, build_from_files, format_counts
+
         params = GraphParams()
         if args.keyword_weight is not None:
             params.keyword_weight = args.keyword_weight
@@ -44,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_counts(manifest["counts"]))
         print(f"built in {manifest['build_seconds']:.1f}s -> {args.out}")
         return 0
+    from tagindex.graph.embed import EmbedParams, embed_graph
+
     params_e = EmbedParams(method=args.method)
     for name, field in [
         ("dim", "dim"),

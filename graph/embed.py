@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.numpy import load_file, save_file
+from tagindex.graph import METHODS
 from tagindex.graph.build import load_graph_tables, peak_rss_mb
 from tagindex.graph.walks import BiasedWalker
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 KIND = "tagindex-graph-embedding"
 FORMAT_VERSION = 1
-METHODS = ("node2vec", "sage")
 
 try:
     from torch_geometric.nn import GraphSAGE, Node2Vec

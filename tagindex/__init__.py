@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams
-from tagindex.index import TagIndex
-from tagindex.io import DataError, load_products, load_tags
-from tagindex.schema import Product, Tag, TagResult, TagScore
+if TYPE_CHECKING:
+    from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams
+    from tagindex.index import TagIndex
+    from tagindex.io import DataError, load_products, load_tags
+    from tagindex.schema import Product, Tag, TagResult, TagScore
+
+# Public name -> module defining it. Imported on first use (PEP 562), so ``import tagindex.cli`` or
+# ``import tagindex.errors`` does not load faiss and pandas through ``tagindex.index``.
+_EXPORTS = {
+    "DataError": "tagindex.io",
+    "EncoderParams": "tagindex.config",
+    "Product": "tagindex.schema",
+    "Tag": "tagindex.schema",
+    "TagIndex": "tagindex.index",
+    "TagIndexParams": "tagindex.config",
+    "TagResult": "tagindex.schema",
+    "TagScore": "tagindex.schema",
+    "TextParams": "tagindex.config",
+    "VectorIndexParams": "tagindex.config",
+    "load_products": "tagindex.io",
+    "load_tags": "tagindex.io",
+}
 
 __all__ = [
     "DataError",
@@ -23,3 +44,16 @@ __all__ = [
     "load_products",
     "load_tags",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tagindex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

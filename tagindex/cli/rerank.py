@@ -1,43 +1,29 @@
-"""CLI commands of the rerank / decision / explanation stages: ``train-reranker``, ``calibrate``,
-``explain``, and the reranked path of ``tag`` (``--reranker``, ``--calibration``, ``--decide``).
-
-Registered by :mod:`tagindex.cli` (``register(command)``), which owns the parser and error handling;
-the decorator is passed in so ``python -m tagindex.cli`` registers into the running module.
+"""CLI commands of the rerank / decision stages: ``train-reranker``, ``calibrate``, and the reranked
+path of ``tag`` (``--reranker``, ``--calibration``, ``--decide``; used by :mod:`tagindex.cli.tagging`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
-
-logger = logging.getLogger("tagindex")
+from tagindex.cli.common import Command, add_option, logger
 
 
 def add_tag_options(p: argparse.ArgumentParser) -> None:
     """Options ``tagindex tag`` gains from this stage."""
-    p.add_argument("--reranker", help="reranker directory from `tagindex train-reranker`")
-    p.add_argument(
-        "--rerank-depth", type=int, default=None, help="candidates the reranker rescores (default: its own)"
-    )
-    p.add_argument("--calibration", help="calibration file from `tagindex calibrate` (used by --decide)")
+    add_option(p, "--reranker")
+    add_option(p, "--rerank-depth", help="candidates the reranker rescores (default: its own)")
+    add_option(p, "--calibration", help="calibration file from `tagindex calibrate` (used by --decide)")
     p.add_argument(
         "--decide",
         action="store_true",
         help='add the assigned tags to each line as "assigned" (needs --calibration)',
     )
-    p.add_argument(
-        "--hierarchy",
-        choices=["close", "prune", "none"],
-        default="close",
-        help="assigned tags: add ancestors (close, default), drop orphans (prune) or neither (none)",
-    )
+    add_option(p, "--hierarchy")
 
 
 def wants_stage(args: argparse.Namespace) -> bool:
@@ -98,23 +84,21 @@ def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -
 
 # ---- train-reranker -----------------------------------------------------------------------------------
 def _configure_train_reranker(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--products", required=True, help="labelled products (with tags) to train on")
-    p.add_argument("--index", help="index directory whose bi-encoder gives the hard negatives")
-    p.add_argument("--tags", help="tags file: checked against the index, or indexed in memory")
-    p.add_argument("--out", required=True, help="reranker directory to write")
-    p.add_argument("--model", help="initial checkpoint directory (default: the packaged MiniLM)")
+    add_option(p, "--products", required=True, help="labelled products (with tags) to train on")
+    add_option(p, "--index", help="index directory whose bi-encoder gives the hard negatives")
+    add_option(p, "--tags", help="tags file: checked against the index, or indexed in memory")
+    add_option(p, "--out", required=True, help="reranker directory to write")
+    add_option(p, "--model", help="initial checkpoint directory (default: the packaged MiniLM)")
     p.add_argument("--fast", action="store_true", help="small smoke-test settings (200 products, 1 epoch)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (more than 1: keep the best on dev)")
     p.add_argument("--max-products", type=int, default=None, help="cap on training products (seeded)")
     p.add_argument("--hard-negatives", type=int, default=None, help="hard negatives per product")
     p.add_argument("--candidate-k", type=int, default=None, help="bi-encoder candidates negatives come from")
     p.add_argument("--depth", type=int, default=None, help="default rerank depth stored with the model")
-    p.add_argument("--seed", type=int, default=None, help="seed for split, sampling and initialisation")
+    add_option(p, "--seed", help="seed for split, sampling and initialisation")
     p.add_argument("--learning-rate", type=float, default=None, help="AdamW learning rate")
-    p.add_argument("--description-chars", type=int, default=None, help="description characters read")
-    p.add_argument(
-        "--on-error", choices=["raise", "skip"], default="raise", help="malformed rows: fail or skip"
-    )
+    add_option(p, "--description-chars", help="description characters read")
+    add_option(p, "--on-error")
 
 
 def run_train_reranker(args: argparse.Namespace) -> int:
@@ -162,10 +146,10 @@ def _index_for(args: argparse.Namespace) -> Any:
 
 # ---- calibrate ----------------------------------------------------------------------------------------
 def _configure_calibrate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, help="index directory")
-    p.add_argument("--products", required=True, help="labelled products (the reranker's training file)")
-    p.add_argument("--out", required=True, help="calibration JSON file to write")
-    p.add_argument("--reranker", help="reranker directory; without it bi-encoder scores are calibrated")
+    add_option(p, "--index", required=True)
+    add_option(p, "--products", required=True, help="labelled products (the reranker's training file)")
+    add_option(p, "--out", required=True, help="calibration JSON file to write")
+    add_option(p, "--reranker", help="reranker directory; without it bi-encoder scores are calibrated")
     p.add_argument("--depth", type=int, default=20, help="candidates per product (rerank depth), default 20")
     p.add_argument("--method", choices=["isotonic", "platt"], default="isotonic", help="default isotonic")
     p.add_argument("--target-precision", type=float, default=0.9, help="per-level precision target (0.9)")
@@ -176,10 +160,8 @@ def _configure_calibrate(p: argparse.ArgumentParser) -> None:
         help="dev share of --products when the reranker names no dev split (or without a reranker)",
     )
     p.add_argument("--max-products", type=int, default=None, help="cap on dev products (seeded sample)")
-    p.add_argument("--seed", type=int, default=13, help="seed of the dev split and sample")
-    p.add_argument(
-        "--on-error", choices=["raise", "skip"], default="raise", help="malformed rows: fail or skip"
-    )
+    add_option(p, "--seed", default=13, help="seed of the dev split and sample")
+    add_option(p, "--on-error")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -212,76 +194,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- explain ------------------------------------------------------------------------------------------
-def _configure_explain(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, help="index directory")
-    p.add_argument("--products", required=True, help="products file")
-    p.add_argument("--id", action="append", default=None, help="product id to explain (repeatable)")
-    p.add_argument("--limit", type=int, default=10, help="without --id: the first N products (default 10)")
-    p.add_argument("--reranker", help="reranker directory (reranker scores and word importance)")
-    p.add_argument("--calibration", help="calibration file: explain the assigned tags")
-    p.add_argument("--train", help="labelled products: nearest labelled products carrying each tag")
-    p.add_argument("--top-k", type=int, default=20, help="bi-encoder candidates (default 20)")
-    p.add_argument("--rerank-depth", type=int, default=None, help="candidates the reranker rescores")
-    p.add_argument("--neighbours", type=int, default=3, help="labelled neighbours per tag (default 3)")
-    p.add_argument("--words", type=int, default=5, help="important words per tag (default 5)")
-    p.add_argument(
-        "--max-carriers", type=int, default=1000, help="labelled products searched per tag (default 1000)"
-    )
-    p.add_argument("--hierarchy", choices=["close", "prune", "none"], default="close")
-    p.add_argument("--cache", help="directory caching labelled product vectors")
-    p.add_argument("--out", help="JSON-lines file to write (default: stdout)")
-
-
-def run_explain(args: argparse.Namespace) -> int:
-    from tagindex.explain import Explainer, ExplainParams
-    from tagindex.index import TagIndex
-    from tagindex.io import load_products, write_jsonl
-
-    index = TagIndex.load(args.index)
-    reranker, calibration = _load_stage(args)
-    products = load_products(args.products)
-    if args.id:
-        by_id = {p.id: p for p in products}
-        missing = [i for i in args.id if i not in by_id]
-        if missing:
-            raise ValueError(f"{args.products}: no product with id {missing[:10]}")
-        chosen = [by_id[i] for i in args.id]
-    else:
-        chosen = products[: max(args.limit, 0)]
-    labelled = load_products(args.train) if args.train else None
-    params = ExplainParams(
-        top_k=args.top_k,
-        depth=args.rerank_depth,
-        neighbours=args.neighbours,
-        words=args.words,
-        max_carriers=args.max_carriers,
-        hierarchy=args.hierarchy,
-    )
-    explainer = Explainer(index, reranker, calibration, labelled, params, cache_dir=args.cache)
-    records = explainer.explain(chosen, show_progress=not args.quiet)
-    if args.out:
-        write_jsonl(args.out, records)
-    else:
-        for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return 0
-
-
-def register(command: Callable[..., Callable[[Handler], Handler]]) -> None:
-    """Adds this stage's sub-commands with the CLI's ``command`` decorator."""
-    command(
-        "train-reranker",
+COMMANDS = {
+    "train-reranker": Command(
         "train a cross-encoder reranker on labelled products with bi-encoder hard negatives",
         _configure_train_reranker,
-    )(run_train_reranker)
-    command(
-        "calibrate",
+        run_train_reranker,
+    ),
+    "calibrate": Command(
         "fit score -> probability maps and per-level thresholds on held-out labelled products",
         _configure_calibrate,
-    )(run_calibrate)
-    command(
-        "explain",
-        "explain assigned tags: score parts, nearest labelled products, important words",
-        _configure_explain,
-    )(run_explain)
+        run_calibrate,
+    ),
+}

@@ -1,0 +1,146 @@
+"""What every command shares: the :class:`Command` record, options defined once, parameter loading,
+logging set-up and the mapping of user errors to one line and exit status 2.
+
+Nothing here imports numpy, torch, faiss or pandas: the parser must build in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("tagindex")
+
+Handler = Callable[[argparse.Namespace], int]
+Configure = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its one-line help, the function adding its options, the function running it.
+
+    ``run`` returns the exit status; it raises :class:`tagindex.errors.TagindexError` (or ``ValueError``)
+    for anything the user can fix, which :func:`run_command` turns into one line and exit status 2.
+    """
+
+    help: str
+    configure: Configure
+    run: Handler
+
+
+# Options several commands take, defined once. A command may override the help text (what the
+# option means *there*) or ``required``; the flag, type, choices and default stay the same everywhere.
+_SHARED: dict[str, dict[str, Any]] = {
+    "--index": {"help": "index directory"},
+    "--tags": {"help": "tags file (CSV, JSONL or Parquet)"},
+    "--products": {"help": "products file (CSV, JSONL or Parquet)"},
+    "--out": {"help": "file or directory to write"},
+    "--model": {"help": "sentence-transformers model directory (default: packaged MiniLM)"},
+    "--config": {"help": "JSON parameters (see `tagindex config`)"},
+    "--cache": {"help": "directory caching product vectors between runs"},
+    "--description-chars": {
+        "type": int,
+        "default": None,
+        "help": "characters of product description the encoder reads",
+    },
+    "--seed": {"type": int, "default": None, "help": "random seed"},
+    "--on-error": {
+        "choices": ["raise", "skip"],
+        "default": "raise",
+        "help": "malformed rows: fail (default) or skip them with a count",
+    },
+    "--reranker": {"help": "reranker directory from `tagindex train-reranker`"},
+    "--calibration": {"help": "calibration file from `tagindex calibrate`"},
+    "--rerank-depth": {"type": int, "default": None, "help": "candidates the reranker rescores"},
+    "--top-k": {"type": int, "default": 10, "help": "tags per product (default 10)"},
+    "--hierarchy": {
+        "choices": ["close", "prune", "none"],
+        "default": "close",
+        "help": "assigned tags: add ancestors (close, default), drop orphans (prune) or neither (none)",
+    },
+}
+
+
+def add_option(p: argparse.ArgumentParser, flag: str, **overrides: Any) -> argparse.Action:
+    """Adds the shared option ``flag`` to ``p``; ``overrides`` replace its help, default or ``required``."""
+    return p.add_argument(flag, **{**_SHARED[flag], **overrides})
+
+
+def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """``-q``/``-v``: on the main parser, and again (hidden, no default) after any command name."""
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS} if sub else {}
+    p.add_argument(
+        "-q", "--quiet", action="store_true", **{"help": "no progress bars, warnings only", **extra}
+    )
+    p.add_argument("-v", "--verbose", action="store_true", **{"help": "debug logging", **extra})
+
+
+def encoder_backends() -> list[str]:
+    """Encoder backend names from the encoder registry, default first (loads numpy, not torch)."""
+    import tagindex.backends  # noqa: F401  (registers the fast backends)
+    from tagindex.encoders import _BACKENDS
+
+    return list(_BACKENDS)
+
+
+def load_params(args: argparse.Namespace) -> Any:
+    """Index parameters: the ``--config`` file (or defaults) with the command line's overrides."""
+    from tagindex.config import TagIndexParams
+
+    params = TagIndexParams()
+    if getattr(args, "config", None):
+        try:
+            params = TagIndexParams.from_dict(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
+    if getattr(args, "model", None):
+        params.encoder.model = args.model
+    if getattr(args, "index", None) in ("exact", "hnsw", "ivf"):
+        params.index.kind = args.index
+    if getattr(args, "description_chars", None) is not None:
+        params.text.description_chars = args.description_chars
+    if getattr(args, "batch_size", None):
+        params.encoder.batch_size = args.batch_size
+    if getattr(args, "backend", None):
+        params.encoder.backend = args.backend
+    if getattr(args, "vector_format", None):
+        params.index.vector_format = args.vector_format
+    return params
+
+
+def configure_output(args: argparse.Namespace) -> None:
+    """Logging level and third-party progress/log noise, set before any heavy library is imported."""
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"  # transformers' "Loading weights" bar
+
+
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line a user error prints: ``tagindex CMD: error: MESSAGE`` (newlines folded)."""
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return f"tagindex {command}: error: {text}"
+
+
+def run_command(name: str, command: Command, args: argparse.Namespace) -> int:
+    """Runs ``command``; user errors become one line on stderr and exit status 2."""
+    from tagindex.errors import TagindexError
+
+    try:
+        return command.run(args)
+    except (TagindexError, ValueError, KeyError, OSError) as exc:
+        print(error_line(name, exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

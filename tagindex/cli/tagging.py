@@ -1,0 +1,170 @@
+"""``tagindex tag``, ``show`` and ``evaluate``: write a run file, read one, score one.
+
+The run format is a contract: one JSON line per product,
+``{"id": ..., "tags": [{"tag": ..., "score": ...}, ...]}``, best first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from tagindex.cli.common import Command, add_option, logger
+
+
+# ---- tag --------------------------------------------------------------------------------------------
+def configure_tag(p: argparse.ArgumentParser) -> None:
+    """Options of ``tagindex tag`` (the reranker/decision options come from :mod:`tagindex.cli.rerank`)."""
+    from tagindex.cli.rerank import add_tag_options
+
+    add_option(p, "--index", required=True, help="index directory from `tagindex index`")
+    add_option(p, "--products", required=True)
+    add_option(p, "--out", required=True, help="run file to write: one JSON line per product")
+    add_option(p, "--top-k")
+    p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
+    p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
+    add_option(p, "--cache")
+    add_option(p, "--description-chars", help="override the index's description budget")
+    add_option(p, "--on-error")
+    add_tag_options(p)
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    """Ranks tags for every product and writes the run file."""
+    from tagindex.cli.rerank import tag_records, wants_stage
+    from tagindex.index import TagIndex
+    from tagindex.io import load_products, write_jsonl
+
+    products = load_products(args.products, on_error=args.on_error)
+    index = TagIndex.load(args.index)
+    if args.description_chars is not None:
+        index.params.text.description_chars = args.description_chars
+    start = time.perf_counter()
+    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli/rerank.py
+        records = list(tag_records(args, index, products))
+    else:
+        results = index.tag(
+            products,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            include_ancestors=args.ancestors,
+            cache_dir=args.cache,
+            show_progress=not args.quiet,
+        )
+        records = [r.to_dict() for r in results]
+    elapsed = time.perf_counter() - start
+    n = write_jsonl(args.out, records)
+    logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
+    return 0
+
+
+# ---- show -------------------------------------------------------------------------------------------
+def configure_show(p: argparse.ArgumentParser) -> None:
+    """Options of ``tagindex show``."""
+    p.add_argument("--run", required=True, help="run file from `tagindex tag`")
+    add_option(p, "--products", required=True, help="the products file the run was made from")
+    add_option(p, "--index", help="index directory, to print tag names and paths")
+    p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
+    add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Prints the first products of a run with their titles, gold tags and top tags."""
+    from tagindex.io import load_products, read_records
+
+    products = {p.id: p for p in load_products(args.products)}
+    names: dict[str, str] = {}
+    if args.index:
+        from tagindex.index import read_saved_tags
+        from tagindex.text import tag_path
+
+        by_id = {t.id: t for t in read_saved_tags(args.index)}
+        names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
+    for shown, (line, row) in enumerate(read_records(args.run)):
+        if shown >= args.n:
+            break
+        if isinstance(row, str):
+            raise ValueError(f"{args.run}:{line}: {row}")
+        product = products.get(str(row.get("id")))
+        title = product.title if product else "(product not in --products)"
+        print(f"\n{row.get('id')}: {title[:100]}")
+        if product and product.tags:
+            print(f"  gold: {', '.join(product.tags)}")
+        for hit in row.get("tags", [])[: args.top_k]:
+            tag = hit.get("tag")
+            print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")
+    return 0
+
+
+# ---- evaluate ---------------------------------------------------------------------------------------
+def configure_evaluate(p: argparse.ArgumentParser) -> None:
+    """Options of ``tagindex evaluate``."""
+    p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
+    p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
+    add_option(p, "--tags", help="tags file: enables per-level metrics and the MWPD challenge metric")
+    p.add_argument("--train", help="training products file: enables tag-frequency buckets")
+    p.add_argument(
+        "--metrics", default="recall,precision,mrr,ndcg", help="comma list of recall,precision,mrr,ndcg"
+    )
+    p.add_argument("--k", default="1,5,10", help="comma list of cut-offs (default 1,5,10)")
+    p.add_argument(
+        "--buckets", default="5,38", help="training-count bucket edges LOW,HIGH or 'auto' (tertiles)"
+    )
+    p.add_argument(
+        "--level-mode",
+        choices=["auto", "filter", "ancestors"],
+        default="auto",
+        help="how a level's ranking is read from the run (see tagindex.metrics)",
+    )
+    p.add_argument("--json", help="also write the full report as JSON here")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Scores a run file against the gold tags of a products file and prints the report."""
+    from tagindex.io import load_products, load_tags
+    from tagindex.metrics import evaluate, format_report, gold_from_products, read_run, write_report
+
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+        edges: Any = "auto" if args.buckets == "auto" else tuple(int(e) for e in args.buckets.split(","))
+    except ValueError:
+        raise ValueError("--k and --buckets take comma-separated integers") from None
+    if edges != "auto" and (len(edges) != 2 or edges[0] >= edges[1]):
+        raise ValueError("--buckets takes two increasing integers LOW,HIGH or 'auto'")
+    run = read_run(args.run)
+    gold = gold_from_products(load_products(args.gold))
+    tags = load_tags(args.tags) if args.tags else None
+    train = load_products(args.train) if args.train else None
+    report = evaluate(
+        run,
+        gold,
+        tags=tags,
+        train=train,
+        ks=ks,
+        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+        bucket_edges=edges,
+        level_mode=args.level_mode,
+    )
+    report["run"], report["gold"] = str(args.run), str(args.gold)
+    print(format_report(report))
+    if args.json:
+        write_report(args.json, report)
+    return 0
+
+
+COMMANDS = {
+    "tag": Command(
+        "rank tags for every product in a file and write a run file (JSON lines)", configure_tag, run_tag
+    ),
+    "show": Command(
+        "print a readable sample of a run file: product titles with their tags and scores",
+        configure_show,
+        run_show,
+    ),
+    "evaluate": Command(
+        "score a run file against gold tags: recall/precision/MRR/nDCG, levels, buckets",
+        configure_evaluate,
+        run_evaluate,
+    ),
+}
