@@ -60,6 +60,7 @@ REGISTRY: dict[str, str] = {
     "train-reranker": "tagindex.cli.rerank",
     "calibrate": "tagindex.cli.rerank",
     "explain": "tagindex.cli.explain",
+    "distill": "tagindex.cli.distill",
 }
 
 

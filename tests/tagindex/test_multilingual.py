@@ -163,3 +163,69 @@ def test_convert_locale_on_the_real_taxonomy(shared_data: Path, tmp_path: Path) 
     assert tags["color__black"].name == "颜色: 黑色"
     translated = sum(bool(t.names) for t in tags.values())
     assert translated / len(tags) > 0.95
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+def test_cli_convert_locale_then_language_on_tag_show_and_similar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tagindex.cli import main
+
+    src = _mini_taxonomy(tmp_path / "taxonomy")
+    assert (
+        main(
+            [
+                "-q",
+                "convert",
+                "shopify",
+                "--src",
+                str(src),
+                "--out",
+                str(tmp_path / "zh"),
+                "--locale",
+                "zh-CN",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["-q", "index", "--tags", str(tmp_path / "zh" / "tags.jsonl"), "--out", str(tmp_path / "ix")])
+        == 0
+    )
+    products = tmp_path / "products.jsonl"
+    products.write_text('{"id": "p1", "title": "黑色服装"}\n', encoding="utf-8")
+    run = tmp_path / "run.jsonl"
+    args = ["-q", "tag", "--index", str(tmp_path / "ix"), "--products", str(products), "--out", str(run)]
+    assert main([*args, "--top-k", "4", "--language", "en"]) == 0
+    names = {h["tag"]: h["name"] for h in json.loads(run.read_text())["tags"]}
+    assert names["aa-1"] == "Clothing" and names["color__black"] == "Color: Black"
+    assert names["aa-2"] == "Capes"  # no translation either way: its only name
+    assert main([*args, "--top-k", "4", "--language", "zh-CN"]) == 0
+    assert {h["tag"]: h["name"] for h in json.loads(run.read_text())["tags"]}["aa-1"] == "服装"
+    capsys.readouterr()
+    show = ["-q", "show", "--run", str(run), "--products", str(products), "--index", str(tmp_path / "ix")]
+    assert main([*show, "--language", "en"]) == 0
+    assert "Apparel & Accessories > Clothing" in capsys.readouterr().out
+    assert main(show) == 0
+    assert "服饰与配饰 > 服装" in capsys.readouterr().out
+    assert main(["-q", "similar", "--index", str(tmp_path / "ix"), "--language", "en", "aa-1"]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {h["tag"]: h["name"] for h in hits}["aa"] == "Apparel & Accessories"
+
+
+def test_cli_distill_writes_a_model_that_index_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tagindex.cli import main
+
+    src = _mini_taxonomy(tmp_path / "taxonomy")
+    out = tmp_path / "student"
+    argv = ["-q", "distill", "--taxonomy", str(src), "--languages", "zh-CN", "--out", str(out)]
+    assert main([*argv, "--dictionary", "none", "--batch-size", "4"]) == 0
+    assert (out / "tagindex_distill.json").exists()
+    tags = tmp_path / "tags.jsonl"
+    tags.write_text('{"id": "b", "name": "靴子"}\n', encoding="utf-8")
+    assert main(["-q", "index", "--tags", str(tags), "--out", str(tmp_path / "ix"), "--model", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--dictionary", str(tmp_path / "missing.txt")]) == 2
+    assert "CC-CEDICT file not found" in capsys.readouterr().err
