@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -538,8 +539,6 @@ if __name__ == "__main__":
 # ---- multilingual (issue 18) ----------------------------------------------------------------------------
 def distilled_model_dir() -> Path:
     """The distilled student: ``$TAGINDEX_ZH_MODEL``, else ``work/models/minilm-zh`` (distill_zh.py)."""
-    import os
-
     return Path(os.environ.get("TAGINDEX_ZH_MODEL", BENCH_DIR.parent / "work" / "models" / "minilm-zh"))
 
 
@@ -584,33 +583,92 @@ class TagIndexDistilledZh(TagIndexSystem):
         return params
 
 
-@register("hybrid-distilled-use")
-class HybridDistilledUse(System):
-    """Mean of the distilled student's and USE's cosine scores (equal weights, fixed a priori)."""
+@register("minilm-dictionary-translate")
+class MiniLMDictionaryTranslate(TagIndexSystem):
+    """Translate Chinese word by word (taxonomy value names, then CC-CEDICT), then the English MiniLM."""
 
-    name = "hybrid-distilled-use"
+    name = "minilm-dictionary-translate"
     description = (
-        "mean of tagindex-distilled-zh and use-multilingual cosine scores over all tags (weights 0.5/0.5)"
+        "packaged MiniLM on a word-by-word translation of Chinese text (greedy longest match over the "
+        "taxonomy's attribute/value names, then CC-CEDICT first senses); no training"
     )
 
+    def fit(self, task: Task, ctx: Context) -> None:
+        import dataclasses
+
+        from tagindex.distill import DistillParams, gather_pairs
+        from tagindex.translate import Lexicon
+
+        taxonomy = Path(os.environ.get("TAGINDEX_DATA", BENCH_DIR.parent.parent / "shared" / "data"))
+        pairs = gather_pairs(
+            taxonomy / "shopify-taxonomy", ["zh-CN"], DistillParams(max_dictionary_pairs=None)
+        )
+        self.lexicon = Lexicon.from_pairs(pairs)
+        self.ctx = ctx
+        tags = [dataclasses.replace(t, name=self.lexicon.translate(t.name)) for t in task.tags]
+        self.index = TagIndex.build(tags, self.params())
+
+    def queries(self, products: Sequence[Product]) -> list[Product]:
+        import dataclasses
+
+        return [dataclasses.replace(p, title=self.lexicon.translate(p.title)) for p in products]
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        return run_from_results(
+            self.index.tag(self.queries(products), top_k=k, cache_dir=self.ctx.vector_cache)
+        )
+
+
+class _Hybrid(System):
+    """Mean cosine score of several zero-shot systems over all tags (equal weights, fixed a priori)."""
+
+    parts: tuple[type[TagIndexSystem], ...] = ()
+
     def supports(self, task: Task) -> str | None:
-        return TagIndexDistilledZh().supports(task) or UseMultilingual().supports(task)
+        for part in self.parts:
+            reason = part().supports(task)
+            if reason:
+                return reason
+        return None
 
     def fit(self, task: Task, ctx: Context) -> None:
         self.ctx = ctx
-        self.parts = []
-        for part in (TagIndexDistilledZh(), UseMultilingual()):
+        self.systems = []
+        for cls in self.parts:
+            part = cls()
             part.fit(task, ctx)
-            self.parts.append(part.index)
+            self.systems.append(part)
         self.tag_ids = [t.id for t in task.tags]
-        self.tag_matrices = [np.stack([ix.tag_vector(t) for t in self.tag_ids]) for ix in self.parts]
+        self.tag_matrices = [np.stack([p.index.tag_vector(t) for t in self.tag_ids]) for p in self.systems]
 
     def rank(self, products: Sequence[Product], k: int) -> Run:
-        scores = sum(
-            ix.encode_products(products, cache_dir=self.ctx.vector_cache) @ m.T
-            for ix, m in zip(self.parts, self.tag_matrices, strict=True)
-        ) / len(self.parts)
+        scores = np.zeros((len(products), len(self.tag_ids)), dtype=np.float32)
+        for part, matrix in zip(self.systems, self.tag_matrices, strict=True):
+            queries = part.queries(products) if isinstance(part, MiniLMDictionaryTranslate) else products
+            scores += part.index.encode_products(queries, cache_dir=self.ctx.vector_cache) @ matrix.T
+        scores /= len(self.systems)
         top = np.argsort(-scores, axis=1)[:, :k]
         return {
             p.id: [(self.tag_ids[j], float(scores[i, j])) for j in top[i]] for i, p in enumerate(products)
         }
+
+
+@register("hybrid-translate-use")
+class HybridTranslateUse(_Hybrid):
+    name = "hybrid-translate-use"
+    description = "mean of minilm-dictionary-translate and use-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (MiniLMDictionaryTranslate, UseMultilingual)
+
+
+@register("hybrid-distilled-use")
+class HybridDistilledUse(_Hybrid):
+    name = "hybrid-distilled-use"
+    description = "mean of tagindex-distilled-zh and use-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (TagIndexDistilledZh, UseMultilingual)
+
+
+@register("hybrid-distilled-translate")
+class HybridDistilledTranslate(_Hybrid):
+    name = "hybrid-distilled-translate"
+    description = "mean of tagindex-distilled-zh and minilm-dictionary-translate cosine scores (0.5/0.5)"
+    parts = (TagIndexDistilledZh, MiniLMDictionaryTranslate)

@@ -103,7 +103,7 @@ def test_distill_one_step_writes_a_model_that_tagindex_loads(tmp_path: Path) -> 
     ] * 4
     params = DistillParams(batch_size=16, max_seq_length=16, dev_pairs=2, dictionary="none")
     report = distill(pairs, tmp_path / "student", params=params, languages=["zh-CN"])
-    assert report.n_train >= 16 and report.n_dev >= 1
+    assert (report.n_train, report.n_dev) == (12, 2)  # every copy of a held-out English text leaves training
     manifest = json.loads((tmp_path / "student" / DISTILL_MANIFEST).read_text())
     assert manifest["languages"] == ["zh-CN"] and len(manifest["dev_metrics"]) == 2
     params_ix = TagIndexParams()
