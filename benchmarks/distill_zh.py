@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=45000)
     parser.add_argument("--max-dictionary-pairs", type=int, default=20000)
     parser.add_argument("--dictionary", default="auto")
+    parser.add_argument("--sources", default="attribute,attribute-description,value,attribute-value,cedict")
+    parser.add_argument("--max-seq-length", type=int, default=48)
     parser.add_argument("--results", default="benchmarks/results/distill-zh.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -47,6 +49,8 @@ def main() -> None:
         dictionary=args.dictionary,
         max_dictionary_pairs=args.max_dictionary_pairs,
         max_pairs=args.max_pairs,
+        sources=args.sources.split(","),
+        max_seq_length=args.max_seq_length,
     )
     languages = args.languages.split(",")
     load_before = os.getloadavg()

@@ -45,6 +45,7 @@ from tagindex.text import normalize_text
 logger = logging.getLogger(__name__)
 
 DISTILL_MANIFEST = "tagindex_distill.json"
+ALL_SOURCES = ("attribute", "attribute-description", "value", "attribute-value", "cedict")
 
 
 @dataclass
@@ -62,6 +63,8 @@ class DistillParams(_Params):
         max_dictionary_pairs: Cap on dictionary pairs (seeded sample); ``None`` keeps all.
         max_pairs: Cap on all training pairs (seeded sample, for quick runs); ``None`` keeps all.
         dev_pairs: Taxonomy pairs held out to report translation retrieval and MSE per epoch.
+        sources: Pair sources to train on (``attribute``, ``attribute-description``, ``value``,
+            ``attribute-value``, ``cedict``); the long descriptions and composites cost most per pair.
         seed: Seed for sampling, shuffling and initialisation.
     """
 
@@ -74,6 +77,7 @@ class DistillParams(_Params):
     max_dictionary_pairs: int | None = 40000
     max_pairs: int | None = None
     dev_pairs: int = 1000
+    sources: list[str] = field(default_factory=lambda: list(ALL_SOURCES))
     seed: int = 0
 
 
@@ -232,6 +236,9 @@ def gather_pairs(
     """
     if not languages:
         raise InputError("no target language given (e.g. --languages zh-CN)")
+    unknown = sorted(set(params.sources) - set(ALL_SOURCES))
+    if unknown:
+        raise InputError(f"unknown pair source(s) {unknown}; known: {list(ALL_SOURCES)}")
     rng = random.Random(params.seed)
     pairs: list[ParallelPair] = []
     for language in languages:
@@ -248,6 +255,8 @@ def gather_pairs(
         pairs += words
     unique: dict[tuple[str, str], ParallelPair] = {}
     for pair in pairs:
+        if pair.source not in params.sources:
+            continue
         pair = ParallelPair(normalize_text(pair.english), normalize_text(pair.other), pair.source)
         if pair.english and pair.other and pair.english != pair.other:
             unique.setdefault((pair.english, pair.other), pair)
