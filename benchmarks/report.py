@@ -6,15 +6,60 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import table
 from benchmarks.tasks import TASKS
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SCALE_START, SCALE_END = "<!-- scale:start -->", "<!-- scale:end -->"
+
+
+def _ratio(value: float | None, best: float | None, invert: bool = False) -> float | None:
+    if value is None or best is None or value == 0 or best == 0:
+        return None
+    return best / value if invert else value / best
+
+
+def table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Header and one line per system: quality, speed (main task) and ratios to the best/fastest system."""
+    name, rows, has_train = result["task"], result["systems"], bool(result["n_train"])
+    ran = [r for r in rows if not r.get("skipped")]
+    with_speed = any(r["speed"].get("products_per_s") for r in ran)
+    headline = "challenge" if name == "mwpd" else "recall@5"
+    best_q = max((r["quality"][headline] or 0 for r in ran), default=None)
+    fastest = max((r["speed"].get("products_per_s") or 0 for r in ran), default=None)
+    quickest = min((r["speed"].get("p50_ms") or math.inf for r in ran), default=None)
+    header = ["system", "R@1", "R@5", "R@10", "macroR@5"]
+    header += ["tail mR@5"] if has_train else []
+    header += ["MWPD F1"] if name.startswith("mwpd") else []
+    header += [f"{'F1' if headline == 'challenge' else 'R@5'}/best"]
+    if with_speed:
+        header += ["prod/s", "p50 ms", "p99 ms", "build s", "peak MB", "prod/s/fastest", "p50 x fastest"]
+    lines = []
+    for r in rows:
+        if r.get("skipped"):
+            lines.append([r["system"], f"skipped: {r['skipped']}"] + [""] * (len(header) - 2))
+            continue
+        q, s = r["quality"], r["speed"]
+        cells: list[Any] = [r["system"], q["recall@1"], q["recall@5"], q["recall@10"], q["macro_recall@5"]]
+        cells += [q["tail_macro_recall@5"]] if has_train else []
+        cells += [q["challenge"]] if name.startswith("mwpd") else []
+        cells += [_ratio(q[headline], best_q)]
+        if with_speed:
+            cells += [
+                s.get("products_per_s"),
+                s.get("p50_ms"),
+                s.get("p99_ms"),
+                s.get("build_s"),
+                s.get("peak_mb"),
+                _ratio(s.get("products_per_s"), fastest),
+                (s["p50_ms"] / quickest) if s.get("p50_ms") and quickest not in (None, math.inf) else None,
+            ]
+        lines.append(["" if c is None else (round(c, 4) if isinstance(c, float) else c) for c in cells])
+    return header, lines
 
 
 def _cell(value: Any) -> str:

@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 from tagindex.calibrate import (  # noqa: E402
     Calibration,
     CalibrationParams,
-    assign,
     calibration_products,
     dev_candidates,
     expected_calibration_error,
@@ -46,7 +45,8 @@ from tagindex.calibrate import (  # noqa: E402
 from tagindex.index import TagIndex  # noqa: E402
 from tagindex.io import load_products, load_tags  # noqa: E402
 from tagindex.metrics import evaluate  # noqa: E402
-from tagindex.rerank import RankedCandidates, Reranker, from_bi_encoder, load_dev_ids  # noqa: E402
+from tagindex.pipeline import TaggingPipeline  # noqa: E402
+from tagindex.rerank import RankedCandidates, Reranker, load_dev_ids  # noqa: E402
 from tagindex.schema import Product  # noqa: E402
 from tagindex.text import ancestors  # noqa: E402
 
@@ -129,11 +129,13 @@ def calibration_metrics(
     ranked: list[RankedCandidates],
     products: list[Product],
     by_id: dict,
-    cal: Calibration,
+    pipeline: TaggingPipeline,
     coverage: float,
 ) -> tuple[dict[str, Any], dict[int, tuple[np.ndarray, np.ndarray]]]:
     """ECE, precision at ``coverage`` of the top-1 tag per level (most confident products first) and
-    the quality of the threshold decisions; also the precision/coverage curves per level."""
+    the quality of the pipeline's calibrated decisions; also the precision/coverage curves per level."""
+    cal = pipeline.calibration
+    assert cal is not None
     scores, labels, levels = dev_candidates(ranked, products, by_id, cal.score)
     out: dict[str, Any] = {
         "ece_all_candidates": expected_calibration_error(
@@ -149,7 +151,8 @@ def calibration_metrics(
         out[f"precision_at_{pct}pct_coverage_{name}"] = precision_at_coverage(conf, correct, coverage)
         out[f"top1_accuracy_{name}"] = float(correct.mean())
         curves[level] = precision_coverage(conf, correct)
-    decisions = assign(ranked, cal, by_id, "close")
+    decisions = pipeline.decide(ranked, by_id)
+    assert decisions is not None
     for level in LEVELS:
         n_assigned = n_right = n_products = 0
         for p, d in zip(products, decisions, strict=True):
@@ -210,14 +213,16 @@ def main() -> int:
     max_depth = max(args.depths)
     params = CalibrationParams(target_precision=args.target_precision)
 
-    # calibrations: fitted on the reranker's held-out dev products only
+    # calibrations: fitted on the reranker's held-out dev products only, ranked by the pipeline
     dev_vecs = index.encode_products(dev)  # (n_dev, dim)
-    dev_bi = from_bi_encoder(index.tag_vectors([p.id for p in dev], dev_vecs, max_depth, leave_one_out=True))
+    dev_bi = TaggingPipeline(index).rank(dev, max_depth, vectors=dev_vecs, leave_one_out=True)
     cal_bi = Calibration.fit(
         *dev_candidates(dev_bi, dev, by_id, "bi_encoder"), "bi_encoder", params, max_depth
     )
     start = time.perf_counter()
-    dev_rr = reranker.rerank(index, dev, dev_bi, depth=args.cal_depth)
+    dev_rr = TaggingPipeline(index, reranker, depth=args.cal_depth).rank(
+        dev, max_depth, vectors=dev_vecs, leave_one_out=True
+    )
     logger.info(
         "dev rerank (%d products, depth %d): %.0fs", len(dev), args.cal_depth, time.perf_counter() - start
     )
@@ -228,7 +233,8 @@ def main() -> int:
     # bi-encoder alone
     start = time.perf_counter()
     vecs = index.encode_products(val)  # (n, dim)
-    bi = from_bi_encoder(index.tag_vectors([p.id for p in val], vecs, max_depth))
+    bi_pipeline = TaggingPipeline(index, calibration=cal_bi)
+    bi = bi_pipeline.rank(val, max_depth, vectors=vecs)
     bi_ms = (time.perf_counter() - start) * 1000 / len(val)
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -239,7 +245,7 @@ def main() -> int:
         "added_ms": 0.0,
     }
     row.update(ranking_metrics(bi, val, tags))
-    calib, curves[row["system"]] = calibration_metrics(bi, val, by_id, cal_bi, args.coverage)
+    calib, curves[row["system"]] = calibration_metrics(bi, val, by_id, bi_pipeline, args.coverage)
     row["calibration"] = calib
     rows.append(row)
 
@@ -252,8 +258,10 @@ def main() -> int:
     timing = val[: args.latency_products]
     timing_bi = bi[: args.latency_products]
     for depth in sorted(args.depths):
-        ranked = reranker.rerank(index, val, bi, depth=depth)
-        # latency: fresh scoring (no cache) of the timing subsample at this depth
+        # the calibration was fitted at --cal-depth; the pipeline checks it belongs to this reranker
+        pipeline = TaggingPipeline(index, reranker, cal_rr, depth=depth)
+        ranked = pipeline.rank(val, max_depth, vectors=vecs)
+        # latency of the rerank stage alone: fresh scoring (no cache) of the timing subsample
         reranker.score_pairs = scorer._score  # type: ignore[method-assign]
         t0 = time.perf_counter()
         reranker.rerank(index, timing, timing_bi, depth=depth)
@@ -266,7 +274,7 @@ def main() -> int:
             "added_ms": added,
         }
         row.update(ranking_metrics(ranked, val, tags))
-        calib, curves[row["system"]] = calibration_metrics(ranked, val, by_id, cal_rr, args.coverage)
+        calib, curves[row["system"]] = calibration_metrics(ranked, val, by_id, pipeline, args.coverage)
         row["calibration"] = calib
         rows.append(row)
 
@@ -280,7 +288,7 @@ def main() -> int:
             f"{r['added_ms']:8.1f} {c['ece_top1_lvl3']:8.3f} {c[cov_key]:8.3f} "
             f"{c[cov_key.replace('lvl3', 'lvl1')]:8.3f}"
         )
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "rerank_mwpd",
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

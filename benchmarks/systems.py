@@ -37,7 +37,8 @@ import numpy as np
 from benchmarks.harness import Context, System, Task
 from tagindex.config import DEFAULT_MODEL, TagIndexParams, TextParams
 from tagindex.index import TagIndex
-from tagindex.metrics import Run, run_from_results, tag_levels
+from tagindex.metrics import Run, tag_levels
+from tagindex.pipeline import TaggingPipeline
 from tagindex.schema import Product
 from tagindex.text import product_text
 
@@ -65,7 +66,8 @@ def register(name: str) -> Callable[[S], S]:
 
 # ---- tagindex -----------------------------------------------------------------------------------------
 class TagIndexSystem(System):
-    """A tagindex configuration run through the real TagIndex API (build, then ``tag``)."""
+    """A tagindex configuration run through the real tagging pipeline (build an index, then rank with
+    :class:`tagindex.pipeline.TaggingPipeline`, as ``tagindex tag`` does)."""
 
     name = "tagindex"
 
@@ -75,12 +77,17 @@ class TagIndexSystem(System):
     def build(self, task: Task, ctx: Context) -> TagIndex:
         return TagIndex.build(task.tags, self.params())
 
+    def pipeline(self) -> TaggingPipeline:
+        """The pipeline over the built index (a subclass adds its reranker)."""
+        return TaggingPipeline(self.index)
+
     def fit(self, task: Task, ctx: Context) -> None:
         self.ctx = ctx
         self.index = self.build(task, ctx)
 
     def rank(self, products: Sequence[Product], k: int) -> Run:
-        return run_from_results(self.index.tag(products, top_k=k, cache_dir=self.ctx.vector_cache))
+        ranked = self.pipeline().rank(products, k, cache_dir=self.ctx.vector_cache)
+        return {r.id: [(c.tag, c.score) for c in r.candidates] for r in ranked}
 
 
 @register("tagindex-zeroshot")
@@ -388,7 +395,7 @@ class TagIndexRerank(TagIndexSystem):
         return _has_training_for(task)
 
     def fit(self, task: Task, ctx: Context) -> None:
-        from tagindex.rerank import Reranker
+        from tagindex.pipeline import load_reranker
 
         directory = reranker_dir(task, ctx)
         if not (directory / "manifest.json").exists():
@@ -398,15 +405,10 @@ class TagIndexRerank(TagIndexSystem):
                 f"--index IDX --out {directory}` first"
             )
         super().fit(task, ctx)
-        self.reranker = Reranker.load(directory)
+        self.reranker = load_reranker(directory)
 
-    def rank(self, products: Sequence[Product], k: int) -> Run:
-        from tagindex.rerank import rank_candidates
-
-        ranked = rank_candidates(
-            self.index, products, k, self.reranker, self.depth, cache_dir=self.ctx.vector_cache
-        )
-        return {r.id: [(c.tag, c.score) for c in r.candidates] for r in ranked}
+    def pipeline(self) -> TaggingPipeline:
+        return TaggingPipeline(self.index, self.reranker, depth=self.depth)
 
 
 @register("tagindex-rerank-k10")
@@ -614,9 +616,7 @@ class MiniLMDictionaryTranslate(TagIndexSystem):
         return [dataclasses.replace(p, title=self.lexicon.translate(p.title)) for p in products]
 
     def rank(self, products: Sequence[Product], k: int) -> Run:
-        return run_from_results(
-            self.index.tag(self.queries(products), top_k=k, cache_dir=self.ctx.vector_cache)
-        )
+        return super().rank(self.queries(products), k)
 
 
 class _Hybrid(System):

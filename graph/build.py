@@ -29,11 +29,11 @@ import networkx as nx
 import pandas as pd
 import yaml
 
-import tagindex
 from tagindex.config import _Params
 from tagindex.io import DataError
 from tagindex.schema import Product, Tag
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def save_graph(
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
-            "tagindex_version": tagindex.__version__,
+            "tagindex_version": __version__,
             "n_nodes": g.number_of_nodes(),
             "n_edges": g.number_of_edges(),
             "counts": counts,
@@ -265,11 +265,8 @@ def load_graph_tables(path: str | os.PathLike[str], verify: bool = True) -> tupl
     Raises:
         IndexFormatError: The directory is not a complete, intact saved graph.
     """
-    directory = Path(path)
-    manifest = read_manifest(directory, KIND, verify=verify)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        version = manifest.get("format_version")
-        raise IndexFormatError(f"{directory}: graph format version {version} is not supported")
+    manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+    directory = manifest.root
     nodes = pd.read_parquet(directory / "nodes.parquet")
     edges = pd.read_parquet(directory / "edges.parquet")
     if len(nodes) != manifest["n_nodes"] or len(edges) != manifest["n_edges"]:

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +24,9 @@ from tagindex.graph import METHODS
 from tagindex.graph.build import load_graph_tables, peak_rss_mb
 from tagindex.graph.walks import BiasedWalker
 
-import tagindex
 from tagindex.config import _Params
 from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
+from tagindex.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +222,7 @@ def _embed(
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
-            "tagindex_version": tagindex.__version__,
+            "tagindex_version": __version__,
             "params": params.to_dict(),
             "n_nodes": n,
             "n_edges_directed": int(edge_index.size(1)),
@@ -263,10 +262,8 @@ def load_embeddings(path: str | os.PathLike[str], verify: bool = True) -> NodeVe
     Raises:
         IndexFormatError: Not a complete, intact embedding directory.
     """
-    directory = Path(path)
-    manifest = read_manifest(directory, KIND, verify=verify)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{directory}: embedding format {manifest.get('format_version')} unsupported")
+    manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
+    directory = manifest.root
     table = pd.read_parquet(directory / "nodes.parquet")
     vectors = load_file(str(directory / "vectors.safetensors"))["vectors"]
     if len(table) != len(vectors):

@@ -27,12 +27,12 @@ from safetensors.numpy import load_file, save_file
 from tagindex.graph.build import GraphParams, product_features
 from tagindex.graph.embed import NodeVectors
 
-import tagindex
 from tagindex.config import TextParams, _Params
 from tagindex.encoders import Encoder, VectorCache
 from tagindex.schema import Product, Tag
 from tagindex.store import IndexFormatError, read_manifest, write_manifest
 from tagindex.text import ancestors, product_text
+from tagindex.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 class GraphFusion:
-    """Graph vectors for tags and (inductively) for products, and their fusion with text vectors.
+    """Graph vectors for tags and (inductively) for products, and their fusion with text vectors
+    (a :class:`tagindex.interfaces.VectorFusion`, registered as ``graph`` in
+    :data:`tagindex.registry.FUSIONS`).
 
     Args:
         params: Fusion settings.
@@ -84,6 +86,8 @@ class GraphFusion:
             without products, e.g. a bare taxonomy).
         source: Description of the embedding the vectors came from (stored in the manifest).
     """
+
+    type_name = "graph"
 
     def __init__(
         self,
@@ -264,7 +268,7 @@ class GraphFusion:
             {
                 "kind": KIND,
                 "format_version": FORMAT_VERSION,
-                "tagindex_version": tagindex.__version__,
+                "tagindex_version": __version__,
                 "graph_params": self.graph_params.to_dict(),
                 **self.describe(),
             },
@@ -277,10 +281,8 @@ class GraphFusion:
         Raises:
             IndexFormatError: Missing, corrupted or incompatible files.
         """
-        directory = Path(directory)
-        manifest = read_manifest(directory, KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(f"{directory}: fusion format {manifest.get('format_version')} unsupported")
+        manifest = read_manifest(directory, KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root
         ids = pd.read_parquet(directory / "nodes.parquet")["id"].tolist()
         arrays = load_file(str(directory / "fusion.safetensors"))
         if len(ids) != len(arrays["node_vectors"]):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,9 @@ from tagindex.store import read_manifest
 from tagindex.text import tag_path, tag_text
 
 logger = logging.getLogger(__name__)
+
+DUPLICATE_STEP = 0.01  # min_score granularity of the duplicates cache
+DUPLICATE_CACHE_SIZE = 8  # duplicate scans kept (each at most n tags x neighbours pairs)
 
 
 class RWLock:
@@ -88,9 +93,12 @@ class Engine:
         self.version = 0  # bumped by every change; keys the caches below
         self._lock = RWLock()
         self._change = threading.Lock()
+        self._cache_lock = threading.Lock()  # readers share the read lock, so the cache has its own
         self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
         self._vocab = self._build_vocabulary()
-        self._duplicates: dict[tuple[int, float, int], list[tuple[Tag, Tag, float]]] = {}
+        # (version, score floor in DUPLICATE_STEP units, neighbours) -> pairs at or above the floor,
+        # least recently used first; bounded, so distinct min_score values cannot grow memory.
+        self._duplicates: OrderedDict[tuple[int, int, int], list[tuple[Tag, Tag, float]]] = OrderedDict()
         # the rerank / calibration stage (tagindex.service.stage.RerankStage) when configured
         self.stage: Any = None
 
@@ -187,19 +195,38 @@ class Engine:
         return tag_text(tag, vocab.by_id, self.index.params.text) if tag is not None else ""
 
     def duplicates(self, min_score: float, neighbours: int) -> list[tuple[Tag, Tag, float]]:
-        """Near-identical tag pairs, cached until the vocabulary changes (a full scan is O(n^2 dim))."""
+        """Near-identical tag pairs (score >= ``min_score``), best first.
+
+        A full scan is O(n^2 dim), so scans are cached until the vocabulary changes: keyed by
+        ``min_score`` rounded down to a multiple of :data:`DUPLICATE_STEP` (answers filter the cached
+        pairs to the exact value) in an LRU of :data:`DUPLICATE_CACHE_SIZE` entries.
+        """
+        floor = math.floor(min_score / DUPLICATE_STEP)
+        while floor * DUPLICATE_STEP > min_score:  # the division may round up to the next step
+            floor -= 1
         with self._lock.read():
-            key = (self.version, min_score, neighbours)
-            cached = self._duplicates.get(key)
+            key = (self.version, floor, neighbours)
+            with self._cache_lock:
+                cached = self._duplicates.get(key)
+                if cached is not None:
+                    self._duplicates.move_to_end(key)
             if cached is None:
                 by_id = self._vocab.by_id
-                pairs = self.index.duplicates(min_score=min_score, neighbours=neighbours)
+                pairs = self.index.duplicates(min_score=floor * DUPLICATE_STEP, neighbours=neighbours)
                 cached = [(by_id[a], by_id[b], s) for a, b, s in pairs]
-                self._duplicates = {
-                    key: cached,
-                    **{k: v for k, v in self._duplicates.items() if k[0] == key[0]},
-                }
+                with self._cache_lock:
+                    self._duplicates[key] = cached
+                    self._duplicates.move_to_end(key)
+                    while len(self._duplicates) > DUPLICATE_CACHE_SIZE:
+                        self._duplicates.popitem(last=False)
+        if floor * DUPLICATE_STEP == min_score:
             return cached
+        return [p for p in cached if p[2] >= min_score]
+
+    def cached_duplicate_scans(self) -> int:
+        """Scans held in the duplicates cache (bounded by DUPLICATE_CACHE_SIZE)."""
+        with self._cache_lock:
+            return len(self._duplicates)
 
     def search_vocabulary(self, query: str, limit: int) -> list[Tag]:
         """Tags whose name or path contains every word of ``query`` (case-insensitive), best first.
@@ -228,6 +255,8 @@ class Engine:
             "description_chars": params.text.description_chars,
             "fingerprint": self.fingerprint,
             "version": self.version,
+            # tagindex.learn's version of the saved index: bumped by every learned or undone judgement
+            "index_version": self.index.learned.version if self.index.learned is not None else 0,
         }
 
     # ---- changes --------------------------------------------------------------------------------
@@ -255,12 +284,20 @@ class Engine:
         """Retires tags (with ``cascade`` their descendants too) and saves the index directory.
 
         Raises:
-            KeyError: An id is unknown.  ValueError: A tag has children and ``cascade`` is off.
+            KeyError: An id is unknown.  ValueError: A tag has children and ``cascade`` is off, or
+                the change would leave the index without tags (nothing could be tagged, and the
+                service would stop being ready); nothing is changed then.
         """
         with self._change:
             with self._lock.write():
                 before = self.index.tags
                 removed = self.index.remove_tags(tag_ids, cascade=cascade)
+                if not len(self.index):
+                    self.index.add_tags(before)
+                    raise ValueError(
+                        f"retiring {len(removed)} tag(s) would leave the index without tags; "
+                        "add the replacement tags first"
+                    )
                 self._changed()
             try:
                 self._persist()
@@ -275,7 +312,8 @@ class Engine:
     def _changed(self) -> None:
         self.version += 1
         self._vocab = self._build_vocabulary()
-        self._duplicates = {}
+        with self._cache_lock:
+            self._duplicates.clear()
 
     def _persist(self) -> None:
         start = time.perf_counter()
@@ -291,3 +329,16 @@ class Engine:
         paths = {t.id: tag_path(t, by_id) for t in tags}
         keys = [(t.id, t.name.casefold(), " > ".join(paths[t.id]).casefold()) for t in tags]
         return _Vocabulary(by_id, paths, keys)
+
+    # ---- learning (tagindex.service.learning) ---------------------------------------------------
+    def mutate(self, fn: Any) -> Any:
+        """Runs ``fn(index)`` as a change: serialised with other changes, under the write lock."""
+        with self._change, self._lock.write():
+            out = fn(self.index)
+            self._changed()
+        return out
+
+    def persist_with(self, save: Any) -> None:
+        """Runs ``save(index, index_dir)`` like a change's save: searches go on, changes wait."""
+        with self._change, self._lock.read():
+            save(self.index, self.index_dir)

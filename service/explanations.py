@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tagindex.interfaces import Decider
+from tagindex.registry import DECIDERS, EXPLAINERS
 from tagindex.schema import Product, TagResult
 
 _WORD = re.compile(r"[^\W_]+")
@@ -110,24 +112,12 @@ class TagExplanation:
 
 
 class Explainer(Protocol):
-    """Explains every tag of a product's result, keyed by tag id."""
+    """Explains every tag of a product's result, keyed by tag id (the service's refinement of
+    :class:`tagindex.interfaces.Explainer`)."""
 
     name: str
 
     def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]: ...
-
-
-class Decider(Protocol):
-    """Turns a ranked result into decisions: ``{tag id: ("accept" | "review", reason)}``.
-
-    ``needs_threshold`` says whether ``decide`` requires the operator's similarity threshold (a
-    calibrated decider would carry its own per-tag thresholds and ignore it).
-    """
-
-    name: str
-    needs_threshold: bool
-
-    def decide(self, result: TagResult, threshold: float | None) -> dict[str, tuple[str, str]]: ...
 
 
 def terms(text: str) -> set[str]:
@@ -192,6 +182,9 @@ class ThresholdDecider:
     name = "threshold"
     needs_threshold = True
 
+    def __init__(self, engine: Any = None) -> None:
+        """The engine is not needed: the decision reads the result alone."""
+
     def decide(self, result: TagResult, threshold: float | None) -> dict[str, tuple[str, str]]:
         if threshold is None:
             raise ValueError("the threshold decider needs an accept threshold")
@@ -204,27 +197,23 @@ class ThresholdDecider:
         return out
 
 
-_EXPLAINERS: dict[str, Callable[[Any], Explainer]] = {"similarity": SimilarityExplainer}
-_DECIDERS: dict[str, Callable[[Any], Decider]] = {"threshold": lambda engine: ThresholdDecider()}
+def register_explainer(name: str, factory: Callable[[Any], Explainer] | str) -> None:
+    """Makes ``factory(engine)`` available as ``TAGINDEX_EXPLAINER=name`` (in
+    :data:`tagindex.registry.EXPLAINERS`, which lists the built-in ones)."""
+    EXPLAINERS.register(name, factory)
 
 
-def register_explainer(name: str, factory: Callable[[Any], Explainer]) -> None:
-    """Makes ``factory(engine)`` available as ``TAGINDEX_EXPLAINER=name``."""
-    _EXPLAINERS[name] = factory
-
-
-def register_decider(name: str, factory: Callable[[Any], Decider]) -> None:
-    """Makes ``factory(engine)`` available as ``TAGINDEX_DECIDER=name``."""
-    _DECIDERS[name] = factory
+def register_decider(name: str, factory: Callable[[Any], Decider] | str) -> None:
+    """Makes ``factory(engine)`` available as ``TAGINDEX_DECIDER=name`` (in
+    :data:`tagindex.registry.DECIDERS`, which lists the built-in ones)."""
+    DECIDERS.register(name, factory)
 
 
 def make_explainer(name: str, engine: Any) -> Explainer:
-    if name not in _EXPLAINERS:
-        raise ValueError(f"unknown explainer '{name}'; known: {sorted(_EXPLAINERS)}")
-    return _EXPLAINERS[name](engine)
+    explainer: Explainer = EXPLAINERS.get(name)(engine)
+    return explainer
 
 
 def make_decider(name: str, engine: Any) -> Decider:
-    if name not in _DECIDERS:
-        raise ValueError(f"unknown decider '{name}'; known: {sorted(_DECIDERS)}")
-    return _DECIDERS[name](engine)
+    decider: Decider = DECIDERS.get(name)(engine)
+    return decider

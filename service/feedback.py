@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagindex.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("accept", "reject", "add")
@@ -128,7 +130,14 @@ class FeedbackStore:
     def records(
         self, limit: int = 100, product_id: str | None = None, tag: str | None = None, after_id: int = 0
     ) -> list[FeedbackRecord]:
-        """Records in insertion order, optionally filtered, starting after ``after_id``."""
+        """Records in insertion order, optionally filtered, starting after ``after_id``.
+
+        Raises:
+            InputError: ``after_id`` or ``limit`` is outside SQLite's signed 64-bit integers.
+        """
+        for name, value in (("after_id", after_id), ("limit", limit)):
+            if not -(2**63) <= value < 2**63:
+                raise InputError(f"{name} {value} is outside the 64-bit integer range of row ids")
         sql = "SELECT * FROM feedback WHERE id > ?"
         args: list[Any] = [after_id]
         if product_id is not None:
@@ -177,6 +186,35 @@ class FeedbackStore:
                 }
             )
         return rows
+
+    def delete(self, ids: list[int] | tuple[int, ...] | Any) -> list[int]:
+        """Deletes rows by id in one transaction; returns the ids that existed (sorted)."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = [
+                    r[0] for r in self._conn.execute(f"SELECT id FROM feedback WHERE id IN ({marks})", wanted)
+                ]
+                self._conn.execute(f"DELETE FROM feedback WHERE id IN ({marks})", wanted)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return sorted(found)
+
+    def ids(self) -> set[int]:
+        """Every stored row id."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT id FROM feedback")}
+
+    def product_ids(self) -> set[str]:
+        """Ids of every product with at least one judgement."""
+        with self._lock:
+            return {r[0] for r in self._conn.execute("SELECT DISTINCT product_id FROM feedback")}
 
     def count(self) -> int:
         with self._lock:

@@ -3,14 +3,88 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tagindex.schema import Product, Tag
 
 # Strict: JSON true is not a number and 1.5 is not an integer; unknown fields are typos, not noise.
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+# Limits that do not depend on the settings (those that do -- text length, batch size, top_k, rerank
+# depth, tags per request -- are checked by the routers and written into the OpenAPI document by
+# ``tagindex.service.routers.deps.publish_limits``). docs/service-limits.md lists them all.
+MAX_ID_CHARS = 512
+MAX_NAME_CHARS = 500
+MAX_KIND_CHARS = 64
+MAX_SYNONYMS = 100
+MAX_SYNONYM_CHARS = 200
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_VALUES = 100
+MAX_ATTRIBUTE_NAME_CHARS = 200
+MAX_INT = 2**63 - 1  # SQLite's INTEGER and every id the service hands out fit in a signed 64-bit int
+
+# Tag ids travel in URL paths (``/v1/tags/{id}``, ``/v1/tags/{id}/similar``), so an id must read back
+# from its own URL: no control characters, no empty, "." or ".." segments, no blank at either end of
+# a segment, and none of the route words the path would be mistaken for (checked in ``check_tag_id``).
+_SEGMENT = r"[^\x00-\x1f\x7f/\s](?:[^\x00-\x1f\x7f/]*[^\x00-\x1f\x7f/\s])?"  # no blank ends, no "/"
+TAG_ID_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+RESERVED_TAG_IDS = frozenset({"duplicates", "similar"})
+KIND_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+NOT_BLANK = r"\S"  # JSON Schema patterns search, so this means "has a non-space character"
+
+TagId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=TAG_ID_PATTERN)]
+AttributeName = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_NAME_CHARS)]
+AttributeValue = str | Annotated[list[str], Field(max_length=MAX_ATTRIBUTE_VALUES)]
+Synonym = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SYNONYM_CHARS, pattern=NOT_BLANK)]
+
+
+def check_tag_id(tag_id: str) -> str:
+    """Refuses ids the API could store but never serve back (the pattern covers the rest).
+
+    Raises:
+        ValueError: The id, or its last path segment, is a route word ("duplicates", "similar"), or
+            a segment is "." or "..".
+    """
+    if any(segment in (".", "..") for segment in tag_id.split("/")):
+        raise ValueError(f"tag id '{tag_id}' has a '.' or '..' segment, which URLs resolve away")
+    if tag_id in RESERVED_TAG_IDS or tag_id.rsplit("/", 1)[-1] in RESERVED_TAG_IDS:
+        raise ValueError(
+            f"tag id '{tag_id}' is reserved: ids may not be or end in "
+            + " or ".join(f"'{w}'" for w in sorted(RESERVED_TAG_IDS))
+            + " (those URLs name other routes)"
+        )
+    return tag_id
+
+
+def _no_lone_surrogates(value: Any, where: str = "body") -> None:
+    """Raises ValueError for a string that cannot be written as UTF-8 (JSON's "\\ud800" escapes
+    decode to lone surrogates, which no file, database or answer can hold)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate (an invalid \\uXXXX escape)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_lone_surrogates(k, where)
+            _no_lone_surrogates(v, f"{where}.{k}" if isinstance(k, str) and k.isidentifier() else where)
+    elif isinstance(value, list):
+        for v in value:
+            _no_lone_surrogates(v, where)
+
+
+class RequestBody(BaseModel):
+    """Base of the request bodies: text must be valid Unicode (checked before the fields)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _no_lone_surrogates(data)
+        return data
+
 
 _PRODUCT_EXAMPLE: dict[str, Any] = {
     "id": "5945",
@@ -25,10 +99,18 @@ class ProductIn(BaseModel):
 
     model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [_PRODUCT_EXAMPLE]})
 
-    id: str = Field(default="", max_length=512, description="your product id; derived from the text if empty")
-    title: str = Field(min_length=1, description="product title (required, not blank)")
+    id: str = Field(
+        default="", max_length=MAX_ID_CHARS, description="your product id; derived from the text if empty"
+    )
+    title: str = Field(
+        min_length=1,
+        description="product title (required, not blank)",
+        json_schema_extra={"pattern": NOT_BLANK},  # checked by _title_not_blank (its message is clearer)
+    )
     description: str = Field(default="", description="free text; the index decides how much of it is read")
-    attributes: dict[str, str | list[str]] = Field(default_factory=dict, description="name -> value(s)")
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES, description="name -> value(s)"
+    )
 
     @model_validator(mode="after")
     def _title_not_blank(self) -> ProductIn:
@@ -46,12 +128,13 @@ class ProductIn(BaseModel):
         return max([len(self.title), len(self.description), *(len(str(v)) for v in self.attributes.values())])
 
 
-class TagRequest(BaseModel):
+class TagRequest(RequestBody):
     """One product (``product``) or a batch (``products``) to tag; give exactly one of the two."""
 
     model_config = ConfigDict(
         **_STRICT,
         json_schema_extra={
+            "oneOf": [{"required": ["product"]}, {"required": ["products"]}],
             "examples": [
                 {"product": _PRODUCT_EXAMPLE, "top_k": 5},
                 {
@@ -69,13 +152,19 @@ class TagRequest(BaseModel):
                     "rerank_depth": 20,
                     "decide": True,
                 },
-            ]
+            ],
         },
     )
 
-    product: ProductIn | None = None
-    products: list[ProductIn] | None = Field(default=None, min_length=1, description="batch (size limited)")
-    top_k: int = Field(default=10, ge=1, description="tags per product (at most the service's max_top_k)")
+    # Present means not null: the schema says "exactly one of the two keys" (oneOf below), so an
+    # explicit null is refused rather than read as absent.
+    product: ProductIn | SkipJsonSchema[None] = None
+    products: list[ProductIn] | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, description="batch (at most the service's max_batch)"
+    )
+    top_k: int = Field(
+        default=10, ge=1, le=MAX_INT, description="tags per product (at most the service's max_top_k)"
+    )
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description="drop tags scoring below")
     include_ancestors: bool = Field(default=False, description="insert each tag's ancestors after it")
     explain: bool = Field(default=False, description="add an explanation to every tag")
@@ -90,8 +179,18 @@ class TagRequest(BaseModel):
     rerank_depth: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_INT,
         description="candidates the reranker rescores (at most max_rerank_depth); implies rerank",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _present_means_given(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("product", "products"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"'{key}' is null: leave it out instead")
+        return data
 
     @model_validator(mode="after")
     def _one_of(self) -> TagRequest:
@@ -220,13 +319,16 @@ class TagResponse(BaseModel):
     rerank_depth: int | None = Field(default=None, description="candidates rescored per product")
 
 
-class SimilarTextRequest(BaseModel):
+class SimilarTextRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT, json_schema_extra={"examples": [{"text": "silver locket", "top_k": 5}]}
     )
 
-    text: str = Field(min_length=1, description="free text: a tag name you have in mind, a product, a query")
-    top_k: int = Field(default=10, ge=1)
+    text: str = Field(
+        min_length=1,
+        description="free text: a tag name you have in mind, a product, a query (at most max_text_chars)",
+    )
+    top_k: int = Field(default=10, ge=1, le=MAX_INT, description="at most the service's max_top_k")
 
 
 class ScoredTag(BaseModel):
@@ -242,7 +344,14 @@ class SimilarResponse(BaseModel):
             "examples": [
                 {
                     "query": "64010100_Jewellery",
-                    "tags": [{"tag": "53000000_Beauty", "name": "Beauty", "score": 0.41, "path": ["Beauty"]}],
+                    "tags": [
+                        {
+                            "tag": "64010000_Personal Accessories",
+                            "name": "Personal Accessories",
+                            "score": 0.41,
+                            "path": ["Personal Accessories", "Personal Accessories"],
+                        }
+                    ],
                 }
             ]
         }
@@ -296,18 +405,23 @@ class TagIn(BaseModel):
         },
     )
 
-    id: str = Field(min_length=1, max_length=512)
-    name: str = Field(min_length=1)
-    description: str = ""
-    parent: str | None = None
-    kind: str = "tag"
-    synonyms: list[str] = Field(default_factory=list)
+    id: TagId = Field(description="new tag id: readable back from /v1/tags/{id} (see the limits page)")
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=NOT_BLANK)
+    description: str = Field(default="", description="at most max_text_chars")
+    parent: TagId | None = Field(default=None, description="an existing tag or one added in this request")
+    kind: str = Field(default="tag", min_length=1, max_length=MAX_KIND_CHARS, pattern=KIND_PATTERN)
+    synonyms: list[Synonym] = Field(default_factory=list, max_length=MAX_SYNONYMS)
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_reserved(cls, value: str) -> str:
+        return check_tag_id(value)
 
     def to_tag(self) -> Tag:
         return Tag(self.id, self.name, self.description, self.parent, self.kind, list(self.synonyms))
 
 
-class AddTagsRequest(BaseModel):
+class AddTagsRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT,
         json_schema_extra={
@@ -317,7 +431,22 @@ class AddTagsRequest(BaseModel):
         },
     )
 
-    tags: list[TagIn] = Field(min_length=1)
+    tags: list[TagIn] = Field(min_length=1, description="at most the service's max_new_tags")
+
+    @model_validator(mode="after")
+    def _no_parent_cycle(self) -> AddTagsRequest:
+        # Existing tags cannot point at new ones, so a cycle can only run through this request.
+        parents = {t.id: t.parent for t in self.tags}
+        for start in parents:
+            seen = [start]
+            node = parents[start]
+            while node is not None and node in parents:
+                if node in seen:
+                    loop = " -> ".join([*seen[seen.index(node) :], node])
+                    raise ValueError(f"parent cycle: {loop}")
+                seen.append(node)
+                node = parents[node]
+        return self
 
 
 class ChangeResponse(BaseModel):
@@ -329,14 +458,14 @@ class ChangeResponse(BaseModel):
 class Judgement(BaseModel):
     model_config = _STRICT
 
-    tag: str = Field(min_length=1, description="tag id (must exist in the index)")
+    tag: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="tag id (must exist in the index)")
     action: Literal["accept", "reject", "add"] = Field(
         description="accept or reject a suggested tag, or add a tag the service missed"
     )
     score: float | None = Field(default=None, description="the score shown when the judgement was made")
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     model_config = ConfigDict(
         **_STRICT,
         json_schema_extra={
@@ -345,7 +474,7 @@ class FeedbackRequest(BaseModel):
                     "product": _PRODUCT_EXAMPLE,
                     "judgements": [
                         {"tag": "64010100_Jewellery", "action": "accept", "score": 0.48},
-                        {"tag": "53000000_Beauty", "action": "reject", "score": 0.31},
+                        {"tag": "53131100_Skin Care", "action": "reject", "score": 0.31},
                     ],
                     "user": "merchandiser-1",
                 }

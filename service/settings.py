@@ -30,6 +30,17 @@ class Settings(BaseSettings):
         description="SQLite file for feedback; default: '<index_dir>.feedback.sqlite3' beside the index "
         "(never inside it, since saving the index replaces that directory)",
     )
+    feedback_url: str | None = Field(
+        default=None,
+        description="feedback store URL shared by replicas, e.g. postgresql://user@host/db (needs "
+        "tagindex[postgres]); when set it replaces feedback_db",
+    )
+    index_poll_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="how often the index manifest is checked, so tags added or retired by another "
+        "replica sharing index_dir are served here too; 0: never",
+    )
     max_body_bytes: int = Field(default=1_000_000, ge=1_000, description="larger request bodies get 413")
     max_batch: int = Field(default=64, ge=1, description="most products in one /v1/tag request")
     max_top_k: int = Field(default=100, ge=1, description="largest top_k any endpoint accepts")
@@ -87,6 +98,14 @@ class Settings(BaseSettings):
         "the encoder batcher already merges concurrent requests",
     )
     duplicate_neighbours: int = Field(default=5, ge=1, le=50, description="neighbours scanned per tag")
+    learn: bool = Field(
+        default=True,
+        description="learn feedback at once: accepted/added tags make the product an exemplar, rejected "
+        "tags are suppressed for it and near-identical products (tagindex.learn); saved with the index",
+    )
+    review_pool: Path | None = Field(
+        default=None, description="products file the review queue (/v1/review/next) chooses from"
+    )
 
     def feedback_path(self) -> Path:
         """Where feedback is stored."""

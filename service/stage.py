@@ -1,9 +1,11 @@
-"""The service's rerank, calibrated-decision and explanation stage, over tagindex's library stages.
+"""The service's rerank, calibrated-decision and explanation stage: a thin adapter over the library's
+:class:`tagindex.pipeline.TaggingPipeline`.
 
-Everything here delegates to the library (:mod:`tagindex.rerank`, :mod:`tagindex.calibrate`,
-:mod:`tagindex.explain`), as ``tagindex tag --reranker --calibration --decide`` and ``tagindex explain``
-do; this module only loads the models once, checks that they belong together, answers per request
-(rerank on or off, a bounded depth) and keeps concurrent requests safe:
+Everything here delegates to the pipeline (which ranks, reranks, decides and makes every
+compatibility check) and :mod:`tagindex.explain`, as ``tagindex tag --reranker --calibration --decide``
+and ``tagindex explain`` do; this module only loads the models once, turns the pipeline's refusals into
+start-up errors, answers per request (rerank on or off, a bounded depth) and keeps concurrent requests
+safe:
 
 - the cross-encoder (a sentence-transformers ``CrossEncoder`` with a Rust tokenizer that must not be
   entered by two threads at once) is only called under one lock; the encoder goes through the
@@ -11,8 +13,7 @@ do; this module only loads the models once, checks that they belong together, an
 - index reads happen under the engine's read lock, taken once per call (never nested), so a tag
   added or retired over HTTP cannot change the vocabulary in the middle of a rerank.
 
-The explainer (``tagindex``) and decider (``calibrated``) are registered through the seam in
-:mod:`tagindex.service.explanations`.
+The explainer (``tagindex``) and decider (``calibrated``) are named in :mod:`tagindex.registry`.
 """
 
 from __future__ import annotations
@@ -30,16 +31,15 @@ from tagindex.service.explanations import (
     ExplainContext,
     SimilarityExplainer,
     TagExplanation,
-    register_decider,
-    register_explainer,
 )
 
-from tagindex.calibrate import Assigned, Calibration, Hierarchy, assign, scored_pairs, tag_level
+from tagindex.calibration import Assigned, Calibration, Hierarchy
+from tagindex.candidates import Candidate, RankedCandidates, tag_level
 from tagindex.errors import CompatibilityError, InputError
 from tagindex.explain import Explainer, ExplainParams
-from tagindex.rerank import Candidate, RankedCandidates, Reranker, index_key, rank_candidates, with_ancestors
+from tagindex.interfaces import PairScorer, Reranker
+from tagindex.pipeline import TaggingPipeline, check_calibration, check_depth, load_reranker
 from tagindex.schema import Product, TagResult, TagScore
-from tagindex.text import ancestors
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class RerankStage:
         hierarchy: Hierarchy mode of calibrated decisions.
         titles: Labelled product id -> title (for the nearest labelled products).
         explain_words: Important words shown per explained tag.
+        calibration_source: How refusals name the calibration (its file).
     """
 
     def __init__(
@@ -95,15 +96,18 @@ class RerankStage:
         hierarchy: Hierarchy = "close",
         titles: dict[str, str] | None = None,
         explain_words: int = 5,
+        calibration_source: str = "the calibration",
     ) -> None:
-        depth = default_depth if default_depth is not None else (reranker.params.depth if reranker else None)
-        _check_together(
-            calibration, reranker is not None, reranker.fingerprint if reranker else None, depth, max_depth
-        )
+        try:
+            self.pipeline = TaggingPipeline(
+                engine.index, reranker, calibration, default_depth, max_depth, hierarchy, calibration_source
+            )
+        except CompatibilityError as exc:
+            raise StageConfigError(str(exc)) from None
         self.engine = engine
         self.reranker = reranker
         self.calibration = calibration
-        self.default_depth = depth
+        self.default_depth = self.pipeline.depth
         self.max_depth = max_depth
         self.hierarchy = hierarchy
         self.explain_words = explain_words
@@ -127,22 +131,12 @@ class RerankStage:
         reranker = None
         if settings.reranker_dir is not None:
             try:
-                reranker = Reranker.load(settings.reranker_dir)
+                reranker = load_reranker(settings.reranker_dir)
             except (OSError, ValueError) as exc:  # IndexFormatError is a ValueError
                 raise StageConfigError(f"cannot load the reranker {settings.reranker_dir}: {exc}") from None
-            # Fusion weights are tied to the index they were fitted on (the key the library records);
-            # the library would fall back to the cross-encoder alone, which a calibration fitted on
-            # fused scores would misread: refuse instead.
-            if reranker.info.get("fusion") and reranker.fusion_for(engine.index) is None:
-                raise StageConfigError(
-                    f"the reranker {settings.reranker_dir} fuses its scores with those of the index it was "
-                    f"trained with ({reranker.info['fusion'].get('index_key')}), not this one "
-                    f"({index_key(engine.index)}: another encoder or exemplar setting): serve that index "
-                    "or train the reranker with --index on this one"
-                )
         calibration = None
         if settings.calibration_file is not None:
-            calibration = _load_calibration(settings.calibration_file, engine.by_id)
+            calibration = _load_calibration(settings.calibration_file)
         titles = _titles(settings.labelled_products) if settings.labelled_products else {}
         stage = cls(
             engine,
@@ -153,8 +147,9 @@ class RerankStage:
             settings.hierarchy,
             titles,
             settings.explain_words,
+            str(settings.calibration_file),
         )
-        if reranker is not None:  # the first forward pass is slow; pay it before serving
+        if isinstance(reranker, PairScorer):  # the first forward pass is slow; pay it before serving
             reranker.score_pairs([("warm-up", "warm-up")])
         logger.info(
             "rerank stage: reranker %s (depth %s), calibration %s (%s scores), %d labelled exemplars",
@@ -169,7 +164,8 @@ class RerankStage:
     def describe(self) -> dict[str, Any]:
         return {
             "reranker": self.reranker.fingerprint if self.reranker else None,
-            "fusion": bool(self.reranker and self.reranker.fusion_for(self.engine.index) is not None),
+            "fusion": isinstance(self.reranker, PairScorer)
+            and self.reranker.fusion_for(self.engine.index) is not None,
             "rerank_depth": self.default_depth,
             "max_rerank_depth": self.max_depth,
             "calibration": self.calibration.score if self.calibration else None,
@@ -203,7 +199,7 @@ class RerankStage:
 
     def can_decide(self, rerank: bool) -> bool:
         """Whether the calibration can read this request's scores."""
-        return self.calibration is not None and (self.calibration.score == "bi_encoder" or rerank)
+        return self.pipeline.can_decide(rerank)
 
     def rank(
         self,
@@ -219,30 +215,24 @@ class RerankStage:
         probabilities and decisions when the calibration applies; like ``tagindex tag --reranker
         --calibration --decide`` (same library calls)."""
         reranker = self.reranker if rerank else None
-        calibration = self.calibration if self.can_decide(rerank) else None
+        pipeline = self.pipeline
         with self.engine.reading(), self._lock if reranker is not None else nullcontext():
             if reranker is not None:
                 self._forget_stale_texts(reranker)
-            index = self.engine.index
-            if not len(index):
+            if not len(pipeline.index):
                 raise LookupError("the index holds no tags")
             by_id = self.engine.by_id
-            ranked = rank_candidates(index, products, top_k, reranker, depth, vectors=vectors)
-            decisions = assign(ranked, calibration, by_id, self.hierarchy) if calibration else None
+            ranked = pipeline.rank(products, top_k, rerank, depth, vectors=vectors)
+            decisions = pipeline.decide(ranked, by_id, rerank)
             out = []
             for i, r in enumerate(ranked):
-                probs = self._probabilities(r, calibration, by_id) if calibration else {}
-                kept = RankedCandidates(
-                    r.id, [c for c in r.candidates if threshold is None or c.score >= threshold]
-                )
-                names = {t: by_id[t].name for c in kept.candidates for t in [c.tag, *ancestors(c.tag, by_id)]}
-                base = with_ancestors(kept, by_id, names) if include_ancestors else kept.to_result(names)
+                base = pipeline.result(r, by_id, threshold, include_ancestors)
                 out.append(
                     ScoredResult(
                         base.id,
                         base.tags,
                         candidates={c.tag: c for c in r.candidates},
-                        probabilities=probs,
+                        probabilities=pipeline.probabilities(r, by_id) if decisions is not None else {},
                         assigned=decisions[i] if decisions is not None else None,
                         ranked=r,
                         reranked=reranker is not None,
@@ -297,17 +287,6 @@ class RerankStage:
             reranker.forget_tag_texts()
             self._seen_version = self.engine.version
 
-    @staticmethod
-    def _probabilities(
-        r: RankedCandidates, calibration: Calibration, by_id: dict[str, Any]
-    ) -> dict[str, float]:
-        pairs = scored_pairs(r, calibration.score)
-        if not pairs:
-            return {}
-        levels = np.array([tag_level(t, by_id) for t, _ in pairs], dtype=np.int64)
-        probs = calibration.probabilities(np.array([s for _, s in pairs]), levels)  # (n,)
-        return {t: float(p) for (t, _), p in zip(pairs, probs.tolist(), strict=True)}
-
     def _exemplars(self, titles: dict[str, str]) -> tuple[list[Product], np.ndarray | None]:
         """The index's exemplars as labelled products with their stored vectors (text part, unit rows),
         so explanations find the nearest labelled products without encoding anything."""
@@ -325,30 +304,6 @@ class RerankStage:
         return products, text
 
 
-def _check_together(
-    calibration: Calibration | None,
-    has_reranker: bool,
-    reranker_fingerprint: str | None,
-    depth: int | None,
-    max_depth: int,
-) -> None:
-    """Refuses a calibration fitted for another reranker (the fingerprint it records) and a depth out of
-    bounds."""
-    if calibration is not None and calibration.score == "rerank":
-        if not has_reranker:
-            raise StageConfigError(
-                "the calibration was fitted on reranker scores: configure its reranker too "
-                "(TAGINDEX_RERANKER_DIR / --reranker)"
-            )
-        if calibration.reranker != reranker_fingerprint:
-            raise StageConfigError(
-                f"the calibration was fitted for reranker {calibration.reranker}, but the configured "
-                f"reranker is {reranker_fingerprint}: refit it with `tagindex calibrate --reranker DIR`"
-            )
-    if depth is not None and not 1 <= depth <= max_depth:
-        raise StageConfigError(f"rerank depth {depth} is outside 1..{max_depth} (TAGINDEX_MAX_RERANK_DEPTH)")
-
-
 def preflight(settings: Any) -> None:
     """The checks :meth:`RerankStage.from_settings` makes, from the manifests alone (no model is loaded),
     so ``tagindex serve`` refuses a mismatched reranker or calibration with a one-line error.
@@ -356,7 +311,7 @@ def preflight(settings: Any) -> None:
     Raises:
         StageConfigError: As :meth:`RerankStage.from_settings`.
     """
-    from tagindex.rerank import KIND, RerankerParams, fingerprint
+    from tagindex.cross_encoder import KIND, RerankerParams, fingerprint
     from tagindex.store import read_manifest
 
     if settings.reranker_dir is None and settings.calibration_file is None:
@@ -375,32 +330,30 @@ def preflight(settings: Any) -> None:
         reranker_fp = fingerprint(manifest)
         if depth is None:
             depth = RerankerParams.from_dict(manifest.get("params", {})).depth
-    calibration = None
-    if settings.calibration_file is not None:
-        from tagindex.index import read_saved_tags
-
-        by_id = {t.id: t for t in read_saved_tags(settings.index_dir)}
-        calibration = _load_calibration(settings.calibration_file, by_id)
-    _check_together(
-        calibration, settings.reranker_dir is not None, reranker_fp, depth, settings.max_rerank_depth
-    )
-
-
-def _load_calibration(path: Path, by_id: dict[str, Any]) -> Calibration:
-    """Loads a calibration file and refuses one fitted on another vocabulary's hierarchy: it has
-    thresholds for levels this index does not have, and would decide with maps for the wrong levels."""
     try:
-        calibration = Calibration.load(path)
+        check_depth(depth, settings.max_rerank_depth, settings.reranker_dir is not None)
+        if settings.calibration_file is not None:
+            from tagindex.index import read_saved_tags
+
+            by_id = {t.id: t for t in read_saved_tags(settings.index_dir)}
+            calibration = _load_calibration(settings.calibration_file)
+            check_calibration(
+                calibration,
+                by_id,
+                settings.reranker_dir is not None,
+                reranker_fp,
+                str(settings.calibration_file),
+            )
+    except CompatibilityError as exc:
+        raise StageConfigError(str(exc)) from None
+
+
+def _load_calibration(path: Path) -> Calibration:
+    """Loads a calibration file (whether it fits the index and reranker is the pipeline's check)."""
+    try:
+        return Calibration.load(path)
     except ValueError as exc:
         raise StageConfigError(str(exc)) from None
-    index_levels = {str(tag_level(t, by_id)) for t in by_id}
-    fitted = set(calibration.thresholds)
-    if fitted and not fitted <= index_levels:
-        raise StageConfigError(
-            f"{path}: fitted for hierarchy levels {sorted(fitted)}, but this index has levels "
-            f"{sorted(index_levels)}: it belongs to another vocabulary"
-        )
-    return calibration
 
 
 def _titles(path: Path) -> dict[str, str]:
@@ -505,7 +458,3 @@ class CalibratedDecider:
             else:
                 out[t.tag] = ("review", f"calibrated p {p:.3f} < level-{level} threshold {thr:.3f}")
         return out
-
-
-register_explainer("tagindex", LibraryExplainer)
-register_decider("calibrated", CalibratedDecider)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from tagindex.version import __version__
 
 if TYPE_CHECKING:
     from tagindex.config import EncoderParams, TagIndexParams, TextParams, VectorIndexParams
     from tagindex.index import TagIndex
-    from tagindex.io import DataError, load_products, load_tags
+    from tagindex.io import (
+        DataError,
+        load_products,
+        load_tags,
+        products_from_frame,
+        results_to_frame,
+        tags_from_frame,
+    )
     from tagindex.schema import Product, Tag, TagResult, TagScore
 
 # Public name -> module defining it. Imported on first use (PEP 562), so ``import tagindex.cli`` or
@@ -28,9 +35,13 @@ _EXPORTS = {
     "VectorIndexParams": "tagindex.config",
     "load_products": "tagindex.io",
     "load_tags": "tagindex.io",
+    "products_from_frame": "tagindex.io",
+    "results_to_frame": "tagindex.io",
+    "tags_from_frame": "tagindex.io",
 }
 
 __all__ = [
+    "__version__",
     "DataError",
     "EncoderParams",
     "Product",
@@ -43,6 +54,9 @@ __all__ = [
     "VectorIndexParams",
     "load_products",
     "load_tags",
+    "products_from_frame",
+    "results_to_frame",
+    "tags_from_frame",
 ]
 
 

@@ -1,7 +1,10 @@
 """Converters from the public source formats to tagindex's products and tags files.
 
 Each converter writes ``OUT/tags.jsonl`` and one products file per split of the source
-(``train.jsonl``, ``validation.json`` -> ``validation.jsonl``, ``test.jsonl``). Sources (see README):
+(``train.jsonl``, ``validation.json`` -> ``validation.jsonl``, ``test.jsonl``). Every source file is
+read and checked before anything is written, and the outputs are written as one unit
+(:func:`tagindex.io.write_jsonl_files`): a bad or empty input leaves existing outputs untouched.
+Sources (see README):
 
 - MWPD 2020 task 2: github.com/ir-ischool-uos/mwpd ``data/task2_train_val_with_labels.zip``
 - AE-110K / OA-Mine: github.com/wbsg-uni-mannheim/ExtractGPT ``data/processed_datasets/{ae-110k,oa-mine}``
@@ -20,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from tagindex.io import DataError, read_records, write_jsonl
-from tagindex.schema import Product, Tag
+from tagindex.io import DataError, as_id, as_text, raise_or_log, read_records, write_jsonl_files
+from tagindex.schema import LIMITS, Product, Tag
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +52,39 @@ def _clean(text: Any) -> str:
     return " ".join(str(text or "").replace("\ufffd", " ").split())
 
 
+def _text(record: dict[str, Any], column: str, limit: int) -> str:
+    """A source text field: missing -> "", numbers as text, anything else refused."""
+    return _clean(as_text(record.get(column), column, limit))
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
     for line, record in read_records(path):
         if isinstance(record, str):
-            bad.append(f"{path}:{line}: {record}")
+            bad.append((f"{path}:{line}", record))
             continue
         yield line, record
-    if bad:
-        raise DataError(f"{len(bad)} unreadable row(s):\n  " + "\n  ".join(bad[:20]))
+    raise_or_log(bad, "raise", "source")
+
+
+def _checked(path: Path, line: int, make: Any) -> Any:
+    """Runs ``make()``; a ValueError (bad id, non-text field, over a limit) names file and line."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise DataError(f"{path}:{line}: {exc}") from None
+
+
+def _write(out: Path, report: ConvertReport, outputs: dict[str, list[dict[str, Any]]]) -> ConvertReport:
+    """Writes every output file as one unit, after refusing an empty one."""
+    for name, rows in outputs.items():
+        if not rows:
+            raise DataError(
+                f"{out / name}: nothing to write (its source has no usable rows); nothing written"
+            )
+    counts = write_jsonl_files({out / name: rows for name, rows in outputs.items()})
+    report.files.update({name: counts[str(out / name)] for name in outputs})
+    return report
 
 
 def _split_files(src: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -76,15 +103,25 @@ def convert_mwpd(src: Path, out: Path) -> ConvertReport:
     """MWPD offers: tags are the three GS1 levels, each linked to its parent level."""
     report = ConvertReport()
     tags: dict[str, Tag] = {}
+    outputs: dict[str, list[dict[str, Any]]] = {}
     for split, path in _split_files(src, (".json", ".jsonl")).items():
         products = []
         for line, r in _records(path):
-            title = _clean(r.get("Name"))
-            levels = [str(r.get(f"lvl{i}") or "").strip() for i in (1, 2, 3)]
-            if not title or not r.get("ID"):
+            title, description, breadcrumb, levels = _checked(
+                path,
+                line,
+                lambda r=r: (
+                    _text(r, "Name", LIMITS.title_chars),
+                    _text(r, "Description", LIMITS.description_chars),
+                    _text(r, "CategoryText", LIMITS.attribute_value_chars),
+                    [as_id(r[f"lvl{i}"], f"lvl{i}") if r.get(f"lvl{i}") else "" for i in (1, 2, 3)],
+                ),
+            )
+            if not title or r.get("ID") in (None, ""):
                 report.skip(f"{split}: no ID or empty Name")
                 logger.warning("%s:%d: skipped (no ID or empty Name)", path, line)
                 continue
+            product_id = _checked(path, line, lambda r=r: as_id(r["ID"], "ID"))
             parent = None
             for level in levels:
                 if not level:
@@ -93,19 +130,20 @@ def convert_mwpd(src: Path, out: Path) -> ConvertReport:
                     _, _, name = level.partition("_")
                     tags[level] = Tag(id=level, name=_clean(name) or level, parent=parent, kind="category")
                 parent = level
-            breadcrumb = _clean(r.get("CategoryText"))
             products.append(
                 Product(
-                    id=str(r["ID"]),
+                    id=product_id,
                     title=title,
-                    description=_clean(r.get("Description")),
+                    description=description,
                     attributes={"breadcrumb": breadcrumb} if breadcrumb else {},
                     tags=[level for level in levels if level],
-                )
+                ).to_dict()
             )
-        report.files[f"{split}.jsonl"] = write_jsonl(out / f"{split}.jsonl", (p.to_dict() for p in products))
-    report.files["tags.jsonl"] = write_jsonl(out / "tags.jsonl", (t.to_dict() for t in tags.values()))
-    return report
+        if not products:
+            raise DataError(f"{path}: no usable rows (empty, or every row skipped); nothing written")
+        outputs[f"{split}.jsonl"] = products
+    outputs["tags.jsonl"] = [t.to_dict() for t in tags.values()]
+    return _write(out, report, outputs)
 
 
 def attribute_tag_id(attribute: str, value: str) -> str:
@@ -116,35 +154,49 @@ def convert_attribute_tags(src: Path, out: Path) -> ConvertReport:
     """AE-110K / OA-Mine titles with ``attribute: value`` tags; ``n/a`` ("absent") values are left out."""
     report = ConvertReport()
     tags: dict[str, Tag] = {}
+    outputs: dict[str, list[dict[str, Any]]] = {}
     for split, path in _split_files(src, (".jsonl", ".json")).items():
         products = []
         for line, r in _records(path):
-            title = _clean(r.get("input"))
+            title, category = _checked(
+                path,
+                line,
+                lambda r=r: (
+                    _text(r, "input", LIMITS.title_chars),
+                    _text(r, "category", LIMITS.attribute_value_chars),
+                ),
+            )
             if not title:
                 report.skip(f"{split}: empty title")
                 logger.warning("%s:%d: skipped (empty title)", path, line)
                 continue
+            scores = r.get("target_scores") or {}
+            if not isinstance(scores, dict) or not all(isinstance(v, list) for v in scores.values()):
+                raise DataError(f"{path}:{line}: 'target_scores' must map attributes to lists of values")
             gold = []
-            for attribute, values in (r.get("target_scores") or {}).items():
+            for attribute, values in scores.items():
                 for value in values:
                     if str(value).strip().lower() in {"n/a", ""}:
                         report.skip("n/a attribute values")
                         continue
-                    tag_id = attribute_tag_id(attribute, str(value))
+                    tag_id = _checked(
+                        path, line, lambda a=attribute, v=value: as_id(attribute_tag_id(a, str(v)), "tag")
+                    )
                     tags.setdefault(tag_id, Tag(id=tag_id, name=tag_id, kind="attribute_value"))
                     gold.append(tag_id)
-            category = _clean(r.get("category"))
             products.append(
                 Product(
                     id=f"{split}-{line}",
                     title=title,
                     attributes={"category": category} if category else {},
                     tags=list(dict.fromkeys(gold)),
-                )
+                ).to_dict()
             )
-        report.files[f"{split}.jsonl"] = write_jsonl(out / f"{split}.jsonl", (p.to_dict() for p in products))
-    report.files["tags.jsonl"] = write_jsonl(out / "tags.jsonl", (t.to_dict() for t in tags.values()))
-    return report
+        if not products:
+            raise DataError(f"{path}: no usable rows (empty, or every row skipped); nothing written")
+        outputs[f"{split}.jsonl"] = products
+    outputs["tags.jsonl"] = [t.to_dict() for t in tags.values()]
+    return _write(out, report, outputs)
 
 
 _CATEGORY_LINE = re.compile(r"^gid://shopify/TaxonomyCategory/(\S+)\s*:\s*(.+)$")
@@ -171,19 +223,25 @@ def shopify_attribute_values(src: Path) -> list[Tag]:
     path = src / "dist" / "en" / "attributes.json"
     if not path.exists():
         raise DataError(f"{src}: no dist/en/attributes.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     tags: dict[str, Tag] = {}
-    for attribute in data["attributes"]:
-        for value in attribute.get("values", []):
-            handle = value["handle"]
-            if handle in tags:
-                continue
-            tags[handle] = Tag(
-                id=handle,
-                name=f"{attribute['name']}: {value['name']}",
-                description=attribute.get("description", ""),
-                kind="attribute_value",
-            )
+    try:
+        for attribute in data["attributes"]:
+            for value in attribute.get("values", []):
+                handle = as_id(value["handle"], "handle")
+                if handle in tags:
+                    continue
+                tags[handle] = Tag(
+                    id=handle,
+                    name=f"{attribute['name']}: {value['name']}",
+                    description=str(attribute.get("description", "")),
+                    kind="attribute_value",
+                )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise DataError(f"{path}: not a Shopify attributes file ({type(exc).__name__}: {exc})") from None
     return list(tags.values())
 
 
@@ -258,8 +316,7 @@ def convert_shopify(src: Path, out: Path, include: str = "all", locale: str | No
         tags += shopify_attribute_values(src)
     if locale and locale != "en":
         localize_shopify(src, tags, locale, report)
-    report.files["tags.jsonl"] = write_jsonl(out / "tags.jsonl", (t.to_dict() for t in tags))
-    return report
+    return _write(out, report, {"tags.jsonl": [t.to_dict() for t in tags]})
 
 
 def google_categories(src: Path) -> list[Tag]:
@@ -269,8 +326,11 @@ def google_categories(src: Path) -> list[Tag]:
     if not path.exists():
         raise DataError(f"{src}: Google taxonomy full_names.yml not found")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    entries = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    id_of = {e["full_name"]: f"google:{e['id']}" for e in entries}
+    try:
+        entries = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        id_of = {e["full_name"]: f"google:{e['id']}" for e in entries}
+    except (yaml.YAMLError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise DataError(f"{path}: not a Google taxonomy full_names.yml ({type(exc).__name__})") from None
     tags = []
     for e in entries:
         parts = e["full_name"].split(" > ")
@@ -285,11 +345,7 @@ def google_categories(src: Path) -> list[Tag]:
 
 def convert_google(src: Path, out: Path) -> ConvertReport:
     """Google's product taxonomy (ids ``google:<number>``, with parents)."""
-    report = ConvertReport()
-    report.files["tags.jsonl"] = write_jsonl(
-        out / "tags.jsonl", (t.to_dict() for t in google_categories(src))
-    )
-    return report
+    return _write(out, ConvertReport(), {"tags.jsonl": [t.to_dict() for t in google_categories(src)]})
 
 
 CONVERTERS = {

@@ -20,6 +20,7 @@ import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
 from tagindex.errors import ModelError
+from tagindex.registry import ENCODERS, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +104,27 @@ class SentenceTransformerEncoder(Encoder):
         return self._fingerprint
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        from tagindex.progress import progress
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.params.batch_size,
-            show_progress_bar=show_progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
+        with progress(len(texts), show_progress) as bar:
+            # One encode() call keeps sentence-transformers' length-sorted batches (and so the vectors)
+            # exactly as before; the forward hook counts texts per batch for the bar.
+            def count(_module: Any, _inputs: Any, out: dict[str, Any]) -> None:  # None: output unchanged
+                bar.update(len(out["sentence_embedding"]))
+
+            hook = self.model.register_forward_hook(count)
+            try:
+                vectors = self.model.encode(
+                    list(texts),
+                    batch_size=self.params.batch_size,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                )
+            finally:
+                hook.remove()
         return np.ascontiguousarray(vectors, dtype=np.float32)  # (n, dim)
 
 
@@ -132,25 +145,21 @@ def _model_fingerprint(path: str, params: EncoderParams) -> str:
     return h.hexdigest()[:16]
 
 
-_BACKENDS: dict[str, Callable[[EncoderParams], Encoder]] = {
-    "sentence-transformers": SentenceTransformerEncoder,
-}
-
-
-def register_backend(name: str, factory: Callable[[EncoderParams], Encoder]) -> None:
-    """Makes a backend available to :func:`load_encoder` under ``name``."""
-    _BACKENDS[name] = factory
+def register_backend(name: str, factory: Callable[[EncoderParams], Encoder] | str) -> None:
+    """Makes a backend available to :func:`load_encoder` under ``name`` (``factory`` may be a lazy
+    ``"module:attr"`` path; the built-in backends are listed in :data:`tagindex.registry.ENCODERS`)."""
+    ENCODERS.register(name, factory)
 
 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
-    """Builds the encoder that ``params.backend`` names."""
+    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`."""
     params = params or EncoderParams()
-    if params.backend not in _BACKENDS:
-        import tagindex.backends  # noqa: F401  (registers the fast backends on first use)
-    factory = _BACKENDS.get(params.backend)
-    if factory is None:
-        raise EncoderError(f"unknown encoder backend '{params.backend}'; known: {sorted(_BACKENDS)}")
-    return factory(params)
+    try:
+        factory = ENCODERS.get(params.backend)
+    except UnknownNameError as exc:
+        raise EncoderError(str(exc)) from None
+    encoder: Encoder = factory(params)
+    return encoder
 
 
 class VectorCache:

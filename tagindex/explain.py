@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tagindex.calibrate import Assigned, Calibration, Hierarchy, scored_pairs, tag_level
+from tagindex.calibration import Assigned, Calibration, Hierarchy
+from tagindex.candidates import RankedCandidates, positives_of, sigmoid, tag_level
 from tagindex.config import _Params
 from tagindex.encoders import VectorCache
-from tagindex.rerank import RankedCandidates, Reranker, positives_of, rank_candidates, sigmoid
+from tagindex.interfaces import PairScorer, Reranker
+from tagindex.pipeline import TaggingPipeline
 from tagindex.schema import Product
 from tagindex.text import tag_path
 
@@ -72,7 +74,9 @@ def _r(x: float | None) -> float | None:
 
 
 class Explainer:
-    """Explains why tags are assigned to products.
+    """Explains why tags are assigned to products: the explanation step over a
+    :class:`tagindex.pipeline.TaggingPipeline` (which ranks, reranks and decides, and checks that
+    index, reranker and calibration belong together).
 
     Example:
         >>> explainer = Explainer(index, reranker, calibration, labelled=train_products)
@@ -103,13 +107,14 @@ class Explainer:
             encode: Text encoder to use instead of ``index.encoder.encode`` (e.g. a service's
                 thread-safe batcher); must give the same vectors.
         """
-        if calibration is not None and calibration.score == "rerank" and reranker is None:
-            raise ValueError("this calibration was fitted on reranker scores: give the reranker too")
+        self.params = params or ExplainParams()
+        self.pipeline = TaggingPipeline(
+            index, reranker, calibration, depth=self.params.depth, hierarchy=_hierarchy(self.params.hierarchy)
+        )
         self.index = index
         self.reranker = reranker
         self.calibration = calibration
         self.labelled = list(labelled or [])
-        self.params = params or ExplainParams()
         self.cache_dir = cache_dir
         self._encode = encode or index.encoder.encode
         self._labelled_vectors: dict[str, np.ndarray] = {}
@@ -173,16 +178,15 @@ class Explainer:
         """Per tag, the words whose removal lowers the tag's score most."""
         if self.params.words <= 0 or not tag_ids:
             return {t: [] for t in tag_ids}
-        text = (
-            self.reranker.product_texts([product]) if self.reranker else self.index.product_texts([product])
-        )[0]
+        scorer = self.reranker if isinstance(self.reranker, PairScorer) else None
+        text = (scorer.product_texts([product]) if scorer else self.index.product_texts([product]))[0]
         words = text.split()
         n = min(len(words), self.params.max_words)
         variants = [text] + [" ".join(words[:i] + words[i + 1 :]) for i in range(n)]
-        if self.reranker is not None:
-            tag_texts = self.reranker.tag_texts(self.index, tag_ids)
+        if scorer is not None:
+            tag_texts = scorer.tag_texts(self.index, tag_ids)
             pairs = [(v, tt) for tt in tag_texts for v in variants]
-            scores = self.reranker.score_pairs(pairs).reshape(len(tag_ids), len(variants))
+            scores = scorer.score_pairs(pairs).reshape(len(tag_ids), len(variants))
         else:
             vecs = self._encode(variants)  # (1 + n, dim)
             dim = self.index.encoder.dim  # the text part of (possibly graph-fused) tag vectors
@@ -206,9 +210,7 @@ class Explainer:
             return []
         index = self.index
         vectors = index.encode_products(products, show_progress=show_progress)  # (n, dim)
-        ranked = rank_candidates(
-            index, products, self.params.top_k, self.reranker, self.params.depth, vectors=vectors
-        )
+        ranked = self.pipeline.rank(products, self.params.top_k, vectors=vectors)
         return [
             self.explain_ranked(product, vector, r, self._choose(r))
             for product, vector, r in zip(products, vectors, ranked, strict=True)
@@ -279,9 +281,8 @@ class Explainer:
                 Assigned(c.tag, c.score, tag_level(c.tag, by_id))
                 for c in r.candidates[: self.params.untuned_tags]
             ]
-        return self.calibration.decide(
-            scored_pairs(r, self.calibration.score), by_id, hierarchy=_hierarchy(self.params.hierarchy)
-        )
+        decisions = self.pipeline.decide([r], by_id)
+        return decisions[0] if decisions is not None else []
 
     def _logits(
         self, product: Product, tag_ids: list[str], by_tag: dict[str, Any]
@@ -303,12 +304,14 @@ class Explainer:
                 stage[t], cross[t] = cand.rerank_score, cand.cross_score
             else:
                 todo.append(t)
-        if todo:
-            fused = self.reranker.fusion_for(self.index) is not None
-            text = self.reranker.product_texts([product])[0]
-            scores = self.reranker.score_pairs(
-                [(text, tt) for tt in self.reranker.tag_texts(self.index, todo)]
-            )
+        scorer = self.reranker if isinstance(self.reranker, PairScorer) else None
+        if todo and scorer is None:  # a reranker that cannot score single pairs: unknown
+            stage.update({t: None for t in todo})
+            cross.update({t: None for t in todo})
+        elif todo and scorer is not None:
+            fused = scorer.fusion_for(self.index) is not None
+            text = scorer.product_texts([product])[0]
+            scores = scorer.score_pairs([(text, tt) for tt in scorer.tag_texts(self.index, todo)])
             for t, value in zip(todo, scores.tolist(), strict=True):
                 cross[t] = float(value)
                 stage[t] = None if fused else float(value)

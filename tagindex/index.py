@@ -9,22 +9,35 @@ import shutil
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
-import tagindex
+from tagindex.candidates import insert_ancestors
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
+from tagindex.learn import LearnedState, learned_manifest, read_learned, write_learned
+from tagindex.registry import FUSIONS
 from tagindex.schema import Product, Tag, TagResult, TagScore
-from tagindex.store import IndexFormatError, atomic_directory, library_versions, read_manifest, write_manifest
-from tagindex.text import ancestors, product_text, tag_text
+from tagindex.store import (
+    IndexFormatError,
+    library_versions,
+    link_or_copy_tree,
+    read_manifest,
+    versioned_directory,
+    write_manifest,
+)
+from tagindex.text import product_text, tag_text
 from tagindex.vector_index import VectorIndex
+from tagindex.version import __version__
+
+if TYPE_CHECKING:
+    from tagindex.interfaces import VectorFusion
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +64,28 @@ def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
 
 def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
     """The vocabulary of a saved index without loading its encoder."""
-    read_manifest(directory, _KIND, verify=False)
-    return read_tag_rows(pq.read_table(Path(directory) / "tags.parquet").to_pylist())
+    root = read_manifest(directory, _KIND, verify=False).root
+    return read_tag_rows(pq.read_table(root / "tags.parquet").to_pylist())
+
+
+def _load_fusion(directory: Path, manifest: dict[str, Any], verify: bool) -> VectorFusion | None:
+    """The saved index's vector fusion, loaded by the type its manifest names (None without one).
+
+    Indexes saved before fusion types were named carry a ``graph`` entry: the graph fusion.
+    """
+    entry = manifest.get("fusion")
+    if entry:
+        kind = str(entry["type"])
+    elif manifest.get("graph"):
+        kind = "graph"
+    else:
+        return None
+    try:
+        loader = FUSIONS.get(kind)
+    except ValueError as exc:
+        raise IndexFormatError(f"{directory}: {exc}") from None
+    fusion: VectorFusion = loader(directory / kind, verify=verify)
+    return fusion
 
 
 class TagIndex:
@@ -65,11 +98,15 @@ class TagIndex:
     """
 
     def __init__(
-        self, params: TagIndexParams | None = None, encoder: Encoder | None = None, fusion: Any = None
+        self,
+        params: TagIndexParams | None = None,
+        encoder: Encoder | None = None,
+        fusion: VectorFusion | None = None,
     ) -> None:
         self.params = params or TagIndexParams()
         self.encoder = encoder or load_encoder(self.params.encoder)
-        # Optional tagindex.graph.fusion.GraphFusion: appends graph vectors to every tag and product vector.
+        # Optional vector fusion (e.g. tagindex.graph.fusion.GraphFusion, registered in
+        # tagindex.registry.FUSIONS): appends its vectors to every tag and product vector.
         self.fusion = fusion
         self.vector_dim = self.encoder.dim + (fusion.dim if fusion is not None else 0)
         self._tags: list[Tag] = []
@@ -84,6 +121,10 @@ class TagIndex:
         self._exemplars: ExemplarSet | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
         self.gate_report: dict[str, Any] | None = None  # how the zero-shot gate was fitted (tagindex.gate)
+        # Optional tagindex.adapt.adjust.ScoreAdjuster (written by `tagindex adapt`): per-tag hubness
+        # normalisation and hierarchy-aware decoding, applied to every request without exemplars.
+        self.adjuster: Any = None
+        self.learned: LearnedState | None = None  # merchandiser judgements (tagindex.learn)
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -93,7 +134,7 @@ class TagIndex:
         params: TagIndexParams | None = None,
         encoder: Encoder | None = None,
         show_progress: bool = False,
-        fusion: Any = None,
+        fusion: VectorFusion | None = None,
     ) -> TagIndex:
         """Encodes every tag text once and indexes the vectors (fused with graph vectors when given)."""
         index = cls(params, encoder, fusion)
@@ -149,6 +190,7 @@ class TagIndex:
         self._append(tags, texts, int_ids, vectors)
 
     def _append(self, tags: list[Tag], texts: list[str], int_ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._drop_adjuster()
         for offset, t in enumerate(tags):
             self._row_of[t.id] = len(self._tags) + offset
         self._tags.extend(tags)
@@ -187,6 +229,7 @@ class TagIndex:
                     doomed.add(child)
                     stack.append(child)
         rows = sorted(self._row_of[t] for t in doomed)
+        self._drop_adjuster()
         self._index.remove(self._int_ids[rows])
         keep = np.ones(len(self._tags), dtype=bool)
         keep[rows] = False
@@ -198,6 +241,31 @@ class TagIndex:
         self._scorer = None
         self._lookup = None
         return sorted(doomed)
+
+    def _drop_adjuster(self) -> None:
+        # The adjuster's per-tag statistics are aligned to the tag rows; any change invalidates them.
+        if self.adjuster is not None:
+            logger.warning("the tag set changed: the adapted score adjuster is dropped (re-run adapt)")
+            self.adjuster = None
+
+    def replace_vectors(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
+        """Replaces every tag's vector (and optionally its text), e.g. with adapted ones.
+
+        Args:
+            vectors: (n_tags, vector_dim) unit vectors in tag order.
+            texts: New encoder texts in tag order (kept for explanations), or None to keep.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != self._vectors.shape:
+            raise ValueError(f"expected vectors of shape {self._vectors.shape}, got {vectors.shape}")
+        if texts is not None and len(texts) != len(self._tags):
+            raise ValueError(f"expected {len(self._tags)} texts, got {len(texts)}")
+        self._index = VectorIndex(self.vector_dim, self.params.index)
+        self._index.add(self._int_ids, vectors)
+        self._vectors = vectors
+        if texts is not None:
+            self._texts = list(texts)
+        self._scorer = None
 
     # ---- exemplars ------------------------------------------------------------------------------
     def add_exemplars(
@@ -247,11 +315,30 @@ class TagIndex:
 
     def scorer(self) -> ExemplarScorer | None:
         """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
-        if self._exemplars is None:
+        if self.learned is not None:  # judgements edit the exemplars and may refit the gate
+            exemplars = self.learned.effective_exemplars(self._exemplars, self.vector_dim)
+            params = self.learned.scoring_params(self.params.exemplars)
+        else:
+            exemplars, params = self._exemplars, self.params.exemplars
+        if exemplars is None:
             return None
         if self._scorer is None:
-            self._scorer = ExemplarScorer(self._tags, self._vectors, self._exemplars, self.params.exemplars)
+            self._scorer = ExemplarScorer(self._tags, self._vectors, exemplars, params)
         return self._scorer
+
+    @property
+    def base_exemplars(self) -> ExemplarSet | None:
+        """The labelled products stored with :meth:`add_exemplars`, before any judgement."""
+        return self._exemplars
+
+    @property
+    def tag_vectors_matrix(self) -> np.ndarray:
+        """Tag vectors (n_tags, vector_dim), rows in :attr:`tags` order (read-only by convention)."""
+        return self._vectors
+
+    def learned_changed(self) -> None:
+        """Drops what depends on the learned state (called by :mod:`tagindex.learn`)."""
+        self._scorer = None
 
     # ---- searching ------------------------------------------------------------------------------
     def product_texts(self, products: Sequence[Product]) -> list[str]:
@@ -334,31 +421,39 @@ class TagIndex:
         that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
         """
         scorer = self.scorer()
+        # Rejected tags of near-identical judged products are dropped, so fetch that many more.
+        suppressed = self.learned.suppressed(vectors) if self.learned is not None else None
+        fetch = top_k + max((len(s) for s in suppressed), default=0) if suppressed else top_k
         if scorer is not None:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
-            scores, ids = scorer.top(vectors, top_k, exclude)
+            scores, ids = scorer.top(vectors, fetch, exclude)
+        elif self.adjuster is not None:
+            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, fetch)
+            scores, ids = adj_scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
         else:
-            scores, ids = self.search(vectors, top_k)
+            scores, ids = self.search(vectors, fetch)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
+
+        def name(tag_id: str) -> str:
+            return tags[row_of[tag_id]].name
+
+        if not suppressed or not any(suppressed):
+            return [
+                TagResult(
+                    pid,
+                    insert_ancestors(zip(row_ids, row_scores.tolist(), strict=False), name, by_id, threshold),
+                )
+                for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True)
+            ]
         results = []
-        for pid, row_scores, row_ids in zip(product_ids, scores, ids, strict=True):
-            ranked: list[TagScore] = []
-            seen: set[str] = set()
-            for tag_id, score in zip(row_ids, row_scores.tolist(), strict=False):
-                if threshold is not None and score < threshold:
-                    break
-                if tag_id in seen:
-                    continue
-                seen.add(tag_id)
-                ranked.append(TagScore(tag_id, score, tags[row_of[tag_id]].name))
-                if by_id is not None:
-                    for anc in ancestors(tag_id, by_id):
-                        if anc not in seen:
-                            seen.add(anc)
-                            ranked.append(TagScore(anc, score, by_id[anc].name, ancestor_of=tag_id))
-            results.append(TagResult(pid, ranked))
+        for pid, row_scores, row_ids, drop in zip(product_ids, scores, ids, suppressed, strict=True):
+            pairs = [(t, s) for t, s in zip(row_ids, row_scores.tolist(), strict=False) if t not in drop][
+                :top_k
+            ]
+            rows = [r for r in insert_ancestors(pairs, name, by_id, threshold) if r.tag not in drop]
+            results.append(TagResult(pid, rows))
         return results
 
     def tag_one(
@@ -405,13 +500,20 @@ class TagIndex:
 
     # ---- persistence ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the index as a directory; an existing index there is replaced only on success."""
-        with atomic_directory(path) as tmp:
+        """Writes the index as a new version of directory ``path``; the previous version stays live
+        until the new one is complete (see :func:`tagindex.store.versioned_directory`)."""
+        copied_encoder = False
+        with versioned_directory(path) as tmp:
             params = TagIndexParams.from_dict(self.params.to_dict())
             model = params.encoder.model
             if model != DEFAULT_MODEL and Path(model).is_dir():
-                shutil.copytree(model, tmp / "encoder")
+                # An earlier version of this index is never modified in place, so linking is safe.
+                if Path(model).resolve().is_relative_to(Path(path).resolve()):
+                    link_or_copy_tree(Path(model), tmp / "encoder")
+                else:
+                    shutil.copytree(model, tmp / "encoder")
                 params.encoder.model = "encoder"  # relative to the index directory
+                copied_encoder = True
             table = pd.DataFrame(
                 {
                     "int_id": self._int_ids,
@@ -429,24 +531,33 @@ class TagIndex:
             save_file({"vectors": np.ascontiguousarray(self._vectors)}, str(tmp / "tag_vectors.safetensors"))
             self._index.save(tmp / "tags.faiss")
             if self.fusion is not None:
-                self.fusion.save(tmp / "graph")
+                self.fusion.save(tmp / self.fusion.type_name)
             if self._exemplars is not None:
                 save_exemplars(tmp, self._exemplars)
+            if self.adjuster is not None:
+                self.adjuster.save(tmp)
+            if self.learned is not None:
+                write_learned(tmp, self.learned)
             write_manifest(
                 tmp,
                 {
                     "kind": _KIND,
                     "format_version": FORMAT_VERSION,
-                    "tagindex_version": tagindex.__version__,
+                    "tagindex_version": __version__,
                     "params": params.to_dict(),
                     "encoder": describe(self.encoder),
                     "dim": self.encoder.dim,
                     "vector_dim": self.vector_dim,
-                    "graph": self.fusion.describe() if self.fusion is not None else None,
+                    # the fusion's type names its loader in tagindex.registry.FUSIONS and its directory
+                    "fusion": {**self.fusion.describe(), "type": self.fusion.type_name}
+                    if self.fusion is not None
+                    else None,
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
                     "exemplar_gate": self.gate_report,
+                    "adapt": self.adjuster.describe() if self.adjuster is not None else None,
                     "next_id": self._next_id,
+                    **learned_manifest(self.learned),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
                         "faiss-cpu",
@@ -459,6 +570,9 @@ class TagIndex:
                     ),
                 },
             )
+        if copied_encoder:
+            # The version loaded from is removed by a later save; the new one holds the same files.
+            self.params.encoder.model = str(read_manifest(path, _KIND, verify=False).root / "encoder")
 
     @classmethod
     def load(
@@ -469,21 +583,12 @@ class TagIndex:
         Raises:
             IndexFormatError: The directory is not a complete, intact tagindex.
         """
-        directory = Path(path)
-        manifest = read_manifest(directory, _KIND, verify=verify)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{directory}: format version {manifest.get('format_version')} "
-                f"is not supported (expected {FORMAT_VERSION})"
-            )
+        manifest = read_manifest(path, _KIND, verify=verify, format_version=FORMAT_VERSION)
+        directory = manifest.root  # the live version
         params = TagIndexParams.from_dict(manifest["params"])
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
-        fusion = None
-        if manifest.get("graph"):
-            from tagindex.graph.fusion import GraphFusion
-
-            fusion = GraphFusion.load(directory / "graph", verify=verify)
+        fusion = _load_fusion(directory, manifest, verify)
         index = cls(params, encoder, fusion)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(
@@ -497,9 +602,16 @@ class TagIndex:
         index._index = VectorIndex.load(directory / "tags.faiss", index.vector_dim, params.index)
         int_ids = np.array([r["int_id"] for r in rows], dtype=np.int64)
         index._append(tags, [r["text"] for r in rows], int_ids, vectors)
-        index._next_id = int(manifest["next_id"])
+        # Never below the largest id in use: a damaged manifest must not make `update` reuse a FAISS id.
+        used = int(int_ids.max()) + 1 if len(int_ids) else 0
+        index._next_id = max(int(manifest["next_id"]), used)
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
+        index.learned = read_learned(directory, index.vector_dim)
+        if manifest.get("adapt"):
+            from tagindex.adapt.adjust import ScoreAdjuster
+
+            index.adjuster = ScoreAdjuster.load(directory, len(tags))
         return index
 
     def describe(self) -> dict[str, Any]:

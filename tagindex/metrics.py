@@ -57,39 +57,39 @@ DEFAULT_BUCKET_EDGES = (5, 38)
 
 # ---- inputs -----------------------------------------------------------------------------------------
 def read_run(path: str | os.PathLike[str]) -> Run:
-    """Reads a run file (one JSON line per product: ``{"id": ..., "tags": [{"tag": .., "score": ..}]}``).
+    """Reads a run file (one JSON line per product: ``{"id": ..., "tags": [{"tag": .., "score": ..}]}``,
+    or the CSV / Parquet forms of :mod:`tagindex.runio`).
 
     Raises:
         tagindex.io.DataError: A line is not a valid run row or a product id repeats.
     """
-    from tagindex.io import DataError, read_records
+    from tagindex.io import raise_or_log
+    from tagindex.runio import read_run_records
 
     run: Run = {}
-    errors: list[str] = []
-    for line, row in read_records(path):
+    errors: list[tuple[str, str]] = []
+    for line, row in read_run_records(path):
         where = f"{path}:{line}"
         if isinstance(row, str):
-            errors.append(f"{where}: {row}")
+            errors.append((where, row))
             continue
         pid, hits = row.get("id"), row.get("tags")
         if pid is None or not isinstance(hits, list):
-            errors.append(f"{where}: a run row needs 'id' and a 'tags' list")
+            errors.append((where, "a run row needs 'id' and a 'tags' list"))
             continue
         pid = str(pid)
         if pid in run:
-            errors.append(f"{where}: product id '{pid}' appears twice")
+            errors.append((where, f"product id '{pid}' appears twice"))
             continue
         ranked: list[tuple[str, float]] = []
         for hit in hits:
             if not isinstance(hit, dict) or "tag" not in hit:
-                errors.append(f"{where}: each tag entry needs a 'tag' field")
+                errors.append((where, "each tag entry needs a 'tag' field"))
                 break
             score = hit.get("score", 0.0)
             ranked.append((str(hit["tag"]), float(score) if isinstance(score, int | float) else 0.0))
         run[pid] = ranked
-    if errors:
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise DataError(f"{len(errors)} malformed run row(s):\n  " + "\n  ".join(errors[:20]) + more)
+    raise_or_log(errors, "raise", "run")
     return run
 
 

@@ -104,3 +104,33 @@ class TagResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "tags": [t.to_dict() for t in self.tags]}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest accepted input values, applied when rows are read (files, DataFrames, the service).
+
+    Published in docs/limits.md; keep the two in step. Every limit is far above real catalogues
+    (MWPD's longest title is 1,756 characters, its longest description 5,000) and far below sizes
+    that exhaust memory in tokenisation.
+    """
+
+    id_chars: int = 256
+    title_chars: int = 4_000
+    description_chars: int = 100_000
+    tag_name_chars: int = 1_000
+    tag_description_chars: int = 10_000
+    kind_chars: int = 64
+    synonyms: int = 256
+    synonym_chars: int = 1_000
+    gold_tags: int = 1_000
+    attributes: int = 256
+    attribute_name_chars: int = 256
+    attribute_value_chars: int = 4_000
+    attribute_values: int = 256
+    json_depth: int = 16
+    line_chars: int = 4 * 1024 * 1024
+    csv_field_chars: int = 1024 * 1024
+
+
+LIMITS = Limits()

@@ -1,13 +1,16 @@
-"""Turns tags and products into the text the encoders read."""
+"""Turns tags and products into the text the encoders read; HTML to text; tag ids from names."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from html.parser import HTMLParser
 
 from tagindex.config import TextParams
-from tagindex.schema import Product, Tag
+from tagindex.schema import LIMITS, Product, Tag
 
 
 def ancestors(tag_id: str, by_id: Mapping[str, Tag]) -> list[str]:
@@ -52,7 +55,8 @@ def _clip(text: str, budget: int) -> str:
 def product_text(product: Product, params: TextParams | None = None) -> str:
     """Encoder input for a product: title, attributes, then the description up to a character budget."""
     params = params or TextParams()
-    parts = [product.title.strip()]
+    # Loaders refuse longer titles; a Product built in code is clipped so it cannot flood the encoder.
+    parts = [_clip(product.title.strip(), LIMITS.title_chars)]
     if params.include_attributes and product.attributes:
         attrs = []
         for name, value in product.attributes.items():
@@ -65,6 +69,84 @@ def product_text(product: Product, params: TextParams | None = None) -> str:
     if params.description_chars > 0 and description:
         parts.append(_clip(description, params.description_chars))
     return normalize_text(". ".join(p for p in parts if p))
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+_BLOCK_TAGS = frozenset(
+    {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "footer"}
+    | {"h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre"}
+    | {"section", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul"}
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript", "head", "title"})
+_MARKUP = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)  # entities such as &amp; and &#233; come back unescaped
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skipping += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED_TAGS:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(text: str) -> str:
+    """Plain text of an HTML fragment (a Shopify ``Body (HTML)``, a crawled description).
+
+    Tags are dropped (script and style contents too), block elements become line breaks, entities
+    are unescaped and runs of spaces collapse. Text without markup is returned unchanged.
+    """
+    if not _MARKUP.search(text):
+        return text
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+# ---- ids from names -----------------------------------------------------------------------------
+def slug(name: str) -> str:
+    """Lower-case word characters joined by ``-`` (letters of any script are kept): ``"Eco-friendly
+    Bags"`` -> ``"eco-friendly-bags"``; empty when the name has no letter or digit."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return re.sub(r"[\W_]+", "-", folded).strip("-")
+
+
+def short_hash(name: str) -> str:
+    """Eight hex digits of the name's sha1: the same name always gets the same suffix."""
+    return hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+
+
+def ids_from_names(names: list[str]) -> list[str]:
+    """Stable tag ids for names: the slug, with a short hash of the name added only where two
+    different names share a slug (or the slug is empty), so ids do not depend on the line order."""
+    slugs = [slug(n) for n in names]
+    names_of: dict[str, set[str]] = {}
+    for name, s in zip(names, slugs, strict=True):
+        names_of.setdefault(s, set()).add(name)
+    return [
+        s if s and len(names_of[s]) == 1 else f"{s or 'tag'}-{short_hash(name)}"
+        for name, s in zip(names, slugs, strict=True)
+    ]
 
 
 # Chinese punctuation NFKC leaves alone, mapped to the ASCII the English side uses.

@@ -31,7 +31,7 @@ import random
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +138,17 @@ class PairBuilder:
     """Turns labelled products into weighted (anchor, positive, negative) rows, one epoch at a time."""
 
     def __init__(
-        self, products: Sequence[Product], tags: Sequence[Tag], params: TrainParams, text_params: Any
+        self,
+        products: Sequence[Product],
+        tags: Sequence[Tag],
+        params: TrainParams,
+        text_params: Any,
+        rejected: Mapping[str, Sequence[str]] | None = None,
     ):
         self.params = params
+        # Tags a merchandiser rejected for a product (tagindex.learn): that product's hard negatives.
+        known = {t.id for t in tags}
+        self.rejected = [[t for t in (rejected or {}).get(p.id, ()) if t in known] for p in products]
         self.by_id = {t.id: t for t in tags}
         self.tag_texts = {t.id: tag_text(t, self.by_id, text_params) for t in tags}
         self.products = list(products)
@@ -221,6 +229,9 @@ class PairBuilder:
                     self.closures[i] if i is not None else frozenset([tag_id, *ancestors(tag_id, self.by_id)])
                 )
                 neg = self._negative(rng, tag_id, closure) if p.hard_negatives else None
+                judged = [t for t in self.rejected[i] if t not in closure] if i is not None else []
+                if judged and p.hard_negatives:
+                    neg = rng.choice(judged)  # a judged mistake beats a mined one
                 rows.append(self._row(text, self.tag_texts[tag_id], {tag_id}, neg, closure, 1.0))
                 if i is not None and len(members) > 1 and rng.random() < p.product_pairs:
                     other = rng.choice([m for m in members if m != i])
@@ -371,6 +382,7 @@ def train(
     params: TrainParams | None = None,
     index_params: TagIndexParams | None = None,
     show_progress: bool = False,
+    rejected: Mapping[str, Sequence[str]] | None = None,
 ) -> TrainReport:
     """Fine-tunes ``base`` (default: the packaged MiniLM) and saves the selected model to ``out``.
 
@@ -383,6 +395,8 @@ def train(
         params: Training settings.
         index_params: Text settings shared with the index (product/tag text).
         show_progress: Progress bars.
+        rejected: Product id -> tags judged wrong for it (`tagindex.learn`); each such tag is the
+            hard negative of that product's rows (else one is mined as usual).
 
     Returns:
         A report with dev metrics per epoch.
@@ -425,7 +439,7 @@ def train(
     set_seed(params.seed)
     model = SentenceTransformer(resolve_model_path(base), device=_device(), local_files_only=True)
     model.max_seq_length = params.max_seq_length
-    builder = PairBuilder(fit, tags, params, text_params)
+    builder = PairBuilder(fit, tags, params, text_params, rejected)
     tag_ids = [t.id for t in tags]
     loss = _loss_class()(model, params.scale)
     use_cuda = torch.cuda.is_available()

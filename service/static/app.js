@@ -9,6 +9,7 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v; // CSSOM: allowed by the page's CSP, unlike attributes
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -23,6 +24,18 @@ function detailText(detail) {
   return typeof detail === "string" ? detail : JSON.stringify(detail);
 }
 
+// What the person at the page can do about an error, in words; the service's reason follows.
+function errorText(statusCode, reason) {
+  if (statusCode === 401) {
+    return sessionStorage.getItem("tagindex-key")
+      ? "The API key was not accepted: check it in the “API key” box at the top and press Keep."
+      : "This needs the API key: type it in the “API key” box at the top and press Keep.";
+  }
+  if (statusCode === 413) return `Too much text at once (${reason}).`;
+  if (statusCode >= 500) return `The service failed (${statusCode}): ${reason}. Try again; if it persists, tell its operator.`;
+  return `${reason} (${statusCode})`;
+}
+
 async function api(method, path, body) {
   const headers = {};
   const key = sessionStorage.getItem("tagindex-key");
@@ -31,7 +44,7 @@ async function api(method, path, body) {
   const res = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
   let data = null;
   try { data = await res.json(); } catch (_) { /* empty or non-JSON body */ }
-  if (!res.ok) throw new Error(`${res.status}: ${data ? detailText(data.detail) : res.statusText}`);
+  if (!res.ok) throw new Error(errorText(res.status, data ? detailText(data.detail) : res.statusText));
   return data;
 }
 
@@ -55,19 +68,33 @@ async function loadInfo() {
   try {
     const info = await api("GET", "/v1/info");
     serviceInfo = info;
-    const ix = info.index;
+    renderInfo();
     const stage = info.stage;
-    $("index-info").textContent =
-      `${ix.n_tags} tags · ${ix.encoder_backend} encoder · ${ix.index_kind} index · version ${ix.version} · ` +
-      `${info.feedback_rows} feedback rows` +
-      (stage && stage.reranker ? ` · reranker (depth ${stage.rerank_depth})` : "") +
-      (stage && stage.calibration ? " · calibrated decisions" : "");
     $("rerank-label").hidden = !(stage && stage.reranker);
     if (info.accept_threshold !== null && $("accept-threshold").value === "") {
       $("accept-threshold").value = info.accept_threshold;
     }
   } catch (e) {
     $("index-info").textContent = `index not available (${e.message})`;
+  }
+}
+
+function renderInfo() {
+  const info = serviceInfo;
+  const ix = info.index;
+  const stage = info.stage;
+  $("index-info").textContent =
+    `${ix.n_tags} tags · ${ix.encoder_backend} encoder · ${ix.index_kind} index · version ${ix.version} · ` +
+    `${info.feedback_rows} feedback rows` +
+    (stage && stage.reranker ? ` · reranker (depth ${stage.rerank_depth})` : "") +
+    (stage && stage.calibration ? " · calibrated decisions" : "");
+}
+
+// Every stored judgement answers with the new total: the header counts it at once.
+function feedbackStored(saved) {
+  if (serviceInfo) {
+    serviceInfo.feedback_rows = saved.total;
+    renderInfo();
   }
 }
 
@@ -106,11 +133,24 @@ $("tag-form").addEventListener("submit", async (ev) => {
     renderSuggestions(result);
     status("tag-status", `${result.tags.length} tags in ${data.elapsed_ms.toFixed(0)} ms · product id ${result.id}` +
       (data.reranked ? ` · reranked top ${data.rerank_depth}` : ""));
+    $("threshold-hint").textContent = thresholdHint(result, body);
     $("add-judgement-form").hidden = false;
   } catch (e) {
     status("tag-status", e.message, true);
   }
 });
+
+// When a threshold leaves every tag at "review", say so and what threshold would accept the best one.
+function thresholdHint(result, body) {
+  const decided = result.tags.filter((t) => t.decision);
+  if (!decided.length || decided.some((t) => t.decision === "accept")) return "";
+  if (body.accept_threshold === undefined) {
+    return "No tag reaches the calibrated confidence for this product: review them one by one.";
+  }
+  const best = Math.max(...decided.map((t) => t.score));
+  return `Every tag is below the accept threshold ${body.accept_threshold} (best score ${fmt(best)}). ` +
+    `Lower the threshold to ${(Math.floor(best * 100) / 100).toFixed(2)} to accept the best tag, or review them.`;
+}
 
 function renderSuggestions(result) {
   const table = el("table", {id: "suggestions"},
@@ -126,6 +166,7 @@ function renderSuggestions(result) {
       const buttons = ev.target.parentElement.querySelectorAll("button");
       try {
         const saved = await sendJudgement(hit.tag, action, hit.score);
+        feedbackStored(saved);
         buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.action === action)));
         verdict.textContent = `${action}ed · saved #${saved.stored[0].id}`;
         verdict.classList.remove("error");
@@ -208,30 +249,53 @@ async function sendJudgement(tag, action, score) {
   return api("POST", "/v1/feedback", body);
 }
 
+// "A tag the service missed" is typed by NAME: the list offers the tags' paths (names from the root,
+// unique where bare names repeat), and a typed name is resolved to its id when it names one tag.
+const pathToId = new Map(); // option value (path text) -> tag id
+
+async function resolveTagName(text) {
+  if (pathToId.has(text)) return pathToId.get(text);
+  const folded = text.toLocaleLowerCase();
+  const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(text)}&limit=50`);
+  const exact = tags.filter((t) => t.name.toLocaleLowerCase() === folded || t.id === text);
+  if (exact.length === 1) return exact[0].id;
+  if (exact.length > 1) {
+    throw new Error(`${exact.length} tags are named “${text}”: pick one of them from the list (it shows their paths).`);
+  }
+  throw new Error(`No tag is named “${text}”: pick one from the list that appears as you type.`);
+}
+
 $("add-judgement-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const tag = $("missing-tag").value.trim();
-  if (!tag) return;
+  const text = $("missing-tag").value.trim();
+  if (!text) return;
   try {
+    const tag = await resolveTagName(text);
     const saved = await sendJudgement(tag, "add", null);
-    status("tag-status", `added ${tag} for this product · saved #${saved.stored[0].id}`);
+    feedbackStored(saved);
+    status("tag-status", `added ${text} for this product · saved #${saved.stored[0].id}`);
     $("missing-tag").value = "";
   } catch (e) {
     status("tag-status", e.message, true);
   }
 });
 
-// Tag-id suggestions for every input bound to the datalist.
+// Suggestions as you type: tag names (by path) for a missed tag, tag ids for the id fields.
 let suggestTimer = null;
-for (const id of ["missing-tag", "new-parent", "retire-id"]) {
+for (const [id, list] of [["missing-tag", "tag-name-options"], ["new-parent", "tag-options"], ["retire-id", "tag-options"]]) {
   $(id).addEventListener("input", (ev) => {
     clearTimeout(suggestTimer);
     const q = ev.target.value.trim();
-    if (q.length < 2) return;
+    if (q.length < 2 || pathToId.has(q)) return;
     suggestTimer = setTimeout(async () => {
       try {
         const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`);
-        $("tag-options").replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));
+        if (list === "tag-name-options") {
+          for (const t of tags) pathToId.set(pathText(t.path), t.id);
+          $(list).replaceChildren(...tags.map((t) => el("option", {value: pathText(t.path)}, t.id)));
+        } else {
+          $(list).replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));
+        }
       } catch (_) { /* suggestions are a convenience */ }
     }, 150);
   });

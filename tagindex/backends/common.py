@@ -45,16 +45,18 @@ def _digest(key: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()
 
 
-def read_derived_manifest(directory: str | Path, kind: str) -> dict | None:
-    """The manifest of a derived model directory of ``kind``, or None when ``directory`` is not one."""
-    path = Path(directory) / "manifest.json"
-    if not path.is_file():
-        return None
+def read_derived_manifest(directory: str | Path, kind: str, format_version: int | None = None) -> dict | None:
+    """The manifest of a derived model directory of ``kind`` (and ``format_version`` when given), or
+    None when ``directory`` is not an intact one (then it is exported again)."""
+    from tagindex.store import IndexFormatError, read_manifest
+
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = read_manifest(directory, kind, verify=False, format_version=format_version)
+    except IndexFormatError:
         return None
-    return manifest if manifest.get("kind") == kind else None
+    # Files are read from ``directory`` itself, so a copy found elsewhere (left beside it by an
+    # interrupted replace) does not count.
+    return manifest if manifest.root == Path(directory) else None
 
 
 def check_mean_pooling(model_dir: str | Path) -> None:
@@ -62,7 +64,9 @@ def check_mean_pooling(model_dir: str | Path) -> None:
     pooling = Path(model_dir) / "1_Pooling" / "config.json"
     if pooling.is_file():
         config = json.loads(pooling.read_text())
-        if not config.get("pooling_mode_mean_tokens") or any(
+        # sentence-transformers >= 6 writes one ``pooling_mode`` string; older versions a flag per mode.
+        mean = config.get("pooling_mode") == "mean" or bool(config.get("pooling_mode_mean_tokens"))
+        if not mean or any(
             config.get(k)
             for k in (
                 "pooling_mode_cls_token",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,8 +151,7 @@ def cached_export(source: str, precision: Precision) -> Path:
     src = resolve_model_path(source)
     digest = source_digest(src)
     target = cache_root() / "onnx" / f"{precision}-{digest[:20]}"
-    manifest = read_derived_manifest(target, ONNX_KIND)
-    if manifest is None or manifest.get("format_version") != ONNX_FORMAT_VERSION:
+    if read_derived_manifest(target, ONNX_KIND, ONNX_FORMAT_VERSION) is None:
         logger.info("exporting %s to ONNX (%s), cached in %s", source, precision, target)
         export_onnx(source, target, precision)
     return target
@@ -172,6 +172,11 @@ class OnnxRunner:
         ort = _require_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime ignores OMP_NUM_THREADS and takes every core; a Ray actor (or any process told
+        # its share of the cores through it, as torch is) must stay within its share.
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            options.intra_op_num_threads = int(threads)
         providers = ["CPUExecutionProvider"]
         if (device or "").startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -181,16 +186,17 @@ class OnnxRunner:
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from tagindex.progress import progress
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        n_batches = -(-len(texts) // self.batcher.batch_size)
-        for batch in tqdm(self.batcher.batches(texts), total=n_batches, disable=not show_progress):
-            feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-            if "token_type_ids" in self.inputs:
-                feed["token_type_ids"] = np.zeros_like(batch.input_ids)
-            hidden = self.session.run(None, feed)[0]  # (b, length, dim)
-            out[batch.rows] = mean_pool(hidden, batch.attention_mask)
+        with progress(len(texts), show_progress) as bar:
+            for batch in self.batcher.batches(texts):
+                feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+                if "token_type_ids" in self.inputs:
+                    feed["token_type_ids"] = np.zeros_like(batch.input_ids)
+                hidden = self.session.run(None, feed)[0]  # (b, length, dim)
+                out[batch.rows] = mean_pool(hidden, batch.attention_mask)
+                bar.update(len(batch.rows))
         return out
 
 

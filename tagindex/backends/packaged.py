@@ -52,15 +52,17 @@ class _PackagedEncoder(Encoder):
         raise NotImplementedError
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        from tqdm.auto import tqdm
+        from tagindex.progress import progress
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         size = max(1, self.params.batch_size)
-        parts = [
-            np.asarray(self._embed(list(texts[i : i + size])), dtype=np.float32).reshape(-1, self.dim)
-            for i in tqdm(range(0, len(texts), size), disable=not show_progress)
-        ]
+        parts = []
+        with progress(len(texts), show_progress) as bar:
+            for i in range(0, len(texts), size):
+                chunk = list(texts[i : i + size])
+                parts.append(np.asarray(self._embed(chunk), dtype=np.float32).reshape(-1, self.dim))
+                bar.update(len(chunk))
         return normalize(np.concatenate(parts))  # (n, dim)
 
 

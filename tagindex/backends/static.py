@@ -97,8 +97,7 @@ def distill_static(
 def cached_distill(source: str) -> Path:
     src = resolve_model_path(source)
     target = cache_root() / "static" / f"{STATIC_DIM}-{source_digest(src)[:20]}"
-    manifest = read_derived_manifest(target, STATIC_KIND)
-    if manifest is None or manifest.get("format_version") != STATIC_FORMAT_VERSION:
+    if read_derived_manifest(target, STATIC_KIND, STATIC_FORMAT_VERSION) is None:
         logger.info("distilling %s into a static table, cached in %s", source, target)
         distill_static(source, target)
     return target

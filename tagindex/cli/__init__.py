@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 from tagindex.cli.common import Command, add_global_options, configure_output, run_command
@@ -45,6 +44,7 @@ from tagindex.cli.common import Command, add_global_options, configure_output, r
 # Command name -> module defining it (in its ``COMMANDS`` dict). The order is the order of ``--help``.
 REGISTRY: dict[str, str] = {
     "index": "tagindex.cli.index",
+    "adapt": "tagindex.cli.adapt",
     "tag": "tagindex.cli.tagging",
     "similar": "tagindex.cli.vocab",
     "convert": "tagindex.cli.vocab",
@@ -60,6 +60,9 @@ REGISTRY: dict[str, str] = {
     "train-reranker": "tagindex.cli.rerank",
     "calibrate": "tagindex.cli.rerank",
     "explain": "tagindex.cli.explain",
+    "learn": "tagindex.cli.learn",
+    "review-queue": "tagindex.cli.learn",
+    "retrain": "tagindex.cli.learn",
     "distill": "tagindex.cli.distill",
 }
 
@@ -90,7 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_output(args)
     return run_command(args.command, get_command(args.command), args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,8 +39,18 @@ class Command:
 # option means *there*) or ``required``; the flag, type, choices and default stay the same everywhere.
 _SHARED: dict[str, dict[str, Any]] = {
     "--index": {"help": "index directory"},
-    "--tags": {"help": "tags file (CSV, JSONL or Parquet)"},
+    "--tags": {
+        "help": "tags file: CSV, JSONL or Parquet (id optional: derived from the name), .txt with one "
+        "name per line, or a SKOS vocabulary (.ttl, .rdf, .skos)"
+    },
     "--products": {"help": "products file (CSV, JSONL or Parquet)"},
+    "--id-col": {"default": None, "help": "products: the column holding the id (default 'id')"},
+    "--title-col": {"default": None, "help": "products: the column holding the title (default 'title')"},
+    "--description-col": {
+        "default": None,
+        "help": "products: the column holding the description, HTML allowed (default 'description'); "
+        "a Shopify export: --id-col Handle --title-col Title --description-col 'Body (HTML)'",
+    },
     "--out": {"help": "file or directory to write"},
     "--model": {"help": "sentence-transformers model directory (default: packaged MiniLM)"},
     "--config": {"help": "JSON parameters (see `tagindex config`)"},
@@ -78,7 +88,12 @@ def add_option(p: argparse.ArgumentParser, flag: str, **overrides: Any) -> argpa
 
 
 def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
-    """``-q``/``-v``: on the main parser, and again (hidden, no default) after any command name."""
+    """``-q``/``-v``: on the main parser, and again (hidden, no default) after any command name;
+    ``--version`` on the main parser."""
+    if not sub:
+        from tagindex.version import __version__
+
+        p.add_argument("--version", action="version", version=f"tagindex {__version__}")
     extra: dict[str, Any] = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS} if sub else {}
     p.add_argument(
         "-q", "--quiet", action="store_true", **{"help": "no progress bars, warnings only", **extra}
@@ -87,11 +102,10 @@ def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None
 
 
 def encoder_backends() -> list[str]:
-    """Encoder backend names from the encoder registry, default first (loads numpy, not torch)."""
-    import tagindex.backends  # noqa: F401  (registers the fast backends)
-    from tagindex.encoders import _BACKENDS
+    """Encoder backend names from the encoder registry, default first (imports no backend)."""
+    from tagindex.registry import ENCODERS
 
-    return list(_BACKENDS)
+    return ENCODERS.names()
 
 
 def load_params(args: argparse.Namespace) -> Any:
@@ -119,14 +133,60 @@ def load_params(args: argparse.Namespace) -> Any:
     return params
 
 
+def add_product_columns(p: argparse.ArgumentParser) -> None:
+    """``--id-col``, ``--title-col``, ``--description-col``: read products whose columns have other names."""
+    for flag in ("--id-col", "--title-col", "--description-col"):
+        add_option(p, flag)
+
+
+def product_columns(args: argparse.Namespace) -> dict[str, str] | None:
+    """The column map for :func:`tagindex.io.load_products` from the ``--*-col`` options (None if unset)."""
+    columns = {field: getattr(args, f"{field}_col", None) for field in ("id", "title", "description")}
+    return {field: column for field, column in columns.items() if column} or None
+
+
 def configure_output(args: argparse.Namespace) -> None:
-    """Logging level and third-party progress/log noise, set before any heavy library is imported."""
+    """Logging and third-party progress/log noise, set before any heavy library is imported.
+
+    Default: our INFO lines as plain text on stderr (the one-line summaries), warnings with their
+    level. ``-q``: warnings only, and no progress bars from tqdm, huggingface_hub or transformers
+    (whose "Loading weights" bar reads these variables when it is first imported). ``-v``: debug
+    logging with timestamps and logger names.
+    """
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig: a host program's (or pytest's) handlers win
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            if verbose
+            else _PlainFormatter()
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        # Other libraries stay at WARNING unless -v; our own INFO summaries show unless -q.
+        logging.getLogger("tagindex").setLevel(
+            logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+        )
     if quiet:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        os.environ["TQDM_DISABLE"] = "1"  # transformers' "Loading weights" bar
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+        if "transformers" in sys.modules:  # imported already (in-process callers): switch it off directly
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+
+
+class _PlainFormatter(logging.Formatter):
+    """INFO records as the bare message; warnings and errors prefixed with their level and logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
 
 
 def error_line(command: str, exc: BaseException) -> str:

@@ -26,60 +26,39 @@ def add_tag_options(p: argparse.ArgumentParser) -> None:
     add_option(p, "--hierarchy")
 
 
-def wants_stage(args: argparse.Namespace) -> bool:
-    return bool(args.reranker or args.decide or args.calibration)
+def _load_stage(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The reranker and calibration the options name (loaded only: the tagging pipeline built from them
+    checks that they belong together and to the index)."""
+    from tagindex.calibration import Calibration
+    from tagindex.pipeline import load_reranker
 
-
-def _load_stage(args: argparse.Namespace, depth_attr: str = "rerank_depth") -> tuple[Any, Any]:
-    from tagindex.calibrate import Calibration
-    from tagindex.rerank import Reranker
-
-    reranker = Reranker.load(args.reranker) if getattr(args, "reranker", None) else None
+    reranker = load_reranker(args.reranker) if getattr(args, "reranker", None) else None
     calibration = Calibration.load(args.calibration) if getattr(args, "calibration", None) else None
-    if calibration is not None:
-        if calibration.score == "rerank" and reranker is None:
-            raise ValueError(f"{args.calibration}: fitted on reranker scores: pass --reranker too")
-        if (
-            reranker is not None
-            and calibration.score == "rerank"
-            and calibration.reranker != reranker.fingerprint
-        ):
-            raise ValueError(f"{args.calibration}: fitted for a different reranker than {args.reranker}")
-    depth = getattr(args, depth_attr, None)
-    if depth is not None and depth < 1:
-        raise ValueError(f"--rerank-depth must be at least 1, got {depth}")
     return reranker, calibration
 
 
 def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -> Iterator[dict[str, Any]]:
-    """Run-file lines for ``tag`` with a reranker and/or decisions; ``id`` and ``tags`` keep the
-    contract format, decisions go to a separate ``assigned`` list."""
-    from tagindex.calibrate import assign
-    from tagindex.rerank import rank_candidates, with_ancestors
+    """Run-file lines of ``tag`` from the tagging pipeline (with a reranker and/or decisions when the
+    options name them); ``id`` and ``tags`` keep the contract format, decisions go to a separate
+    ``assigned`` list."""
+    from tagindex.pipeline import TaggingPipeline
 
-    reranker, calibration = _load_stage(args)
-    if args.decide and calibration is None:
-        raise ValueError("--decide needs --calibration (fit one with `tagindex calibrate`)")
-    ranked = rank_candidates(
-        index,
+    # --rerank-depth without --reranker has always been ignored (it rescores nothing)
+    depth = args.rerank_depth if args.reranker else None
+    pipeline = TaggingPipeline.from_files(
+        index, args.reranker, args.calibration, depth=depth, hierarchy=args.hierarchy
+    )
+    tagged = pipeline.tag(
         products,
-        args.top_k,
-        reranker,
-        args.rerank_depth,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        include_ancestors=args.ancestors,
+        decide=args.decide,
         cache_dir=args.cache,
         show_progress=not args.quiet,
     )
-    by_id = index.by_id
-    names = {t: tag.name for t, tag in by_id.items()}
-    decisions = assign(ranked, calibration, by_id, args.hierarchy) if args.decide else None
-    for i, r in enumerate(ranked):
-        if args.threshold is not None:
-            r.candidates = [c for c in r.candidates if c.score >= args.threshold]
-        result = with_ancestors(r, by_id, names) if args.ancestors else r.to_result(names)
-        record = result.to_dict()
-        if decisions is not None:
-            record["assigned"] = [a.to_dict() for a in decisions[i]]
-        yield record
+    for t in tagged:
+        yield t.to_record()
 
 
 # ---- train-reranker -----------------------------------------------------------------------------------
@@ -170,14 +149,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from tagindex.calibrate import CalibrationParams, calibration_products, fit_calibration
     from tagindex.index import TagIndex
     from tagindex.io import load_products
-    from tagindex.rerank import Reranker, load_dev_ids
+    from tagindex.pipeline import load_reranker
+    from tagindex.rerank import load_dev_ids
 
     if args.depth < 1:
         raise ValueError(f"--depth must be at least 1, got {args.depth}")
     if not 0.0 < args.target_precision <= 1.0:
         raise ValueError(f"--target-precision must be in (0, 1], got {args.target_precision}")
     index = TagIndex.load(args.index)
-    reranker = Reranker.load(args.reranker) if args.reranker else None
+    reranker = load_reranker(args.reranker) if args.reranker else None
     products = load_products(args.products, on_error=args.on_error)
     dev_ids = load_dev_ids(reranker) if reranker is not None else []
     dev = calibration_products(products, dev_ids, args.dev_fraction, args.seed)

@@ -53,18 +53,26 @@ def run_serve(args: argparse.Namespace) -> int:
 # ---- feedback ---------------------------------------------------------------------------------------
 def configure_feedback(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex feedback``."""
-    p.add_argument("--db", required=True, help="feedback SQLite file written by `tagindex serve`")
+    p.add_argument(
+        "--db",
+        required=True,
+        help="feedback SQLite file written by `tagindex serve`, or its postgresql:// URL",
+    )
     add_option(p, "--out", required=True, help="products file to write (JSONL, tags = accepted or added)")
 
 
 def run_feedback(args: argparse.Namespace) -> int:
     """Writes the products that received feedback, with their accepted or added tags."""
     from tagindex.io import write_jsonl
-    from tagindex.service.feedback import FeedbackStore
+    from tagindex.service.feedback_pg import open_feedback_store
 
-    if not Path(args.db).is_file():
+    if "://" not in args.db and not Path(args.db).is_file():
         raise ValueError(f"{args.db}: no such feedback database")
-    n = write_jsonl(args.out, FeedbackStore(args.db).export_products())
+    store = open_feedback_store(args.db)
+    try:
+        n = write_jsonl(args.out, store.export_products())
+    finally:
+        store.close()
     logger.info("wrote %d products with feedback -> %s", n, args.out)
     return 0
 

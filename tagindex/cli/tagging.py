@@ -10,7 +10,8 @@ import argparse
 import time
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, logger
+from tagindex.cli.common import Command, add_option, add_product_columns, logger, product_columns
+from tagindex.runio import RUN_FORMATS
 
 
 # ---- tag --------------------------------------------------------------------------------------------
@@ -20,7 +21,20 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
     add_option(p, "--index", required=True, help="index directory from `tagindex index`")
     add_option(p, "--products", required=True)
-    add_option(p, "--out", required=True, help="run file to write: one JSON line per product")
+    add_product_columns(p)
+    add_option(
+        p,
+        "--out",
+        required=True,
+        help="run file to write: .jsonl (one JSON line per product; also any other extension), "
+        ".csv (one row per product-tag) or .parquet",
+    )
+    p.add_argument(
+        "--format",
+        choices=RUN_FORMATS,
+        default=None,
+        help="run file format (default: from the --out extension, JSON lines otherwise)",
+    )
     add_option(p, "--top-k")
     p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
     p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
@@ -29,39 +43,42 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_option(p, "--on-error")
     add_option(p, "--language", help="also write each tag's name in this language (run field `name`)")
     add_tag_options(p)
+    from tagindex.cli.engine import add_engine_options
+
+    add_engine_options(p)
 
 
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
-    from tagindex.cli.rerank import tag_records, wants_stage
-    from tagindex.index import TagIndex
-    from tagindex.io import load_products, write_jsonl
+    if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli/engine.py
+        from tagindex.cli.engine import run_tag_engine
 
-    products = load_products(args.products, on_error=args.on_error)
+        return run_tag_engine(args)
+    from tagindex.cli.rerank import tag_records
+    from tagindex.index import TagIndex
+    from tagindex.io import load_products
+    from tagindex.runio import run_format, write_run
+
+    fmt = run_format(args.out, args.format)
+    if fmt == "csv" and args.decide:  # checked before the work: one CSV row per tag has no room for it
+        raise ValueError(
+            f"{args.out}: --decide adds 'assigned' lists, which a CSV run cannot hold; use .jsonl"
+        )
+    products = load_products(args.products, on_error=args.on_error, columns=product_columns(args))
     index = TagIndex.load(args.index)
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
-    if wants_stage(args):  # reranker and/or decisions: see tagindex/cli/rerank.py
-        records = list(tag_records(args, index, products))
-    else:
-        results = index.tag(
-            products,
-            top_k=args.top_k,
-            threshold=args.threshold,
-            include_ancestors=args.ancestors,
-            cache_dir=args.cache,
-            show_progress=not args.quiet,
-        )
-        records = [r.to_dict() for r in results]
+    records = list(tag_records(args, index, products))  # the tagging pipeline, rerank or not
+    elapsed = time.perf_counter() - start
+    by_id = index.by_id
     if args.language:
-        by_id = index.by_id
         for record in records:
             for hit in record.get("tags", []):
                 if hit["tag"] in by_id:
                     hit["name"] = by_id[hit["tag"]].name_in(args.language)
-    elapsed = time.perf_counter() - start
-    n = write_jsonl(args.out, records)
+    names = {tid: tag.name_in(args.language) for tid, tag in by_id.items()} if fmt == "csv" else None
+    n = write_run(args.out, records, fmt, names)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
     return 0
 
@@ -69,8 +86,9 @@ def run_tag(args: argparse.Namespace) -> int:
 # ---- show -------------------------------------------------------------------------------------------
 def configure_show(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex show``."""
-    p.add_argument("--run", required=True, help="run file from `tagindex tag`")
+    p.add_argument("--run", required=True, help="run file from `tagindex tag` (.jsonl, .csv or .parquet)")
     add_option(p, "--products", required=True, help="the products file the run was made from")
+    add_product_columns(p)
     add_option(p, "--index", help="index directory, to print tag names and paths")
     p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
     add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
@@ -79,9 +97,10 @@ def configure_show(p: argparse.ArgumentParser) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     """Prints the first products of a run with their titles, gold tags and top tags."""
-    from tagindex.io import load_products, read_records
+    from tagindex.io import load_products
+    from tagindex.runio import read_run_records
 
-    products = {p.id: p for p in load_products(args.products)}
+    products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}
     if args.index:
         from dataclasses import replace
@@ -93,7 +112,7 @@ def run_show(args: argparse.Namespace) -> int:
         if args.language:  # the path in the requested language: rename every tag first
             by_id = {tid: replace(t, name=t.name_in(args.language)) for tid, t in by_id.items()}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
-    for shown, (line, row) in enumerate(read_records(args.run)):
+    for shown, (line, row) in enumerate(read_run_records(args.run)):
         if shown >= args.n:
             break
         if isinstance(row, str):
@@ -112,7 +131,9 @@ def run_show(args: argparse.Namespace) -> int:
 # ---- evaluate ---------------------------------------------------------------------------------------
 def configure_evaluate(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex evaluate``."""
-    p.add_argument("--run", required=True, help="run file from `tagindex tag` (or any system)")
+    p.add_argument(
+        "--run", required=True, help="run file from `tagindex tag` or any system (.jsonl, .csv or .parquet)"
+    )
     p.add_argument("--gold", required=True, help="products file whose `tags` are the gold answer")
     add_option(p, "--tags", help="tags file: enables per-level metrics and the MWPD challenge metric")
     p.add_argument("--train", help="training products file: enables tag-frequency buckets")

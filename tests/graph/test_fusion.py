@@ -18,6 +18,7 @@ from tagindex.config import EncoderParams
 from tagindex.encoders import Encoder, normalize
 from tagindex.index import TagIndex
 from tagindex.schema import Product, Tag
+from tagindex.store import read_manifest
 
 
 class HashEncoder(Encoder):
@@ -96,8 +97,9 @@ def test_index_with_fusion_saves_loads_and_tags_the_same(tmp_path: Path) -> None
     products = [Product("x", "shovel", attributes={"breadcrumb": "garden"}), Product("y", "knife block")]
     before = [r.to_dict() for r in index.tag(products, top_k=3)]
     index.save(tmp_path / "idx")
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["vector_dim"] == 36 and manifest["graph"]["params"]["weight"] == 0.4
+    manifest = read_manifest(tmp_path / "idx", "tagindex", verify=False)
+    assert manifest["vector_dim"] == 36 and manifest["fusion"]["type"] == "graph"
+    assert manifest["fusion"]["params"]["weight"] == 0.4
     assert any(name.startswith("graph/") for name in manifest["files"])
     loaded = TagIndex.load(tmp_path / "idx", encoder=HashEncoder())
     assert [r.to_dict() for r in loaded.tag(products, top_k=3)] == before

@@ -34,7 +34,9 @@ ARTIFACTS = REPO / "artifacts" / "service"
 @pytest.fixture
 def live_app(index_dir, svc_encoder) -> Iterator[tuple[str, object]]:
     """The app under a real uvicorn server in a thread (sharing the session's encoder)."""
-    yield from _serve(make_settings(index_dir, accept_threshold=0.3), svc_encoder)
+    # Learning off: this page test checks thresholds and decisions on the product it has just
+    # judged, which learning would turn into an exemplar (tests/service/test_service_review.py).
+    yield from _serve(make_settings(index_dir, accept_threshold=0.3, learn=False), svc_encoder)
 
 
 @pytest.fixture
@@ -70,6 +72,12 @@ def _serve(settings, encoder) -> Iterator[tuple[str, object]]:
     thread.join(timeout=30)
 
 
+def _watch(page, errors: list[str]) -> None:
+    """Collects script errors and Content-Security-Policy refusals (the policy must block nothing)."""
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+
+
 def test_page_search_similar_tag_and_feedback(live_app):
     if not CHROMIUM.exists():
         pytest.skip(
@@ -85,9 +93,22 @@ def test_page_search_similar_tag_and_feedback(live_app):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            _watch(page, errors)
             page.goto(url)
-            sync_api.expect(page.locator("#index-info")).to_contain_text("394 tags")
+            sync_api.expect(page.locator("#index-info")).to_contain_text("394 tags · ")
+            sync_api.expect(page.locator("#index-info")).to_contain_text("0 feedback rows")
+            # No reranker: the rerank box stays hidden (the stylesheet must not override `hidden`).
+            assert not page.locator("#rerank-label").is_visible()
+            assert not page.locator("#rerank").is_visible()
+
+            # Without the key a judgement says, in words, what to do (not a raw "401: ...").
+            page.fill("#title", "Sterling silver heart locket necklace")
+            page.press("#title", "Enter")
+            sync_api.expect(page.locator("#suggestions tbody tr")).to_have_count(8)
+            page.locator("#suggestions tbody tr").nth(0).get_by_role("button", name="Accept").first.click()
+            verdict = page.locator("#suggestions tbody tr").nth(0).locator(".verdict")
+            sync_api.expect(verdict).to_contain_text("This needs the API key: type it in the")
+            assert "401" not in verdict.inner_text()
 
             # The API key, typed and kept with Enter.
             page.fill("#api-key", API_KEY)
@@ -132,6 +153,36 @@ def test_page_search_similar_tag_and_feedback(live_app):
             page.keyboard.press("Enter")
             sync_api.expect(rows.nth(1).locator(".verdict")).to_contain_text("rejected · saved #2")
             assert rows.nth(0).locator("button[data-action=accept]").get_attribute("aria-pressed") == "true"
+            sync_api.expect(page.locator("#index-info")).to_contain_text("2 feedback rows")  # counts at once
+
+            # A tag the service missed, by NAME: the list offers names by path; picked or typed, it is added.
+            page.locator("#missing-tag").press_sequentially("jewel", delay=20)
+            jewellery = "Personal Accessories › Personal Accessories › Jewellery"
+            sync_api.expect(page.locator(f'#tag-name-options option[value="{jewellery}"]')).to_have_count(1)
+            page.fill("#missing-tag", jewellery)  # what picking the option types
+            page.press("#missing-tag", "Enter")
+            sync_api.expect(page.locator("#tag-status")).to_contain_text(
+                f"added {jewellery} for this product · saved #3"
+            )
+            page.fill("#missing-tag", "candle/soap craft supplies")  # a bare name, any case
+            page.press("#missing-tag", "Enter")
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("saved #4")
+            page.fill("#missing-tag", "No Such Tag Name")
+            page.press("#missing-tag", "Enter")
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("No tag is named “No Such Tag Name”")
+            sync_api.expect(page.locator("#index-info")).to_contain_text("4 feedback rows")
+
+            # A threshold nothing reaches: every tag says "review", and the page says why.
+            page.fill("#accept-threshold", "0.99")
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#threshold-hint")).to_contain_text(
+                "Every tag is below the accept threshold 0.99"
+            )
+            assert page.locator("#suggestions .badge.accept").count() == 0
+            page.fill("#accept-threshold", "0")  # the best tag is accepted: no hint
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#suggestions .badge.accept").first).to_be_visible()
+            sync_api.expect(page.locator("#threshold-hint")).to_have_text("")
 
             # Duplicate tags (merge candidates) with scores.
             page.fill("#min-score", "0.99")
@@ -146,7 +197,12 @@ def test_page_search_similar_tag_and_feedback(live_app):
             browser.close()
 
     rows = app.state.feedback.records()  # type: ignore[attr-defined]
-    assert [(r.tag, r.action) for r in rows] == [(first_tag, "accept"), (second_tag, "reject")]
+    assert [(r.tag, r.action) for r in rows] == [
+        (first_tag, "accept"),
+        (second_tag, "reject"),
+        ("64010100_Jewellery", "add"),
+        ("70010900_Candle/Soap Craft Supplies", "add"),
+    ]
     assert rows[0].title.startswith("Sterling silver heart locket") and rows[0].score is not None
     assert (ARTIFACTS / "page.png").stat().st_size > 10_000
 
@@ -190,3 +246,38 @@ def test_page_shows_reranker_scores_probabilities_and_important_words(live_stage
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_docs_page_works_offline(live_app):
+    """Swagger UI renders every operation with every request that leaves loopback refused."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    url, _ = live_app
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    outside: list[str] = []
+
+    def only_loopback(route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            _watch(page, errors)
+            page.route("**/*", only_loopback)
+            page.goto(f"{url}/docs")
+            sync_api.expect(page.locator(".swagger-ui .info .title")).to_contain_text("tagindex")
+            ops = page.locator(".swagger-ui .opblock")
+            sync_api.expect(ops.first).to_be_visible()
+            assert ops.count() >= 13
+            page.screenshot(path=str(ARTIFACTS / "docs.png"))
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert not outside, outside

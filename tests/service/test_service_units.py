@@ -160,3 +160,75 @@ def test_feedback_exports_as_a_products_file_latest_judgement_wins(tmp_path):
     assert products["p1"].tags == ["rings"] and products["p2"].tags == ["shoes"]
     assert '"rejected": ["toys"]' in out.read_text()
     assert main(["-q", "feedback", "--db", str(tmp_path / "missing.sqlite3"), "--out", str(out)]) == 2
+
+
+# ---- middleware and log filter, on a bare ASGI app (no model) ---------------------------------------
+def _echo_app():
+    """A Starlette app whose POST /echo answers the byte count it received."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from tagindex.service.middleware import AllowMiddleware, BodyLimitMiddleware
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"received": len(await request.body())})
+
+    async def other(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/echo", other, methods=["PUT"])])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=1_000)
+    app.add_middleware(AllowMiddleware, routes=lambda: app.routes)
+    return app
+
+
+def test_body_limit_counts_the_bytes_received_whatever_the_headers_say():
+    from starlette.testclient import TestClient
+
+    client = TestClient(_echo_app())
+    assert client.post("/echo", content=b"x" * 1_000).json() == {"received": 1_000}
+    assert client.post("/echo", content=b"x" * 1_001).status_code == 413  # declared
+
+    def chunks():
+        yield b"x" * 600
+        yield b"x" * 600
+
+    r = client.post("/echo", content=chunks())  # chunked, no length
+    assert r.status_code == 413 and "exceeds the limit of 1000 bytes" in r.text
+    # A Content-Length that understates the body (as with Transfer-Encoding: chunked beside it).
+    r = client.post("/echo", content=chunks(), headers={"Content-Length": "5"})
+    assert r.status_code == 413
+    assert client.post("/echo", content=b"x", headers={"Content-Length": "five"}).status_code == 400
+
+
+def test_allow_lists_the_methods_of_every_route_on_the_path():
+    from starlette.testclient import TestClient
+
+    client = TestClient(_echo_app())
+    r = client.options("/echo")
+    assert r.status_code == 204 and r.headers["allow"] == "OPTIONS, POST, PUT"
+    r = client.get("/echo")
+    assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST, PUT"
+
+
+def test_secrets_are_blanked_in_access_log_lines():
+    import logging
+
+    from tagindex.service.middleware import RedactSecretsFilter
+
+    f = RedactSecretsFilter(["s3cr3t-key"])
+    # uvicorn's access line: client, method, path with query string, HTTP version, status
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/v1/feedback?api%5Fkey=abc&limit=1&Token=t&q=s3cr3t-key", "1.1", 401),
+        None,
+    )
+    assert f.filter(record)
+    line = record.getMessage()
+    assert "/v1/feedback?api%5Fkey=[redacted]&limit=1&Token=[redacted]&q=[redacted]" in line
+    assert "abc" not in line and "s3cr3t-key" not in line

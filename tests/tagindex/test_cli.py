@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tagindex.store import read_manifest
+
 pytestmark = pytest.mark.slow
 
 
@@ -37,7 +39,7 @@ def test_help_runs_as_a_module() -> None:
 
 
 def test_convert_index_tag_show_on_real_sample(mwpd_index: Path, mwpd_sample: Path, tmp_path: Path) -> None:
-    manifest = json.loads((mwpd_index / "manifest.json").read_text())
+    manifest = read_manifest(mwpd_index, "tagindex", verify=False)
     assert manifest["n_tags"] == 394
     run = tmp_path / "run.jsonl"
     result = run_cli("tag", "--index", mwpd_index, "--products", mwpd_sample, "--out", run, "--top-k", "5")
@@ -107,7 +109,7 @@ def test_update_adds_and_retires_tags_in_place(mwpd_index: Path, tmp_path: Path)
     new.write_text('{"id": "wetsuits", "name": "Wetsuits", "parent": "67000000_Clothing"}\n')
     result = run_cli("update", "--index", index, "--add", new, "--remove", "64010100_Jewellery")
     assert result.returncode == 0, result.stderr
-    assert json.loads((index / "manifest.json").read_text())["n_tags"] == 394
+    assert read_manifest(index, "tagindex", verify=False)["n_tags"] == 394
     hits = run_cli("similar", "--index", index, "--top-k", "1", "neoprene wetsuit for surfing")
     assert json.loads(hits.stdout.splitlines()[0])["tag"] == "wetsuits"
     bad = tmp_path / "bad.jsonl"

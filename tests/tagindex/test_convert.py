@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,50 @@ def test_converter_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"train.json:2: invalid JSON"):
         convert("mwpd", tmp_path, tmp_path / "out")
     assert not (tmp_path / "out" / "tags.jsonl").exists()
+
+
+def _mwpd_row(i: int, **extra: object) -> str:
+    row = {"ID": str(i), "Name": f"Offer {i}", "lvl1": "1_Food", "lvl2": "2_Fruit", "lvl3": "3_Apples"}
+    return json.dumps({**row, **extra})
+
+
+def _good_outputs(src: Path, out: Path) -> dict[str, str]:
+    (src / "train.json").write_text("\n".join(_mwpd_row(i) for i in range(3)) + "\n")
+    (src / "validation.json").write_text(_mwpd_row(9) + "\n")
+    convert("mwpd", src, out)
+    return {p.name: p.read_text() for p in out.iterdir()}
+
+
+def test_empty_source_exits_without_touching_outputs(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    before = _good_outputs(src, out)
+    assert set(before) == {"train.jsonl", "validation.jsonl", "tags.jsonl"}
+    (src / "train.json").write_text("")
+    with pytest.raises(DataError, match=r"train.json: no usable rows"):
+        convert("mwpd", src, out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        ("not json", "validation.json:2: invalid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "validation.json:2: invalid JSON (nested deeper than"),
+        (_mwpd_row(10, ID={"a": 1}), "validation.json:2: column 'ID' must be a non-empty string or integer"),
+        (_mwpd_row(10, Name=["x"]), "validation.json:2: column 'Name' must be text"),
+        (_mwpd_row(10, Name="n" * 5000), "validation.json:2: column 'Name' is longer than 4,000"),
+        ('{"ID": 1' + "0" * 5000 + "}", "validation.json:2: invalid JSON (Exceeds the limit"),
+    ],
+)
+def test_bad_later_file_leaves_every_output_untouched(tmp_path: Path, bad_line: str, message: str) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    before = _good_outputs(src, out)
+    (src / "train.json").write_text(_mwpd_row(5) + "\n")  # would change train.jsonl
+    (src / "validation.json").write_text(_mwpd_row(9) + "\n" + bad_line + "\n")
+    with pytest.raises(DataError) as err:
+        convert("mwpd", src, out)
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(src)), err.value
+    assert message in str(err.value)
+    assert {p.name: p.read_text() for p in out.iterdir()} == before

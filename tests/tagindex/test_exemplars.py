@@ -11,6 +11,7 @@ import pytest
 from tagindex.config import ExemplarParams
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, most_specific
 from tagindex.schema import Product, Tag
+from tagindex.store import read_manifest
 
 TAGS = [
     Tag("food", "Food"),
@@ -119,7 +120,7 @@ def test_index_with_exemplars_round_trips_and_ranks_through_them(tmp_path: Path,
     before = index.tag(query, top_k=3, include_ancestors=True)[0]
     assert before.tags[0].tag == "kettle" and before.tags[1].tag == "kitchen"
     index.save(tmp_path / "idx")
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "idx", "tagindex", verify=False)
     assert manifest["n_exemplars"] == 4
     assert {"exemplars.parquet", "exemplar_vectors.safetensors"} <= set(manifest["files"])
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 
 from tagindex import Product, Tag, TagIndex, TagIndexParams
-from tagindex.store import IndexFormatError
+from tagindex.store import IndexFormatError, read_manifest
 
 TAGS = [
     Tag("clothing", "Clothing", kind="category"),
@@ -100,7 +99,7 @@ def test_save_load_round_trip(encoder, tmp_path: Path, kind: str) -> None:
     params.index.kind = kind
     index = TagIndex.build(TAGS, params, encoder=encoder)
     index.save(tmp_path / "idx")
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "idx", "tagindex", verify=False)
     assert manifest["n_tags"] == len(TAGS) and manifest["dim"] == 384
     assert set(manifest["files"]) == {"tags.parquet", "tag_vectors.safetensors", "tags.faiss"}
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
@@ -112,9 +111,9 @@ def test_save_load_round_trip(encoder, tmp_path: Path, kind: str) -> None:
 
 def test_corrupted_index_is_refused(encoder, tmp_path: Path) -> None:
     TagIndex.build(TAGS, encoder=encoder).save(tmp_path / "idx")
-    with (tmp_path / "idx" / "tags.faiss").open("ab") as f:
+    with (read_manifest(tmp_path / "idx", "tagindex").root / "tags.faiss").open("ab") as f:
         f.write(b"garbage")
-    with pytest.raises(IndexFormatError, match="checksum mismatch for tags.faiss"):
+    with pytest.raises(IndexFormatError, match="tags.faiss: checksum mismatch"):
         TagIndex.load(tmp_path / "idx", encoder=encoder)
     with pytest.raises(IndexFormatError, match="no manifest.json"):
         TagIndex.load(tmp_path, encoder=encoder)
@@ -125,7 +124,7 @@ def test_failed_save_keeps_the_previous_index(
 ) -> None:
     index = TagIndex.build(TAGS, encoder=encoder)
     index.save(tmp_path / "idx")
-    before = (tmp_path / "idx" / "manifest.json").read_text()
+    before = read_manifest(tmp_path / "idx", "tagindex")
     index.add_tags([Tag("new", "New tag")])
 
     def fail(*args, **kwargs):
@@ -134,7 +133,7 @@ def test_failed_save_keeps_the_previous_index(
     monkeypatch.setattr("tagindex.index.save_file", fail)
     with pytest.raises(OSError, match="disk full"):
         index.save(tmp_path / "idx")
-    assert (tmp_path / "idx" / "manifest.json").read_text() == before
+    assert read_manifest(tmp_path / "idx", "tagindex") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
     assert len(TagIndex.load(tmp_path / "idx", encoder=encoder)) == len(TAGS)
 
@@ -149,7 +148,7 @@ def test_fine_tuned_model_directory_is_copied_into_the_index(encoder, tmp_path: 
     TagIndex.build(TAGS[:2], params).save(tmp_path / "idx")
     shutil.rmtree(model_dir)
     loaded = TagIndex.load(tmp_path / "idx")
-    assert loaded.params.encoder.model == str(tmp_path / "idx" / "encoder")
+    assert loaded.params.encoder.model == str(read_manifest(tmp_path / "idx", "tagindex").root / "encoder")
     assert loaded.tag_one(PRODUCTS[0], top_k=1).tags[0].tag == "shoes"
 
 

@@ -174,7 +174,9 @@ def test_read_run_reports_bad_lines(tmp_path: Path) -> None:
 
     path = tmp_path / "run.jsonl"
     path.write_text('{"id": "p1", "tags": [{"tag": "a", "score": 0.5}]}\n{"id": "p2"}\nnot json\n')
-    with pytest.raises(DataError, match=r"run.jsonl:2.*\n.*run.jsonl:3"):
+    with pytest.raises(
+        DataError, match=r"run.jsonl:2: a run row needs .* \(and 1 more malformed run row\(s\), at 3\)$"
+    ):
         read_run(path)
 
 

@@ -7,12 +7,12 @@ import pytest
 from rerank_helpers import HashCrossEncoder, HashEncoder, mwpd_sample, toy_products, toy_tags
 
 from tagindex.index import TagIndex
+from tagindex.pipeline import TaggingPipeline
 from tagindex.rerank import (
     Reranker,
     RerankerParams,
     from_bi_encoder,
     positives_of,
-    rank_candidates,
     split_dev,
     train_reranker,
     with_ancestors,
@@ -76,9 +76,9 @@ def test_ancestor_rows_are_not_reranked(toy_index: TagIndex) -> None:
         assert all(c.score == c.bi_score for c in wrapped.candidates)
 
 
-def test_rank_candidates_rescores_full_depth_and_cuts(toy_index: TagIndex) -> None:
+def test_the_pipeline_rescores_full_depth_and_cuts(toy_index: TagIndex) -> None:
     products = toy_products()
-    ranked = rank_candidates(toy_index, products, top_k=2, reranker=_stub_reranker(), depth=10)
+    ranked = TaggingPipeline(toy_index, _stub_reranker(), depth=10).rank(products, top_k=2)
     assert all(len(r.candidates) == 2 for r in ranked)
     assert ranked[3].candidates[0].tag == "laptop"  # found inside the depth, not the bi-encoder top-2
     res = with_ancestors(ranked[0], toy_index.by_id, {})

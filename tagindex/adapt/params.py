@@ -1,0 +1,58 @@
+"""Typed settings of ``tagindex adapt``, stored in the adapted index's manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tagindex.config import _Params
+
+
+@dataclass
+class AdaptParams(_Params):
+    """What `tagindex adapt` does to fit an index to an unlabelled catalog (no label is read).
+
+    Each ingredient can be switched off for the ablation (``benchmarks/adapt_ablation.py``).
+    Defaults were chosen on the AE->OA / OA->AE cross-dataset tasks (flat attribute vocabularies) and
+    on 100 labelled MWPD *train* offers (seeded draw) standing for "a merchandiser checked 100
+    products" (``benchmarks/adapt_ablation.py`` columns ``dev100``), never on MWPD validation;
+    differences of a few points on 100 offers are within noise.
+    """
+
+    seed: int = 0
+
+    def resolved_hubness_weight(self, hierarchical: bool) -> float:
+        """The hubness strength used for a vocabulary with (or without) parent links."""
+        if self.hubness_weight is not None:
+            return self.hubness_weight
+        return 0.3 if hierarchical else 1.0
+
+    # 1. Hubness: per-tag normalisation over the catalog; stored in the index, applied at query time.
+    hubness: Literal["none", "csls", "zscore"] = "zscore"
+    hubness_k: int = 10  # catalog products per tag whose mean similarity is the CSLS penalty
+    # Strength of the correction (CSLS penalty factor; z-score mixing share). None: 1.0 for a flat
+    # vocabulary (chosen on AE->OA / OA->AE), 0.3 for a hierarchy (chosen on 100 MWPD train offers).
+    hubness_weight: float | None = None
+    # 2. Hierarchy-aware decoding: a tag's score mixes its own and its ancestors' (path aggregation).
+    hierarchy: bool = True
+    hierarchy_weight: float = 0.5  # weight of the tag's own score; the rest is its ancestors' mean
+    leaves_only: bool = True  # rank only tags without children (ancestors follow from the path)
+    # 3. Tag text enrichment with class-indicative terms mined from each tag's nearest products.
+    enrich: bool = True
+    enrich_products: int = 30  # most confident catalog products per tag that are mined
+    enrich_terms: int = 5  # terms appended to a tag's text at most
+    enrich_min_share: float = 0.2  # a term must occur in this share of the tag's mined products
+    enrich_min_cos: float = 0.8  # drift guard: the enriched text's vector must stay this close
+    # 4. Self-training: confident pseudo-labels -> tag prototypes (and optionally a fine-tuned encoder).
+    rounds: int = 3  # prototype rounds at most; stops early once the pseudo-labels stop changing
+    prototype_weight: float = 0.5  # weight of the pseudo-labelled centroid in a tag's vector
+    prototype_shrinkage: float = 5.0  # products at which a tag's centroid weighs prototype_weight/2
+    confident_share: float = 0.5  # share of each tag's assigned products (by margin) kept as confident
+    min_agreement: float = 0.98  # stop when this share of the catalog keeps its pseudo-label
+    finetune_rounds: int = 0  # contrastive fine-tuning rounds of the bi-encoder on pseudo-labels
+    finetune_max_products: int = 2000
+    # 6. Label propagation over the catalog's mutual-kNN graph before the prototypes are formed.
+    propagate: bool = False
+    propagate_k: int = 10
+    propagate_alpha: float = 0.8
+    propagate_iterations: int = 20

@@ -1,0 +1,276 @@
+"""`tagindex adapt`: fits a tag index to an unlabelled catalog, without any label.
+
+Steps (each switchable in :class:`AdaptParams`, measured one by one in benchmarks/adapt_ablation.py):
+
+1. hubness statistics of every tag over the catalog (:mod:`tagindex.adapt.hubness`);
+2. hierarchy-aware decoding (:mod:`tagindex.adapt.hierarchy`);
+3. tag text enrichment with mined class-indicative terms (:mod:`tagindex.adapt.enrich`);
+4. self-training rounds: pseudo-labels -> tag prototypes (:mod:`tagindex.adapt.selftrain`), optionally
+   preceded by label propagation (:mod:`tagindex.adapt.propagate`) and followed by contrastive
+   fine-tuning of the encoder on the confident pseudo-labels (tagindex.train);
+5. the index is saved in the ordinary format with adapted tag vectors, enriched texts and the
+   query-time :class:`~tagindex.adapt.adjust.ScoreAdjuster`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagindex.adapt.adjust import ScoreAdjuster
+from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
+from tagindex.adapt.hierarchy import parent_rows
+from tagindex.adapt.hubness import fit_hubness
+from tagindex.adapt.params import AdaptParams
+from tagindex.adapt.propagate import mutual_knn, spread
+from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
+from tagindex.config import TagIndexParams
+from tagindex.encoders import Encoder
+from tagindex.index import TagIndex
+from tagindex.schema import Product, Tag
+from tagindex.text import tag_text
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 2048
+
+
+@dataclass
+class AdaptResult:
+    """Adapted tag vectors and texts, the query-time adjuster, the catalog's final pseudo-labels."""
+
+    tag_vectors: np.ndarray
+    texts: list[str]
+    adjuster: ScoreAdjuster
+    labels: np.ndarray  # final pseudo-label (tag row) per catalog product
+    confident: np.ndarray  # mask of the products used as prototypes
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_adjuster(
+    tags: Sequence[Tag], catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
+) -> ScoreAdjuster:
+    """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings."""
+    weight = params.resolved_hubness_weight(any(t.parent is not None for t in tags))
+    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, weight)
+    return ScoreAdjuster.for_tags(
+        tags,
+        bias,
+        scale,
+        params.hierarchy_weight if params.hierarchy else 1.0,
+        params.leaves_only,
+        {
+            "hubness": params.hubness,
+            "hubness_k": params.hubness_k,
+            "hubness_weight": weight,
+            "n_catalog": len(catalog),
+        },
+    )
+
+
+def score_catalog(
+    adjuster: ScoreAdjuster, catalog: np.ndarray, tag_vectors: np.ndarray, k: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` adapted scores and tag rows of every catalog product, in chunks."""
+    scores, rows = [], []
+    for start in range(0, len(catalog), _CHUNK):
+        s, r = adjuster.top(catalog[start : start + _CHUNK] @ tag_vectors.T, k)
+        scores.append(s)
+        rows.append(r)
+    return np.concatenate(scores), np.concatenate(rows)
+
+
+def adapt_vectors(
+    tags: Sequence[Tag],
+    texts: Sequence[str],
+    tag_vectors: np.ndarray,
+    catalog: np.ndarray,
+    catalog_texts: Sequence[str],
+    params: AdaptParams,
+    encode: Callable[[list[str]], np.ndarray],
+) -> AdaptResult:
+    """Runs steps 1-4 on vectors already encoded.
+
+    Args:
+        tags: The vocabulary, in the row order of ``tag_vectors``.
+        texts: The tags' encoder texts.
+        tag_vectors: Unit tag vectors (tags, dim).
+        catalog: Unit vectors of the unlabelled catalog products (n, dim).
+        catalog_texts: Product titles (mined for enrichment terms).
+        params: What to do.
+        encode: Encodes tag texts with the same encoder (for enrichment).
+    """
+    start = time.perf_counter()
+    texts = list(texts)
+    parents = parent_rows(tags)
+    report: dict[str, Any] = {"n_catalog": len(catalog), "n_tags": len(tags), "rounds": []}
+    text_vectors = np.array(tag_vectors, dtype=np.float32, copy=True)
+    if params.enrich and len(catalog):
+        adjuster = fit_adjuster(tags, catalog, text_vectors, params)
+        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, text_vectors))
+        terms = mine_terms(
+            catalog_texts,
+            labels,
+            margin,
+            texts,
+            params.enrich_products,
+            params.enrich_terms,
+            params.enrich_min_share,
+        )
+        changed = [i for i, t in enumerate(terms) if t]
+        kept = 0
+        if changed:
+            candidates = [enriched_text(texts[i], terms[i]) for i in changed]
+            fresh = encode(candidates)
+            ok = drift_guard(text_vectors[changed], fresh, params.enrich_min_cos)
+            for j, i in enumerate(changed):
+                if ok[j]:
+                    texts[i] = candidates[j]
+                    text_vectors[i] = fresh[j]
+                    kept += 1
+        report["enrich"] = {
+            "tags_with_terms": len(changed),
+            "kept": kept,
+            "rejected_by_drift_guard": len(changed) - kept,
+            "examples": [texts[i] for i in changed[:5]],
+        }
+    vectors = text_vectors
+    graph = mutual_knn(catalog, params.propagate_k) if params.propagate and len(catalog) > 1 else None
+    previous: np.ndarray | None = None
+    labels = np.full(len(catalog), -1, dtype=np.int64)
+    mask = np.zeros(len(catalog), dtype=bool)
+    for r in range(params.rounds if len(catalog) else 0):
+        adjuster = fit_adjuster(tags, catalog, vectors, params)
+        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, vectors))
+        agreement = None if previous is None else float((labels == previous).mean())
+        used, strength = labels, margin
+        if graph is not None:
+            seeds = np.where(confident(labels, margin, params.confident_share), labels, -1)
+            used, strength = spread(*graph, seeds, params.propagate_alpha, params.propagate_iterations)
+        mask = confident(used, strength, params.confident_share) & (used >= 0)
+        vectors, counts = prototypes(
+            text_vectors,
+            catalog,
+            used,
+            mask,
+            parents,
+            params.prototype_weight,
+            params.prototype_shrinkage,
+        )
+        report["rounds"].append(
+            {
+                "round": r + 1,
+                "agreement_with_previous": agreement,
+                "confident_products": int(mask.sum()),
+                "tags_with_prototype": int((counts > 0).sum()),
+                "distinct_pseudo_labels": int(len(np.unique(labels))),
+            }
+        )
+        logger.info("adapt round %d: %s", r + 1, report["rounds"][-1])
+        previous = labels
+        if agreement is not None and agreement >= params.min_agreement:
+            break
+    adjuster = fit_adjuster(tags, catalog, vectors, params)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    return AdaptResult(vectors, texts, adjuster, labels, mask, report)
+
+
+def adapt(
+    tags: Sequence[Tag],
+    products: Sequence[Product],
+    params: AdaptParams | None = None,
+    index_params: TagIndexParams | None = None,
+    model: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    encoder: Encoder | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+) -> tuple[TagIndex, dict[str, Any]]:
+    """Builds a TagIndex adapted to an unlabelled catalog (product ``tags`` are never read).
+
+    Args:
+        tags: The tag vocabulary.
+        products: The unlabelled catalog.
+        params: Adaptation settings.
+        index_params: Index settings (encoder, text); ``model`` overrides the encoder model.
+        model: Encoder model directory to start from (e.g. a model fine-tuned on other sources).
+        cache_dir: Product vector cache.
+        encoder: An already loaded encoder for ``index_params.encoder`` (reused, not reloaded); the
+            fine-tuned encoders of later rounds are loaded from their directories.
+        work_dir: Where fine-tuned encoders are written (a temporary directory when omitted).
+        show_progress: Progress bars while encoding.
+
+    Returns:
+        The adapted index (save it with ``index.save``) and a JSON-ready report.
+    """
+    params = params or AdaptParams()
+    index_params = TagIndexParams.from_dict((index_params or TagIndexParams()).to_dict())
+    if model is not None:
+        index_params.encoder.model = model
+    if not products:
+        raise ValueError("adapt needs at least one catalog product")
+    start = time.perf_counter()
+    unlabelled = [Product(p.id, p.title, p.description, p.attributes) for p in products]  # labels dropped
+    titles = [p.title for p in unlabelled]
+    report: dict[str, Any] = {"params": params.to_dict(), "finetune": []}
+    for ft_round in range(params.finetune_rounds + 1):
+        index = TagIndex.build(
+            tags, index_params, encoder=encoder if ft_round == 0 else None, show_progress=show_progress
+        )
+        by_id = index.by_id
+        texts = [tag_text(t, by_id, index_params.text) for t in index.tags]
+        catalog = index.encode_products(unlabelled, cache_dir=cache_dir, show_progress=show_progress)
+        result = adapt_vectors(
+            index.tags,
+            texts,
+            np.stack([index.tag_vector(t.id) for t in index.tags]),
+            catalog,
+            titles,
+            params,
+            index.encoder.encode,
+        )
+        report["adapt"] = result.report
+        if ft_round == params.finetune_rounds:
+            break
+        from tagindex.train import TrainParams, train
+
+        if work_dir is None:
+            # Not deleted on return: the index loads its encoder from here until it is saved (which
+            # copies the encoder into the index directory).
+            work_dir = tempfile.mkdtemp(prefix="tagindex-adapt-")
+        model_dir = Path(work_dir) / f"finetuned-{ft_round + 1}"
+        row_tags = index.tags
+        pseudo = [
+            Product(p.id, p.title, p.description, p.attributes, [row_tags[int(lab)].id])
+            for p, lab, ok in zip(unlabelled, result.labels, result.confident, strict=True)
+            if ok and lab >= 0
+        ]
+        train_params = TrainParams(
+            seed=params.seed, epochs=1, max_products=params.finetune_max_products, batch_size=32
+        )
+        ft = train(pseudo, tags, model_dir, index_params.encoder.model, train_params, index_params)
+        report["finetune"].append(
+            {
+                "round": ft_round + 1,
+                "pseudo_labelled": len(pseudo),
+                "best_epoch": ft.best_epoch,
+                "seconds": ft.seconds,
+            }
+        )
+        index_params.encoder.model = str(model_dir)
+    index.replace_vectors(result.tag_vectors, result.texts)
+    index.adjuster = result.adjuster
+    index.adjuster.info["adapt_params"] = params.to_dict()
+    index.adjuster.info["report"] = {k: v for k, v in result.report.items() if k != "seconds"}
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    if params.finetune_rounds:
+        report["finetune_dir"] = str(work_dir)
+    return index, report

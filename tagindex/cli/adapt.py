@@ -1,0 +1,93 @@
+"""``tagindex adapt``: an index fitted to a shop's unlabelled catalog, without any label (issue 13)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from tagindex.cli.common import Command, add_option, encoder_backends, load_params, logger
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Options of ``tagindex adapt``."""
+    add_option(p, "--tags", required=True)
+    add_option(
+        p,
+        "--products",
+        required=True,
+        help="the unlabelled catalog (CSV, JSONL or Parquet); gold tags, if any, are ignored",
+    )
+    add_option(p, "--out", required=True, help="index directory to write (replaced only on success)")
+    add_option(p, "--model", help="encoder model directory to start from (default: packaged MiniLM)")
+    p.add_argument("--rounds", type=int, default=None, help="self-training rounds at most (default 3)")
+    p.add_argument(
+        "--adapt-config", help="JSON file of adaptation parameters (tagindex.adapt.AdaptParams fields)"
+    )
+    p.add_argument(
+        "--finetune-rounds",
+        type=int,
+        default=None,
+        help="contrastive fine-tuning rounds of the encoder on pseudo-labels (default 0: slow on CPU)",
+    )
+    p.add_argument(
+        "--max-products", type=int, default=None, help="adapt on a seeded sample of this many products"
+    )
+    add_option(p, "--seed", help="random seed (default 0)")
+    add_option(p, "--cache")
+    add_option(p, "--config")
+    add_option(p, "--description-chars")
+    p.add_argument("--backend", default=None, help="encoder backend: " + ", ".join(encoder_backends()))
+    add_option(p, "--on-error")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Adapts the index to the catalog and saves it to ``--out``."""
+    import random
+
+    from tagindex.adapt import AdaptParams, adapt
+    from tagindex.io import load_products, load_tags
+
+    tags = load_tags(args.tags, on_error=args.on_error)
+    products = load_products(args.products, on_error=args.on_error)
+    params = AdaptParams()
+    if args.adapt_config:
+        try:
+            params = AdaptParams.from_dict(json.loads(Path(args.adapt_config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.adapt_config}: cannot read adaptation config: {exc}") from None
+    if args.rounds is not None:
+        params.rounds = args.rounds
+    if args.finetune_rounds is not None:
+        params.finetune_rounds = args.finetune_rounds
+    if args.seed is not None:
+        params.seed = args.seed
+    if args.max_products is not None and args.max_products < len(products):
+        products = random.Random(params.seed).sample(products, args.max_products)
+    labelled = sum(1 for p in products if p.tags)
+    if labelled:
+        logger.info("%d products carry tags: adapt ignores them (no label is read)", labelled)
+    start = time.perf_counter()
+    index, report = adapt(
+        tags, products, params, load_params(args), cache_dir=args.cache, show_progress=not args.quiet
+    )
+    index.save(args.out)
+    rounds = report["adapt"]["rounds"]
+    logger.info(
+        "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s) -> %s",
+        len(index),
+        len(products),
+        time.perf_counter() - start,
+        len(rounds),
+        rounds[-1]["agreement_with_previous"] if rounds else None,
+        args.out,
+    )
+    return 0
+
+
+COMMANDS = {
+    "adapt": Command(
+        "fit an index to an unlabelled catalog (hubness, hierarchy, self-training)", configure, run
+    )
+}

@@ -1,0 +1,220 @@
+"""``tagindex tag --engine ray``: the batches of :mod:`tagindex.engines.shards` on a pool of Ray actors.
+
+Each actor loads the saved index once (with the encoder backend the index names, e.g. ONNX int8)
+and tags whole batches with the same call as the in-process ``tagindex tag``; the driver streams the
+input, keeps at most two batches queued per actor (memory stays bounded however large the input)
+and commits each returned batch as an atomically written Parquet shard, so a killed run resumes
+where it stopped. Ray core actors are used rather than a Ray Data pipeline because resuming needs
+one output shard per fixed input batch, committed only when complete.
+
+Without an address an embedded local Ray starts and stops with the run; with ``address`` the run
+joins an existing cluster, whose nodes need ``tagindex`` installed and the index directory (and the
+output directory, which only the driver writes) at the same paths, e.g. on a shared file system.
+
+GPU recipe: ``--gpus-per-worker 1`` (or 0.5 to pack two actors on a GPU) reserves GPUs for the
+actors; Ray then exposes one to each actor through ``CUDA_VISIBLE_DEVICES`` and the encoder picks
+``cuda`` by itself. A cluster without enough GPUs is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tagindex.engines.shards import (
+    Batch,
+    Executor,
+    Progress,
+    RunSummary,
+    ShardResult,
+    TagOptions,
+    load_index,
+    run_sharded,
+    tag_batch,
+)
+from tagindex.errors import InputError, ModelError
+
+logger = logging.getLogger(__name__)
+
+# Batches queued per actor: one running, one waiting, so an actor never idles while the driver reads.
+_QUEUED_PER_ACTOR = 2
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError(f"--engine ray needs Ray: pip install 'tagindex[scale]' ({exc})") from None
+    return ray
+
+
+class ShardTagger:
+    """A Ray actor's state: one loaded index that tags batch after batch."""
+
+    def __init__(self, index_dir: str, options: TagOptions) -> None:
+        self.options = options
+        self.index = load_index(index_dir, options)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def ready(self) -> str:
+        """Returns once the index is loaded (so load errors surface before any batch is sent)."""
+        return self.name
+
+    def tag(self, batch: Batch) -> ShardResult:
+        result = tag_batch(self.index, batch, self.options)
+        result.worker = self.name
+        return result
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None) -> Iterator[dict[str, float]]:
+    """Joins ``address`` or starts an embedded local Ray; yields the cluster's resources.
+
+    A Ray already initialised by the caller is used as is and left running.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray.cluster_resources()
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise InputError(f"cannot start or join {where}: {exc}") from None
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+def ray_executor(
+    index_dir: str | os.PathLike[str],
+    options: TagOptions,
+    num_workers: int,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+) -> Executor:
+    """An executor running batches on ``num_workers`` actors of an initialised Ray.
+
+    A batch whose actor dies is retried once on the restarted actor; if that fails too, it comes
+    back with ``error`` set, and the driver reports its rows and leaves the shard for a rerun.
+    """
+    ray = _ray()
+
+    def execute(batches: Iterator[Batch]) -> Iterator[ShardResult]:
+        actor_class = ray.remote(ShardTagger).options(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=1, max_task_retries=1
+        )
+        actors = [actor_class.remote(str(Path(index_dir).resolve()), options) for _ in range(num_workers)]
+        try:
+            names = ray.get([a.ready.remote() for a in actors])
+        except ray.exceptions.RayError as exc:
+            raise ModelError(f"{index_dir}: a Ray worker cannot load the index: {_first_line(exc)}") from None
+        logger.info("%d Ray workers ready: %s", len(names), ", ".join(names))
+        queued = [0] * len(actors)
+        in_flight: dict[Any, tuple[int, str]] = {}
+        source = iter(batches)
+        exhausted = False
+
+        def refill() -> None:
+            nonlocal exhausted
+            for slot in sorted(range(len(actors)), key=queued.__getitem__):
+                while not exhausted and queued[slot] < _QUEUED_PER_ACTOR:
+                    batch = next(source, None)
+                    if batch is None:
+                        exhausted = True
+                        return
+                    in_flight[actors[slot].tag.remote(batch)] = (slot, batch.name)
+                    queued[slot] += 1
+
+        try:
+            refill()
+            while in_flight:
+                (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+                slot, name = in_flight.pop(ref)
+                queued[slot] -= 1
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    logger.error("shard %s: worker failed: %s", name, _first_line(exc))
+                    result = ShardResult(name, [], [], error=f"worker failed: {_first_line(exc)}")
+                yield result
+                refill()
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+    return execute
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def tag_with_ray(
+    index_dir: str | os.PathLike[str],
+    src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: TagOptions | None = None,
+    address: str | None = None,
+    num_workers: int | None = None,
+    batch_size: int = 4096,
+    gpus_per_worker: float = 0.0,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Tags ``src`` into Parquet shards under ``out_dir`` on Ray (see :func:`run_sharded`).
+
+    Args:
+        index_dir: Saved index directory, readable at the same path on every node.
+        src: Products file or directory of product files (JSONL, CSV, Parquet).
+        out_dir: Output directory; rerunning with the same arguments resumes.
+        options: Tagging options (top-k, threshold, ancestors, description budget).
+        address: Ray cluster address; None starts an embedded local Ray for this run.
+        num_workers: Actors (one CPU each); default: every CPU of the local machine or cluster.
+        batch_size: Input rows per task and per output shard.
+        gpus_per_worker: GPUs each actor reserves (0 = CPU only).
+        progress: Called with the running summary after every committed shard.
+
+    Raises:
+        InputError: Bad source/output, Ray missing, or more workers/GPUs asked than the cluster has.
+        ModelError: A worker cannot load the index.
+    """
+    options = options or TagOptions()
+    if num_workers is not None and num_workers < 1:
+        raise InputError(f"--num-workers must be at least 1, got {num_workers}")
+    if gpus_per_worker < 0:
+        raise InputError(f"--gpus-per-worker must not be negative, got {gpus_per_worker}")
+    # An embedded Ray gets at least one CPU per asked worker, or the extra actors would never start.
+    local_cpus = None if address else max(os.cpu_count() or 1, num_workers or 1)
+    with ray_session(address, local_cpus) as resources:
+        cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        workers = num_workers or max(1, int(cpus))
+        if workers > cpus:
+            raise InputError(f"--num-workers {workers} needs {workers} CPUs; the Ray cluster has {cpus:g}")
+        if gpus_per_worker and workers * gpus_per_worker > gpus:
+            raise InputError(
+                f"--gpus-per-worker {gpus_per_worker:g} x {workers} workers needs "
+                f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}"
+            )
+        execute = ray_executor(index_dir, options, workers, gpus_per_worker=gpus_per_worker)
+        return run_sharded(
+            index_dir,
+            src,
+            out_dir,
+            execute,
+            options=options,
+            batch_size=batch_size,
+            engine="ray",
+            workers=workers,
+            progress=progress,
+        )

@@ -1,0 +1,207 @@
+"""Re-training on schedule: fine-tune the encoder on every judgement and write a new index version.
+
+:func:`retrain` takes a saved index, the judged products (from the service's feedback database or
+the index's own learned state) and optionally more labelled products, then
+
+1. holds out a seeded slice of the judged products (``holdout``) for evaluation;
+2. fine-tunes the index's encoder (:func:`tagindex.train.train`) on the other judged products plus
+   the labelled ones, with each product's rejected tags as its hard negatives;
+3. builds the new index with the new encoder: labelled products become its exemplars, and every
+   judgement is learned again (:mod:`tagindex.learn`, ids kept), so undo still works after a retrain;
+4. evaluates old and new index on the held-out slice, each scoring the held-out products as if
+   their own judgements had not been made (leave-one-out), and stores the report in the new
+   index's manifest (``retrain``) with ``index_version`` one above the old one.
+
+The old directory is never modified, so switching back is loading it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tagindex.errors import InputError
+from tagindex.index import TagIndex
+from tagindex.learn import learn, rewrite_index, state_of, undo
+from tagindex.metrics import evaluate, run_from_results
+from tagindex.schema import Product
+
+logger = logging.getLogger(__name__)
+
+
+def _held_out(ids: Sequence[str], fraction: float, seed: int) -> set[str]:
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    n = int(round(fraction * len(ranked))) if len(ranked) >= 5 else 0
+    return set(ranked[:n])
+
+
+def _score(index: TagIndex, products: list[Product], gold: dict[str, list[str]]) -> dict[str, Any]:
+    if not products:
+        return {}
+    results = index.tag(products, top_k=10, include_ancestors=True, leave_one_out=False)
+    report = evaluate(run_from_results(results), gold, index.tags, ks=(1, 5))
+    out = {"recall@1": report["overall"]["recall@1"], "recall@5": report["overall"]["recall@5"]}
+    for level, entry in report.get("levels", {}).items():
+        out[f"lvl{level}_recall@1"] = entry["recall@1"]
+    return out
+
+
+def merge_judged(index: TagIndex, rows: Sequence[dict[str, Any]]) -> list[tuple[Product, list[str]]]:
+    """Judged products: the index's learned state, overridden by ``rows`` (feedback export rows).
+
+    Returns:
+        (product with accepted tags, rejected tags) per judged product, in a stable order.
+    """
+    merged: dict[str, tuple[Product, list[str]]] = {}
+    if index.learned is not None:
+        for row in index.learned.export_products():
+            merged[row["id"]] = (
+                Product(row["id"], row["title"], row["description"], row["attributes"], row["tags"]),
+                row["rejected"],
+            )
+    known = {t.id for t in index.tags}
+    for n, row in enumerate(rows, 1):
+        try:
+            p = Product(
+                str(row["id"]),
+                str(row["title"]),
+                row.get("description") or "",
+                row.get("attributes") or {},
+                list(row.get("tags") or []),
+            )
+        except KeyError as exc:
+            raise InputError(f"judged product {n}: missing {exc}") from None
+        bad = [t for t in [*p.tags, *(row.get("rejected") or [])] if t not in known]
+        if bad:
+            raise InputError(f"judged product '{p.id}': tag id(s) not in the index: {bad[:5]}")
+        merged[p.id] = (p, list(row.get("rejected") or []))
+    return [merged[k] for k in sorted(merged)]
+
+
+def retrain(
+    index_dir: str | os.PathLike[str],
+    judged_rows: Sequence[dict[str, Any]],
+    out: str | os.PathLike[str],
+    labelled: Sequence[Product] = (),
+    train_params: Any = None,
+    holdout: float = 0.2,
+    seed: int = 13,
+) -> dict[str, Any]:
+    """Fine-tunes on all judgements + labelled products and writes a new index version to ``out``.
+
+    Args:
+        index_dir: The current index (read only).
+        judged_rows: Rows of judged products (``id``, ``title``, ``description``, ``attributes``,
+            ``tags`` = accepted or added, ``rejected``), e.g. ``FeedbackStore.export_products()``.
+        out: Directory for the new index (replaced atomically).
+        labelled: Labelled products (gold ``tags``): training data and the new index's exemplars.
+        train_params: :class:`tagindex.train.TrainParams` (default: the library's defaults).
+        holdout: Share of judged products held out of training for the evaluation.
+        seed: Seed of the held-out slice.
+
+    Returns:
+        The report stored in the new manifest.
+
+    Raises:
+        InputError: Nothing to train on, unknown tags, or base exemplars whose text is unknown.
+    """
+    from tagindex.train import TrainParams, train
+
+    start = time.perf_counter()
+    old = TagIndex.load(index_dir)
+    judged = merge_judged(old, judged_rows)
+    base = old.base_exemplars
+    if base is not None and len(base) and not labelled:
+        raise InputError(
+            f"{index_dir}: the index holds {len(base)} labelled exemplars whose text is not stored; "
+            "pass them as labelled products (--products) so the new encoder can re-encode them"
+        )
+    accepted = [p for p, _ in judged if p.tags]
+    if not accepted and not labelled:
+        raise InputError(
+            "nothing to train on: no judged product has an accepted tag and no labelled products"
+        )
+    held = _held_out([p.id for p in accepted], holdout, seed)
+    fit = [p for p in accepted if p.id not in held] + [p for p in labelled if p.id not in held]
+    rejected = {p.id: r for p, r in judged if r}
+    with tempfile.TemporaryDirectory(prefix=".retrain-", dir=Path(out).resolve().parent) as tmp:
+        model_dir = Path(tmp) / "model"
+        report = train(
+            fit,
+            old.tags,
+            model_dir,
+            params=train_params or TrainParams(),
+            index_params=old.params,
+            rejected=rejected,
+        )
+        params = type(old.params).from_dict(old.params.to_dict())
+        params.encoder.model = str(model_dir)
+        new = TagIndex.build(old.tags, params)
+        if labelled:
+            new.add_exemplars(list(labelled))
+        # Every judgement again, with its id (so each stays undoable); the held-out ones last, after
+        # the new index has been evaluated without them.
+        rows: list[tuple[str, int, str, str, str]] = []  # (source, id, product id, tag, action)
+        state = old.learned
+        if state is not None:
+            rows += [(j.source, j.id, j.product_id, j.tag, j.action) for j in state.judgements]
+        next_id = state.next_id() if state is not None else 1
+        for p, r in judged:
+            if state is None or p.id not in state.products:
+                for tag, action in [(t, "accept") for t in p.tags] + [(t, "reject") for t in r]:
+                    rows.append(("learn", next_id, p.id, tag, action))
+                    next_id += 1
+        products = [p for p, _ in judged]
+        held_products = [p for p in products if p.id in held]
+        gold = {p.id: list(p.tags) for p in held_products}
+        sources = sorted({row[0] for row in rows})
+        for part in (False, True):
+            for source in sources:
+                chosen = [row for row in rows if (row[2] in held) == part and row[0] == source]
+                if chosen:
+                    learn(
+                        new,
+                        products,
+                        judgements=[row[2:] for row in chosen],
+                        ids=[row[1] for row in chosen],
+                        source=source,
+                    )
+            if not part:
+                metrics = {"new": _score(new, held_products, gold)}
+        for source in sources:
+            undo(old, [row[1] for row in rows if row[2] in held and row[0] == source], source=source)
+        metrics["old"] = _score(old, held_products, gold)
+        new_state = state_of(new)
+        new_state.version = max(new_state.version, state_of(old).version) + 1
+        result = {
+            "from": str(Path(index_dir)),
+            "from_version": state_of(old).version,
+            "judged_products": len(judged),
+            "trained_on": len(fit),
+            "held_out": len(held),
+            "holdout": holdout,
+            "seed": seed,
+            "held_out_metrics": metrics,
+            "kept_epoch": report.best_epoch,
+            "train_seconds": round(report.seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        new.save(out)
+    rewrite_index(
+        out,
+        lambda d: (d / "retrain.json").write_text(json.dumps(result, indent=2) + "\n"),
+        {"retrain": result},
+    )
+    logger.info(
+        "retrained: held-out recall@1 %s -> %s",
+        metrics["old"].get("recall@1"),
+        metrics["new"].get("recall@1"),
+    )
+    return result

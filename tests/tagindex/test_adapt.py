@@ -1,0 +1,233 @@
+"""`tagindex adapt` (issue 13): each ingredient on a small slice of real MWPD data, determinism and the
+index format round trip. The catalog is MWPD train offers with their labels removed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagindex import Product, Tag, TagIndex
+from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt, adapt_vectors
+from tagindex.adapt.enrich import drift_guard, mine_terms, tokens
+from tagindex.adapt.hierarchy import depth_order, leaves_mask, parent_rows, path_scores
+from tagindex.adapt.hubness import fit_hubness, k_occurrence
+from tagindex.adapt.propagate import mutual_knn, spread
+from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
+from tagindex.io import load_products, load_tags
+from tagindex.store import IndexFormatError
+from tagindex.text import ancestors, tag_text
+
+OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
+
+
+@pytest.fixture(scope="module")
+def tags(mwpd_dir: Path) -> list[Tag]:
+    return load_tags(mwpd_dir / "tags.jsonl")
+
+
+@pytest.fixture(scope="module")
+def catalog(mwpd_dir: Path) -> list[Product]:
+    """The first 160 MWPD train offers without their labels."""
+    products = load_products(mwpd_dir / "train.jsonl")[:160]
+    return [Product(p.id, p.title, p.description, p.attributes) for p in products]
+
+
+@pytest.fixture(scope="module")
+def vectors(encoder, tags: list[Tag], catalog: list[Product]) -> dict:
+    index = TagIndex.build(tags, encoder=encoder)
+    by_id = index.by_id
+    texts = [tag_text(t, by_id) for t in index.tags]
+    return {
+        "index": index,
+        "texts": texts,
+        "tags": np.stack([index.tag_vector(t.id) for t in index.tags]),
+        "catalog": index.encode_products(catalog),
+    }
+
+
+# ---- hierarchy (pure logic on the real GS1 tree) ----------------------------------------------------
+def test_path_scores_mix_each_tag_with_its_ancestors_mean(tags: list[Tag]) -> None:
+    parents = parent_rows(tags)
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(3, len(tags))).astype(np.float32)
+    out = path_scores(scores, parents, 0.6)
+    by_id = {t.id: t for t in tags}
+    row = {t.id: i for i, t in enumerate(tags)}
+    leaf = next(t for t in tags if len(ancestors(t.id, by_id)) == 2)
+    anc = [row[a] for a in ancestors(leaf.id, by_id)]
+    expected = 0.6 * scores[:, row[leaf.id]] + 0.4 * scores[:, anc].mean(axis=1)
+    np.testing.assert_allclose(out[:, row[leaf.id]], expected, rtol=1e-5)
+    root = next(i for i, t in enumerate(tags) if t.parent is None)
+    np.testing.assert_array_equal(out[:, root], scores[:, root])
+    leaves = leaves_mask(parents)
+    assert leaves.sum() == sum(1 for t in tags if not any(o.parent == t.id for o in tags))
+
+
+def test_depth_order_rejects_a_cycle() -> None:
+    with pytest.raises(ValueError, match="cycle"):
+        depth_order(np.array([1, 0, -1]))
+
+
+# ---- hubness ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["csls", "zscore"])
+def test_hubness_correction_lowers_the_worst_hub(vectors: dict, method: str) -> None:
+    cat, tag_vecs = vectors["catalog"], vectors["tags"]
+    sims = cat @ tag_vecs.T
+    before = k_occurrence(np.argsort(-sims, axis=1)[:, :5].tolist())
+    bias, scale = fit_hubness(cat, tag_vecs, method, k=10)
+    after = k_occurrence(np.argsort(-((sims - bias) / scale), axis=1)[:, :5].tolist())
+    assert max(after.values()) < max(before.values())
+    assert fit_hubness(cat, tag_vecs, "none")[0].tolist() == [0.0] * len(tag_vecs)
+    with pytest.raises(ValueError, match="unknown hubness"):
+        fit_hubness(cat, tag_vecs, "softmax")
+
+
+# ---- enrichment -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_enrichment_mines_terms_from_the_tags_own_products(vectors: dict, catalog: list[Product]) -> None:
+    cat, tag_vecs, texts = vectors["catalog"], vectors["tags"], vectors["texts"]
+    scores = cat @ tag_vecs.T
+    top = np.argsort(-scores, axis=1)[:, :2]
+    labels, margin = pseudo_labels(np.take_along_axis(scores, top, axis=1), top)
+    titles = [p.title for p in catalog]
+    terms = mine_terms(titles, labels, margin, texts, n_products=30, n_terms=5, min_share=0.2)
+    mined = [i for i, t in enumerate(terms) if t]
+    assert mined, "some tag should get terms from 160 real offers"
+    for i in mined:
+        own = [titles[j] for j in np.flatnonzero(labels == i)]
+        for term in terms[i]:
+            assert sum(term in tokens(t) for t in own) >= 2  # a term is shared by the tag's products
+            assert term not in tokens(texts[i])
+    same = drift_guard(tag_vecs[:3], tag_vecs[:3], 0.99)
+    assert same.all()
+    assert not drift_guard(tag_vecs[:3], tag_vecs[3:6], 0.99).any()
+
+
+# ---- self-training and propagation -------------------------------------------------------------------
+def test_confident_keeps_the_top_share_of_each_label() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, -1])
+    strength = np.array([0.1, 0.4, 0.3, 0.2, 0.5, 0.1, 0.9])
+    mask = confident(labels, strength, 0.5)
+    assert mask.tolist() == [False, True, True, False, True, False, False]
+
+
+@pytest.mark.slow
+def test_prototypes_move_tags_toward_their_confident_products(vectors: dict, tags: list[Tag]) -> None:
+    cat, tag_vecs = vectors["catalog"], vectors["tags"]
+    scores = cat @ tag_vecs.T
+    top = np.argsort(-scores, axis=1)[:, :2]
+    labels, margin = pseudo_labels(np.take_along_axis(scores, top, axis=1), top)
+    mask = confident(labels, margin, 0.5)
+    parents = parent_rows(tags)
+    new, counts = prototypes(tag_vecs, cat, labels, mask, parents, 0.5, 5.0)
+    t = int(np.bincount(labels[mask]).argmax())
+    centroid = cat[mask & (labels == t)].mean(axis=0)
+    assert new[t] @ centroid > tag_vecs[t] @ centroid
+    assert counts[parents[t]] >= counts[t] > 0  # a product counts for its tag's ancestors too
+    untouched = counts == 0
+    np.testing.assert_array_equal(new[untouched], tag_vecs[untouched])
+    np.testing.assert_allclose(np.linalg.norm(new, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_label_propagation_reaches_unlabelled_neighbours(vectors: dict) -> None:
+    cat = vectors["catalog"]
+    nbrs, weights = mutual_knn(cat, 5)
+    assert nbrs.shape == (len(cat), 5) and (weights >= 0).all()
+    edges = {(i, j): w for i in range(len(cat)) for j, w in zip(nbrs[i], weights[i], strict=True) if w > 0}
+    assert edges and all((j, i) in edges for i, j in edges)  # mutual edges only
+    seeds = np.full(len(cat), -1)
+    seeds[:20] = np.arange(20) % 4
+    labels, share = spread(nbrs, weights, seeds, alpha=0.5, iterations=10)
+    assert (labels[20:] >= 0).sum() > 0  # unlabelled products got a label
+    assert set(labels[labels >= 0].tolist()) <= {0, 1, 2, 3}
+    assert (labels[:20] == seeds[:20]).mean() > 0.8  # seeds mostly keep theirs with alpha 0.5
+    assert ((share > 0) == (labels >= 0)).all()
+
+
+# ---- the pipeline ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_adapt_vectors_is_deterministic_and_reports_rounds(vectors: dict, tags: list[Tag], catalog) -> None:
+    params = AdaptParams(rounds=3, propagate=True, seed=3)
+    enc = vectors["index"].encoder.encode
+    titles = [p.title for p in catalog]
+    a = adapt_vectors(tags, vectors["texts"], vectors["tags"], vectors["catalog"], titles, params, enc)
+    b = adapt_vectors(tags, vectors["texts"], vectors["tags"], vectors["catalog"], titles, params, enc)
+    np.testing.assert_array_equal(a.tag_vectors, b.tag_vectors)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.texts == b.texts
+    assert 1 <= len(a.report["rounds"]) <= 3
+    assert a.report["enrich"]["kept"] + a.report["enrich"]["rejected_by_drift_guard"] > 0
+    leaves = leaves_mask(parent_rows(tags))
+    assert leaves[a.labels].all()  # leaves-only decoding labels every product with a leaf
+
+
+@pytest.mark.slow
+def test_adapted_index_round_trip_and_single_products(
+    encoder, tags: list[Tag], catalog: list[Product], tmp_path: Path
+) -> None:
+    index, report = adapt(tags, catalog, AdaptParams(rounds=2), encoder=encoder)
+    assert report["adapt"]["n_catalog"] == len(catalog)
+    queries = catalog[:5]
+    before = [r.to_dict() for r in index.tag(queries, top_k=5)]
+    leaves = {t.id for t in tags} - {t.parent for t in tags if t.parent}
+    assert all(t["tag"] in leaves for r in before for t in r["tags"])
+    single = index.tag_one(queries[0], top_k=5).to_dict()
+    assert [t["tag"] for t in single["tags"]] == [t["tag"] for t in before[0]["tags"]]
+
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["adapt"]["hubness"] == "csls"
+    assert {"adapt/adjuster.safetensors", "adapt/adjuster.json"} <= set(manifest["files"])
+    loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
+    assert isinstance(loaded.adjuster, ScoreAdjuster)
+    after = [r.to_dict() for r in loaded.tag(queries, top_k=5)]
+    assert after == before
+    assert loaded.get(tags[0].id).name == tags[0].name
+
+    (tmp_path / "idx" / "adapt" / "adjuster.json").write_text("{}")
+    with pytest.raises(IndexFormatError, match="checksum"):
+        TagIndex.load(tmp_path / "idx", encoder=encoder)
+
+    loaded.add_tags([Tag("new-tag", "Garden Gnomes")])
+    assert loaded.adjuster is None  # per-tag statistics no longer fit the tag rows
+
+
+def test_adjuster_load_rejects_a_different_vocabulary(tmp_path: Path) -> None:
+    adj = ScoreAdjuster(np.zeros(3), np.ones(3), np.array([-1, 0, 0]), 0.5, True)
+    adj.save(tmp_path)
+    assert ScoreAdjuster.load(tmp_path, 3).leaves_only
+    with pytest.raises(IndexFormatError, match="covers 3 tags"):
+        ScoreAdjuster.load(tmp_path, 4)
+    scores, rows = adj.top(np.array([[0.9, 0.1, 0.5]], dtype=np.float32), 5)
+    assert rows.tolist() == [[2, 1]]  # the root is not a leaf; leaves ranked by path score
+    np.testing.assert_allclose(scores, [[0.7, 0.5]], rtol=1e-6)
+
+
+def test_adapt_refuses_an_empty_catalog(tags: list[Tag]) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        adapt(tags, [])
+
+
+@pytest.mark.slow
+def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path) -> None:
+    from tagindex.cli import main
+
+    catalog = tmp_path / "catalog.jsonl"
+    with (mwpd_dir / "train.jsonl").open() as f:
+        catalog.write_text("".join(next(f) for _ in range(80)))
+    out = tmp_path / "idx"
+    args = ["-q", "adapt", "--tags", str(mwpd_dir / "tags.jsonl"), "--products", str(catalog)]
+    assert main([*args, "--out", str(out), "--rounds", "1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["adapt"]["adapt_params"]["rounds"] == 1
+    assert manifest["adapt"]["report"]["n_catalog"] == 80
+    run = tmp_path / "run.jsonl"
+    assert main(["-q", "tag", "--index", str(out), "--products", str(catalog), "--out", str(run)]) == 0
+    rows = [json.loads(line) for line in run.read_text().splitlines()]
+    assert len(rows) == 80 and all(r["tags"] for r in rows)
+    assert main([*args[:-1], str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2

@@ -1,0 +1,249 @@
+"""``tagindex tag --engine ray``: a real embedded Ray, a real saved index, real MWPD offers.
+
+The index uses the packaged static encoder (``tokenlearn-static``): a pure lookup whose vectors do
+not depend on how products are batched, so the Ray run must equal the in-process run exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tagindex import cli
+from tagindex.engines.shards import (
+    FAILURES_FILE,
+    SHARD_SCHEMA,
+    Batch,
+    TagOptions,
+    iter_batches,
+    list_sources,
+    read_shards,
+    run_sharded,
+    tag_batch,
+)
+from tagindex.errors import InputError
+from tagindex.schema import Product
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'tagindex[scale]')")
+pytest.importorskip(
+    "static_model", reason="tokenlearn-static-model is not installed (tagindex[fast-encoders])"
+)
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local test cluster; token auth writes to ~/.ray
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One embedded Ray for the module (starting one costs seconds); the engine reuses it."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def static_index(mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ray-index") / "index"
+    assert cli.main(["-q", "index", "--tags", str(mwpd_dir / "tags.jsonl"), "--out", str(out),
+                     "--backend", "tokenlearn-static"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def catalog(mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A directory of three shards (JSONL with bad rows, CSV, Parquet) of real validation offers."""
+    rows = [json.loads(line) for line in (mwpd_dir / "validation.jsonl").read_text().splitlines()[:230]]
+    for r in rows:
+        r.pop("tags", None)
+    src = tmp_path_factory.mktemp("catalog")
+    jsonl = [json.dumps(r) for r in rows[:100]]
+    jsonl.insert(10, "{not json")  # line 11
+    jsonl.insert(20, json.dumps({"id": "no-title"}))  # line 21
+    jsonl.append(json.dumps(rows[0]))  # line 103: a duplicate id
+    (src / "a.jsonl").write_text("\n".join(jsonl) + "\n")
+    csv_rows = [
+        {"id": r["id"], "title": r["title"], "description": r.get("description") or ""} for r in rows[100:160]
+    ]
+    with (src / "b.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "title", "description"])
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    parquet_rows = [{"id": r["id"], "title": r["title"]} for r in rows[160:]]
+    pq.write_table(pa.Table.from_pylist(parquet_rows), src / "c.parquet")
+    good = rows[:100] + csv_rows + parquet_rows
+    gold = src.parent / "good.jsonl"
+    gold.write_text("".join(json.dumps(r) + "\n" for r in good))
+    return {"src": src, "good": gold, "n_good": len(good), "bad_lines": {11, 21, 103}}
+
+
+def in_process_run(index: Path, products: Path, out: Path, *extra: str) -> dict[str, dict[str, Any]]:
+    assert cli.main(["-q", "tag", "--index", str(index), "--products", str(products), "--out", str(out),
+                     *extra]) == 0  # fmt: skip
+    return {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def test_ray_run_equals_the_in_process_run_and_reports_failed_rows(
+    ray_local: None, static_index: Path, catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "shards"
+    args = ["-q", "tag", "--engine", "ray", "--index", str(static_index), "--products",
+            str(catalog["src"]), "--out", str(out), "--num-workers", "2", "--batch-size", "32",
+            "--top-k", "5", "--ancestors"]  # fmt: skip
+    # Three bad rows: the default --on-error raise exits 2 after writing everything else.
+    assert cli.main(args) == 2
+    expected = in_process_run(
+        static_index, catalog["good"], tmp_path / "run.jsonl", "--top-k", "5", "--ancestors"
+    )
+    got = list(read_shards(out))
+    assert len(got) == len({r["id"] for r in got}) == catalog["n_good"]
+    assert {r["id"]: r for r in got} == expected  # same tags, same scores, same optional fields
+    assert pq.read_table(out).schema.equals(SHARD_SCHEMA)  # the directory reads as one table
+    failures = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
+    assert {f["line"] for f in failures} == catalog["bad_lines"]
+    assert all(f["source"].endswith("a.jsonl") and f["reason"] for f in failures)
+    assert any("duplicate id" in f["reason"] for f in failures)
+    assert any("invalid JSON" in f["reason"] for f in failures)
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["products"] == catalog["n_good"] + 3 and summary["failures"] == 3
+    # --on-error skip: same output, exit 0; every shard is already finished and skipped.
+    assert cli.main([*args, "--on-error", "skip"]) == 0
+    assert json.loads((out / "_summary.json").read_text())["shards_skipped"] == summary["shards_written"]
+
+
+def test_rerun_skips_finished_shards_and_redoes_only_missing_ones(
+    ray_local: None, static_index: Path, catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    from tagindex.engines.ray_engine import tag_with_ray
+
+    out = tmp_path / "shards"
+    options = TagOptions(top_k=3)
+    first = tag_with_ray(static_index, catalog["src"], out, options, num_workers=2, batch_size=40)
+    shards = sorted(out.glob("part-*.parquet"))
+    assert first.shards_written == len(shards) >= 5 and first.shards_skipped == 0
+    before = {p.name: p.stat().st_mtime_ns for p in shards}
+    lines_before = sorted(map(json.dumps, read_shards(out)))
+    lost = shards[2]
+    lost.unlink()
+    (out / f".{lost.name}.123.tmp").write_bytes(b"half a shard")  # as a run killed mid-write leaves
+    second = tag_with_ray(static_index, catalog["src"], out, options, num_workers=2, batch_size=40)
+    assert (second.shards_written, second.shards_skipped) == (1, len(shards) - 1)
+    assert second.tagged == pq.read_table(lost).num_rows
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert {k: v for k, v in after.items() if k != lost.name} == {
+        k: v for k, v in before.items() if k != lost.name
+    }
+    assert not list(out.glob(".*.tmp"))
+    assert sorted(map(json.dumps, read_shards(out))) == lines_before
+    with pytest.raises(InputError, match="options"):
+        tag_with_ray(static_index, catalog["src"], out, TagOptions(top_k=4), num_workers=1, batch_size=40)
+
+
+def test_gpu_workers_are_refused_cleanly_without_gpus(
+    ray_local: None, static_index: Path, catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    from tagindex.engines.ray_engine import tag_with_ray
+
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        pytest.skip("this machine has a GPU: the refusal path does not apply")
+    with pytest.raises(InputError, match="GPUs; the Ray cluster has 0"):
+        tag_with_ray(static_index, catalog["src"], tmp_path / "o", num_workers=1, gpus_per_worker=1)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ray_only_and_local_only_options_are_refused(static_index: Path, tmp_path: Path) -> None:
+    products = tmp_path / "p.jsonl"
+    products.write_text('{"id": "1", "title": "red shoes"}\n')
+    base = [
+        "-q",
+        "tag",
+        "--index",
+        str(static_index),
+        "--products",
+        str(products),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert cli.main([*base, "--engine", "ray", "--cache", str(tmp_path / "c")]) == 2
+
+
+class _FailingIndex:
+    """Stands in for TagIndex to isolate the row-isolation logic: tagging fails for one product."""
+
+    def tag(self, products: list[Product], **_: Any) -> list[Any]:
+        from tagindex.schema import TagResult, TagScore
+
+        if any(p.title == "poison" for p in products):
+            raise RuntimeError("encoder exploded")
+        return [TagResult(p.id, [TagScore("t", 0.5)]) for p in products]
+
+
+def test_a_row_that_cannot_be_tagged_is_reported_and_its_batch_kept() -> None:
+    products = [Product("1", "fine"), Product("2", "poison"), Product("3", "fine too")]
+    batch = Batch("x-00000", "src.jsonl", products, [1, 2, 3], [{"source": "src.jsonl", "line": 4,
+                  "id": None, "reason": "invalid JSON"}])  # fmt: skip
+    result = tag_batch(_FailingIndex(), batch, TagOptions())
+    assert [r["id"] for r in result.records] == ["1", "3"]
+    assert [(f["line"], f["id"]) for f in result.failures] == [(2, "2"), (4, None)]
+    assert "encoder exploded" in result.failures[0]["reason"]
+
+
+def test_batches_are_fixed_by_input_and_batch_size(catalog: dict[str, Any], tmp_path: Path) -> None:
+    root, sources = list_sources(catalog["src"])
+    names = [b.name for b in iter_batches(root, sources, 50)]
+    assert names == [b.name for b in iter_batches(root, sources, 50)]
+    assert names[:3] == ["a.jsonl-00000", "a.jsonl-00001", "a.jsonl-00002"]
+    assert sum(b.n_rows for b in iter_batches(root, sources, 50)) == catalog["n_good"] + 3
+    (tmp_path / "notes.txt").write_text("not products")
+    with pytest.raises(InputError, match="no .jsonl"):
+        list_sources(tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        list_sources(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_a_run_killed_midway_resumes_without_losing_or_duplicating(
+    static_index: Path, catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "tagindex.cli", "-q", "tag", "--engine", "ray", "--index", str(static_index),
+           "--products", str(catalog["src"]), "--out", str(out), "--num-workers", "1", "--batch-size", "8",
+           "--on-error", "skip"]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("part-*.parquet"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert len(finished) >= 3
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["shards_skipped"] == len(finished)
+    for name, mtime in finished.items():
+        assert (out / name).stat().st_mtime_ns == mtime  # finished shards are kept, not rewritten
+    ids = [r["id"] for r in read_shards(out)]
+    assert len(ids) == len(set(ids)) == catalog["n_good"]
+
+
+def test_local_executor_writes_the_same_shards(
+    static_index: Path, catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    from tagindex.engines.shards import local_executor
+
+    options = TagOptions(top_k=3)
+    summary = run_sharded(static_index, catalog["src"], tmp_path / "o", local_executor(static_index, options),
+                          options, batch_size=64)  # fmt: skip
+    assert summary.tagged == catalog["n_good"] and summary.failures == 3
