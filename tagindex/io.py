@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from tagindex.errors import InputError
 from tagindex.schema import LIMITS, Product, Tag, TagResult
 from tagindex.text import html_to_text, ids_from_names
+from tagindex.umask import apply_umask
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -745,7 +746,7 @@ def write_jsonl_files(files: Mapping[str | os.PathLike[str], Iterable[dict[str, 
                     count += 1
                 f.flush()
                 os.fsync(f.fileno())
-            _match_umask(Path(tmp))
+            apply_umask(tmp)  # mkstemp made it 0600
             counts[str(path)] = count
         for tmp, target in pending:
             os.replace(tmp, target)
@@ -754,10 +755,3 @@ def write_jsonl_files(files: Mapping[str | os.PathLike[str], Iterable[dict[str, 
             Path(tmp).unlink(missing_ok=True)
         raise
     return counts
-
-
-def _match_umask(path: Path) -> None:
-    # mkstemp creates 0600 files; outputs get the permissions a plain open() would give them.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.errors import ArtifactError
-from tagindex.umask import apply_umask_tree
+from tagindex.umask import apply_umask, apply_umask_tree
 
 try:
     import fcntl
@@ -365,13 +365,6 @@ def read_manifest(
 
 
 # ---- writing: versioned -------------------------------------------------------------------------
-def _apply_umask(path: Path, mode: int) -> None:
-    # mkdtemp/mkstemp create 0700/0600 entries; saved directories get what mkdir/open would give.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
-
-
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
@@ -389,7 +382,7 @@ def _write_pointer(directory: Path, version: Path, digest: str) -> None:
     body = json.dumps({"version": version.name, "manifest_sha256": digest}) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.tmp-", dir=directory)
     try:
-        _apply_umask(Path(tmp), 0o666)
+        apply_umask(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(body)
             f.flush()
@@ -433,10 +426,12 @@ def versioned_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     versions.mkdir(exist_ok=True)
     with _locked(target):
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=versions))
-        _apply_umask(tmp, 0o777)
+        apply_umask(tmp, directory=True)
         try:
             yield tmp
+            apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files
             manifest = _load_manifest_file(tmp / MANIFEST, required_checksum=True)
+            apply_umask_tree(tmp)  # safetensors writes 0600 files
             fsync_tree(tmp)
             version = _claim_version(versions, tmp)
             _fault_point("version-written")
@@ -553,7 +548,7 @@ def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     repair_plain_directory(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    _apply_umask(tmp, 0o777)
+    apply_umask(tmp, directory=True)
     try:
         yield tmp
         apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files

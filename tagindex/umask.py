@@ -7,6 +7,7 @@ output built in a temporary place and renamed would otherwise be private to its 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -29,10 +30,16 @@ def apply_umask(path: str | os.PathLike[str], directory: bool = False) -> None:
 
 
 def apply_umask_tree(root: str | os.PathLike[str]) -> None:
-    """:func:`apply_umask` on ``root`` and everything below it (symbolic links left alone)."""
+    """:func:`apply_umask` on ``root`` and everything below it.
+
+    Symbolic links and hard-linked files (a model or an earlier version shared by link) keep their
+    mode: changing it would change a file that also lives outside this tree.
+    """
     mask = current_umask()
     for folder, _dirs, files in os.walk(root):
         os.chmod(folder, 0o777 & ~mask)
         for name in files:
-            if not os.path.islink(path := os.path.join(folder, name)):
+            path = os.path.join(folder, name)
+            info = os.lstat(path)
+            if not stat.S_ISLNK(info.st_mode) and info.st_nlink == 1:
                 os.chmod(path, 0o666 & ~mask)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagindex.errors import InputError
-from tagindex.io import _parse_csv_cell, _parse_product, write_jsonl
+from tagindex.io import _parse_csv_cell, product_from_row, write_jsonl
 from tagindex.schema import Product
 from tagindex.store import read_manifest
 
@@ -295,7 +295,7 @@ def iter_batches(root: Path, sources: Sequence[Path], batch_size: int) -> Iterat
             try:
                 if isinstance(record, str):
                     raise ValueError(record)
-                product = _parse_product(record)
+                product = product_from_row(record)
                 first = seen.setdefault(product.id, (number << 40) | line)
                 if first != (number << 40) | line:
                     where = f"{sources[first >> 40]}:{first & ((1 << 40) - 1)}"
