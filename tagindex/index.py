@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -54,6 +55,8 @@ def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
             parent=r.get("parent"),
             kind=r.get("kind") or "tag",
             synonyms=list(r.get("synonyms") or []),
+            # Indexes saved before names per language have no "names" column.
+            names=json.loads(r["names"]) if r.get("names") else {},
         )
         for r in rows
     ]
@@ -520,6 +523,7 @@ class TagIndex:
                     "parent": [t.parent for t in self._tags],
                     "kind": [t.kind for t in self._tags],
                     "synonyms": [t.synonyms for t in self._tags],
+                    "names": [json.dumps(t.names, ensure_ascii=False) if t.names else "" for t in self._tags],
                     "text": self._texts,
                 }
             )

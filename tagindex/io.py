@@ -371,7 +371,24 @@ def tag_from_row(
         parent=None if _is_missing(parent) or parent == "" else as_id(parent, "parent"),
         kind=as_text(record.get("kind"), "kind", LIMITS.kind_chars) or "tag",
         synonyms=_as_str_list(record.get("synonyms"), "synonyms", LIMITS.synonyms, LIMITS.synonym_chars),
+        names=_as_names(record.get("names")),
     )
+
+
+def _as_names(value: Any) -> dict[str, str]:
+    """``names``: a mapping language -> name (a JSON object; CSV cells may hold it as JSON text)."""
+    if _is_missing(value) or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"'names' is not a JSON object: {exc.msg}") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip() for k, v in value.items()
+    ):
+        raise ValueError("'names' must map language tags to non-empty names")
+    return {k.strip(): as_text(v, "names", LIMITS.tag_name_chars) for k, v in value.items()}
 
 
 def _rows(

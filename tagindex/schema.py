@@ -41,6 +41,8 @@ class Tag:
         parent: Id of the parent tag, or None for roots.
         kind: Free label such as ``category``, ``attribute_value`` or ``keyword``.
         synonyms: Alternative names.
+        names: The name in other languages, keyed by language tag (``{"zh-CN": "靴子"}``); empty
+            for single-language vocabularies. ``name`` stays the name the index encodes.
     """
 
     id: str
@@ -49,9 +51,30 @@ class Tag:
     parent: str | None = None
     kind: str = "tag"
     synonyms: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.names:
+            del out["names"]  # files of single-language vocabularies stay as they were
+        return out
+
+    def name_in(self, language: str | None) -> str:
+        """The name in ``language`` (exact tag, then same primary language: ``zh`` finds ``zh-CN``).
+
+        Falls back to :attr:`name` when the tag has no name in that language or ``language`` is None.
+        """
+        if not language or not self.names:
+            return self.name
+        wanted = language.casefold()
+        for key, value in self.names.items():
+            if key.casefold() == wanted:
+                return value
+        primary = wanted.split("-")[0]
+        for key, value in self.names.items():
+            if key.casefold().split("-")[0] == primary:
+                return value
+        return self.name
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 from html.parser import HTMLParser
 
 from tagindex.config import TextParams
@@ -40,7 +41,7 @@ def tag_text(tag: Tag, by_id: Mapping[str, Tag], params: TextParams | None = Non
         text += f" ({', '.join(tag.synonyms)})"
     if params.tag_description and tag.description:
         text += f": {tag.description}"
-    return text
+    return normalize_text(text)
 
 
 def _clip(text: str, budget: int) -> str:
@@ -67,7 +68,7 @@ def product_text(product: Product, params: TextParams | None = None) -> str:
     description = " ".join(product.description.split())
     if params.description_chars > 0 and description:
         parts.append(_clip(description, params.description_chars))
-    return ". ".join(p for p in parts if p)
+    return normalize_text(". ".join(p for p in parts if p))
 
 
 # ---- HTML ---------------------------------------------------------------------------------------
@@ -146,3 +147,58 @@ def ids_from_names(names: list[str]) -> list[str]:
         s if s and len(names_of[s]) == 1 else f"{s or 'tag'}-{short_hash(name)}"
         for name, s in zip(names, slugs, strict=True)
     ]
+
+
+# Chinese punctuation NFKC leaves alone, mapped to the ASCII the English side uses.
+_CJK_PUNCT = str.maketrans(
+    {
+        "。": ". ",
+        "、": ", ",
+        "《": '"',
+        "》": '"',
+        "「": '"',
+        "」": '"',
+        "『": '"',
+        "』": '"',
+        "【": "[",
+        "】": "]",
+        "〜": "~",
+        "・": " ",
+        "·": " ",
+    }
+)
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> Callable[[str], str] | None:
+    """Traditional -> simplified converter, or None when no offline converter is installed."""
+    try:
+        from opencc import OpenCC  # opencc-python-reimplemented (extra `zh`)
+    except ImportError:
+        return None
+    convert: Callable[[str], str] = OpenCC("t2s").convert
+    return convert
+
+
+def has_cjk(text: str) -> bool:
+    """Whether the text contains a CJK ideograph."""
+    return any("\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
+
+
+def normalize_text(text: str, simplify: bool = True) -> str:
+    """Normalises text before encoding; ASCII text comes back unchanged.
+
+    NFKC folds full-width letters, digits and punctuation (``ＡＢＣ，１２３``) to ASCII; Chinese
+    punctuation that NFKC keeps (``。、《》``) is mapped too; traditional characters become
+    simplified when ``simplify`` and ``opencc-python-reimplemented`` is installed (the distilled
+    student learnt simplified Chinese). Whitespace is collapsed. Mixed Chinese/English needs
+    nothing more: the BERT tokenizer already splits every CJK character into its own token.
+    """
+    if text.isascii():
+        return text
+    out = unicodedata.normalize("NFKC", text).translate(_CJK_PUNCT)
+    if simplify and has_cjk(out):
+        t2s = _t2s()
+        if t2s is not None:
+            out = t2s(out)
+    return " ".join(out.split())

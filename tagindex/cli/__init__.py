@@ -63,6 +63,7 @@ REGISTRY: dict[str, str] = {
     "learn": "tagindex.cli.learn",
     "review-queue": "tagindex.cli.learn",
     "retrain": "tagindex.cli.learn",
+    "distill": "tagindex.cli.distill",
 }
 
 

@@ -69,6 +69,10 @@ _SHARED: dict[str, dict[str, Any]] = {
     "--reranker": {"help": "reranker directory from `tagindex train-reranker`"},
     "--calibration": {"help": "calibration file from `tagindex calibrate`"},
     "--rerank-depth": {"type": int, "default": None, "help": "candidates the reranker rescores"},
+    "--language": {
+        "default": None,
+        "help": "show tag names in this language (e.g. zh-CN) where the tag has one (see convert --locale)",
+    },
     "--top-k": {"type": int, "default": 10, "help": "tags per product (default 10)"},
     "--hierarchy": {
         "choices": ["close", "prune", "none"],

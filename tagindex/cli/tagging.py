@@ -41,6 +41,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_option(p, "--cache")
     add_option(p, "--description-chars", help="override the index's description budget")
     add_option(p, "--on-error")
+    add_option(p, "--language", help="also write each tag's name in this language (run field `name`)")
     add_tag_options(p)
     from tagindex.cli.engine import add_engine_options
 
@@ -70,7 +71,13 @@ def run_tag(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     records = list(tag_records(args, index, products))  # the tagging pipeline, rerank or not
     elapsed = time.perf_counter() - start
-    names = {tid: tag.name for tid, tag in index.by_id.items()} if fmt == "csv" else None
+    by_id = index.by_id
+    if args.language:
+        for record in records:
+            for hit in record.get("tags", []):
+                if hit["tag"] in by_id:
+                    hit["name"] = by_id[hit["tag"]].name_in(args.language)
+    names = {tid: tag.name_in(args.language) for tid, tag in by_id.items()} if fmt == "csv" else None
     n = write_run(args.out, records, fmt, names)
     logger.info("tagged %d products in %.1fs (%.0f/s) -> %s", n, elapsed, n / max(elapsed, 1e-9), args.out)
     return 0
@@ -85,6 +92,7 @@ def configure_show(p: argparse.ArgumentParser) -> None:
     add_option(p, "--index", help="index directory, to print tag names and paths")
     p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
     add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
+    add_option(p, "--language", help="tag names in this language where the index has them")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -95,10 +103,14 @@ def run_show(args: argparse.Namespace) -> int:
     products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}
     if args.index:
+        from dataclasses import replace
+
         from tagindex.index import read_saved_tags
         from tagindex.text import tag_path
 
         by_id = {t.id: t for t in read_saved_tags(args.index)}
+        if args.language:  # the path in the requested language: rename every tag first
+            by_id = {tid: replace(t, name=t.name_in(args.language)) for tid, t in by_id.items()}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
     for shown, (line, row) in enumerate(read_run_records(args.run)):
         if shown >= args.n:

@@ -15,6 +15,7 @@ def configure_similar(p: argparse.ArgumentParser) -> None:
     add_option(p, "--top-k", help="how many tags (or pairs) to print")
     p.add_argument("--duplicates", action="store_true", help="list near-identical tag pairs instead")
     p.add_argument("--min-score", type=float, default=0.9, help="similarity for --duplicates (default 0.9)")
+    add_option(p, "--language")
     p.add_argument("query", nargs="*", help="tag id or free text")
 
 
@@ -30,9 +31,9 @@ def run_similar(args: argparse.Namespace) -> int:
                 json.dumps(
                     {
                         "a": a,
-                        "a_name": index.get(a).name,
+                        "a_name": index.get(a).name_in(args.language),
                         "b": b,
-                        "b_name": index.get(b).name,
+                        "b_name": index.get(b).name_in(args.language),
                         "score": round(score, 4),
                     },
                     ensure_ascii=False,
@@ -43,6 +44,7 @@ def run_similar(args: argparse.Namespace) -> int:
         raise ValueError("give a tag id or text to look up, or --duplicates")
     query = " ".join(args.query)
     for hit in index.similar(query, top_k=args.top_k):
+        hit.name = index.get(hit.tag).name_in(args.language)
         print(json.dumps(hit.to_dict(), ensure_ascii=False))
     return 0
 
@@ -85,13 +87,18 @@ def configure_convert(p: argparse.ArgumentParser) -> None:
         default="all",
         help="shopify only: categories, attribute values, or both (default)",
     )
+    p.add_argument(
+        "--locale",
+        help="shopify only: names from the taxonomy's localisations (e.g. zh-CN); tags keep their "
+        "English name under names.en",
+    )
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """Converts a public dataset to tags.jsonl plus split files and prints the report."""
     from tagindex.convert import convert
 
-    report = convert(args.source, args.src, args.out, include=args.include)
+    report = convert(args.source, args.src, args.out, include=args.include, locale=args.locale)
     print(report)
     return 0
 

