@@ -62,9 +62,8 @@ def main() -> None:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m benchmarks.distill_zh " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        ),
+        "command": "python -m benchmarks.distill_zh "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "out": args.out,
         "params": params.to_dict(),
         "threads": args.threads,
