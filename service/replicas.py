@@ -17,21 +17,27 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tagindex.service.engine import Engine
 
 from tagindex.index import TagIndex
 from tagindex.schema import Tag
-from tagindex.store import IndexFormatError, read_manifest
+from tagindex.store import MANIFEST, IndexFormatError, read_manifest, resolve
 
 logger = logging.getLogger(__name__)
 
 
 def manifest_digest(index_dir: Path) -> str | None:
-    """sha256 of the index's manifest, or None while the directory is being replaced."""
+    """sha256 of the live version's manifest, or None while there is no loadable one.
+
+    The live version is the one ``CURRENT`` names (older plain layouts: the directory itself), so a
+    save, which switches the pointer to a new version, changes the digest.
+    """
     try:
-        return hashlib.sha256((index_dir / "manifest.json").read_bytes()).hexdigest()
-    except FileNotFoundError:
+        root, _ = resolve(index_dir, "tagindex")
+        return hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
+    except (IndexFormatError, FileNotFoundError):
         return None
 
 
@@ -128,3 +134,15 @@ class ReplicaEngine(Engine):
     def _persist(self) -> None:
         super()._persist()
         self._disk_digest = manifest_digest(self.index_dir)  # our own save: nothing to reload
+
+    def persist_with(self, save: Any) -> None:
+        """A learning save, serialised with other replicas' saves by the cross-process lock."""
+        with self._lock_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                before = manifest_digest(self.index_dir)
+                super().persist_with(save)
+                if before == self._disk_digest:  # nothing else was saved since our last load
+                    self._disk_digest = manifest_digest(self.index_dir)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from tagindex.service.engine import Engine
 from tagindex.service.feedback import FeedbackStore
 from tagindex.service.learning import LiveLearner, ReviewPool
+from tagindex.service.models import MAX_INT
 from tagindex.service.routers.deps import WRITE_ERRORS, EngineDep, SettingsDep, require_key
 from tagindex.service.settings import Settings
 
@@ -120,7 +122,11 @@ def review_next(
 
 
 @router.delete("/v1/feedback/{feedback_id}", response_model=Deleted)
-def delete_feedback(request: Request, engine: EngineDep, feedback_id: int) -> Deleted:
+def delete_feedback(
+    request: Request,
+    engine: EngineDep,
+    feedback_id: Annotated[int, PathParam(ge=1, le=MAX_INT, description="the row id /v1/feedback returned")],
+) -> Deleted:
     """Deletes one judgement and undoes what the index learned from it."""
     live = learner(request.app)
     store: FeedbackStore = request.app.state.feedback
