@@ -129,7 +129,10 @@ def test_serve_refuses_a_missing_index_with_a_clear_error(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     # the store's message for a missing directory (the versioned layout has no top-level manifest.json)
-    assert "tagindex serve: error:" in proc.stderr and "nope: not found (expected a saved tagindex)" in proc.stderr
+    assert (
+        "tagindex serve: error:" in proc.stderr
+        and "nope: not found (expected a saved tagindex)" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 
