@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -143,12 +144,13 @@ class Server:
 # ---- fuzz ----------------------------------------------------------------------------------------------
 def run_fuzz(server: Server, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     target = args.requests or 20_000
-    cli = str(Path(sys.executable).parent / "schemathesis")
     rounds = []
     seed = args.seed
     while sum(server.answers_by_status().values()) < target:
         cmd = [
-            cli,
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
             "run",
             f"{server.url}/openapi.json",
             "--seed",
@@ -219,7 +221,7 @@ def hostile_requests(n: int, seed: int) -> Iterator[tuple[str, str, dict[str, An
                 yield "POST", "/v1/tag", {"content": iter([b" " * 200_000] * 6)}
         elif kind == 5:
             bad = "".join(rng.choice("abc/%.. \t\x7f") for _ in range(rng.randint(1, 40)))
-            yield "GET", f"/v1/tags/{bad}/similar", {}
+            yield "GET", f"/v1/tags/{quote(bad, safe='/')}/similar", {}
         elif kind == 6:
             tag = {"id": f"bad id {i}\t", "name": " ", "synonyms": ["s"] * 150_000}
             yield "POST", "/v1/tags", {"json": {"tags": [tag]}, "headers": key}

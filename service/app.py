@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         app.include_router(router)
     page.mount(app)
     errors.install(app)
-    app.openapi = publish_limits(app, settings)  # type: ignore[method-assign]
+    app.openapi = publish_limits(app, settings)
     # Added innermost first: metrics see every answer, 413 and OPTIONS included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AllowMiddleware, routes=lambda: app.routes)

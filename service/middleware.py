@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Buckets (seconds) dense where the service aims to be: single products in 5-50 ms.
@@ -171,12 +171,24 @@ class AllowMiddleware:
         await self.app(scope, receive, send_wrapper)
 
     def _allowed(self, scope: Scope) -> str:
+        # Probe each method for a full match: routers may nest routes (FastAPI's included routers
+        # answer for their first matching child only), so the route list cannot simply be read.
         methods: set[str] = set()
-        for route in self.routes():
-            match, _ = route.matches(scope)
-            if match is not Match.NONE:
-                methods |= getattr(route, "methods", None) or {"GET", "HEAD"}  # a mount: static files
+        routes = self.routes()
+        for method in _METHODS:
+            probe = {**scope, "method": method}
+            for route in routes:
+                if isinstance(route, Mount) and method != "GET":
+                    continue  # mounts here serve static files: GET and HEAD only
+                if route.matches(probe)[0] is Match.FULL:
+                    methods.add(method)
+                    break
+        if "GET" in methods:
+            methods.add("HEAD")
         return ", ".join(sorted(methods | {"OPTIONS"})) if methods else ""
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 class SecurityHeadersMiddleware:
@@ -248,7 +260,7 @@ class RedactSecretsFilter(logging.Filter):
         params = []
         for param in re.split(r"([&;])", query):
             name, eq, _ = param.partition("=")
-            secret = eq and self._SECRET_NAME.search(unquote_plus(name))
+            secret = bool(eq) and self._SECRET_NAME.search(unquote_plus(name)) is not None
             params.append(f"{name}=[redacted]" if secret else param)
         return path + sep + "".join(params)
 

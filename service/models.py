@@ -349,7 +349,7 @@ class SimilarResponse(BaseModel):
                             "tag": "64010000_Personal Accessories",
                             "name": "Personal Accessories",
                             "score": 0.41,
-                            "path": ["Personal Accessories", "Personal Accessories"],
+                            "path": ["Personal Accessories"],
                         }
                     ],
                 }

@@ -125,7 +125,7 @@ def review_next(
 def delete_feedback(
     request: Request,
     engine: EngineDep,
-    feedback_id: Annotated[int, PathParam(ge=1, le=MAX_INT, description="the row id /v1/feedback returned")],
+    feedback_id: Annotated[int, PathParam(ge=1, le=MAX_INT, description="row id from GET /v1/feedback")],
 ) -> Deleted:
     """Deletes one judgement and undoes what the index learned from it."""
     live = learner(request.app)

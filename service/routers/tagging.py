@@ -110,7 +110,7 @@ def _product_result(
                 score=t.score,
                 path=engine.path(t.tag),
                 ancestor_of=t.ancestor_of,
-                decision=decision,  # type: ignore[arg-type]  # deciders answer accept / review
+                decision=decision,
                 reason=reason,
                 explanation=Explanation(**explanation.to_dict()) if explanation else None,
                 bi_encoder_score=cand.bi_score if cand is not None else None,

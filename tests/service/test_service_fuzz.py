@@ -8,8 +8,8 @@ the fuzzer's summary. The long campaign (>= 20,000 requests) is ``benchmarks/ser
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +21,7 @@ from service_support import API_KEY, make_settings, serve_in_thread
 pytestmark = pytest.mark.slow
 
 SEED = 20261129
-EXAMPLES = 150  # per operation and phase: ~14 operations x (examples + coverage + fuzzing)
+EXAMPLES = 150  # at most, per operation and phase; ~1,900 requests over the 14 operations in all
 
 TINY_VOCABULARY = [
     ("apparel", "Apparel", None),
@@ -56,12 +56,13 @@ def tiny_service(tmp_path: Path, svc_encoder) -> Iterator[tuple[str, object]]:
 
 
 def test_seeded_fuzzing_finds_no_server_error(tiny_service, tmp_path):
-    if shutil.which("schemathesis", path=str(Path(sys.executable).parent)) is None:
+    if importlib.util.find_spec("schemathesis") is None:
         pytest.skip("schemathesis is not installed (pip install 'tagindex[dev]')")
     url, app = tiny_service
-    cli = str(Path(sys.executable).parent / "schemathesis")
     cmd = [
-        cli,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
         "run",
         f"{url}/openapi.json",
         "--seed",
@@ -93,7 +94,7 @@ def test_seeded_fuzzing_finds_no_server_error(tiny_service, tmp_path):
     by_status = _answers_by_status(app)
     total = sum(by_status.values())
     server_errors = {s: n for s, n in by_status.items() if s >= 500}
-    assert total >= 14 * EXAMPLES, (total, run.stdout[-3000:])  # the run really happened
+    assert total >= 10 * EXAMPLES, (total, run.stdout[-3000:])  # the run really happened
     assert not server_errors, (server_errors, run.stdout[-5000:])
     assert run.returncode == 0, run.stdout[-5000:]
 
