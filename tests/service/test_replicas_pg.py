@@ -4,7 +4,6 @@ Postgres (started here in a temporary directory), spoken to over HTTP."""
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ import httpx
 import pytest
 from service_support import KEY
 from test_service_http import Server, free_port
+
+from tagindex.store import read_manifest
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'tagindex[postgres]')")
 
@@ -171,7 +172,7 @@ def test_two_replicas_share_vocabulary_changes_and_feedback(
                 return bool(http.get("/v1/info").json()["index"]["n_tags"] == n + 2)
 
             _wait_for(lambda: serves_both(ha) and serves_both(hb))
-            saved = json.loads((index_dir / "manifest.json").read_text())["n_tags"]
+            saved = read_manifest(index_dir, "tagindex")["n_tags"]  # the live version's manifest
             assert saved == n + 2
             fb = {"product": sample_products[0], "judgements": [{"tag": "custom_A", "action": "add"}]}
             assert ha.post("/v1/feedback", json=fb, headers=KEY).status_code == 201
