@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -171,7 +172,7 @@ def test_a_saved_index_loads_its_fusion_by_the_type_its_manifest_names(tmp_path:
     FUSIONS.register("ones", f"{__name__}:OnesFusion.load")
     index = TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion())
     index.save(tmp_path / "idx")
-    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["fusion"] == {
+    assert read_manifest(tmp_path / "idx", "tagindex")["fusion"] == {
         "type": "ones",
         "dim": 2,
     }
@@ -185,10 +186,12 @@ def test_an_index_saved_before_fusion_types_loads_its_graph(tmp_path: Path, monk
     """Older manifests carry ``"graph": {...}`` (no ``fusion``): the ``graph`` loader reads ``graph/``."""
     index = TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion())
     index.save(tmp_path / "idx")
-    directory = tmp_path / "idx"
+    directory = tmp_path / "old"  # an older index: the plain layout, a manifest without its checksum
+    shutil.copytree(read_manifest(tmp_path / "idx", "tagindex").root, directory)
     (directory / "ones").rename(directory / "graph")
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["graph"] = manifest.pop("fusion")
+    del manifest["manifest_sha256"]
     manifest["files"] = {k.replace("ones/", "graph/"): v for k, v in manifest["files"].items()}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     seen = []
@@ -208,8 +211,9 @@ def test_an_unknown_fusion_type_is_a_clear_format_error(tmp_path: Path) -> None:
     TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion()).save(
         tmp_path / "i"
     )
-    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
-    manifest["fusion"]["type"] = "no-such-fusion"
-    (tmp_path / "i" / "manifest.json").write_text(json.dumps(manifest))
+    directory = tmp_path / "plain"  # a copy whose (checksummed) manifest names an unknown type
+    manifest = read_manifest(tmp_path / "i", "tagindex")
+    shutil.copytree(manifest.root, directory)
+    write_manifest(directory, {**manifest, "fusion": {**manifest["fusion"], "type": "no-such-fusion"}})
     with pytest.raises(IndexFormatError, match="unknown fusion type 'no-such-fusion'"):
-        TagIndex.load(tmp_path / "i")
+        TagIndex.load(directory)
