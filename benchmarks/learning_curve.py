@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_limit:
         eval_products = eval_products[: args.eval_limit]
     base_dir = work / f"base-index-{args.backend}"
-    if not (base_dir / "manifest.json").exists():
+    if not ((base_dir / "CURRENT").exists() or (base_dir / "manifest.json").exists()):
         params = TagIndexParams()
         params.encoder.backend = args.backend
         TagIndex.build(tags, params).save(base_dir)

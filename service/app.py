@@ -16,7 +16,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
@@ -32,11 +31,11 @@ from tagindex.service.middleware import (
     RedactSecretsFilter,
     SecurityHeadersMiddleware,
 )
-from tagindex.service.replicas import ReplicaEngine
+from tagindex.service.replicas import open_engine
 from tagindex.service.routers import ROUTERS, errors, learning, page
 from tagindex.service.routers.deps import publish_limits
 from tagindex.service.settings import Settings
-from tagindex.service.stage import RerankStage, StageConfigError
+from tagindex.service.stage import StageConfigError
 
 from tagindex.encoders import Encoder
 
@@ -133,30 +132,6 @@ def _start(settings: Settings, encoder: Encoder | None) -> tuple[Engine, Feedbac
         _limit_threads(settings.compute_threads)
     engine = open_engine(settings, settings.index_dir, encoder)
     return engine, open_feedback_store(settings.feedback_url or settings.feedback_path())
-
-
-def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = None) -> Engine:
-    """Loads an index directory into a warmed-up engine with its rerank stage (start-up and reload)."""
-    from tagindex.index import TagIndex
-
-    index = TagIndex.load(index_dir, encoder=encoder)
-    # A replica engine: re-reads the index when another process sharing index_dir changed it.
-    engine = ReplicaEngine(
-        index_dir, index, max_batch=settings.max_batch, poll_seconds=settings.index_poll_seconds
-    )
-    try:
-        engine.encode_products([])  # nothing to do, but proves the batcher is alive
-        engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
-        # reranker and calibration: loaded once, refused when they do not belong together
-        engine.stage = RerankStage.from_settings(settings, engine)
-    except StageConfigError as exc:
-        logger.error("cannot start: %s", exc)  # one line before uvicorn's traceback
-        engine.close()
-        raise
-    except BaseException:
-        engine.close()
-        raise
-    return engine
 
 
 def _limit_threads(n: int) -> None:

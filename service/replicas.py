@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.service.engine import Engine
+from tagindex.service.settings import Settings
+from tagindex.service.stage import RerankStage, StageConfigError
 
+from tagindex.encoders import Encoder
 from tagindex.index import TagIndex
 from tagindex.schema import Tag
 from tagindex.store import MANIFEST, IndexFormatError, read_manifest, resolve
@@ -146,3 +149,25 @@ class ReplicaEngine(Engine):
                     self._disk_digest = manifest_digest(self.index_dir)
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = None) -> Engine:
+    """Loads an index directory into a warmed-up engine with its rerank stage (start-up and reload)."""
+    index = TagIndex.load(index_dir, encoder=encoder)
+    # A replica engine: re-reads the index when another process sharing index_dir changed it.
+    engine = ReplicaEngine(
+        index_dir, index, max_batch=settings.max_batch, poll_seconds=settings.index_poll_seconds
+    )
+    try:
+        engine.encode_products([])  # nothing to do, but proves the batcher is alive
+        engine.similar_to_text("warm-up", 1)  # the first forward pass is slow; pay it before serving
+        # reranker and calibration: loaded once, refused when they do not belong together
+        engine.stage = RerankStage.from_settings(settings, engine)
+    except StageConfigError as exc:
+        logger.error("cannot start: %s", exc)  # one line before uvicorn's traceback
+        engine.close()
+        raise
+    except BaseException:
+        engine.close()
+        raise
+    return engine

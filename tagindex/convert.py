@@ -171,8 +171,9 @@ def convert_attribute_tags(src: Path, out: Path) -> ConvertReport:
                 logger.warning("%s:%d: skipped (empty title)", path, line)
                 continue
             scores = r.get("target_scores") or {}
-            if not isinstance(scores, dict) or not all(isinstance(v, list) for v in scores.values()):
-                raise DataError(f"{path}:{line}: 'target_scores' must map attributes to lists of values")
+            # Values per attribute: a list, or (AE-110K / OA-Mine) an object value -> score.
+            if not isinstance(scores, dict) or not all(isinstance(v, list | dict) for v in scores.values()):
+                raise DataError(f"{path}:{line}: 'target_scores' must map attributes to values")
             gold = []
             for attribute, values in scores.items():
                 for value in values:

@@ -116,6 +116,7 @@ def retrain(
 
     start = time.perf_counter()
     old = TagIndex.load(index_dir)
+    from_version = old.learned.version if old.learned is not None else 0
     judged = merge_judged(old, judged_rows)
     base = old.base_exemplars
     if base is not None and len(base) and not labelled:
@@ -179,10 +180,10 @@ def retrain(
             undo(old, [row[1] for row in rows if row[2] in held and row[0] == source], source=source)
         metrics["old"] = _score(old, held_products, gold)
         new_state = state_of(new)
-        new_state.version = max(new_state.version, state_of(old).version) + 1
+        new_state.version = from_version + 1  # one version above the index it replaces
         result = {
             "from": str(Path(index_dir)),
-            "from_version": state_of(old).version,
+            "from_version": from_version,
             "judged_products": len(judged),
             "trained_on": len(fit),
             "held_out": len(held),

@@ -429,6 +429,7 @@ def versioned_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
         apply_umask(tmp, directory=True)
         try:
             yield tmp
+            apply_umask_tree(tmp)  # mkdtemp made it 0700; safetensors writes 0600 files
             manifest = _load_manifest_file(tmp / MANIFEST, required_checksum=True)
             apply_umask_tree(tmp)  # safetensors writes 0600 files
             fsync_tree(tmp)

@@ -160,7 +160,7 @@ def _swap(app: FastAPI, new: Engine) -> Engine:
 @router.post("/v1/admin/reload", response_model=Switched)
 def reload_index(body: ReloadRequest, request: Request, settings: SettingsDep) -> Switched:
     """Loads another index version and switches to it without downtime; the old one stays for rollback."""
-    from tagindex.service.app import open_engine
+    from tagindex.service.replicas import open_engine
 
     app = request.app
     target = Path(body.index_dir)

@@ -181,7 +181,8 @@ def test_adapted_index_round_trip_and_single_products(
 
     index.save(tmp_path / "idx")
     manifest = read_manifest(tmp_path / "idx", "tagindex")  # files live in the live version
-    assert manifest["adapt"]["hubness"] == "csls"
+    assert manifest["adapt"]["hubness"] == "zscore"
+    assert manifest["adapt"]["hubness_weight"] == 0.3  # the strength for a hierarchical vocabulary
     assert {"adapt/adjuster.safetensors", "adapt/adjuster.json"} <= set(manifest["files"])
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
     assert isinstance(loaded.adjuster, ScoreAdjuster)
@@ -231,3 +232,20 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
     rows = [json.loads(line) for line in run.read_text().splitlines()]
     assert len(rows) == 80 and all(r["tags"] for r in rows)
     assert main([*args[:-1], str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_finetune_round_trains_on_pseudo_labels_and_ships_the_encoder(
+    tags: list[Tag], catalog: list[Product], tmp_path: Path
+) -> None:
+    params = AdaptParams(rounds=1, enrich=False, finetune_rounds=1, finetune_max_products=60)
+    index, report = adapt(tags, catalog[:80], params, work_dir=tmp_path / "work")
+    (ft,) = report["finetune"]
+    assert ft["pseudo_labelled"] > 0
+    assert (tmp_path / "work" / "finetuned-1").is_dir()
+    index.save(tmp_path / "idx")
+    assert (tmp_path / "idx" / "encoder").is_dir()  # the fine-tuned encoder travels with the index
+    loaded = TagIndex.load(tmp_path / "idx")
+    assert [t.tag for t in loaded.tag_one(catalog[0], top_k=3).tags] == [
+        t.tag for t in index.tag_one(catalog[0], top_k=3).tags
+    ]

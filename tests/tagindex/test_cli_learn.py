@@ -124,12 +124,20 @@ def test_learn_refuses_bad_input_with_one_line(slice_dir: Path, tmp_path: Path, 
 
 @pytest.mark.slow
 def test_retrain_from_a_feedback_database_writes_a_new_version(slice_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
     from tagindex.service.feedback import FeedbackRecord, FeedbackStore
 
     from tagindex.index import TagIndex
 
+    # 10 products judged through `tagindex learn` (the index's own log), 20 more in a feedback database.
+    index = tmp_path / "v1"
+    shutil.copytree(slice_dir / "index", index)
+    rows = run_lines(slice_dir / "judged.jsonl")
+    write_jsonl(tmp_path / "first.jsonl", rows[:10])
+    assert main(["-q", "learn", "--index", str(index), "--products", str(tmp_path / "first.jsonl")]) == 0
     store = FeedbackStore(tmp_path / "fb.sqlite3")
-    for p in run_lines(slice_dir / "judged.jsonl")[:30]:
+    for p in rows[10:30]:
         store.add([FeedbackRecord(p["id"], p["title"], t, "add", p["description"]) for t in p["tags"]])
     store.close()
     config = {
@@ -149,7 +157,7 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(slice_dir: Path, 
         "-q",
         "retrain",
         "--index",
-        str(slice_dir / "index"),
+        str(index),
         "--feedback",
         str(tmp_path / "fb.sqlite3"),
         "--out",
@@ -164,13 +172,23 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(slice_dir: Path, 
     assert (
         set(report["held_out_metrics"]) == {"old", "new"} and "recall@1" in report["held_out_metrics"]["new"]
     )
-    assert manifest["index_version"] == 1 + read_manifest(slice_dir / "index", "tagindex")["index_version"]
+    assert manifest["index_version"] == 1 + read_manifest(index, "tagindex")["index_version"] == 2
     new = TagIndex.load(out)
     assert new.learned is not None and len(new.learned.products) == 30  # every judgement, held-out ones too
     assert (manifest.root / "encoder").is_dir()  # the fine-tuned encoder travels with the index
-    # The old index is untouched; a database without judgements is refused.
+    # An index without judgements and a database without any: nothing to train on, refused.
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     FeedbackStore(tmp_path / "empty.sqlite3").close()
     assert (
-        main([*args[:4], "--feedback", str(tmp_path / "empty.sqlite3"), "--out", str(tmp_path / "v3")]) == 2
+        main(
+            [
+                *args[:3],
+                str(slice_dir / "index"),
+                "--feedback",
+                str(tmp_path / "empty.sqlite3"),
+                "--out",
+                str(tmp_path / "v3"),
+            ]
+        )
+        == 2
     )

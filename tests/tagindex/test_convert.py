@@ -104,3 +104,21 @@ def test_bad_later_file_leaves_every_output_untouched(tmp_path: Path, bad_line: 
     assert "\n" not in str(err.value) and str(err.value).startswith(str(src)), err.value
     assert message in str(err.value)
     assert {p.name: p.read_text() for p in out.iterdir()} == before
+
+
+def test_attribute_tags_accept_value_lists_and_value_score_objects(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = [
+        {"input": "Red cotton shirt", "target_scores": {"Color": {"Red": 1}, "Material": {"n/a": 1}}},
+        {"input": "Blue wool hat", "target_scores": {"Color": ["Blue"]}},
+    ]
+    (src / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convert("attribute-tags", src, tmp_path / "out")
+    assert [p.tags for p in load_products(tmp_path / "out" / "train.jsonl")] == [
+        ["Color: Red"],
+        ["Color: Blue"],
+    ]
+    (src / "train.jsonl").write_text(json.dumps({"input": "x", "target_scores": {"Color": "Red"}}) + "\n")
+    with pytest.raises(DataError, match=r"train.jsonl:1: 'target_scores' must map attributes to values"):
+        convert("attribute-tags", src, tmp_path / "out2")

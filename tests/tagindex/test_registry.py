@@ -22,7 +22,7 @@ from tagindex.interfaces import Reranker as RerankerProtocol
 from tagindex.pipeline import TaggingPipeline, load_reranker
 from tagindex.registry import ENCODERS, FUSIONS, RERANKERS, Registry, UnknownNameError
 from tagindex.schema import Product, Tag
-from tagindex.store import atomic_directory, read_manifest, write_manifest
+from tagindex.store import atomic_directory, read_manifest, resolve, write_manifest
 
 
 @pytest.fixture(autouse=True)
@@ -172,28 +172,29 @@ def test_a_saved_index_loads_its_fusion_by_the_type_its_manifest_names(tmp_path:
     FUSIONS.register("ones", f"{__name__}:OnesFusion.load")
     index = TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion())
     index.save(tmp_path / "idx")
-    assert read_manifest(tmp_path / "idx", "tagindex")["fusion"] == {
-        "type": "ones",
-        "dim": 2,
-    }
+    live = resolve(tmp_path / "idx")[0]
+    assert json.loads((live / "manifest.json").read_text())["fusion"] == {"type": "ones", "dim": 2}
     loaded = TagIndex.load(tmp_path / "idx")
     assert isinstance(loaded.fusion, OnesFusion) and loaded.vector_dim == index.vector_dim
     products = toy_products()
     assert [r.to_dict() for r in loaded.tag(products)] == [r.to_dict() for r in index.tag(products)]
 
 
+def _plain_copy(index: TagIndex, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """The index saved, then copied into the plain (unversioned) layout of older saves, with its manifest."""
+    index.save(tmp_path / "saved")
+    directory = tmp_path / "plain"
+    shutil.copytree(resolve(tmp_path / "saved")[0], directory)
+    return directory, json.loads((directory / "manifest.json").read_text())
+
+
 def test_an_index_saved_before_fusion_types_loads_its_graph(tmp_path: Path, monkeypatch) -> None:
     """Older manifests carry ``"graph": {...}`` (no ``fusion``): the ``graph`` loader reads ``graph/``."""
     index = TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion())
-    index.save(tmp_path / "idx")
-    directory = tmp_path / "old"  # an older index: the plain layout, a manifest without its checksum
-    shutil.copytree(read_manifest(tmp_path / "idx", "tagindex").root, directory)
+    directory, manifest = _plain_copy(index, tmp_path)
     (directory / "ones").rename(directory / "graph")
-    manifest = json.loads((directory / "manifest.json").read_text())
     manifest["graph"] = manifest.pop("fusion")
-    del manifest["manifest_sha256"]
-    manifest["files"] = {k.replace("ones/", "graph/"): v for k, v in manifest["files"].items()}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(directory, manifest)
     seen = []
 
     def graph_loader(path: Path, verify: bool = True) -> OnesFusion:
@@ -208,12 +209,9 @@ def test_an_unknown_fusion_type_is_a_clear_format_error(tmp_path: Path) -> None:
     from tagindex.store import IndexFormatError
 
     FUSIONS.register("ones", f"{__name__}:OnesFusion.load")
-    TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion()).save(
-        tmp_path / "i"
-    )
-    directory = tmp_path / "plain"  # a copy whose (checksummed) manifest names an unknown type
-    manifest = read_manifest(tmp_path / "i", "tagindex")
-    shutil.copytree(manifest.root, directory)
-    write_manifest(directory, {**manifest, "fusion": {**manifest["fusion"], "type": "no-such-fusion"}})
+    index = TagIndex.build(toy_tags(), _hash_params(), encoder=HashEncoder(), fusion=OnesFusion())
+    directory, manifest = _plain_copy(index, tmp_path)
+    manifest["fusion"]["type"] = "no-such-fusion"
+    write_manifest(directory, manifest)
     with pytest.raises(IndexFormatError, match="unknown fusion type 'no-such-fusion'"):
         TagIndex.load(directory)

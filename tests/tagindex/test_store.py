@@ -306,3 +306,25 @@ def test_linked_files_keep_their_recorded_digest(tmp_path: Path) -> None:
     second = read_manifest(target, KIND)  # verifies every digest against the files
     assert second["files"]["sub/more.txt"] == first["files"]["sub/more.txt"]
     assert (second.root / "sub" / "more.txt").stat().st_ino == (first.root / "sub" / "more.txt").stat().st_ino
+
+
+def test_encoder_directory_survives_the_cleanup_of_the_version_it_was_loaded_from(tmp_path: Path) -> None:
+    from tagindex import TagIndexParams
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"w" * 1000)
+    params = TagIndexParams()
+    params.encoder.model = str(model)
+    target = tmp_path / "idx"
+    TagIndex.build(TAGS, params, encoder=HashEncoder()).save(target)
+    index = TagIndex.load(target, encoder=HashEncoder())
+    loaded_from = read_manifest(target, "tagindex").root
+    for i in range(3):  # the version loaded from is removed after the second save
+        index.add_tags([Tag(f"new{i}", f"New tag {i}")])
+        index.save(target)
+    assert not loaded_from.exists()
+    live = read_manifest(target, "tagindex").root
+    assert index.params.encoder.model == str(live / "encoder")
+    assert (live / "encoder" / "weights.bin").read_bytes() == b"w" * 1000
+    assert len(TagIndex.load(target, encoder=HashEncoder())) == len(TAGS) + 3
