@@ -92,7 +92,7 @@ def write_products(out_dir: Path, n: int, shard_rows: int, seed: int = 0) -> Pat
 
 
 def build_index(out: Path, backend: str) -> Path:
-    if (out / "manifest.json").exists():
+    if (out / "CURRENT").exists() or (out / "manifest.json").exists():  # versioned or older plain index
         return out
     from tagindex.config import TagIndexParams
     from tagindex.convert import convert

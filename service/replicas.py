@@ -1,9 +1,8 @@
 """Several ``tagindex serve`` processes over one index directory.
 
-Each replica polls the live version of the index (its path and its manifest, which lists every
-file's checksum and the save time, change with every save) and reloads the index when another
-replica saved a newer one, so a tag added or retired on one replica is served by all within
-``poll_seconds`` plus a load.
+Each replica polls the index manifest (its sha256 changes with every save, since it lists every
+file's checksum and the save time) and reloads the index when another replica saved a newer one,
+so a tag added or retired on one replica is served by all within ``poll_seconds`` plus a load.
 Changes are serialised across processes by an exclusive ``flock`` on ``.<index>.lock`` beside the
 index directory (not inside it: a save replaces the directory); a change first catches up with the
 directory, so two replicas changing the vocabulary never overwrite each other's tags.
@@ -33,13 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def manifest_digest(index_dir: Path) -> str | None:
-    """sha256 of the live version's path and manifest, or None while nothing loadable is there."""
+    """sha256 of the live version's manifest, or None while there is no loadable one.
+
+    The live version is the one ``CURRENT`` names (older plain layouts: the directory itself), so a
+    save, which switches the pointer to a new version, changes the digest.
+    """
     try:
-        live, _ = resolve(index_dir, "tagindex")
-        data = (live / MANIFEST).read_bytes()
-    except (OSError, IndexFormatError):
+        root, _ = resolve(index_dir, "tagindex")
+        return hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
+    except (IndexFormatError, FileNotFoundError):
         return None
-    return hashlib.sha256(str(live).encode() + b"\0" + data).hexdigest()
 
 
 class ReplicaEngine(Engine):
@@ -113,30 +115,16 @@ class ReplicaEngine(Engine):
         return True
 
     @contextmanager
-    def _exclusive(self, catch_up: bool = True) -> Iterator[None]:
-        """Serialises changes across processes (and threads: each call opens its own file); with
-        ``catch_up`` the index first reloads what another process saved."""
+    def _exclusive(self) -> Iterator[None]:
+        """Serialises vocabulary changes across processes (and threads: each call opens its own file)."""
         with self._lock_file.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                if catch_up:
-                    with self._change:
-                        self._catch_up()
+                with self._change:
+                    self._catch_up()
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def mutate(self, fn: Any) -> Any:
-        with self._exclusive():
-            return super().mutate(fn)
-
-    def persist_with(self, save: Any) -> None:
-        # No catch-up: it would drop the changes this save is for. A save by another process between
-        # this replica's mutate and this save is overwritten (learning saves: use one writer replica).
-        with self._exclusive(catch_up=False):
-            super().persist_with(save)
-            with self._change:
-                self._disk_digest = manifest_digest(self.index_dir)  # our own save: nothing to reload
 
     def add_tags(self, tags: Sequence[Tag]) -> list[str]:
         with self._exclusive():
@@ -149,6 +137,18 @@ class ReplicaEngine(Engine):
     def _persist(self) -> None:
         super()._persist()
         self._disk_digest = manifest_digest(self.index_dir)  # our own save: nothing to reload
+
+    def persist_with(self, save: Any) -> None:
+        """A learning save, serialised with other replicas' saves by the cross-process lock."""
+        with self._lock_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                before = manifest_digest(self.index_dir)
+                super().persist_with(save)
+                if before == self._disk_digest:  # nothing else was saved since our last load
+                    self._disk_digest = manifest_digest(self.index_dir)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_engine(settings: Settings, index_dir: Path, encoder: Encoder | None = None) -> Engine:

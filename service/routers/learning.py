@@ -168,7 +168,11 @@ def reload_index(body: ReloadRequest, request: Request, settings: SettingsDep) -
     app = request.app
     target = Path(body.index_dir)
     served: Engine = app.state.engine
-    if target.resolve().parent != served.index_dir.resolve().parent:
+    try:
+        beside = target.resolve().parent == served.index_dir.resolve().parent
+    except (OSError, ValueError) as exc:  # a NUL byte, a name the file system refuses
+        raise HTTPException(422, f"index_dir is not a usable path: {exc}") from None
+    if not beside:
         raise HTTPException(422, "index_dir must be beside the served index (the same parent folder)")
     try:
         read_manifest(target, "tagindex")
@@ -181,6 +185,8 @@ def reload_index(body: ReloadRequest, request: Request, settings: SettingsDep) -
             previous.close()
     except TagindexError as exc:
         raise HTTPException(422, str(exc)) from None
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise HTTPException(422, f"{target}: {exc.strerror or exc}") from None
     logger.info("switched to %s (was %s)", target, old.index_dir)
     return Switched(index_dir=str(target), index_version=_version(new), previous=str(old.index_dir))
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from tagindex.errors import InputError
 from tagindex.io import _parse_csv_cell, product_from_row, write_jsonl
 from tagindex.schema import Product
-from tagindex.store import read_manifest
+from tagindex.store import MANIFEST, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -375,7 +375,8 @@ def commit_shard(out_dir: Path, result: ShardResult) -> None:
 def _run_identity(
     index_dir: Path, root: Path, sources: Sequence[Path], options: TagOptions, batch_size: int
 ) -> dict[str, Any]:
-    digest = hashlib.sha256((index_dir / "manifest.json").read_bytes()).hexdigest()
+    live = read_manifest(index_dir, "tagindex", verify=False).root  # the version CURRENT names
+    digest = hashlib.sha256((live / MANIFEST).read_bytes()).hexdigest()
     return {
         "kind": RUN_KIND,
         "format_version": RUN_FORMAT_VERSION,

@@ -18,6 +18,8 @@ import pytest
 from service_support import KEY
 from test_service_http import Server, free_port
 
+from tagindex.store import read_manifest
+
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'tagindex[postgres]')")
 
 
@@ -170,9 +172,8 @@ def test_two_replicas_share_vocabulary_changes_and_feedback(
                 return bool(http.get("/v1/info").json()["index"]["n_tags"] == n + 2)
 
             _wait_for(lambda: serves_both(ha) and serves_both(hb))
-            from tagindex.store import read_manifest
-
-            assert read_manifest(index_dir, "tagindex", verify=False)["n_tags"] == n + 2
+            saved = read_manifest(index_dir, "tagindex")["n_tags"]  # the live version's manifest
+            assert saved == n + 2
             fb = {"product": sample_products[0], "judgements": [{"tag": "custom_A", "action": "add"}]}
             assert ha.post("/v1/feedback", json=fb, headers=KEY).status_code == 201
             rows = hb.get("/v1/feedback", headers=KEY).json()["rows"]

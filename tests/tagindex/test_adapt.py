@@ -17,7 +17,7 @@ from tagindex.adapt.hubness import fit_hubness, k_occurrence
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
 from tagindex.io import load_products, load_tags
-from tagindex.store import IndexFormatError
+from tagindex.store import IndexFormatError, read_manifest
 from tagindex.text import ancestors, tag_text
 
 OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
@@ -180,7 +180,7 @@ def test_adapted_index_round_trip_and_single_products(
     assert [t["tag"] for t in single["tags"]] == [t["tag"] for t in before[0]["tags"]]
 
     index.save(tmp_path / "idx")
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "idx", "tagindex")  # files live in the live version
     assert manifest["adapt"]["hubness"] == "zscore"
     assert manifest["adapt"]["hubness_weight"] == 0.3  # the strength for a hierarchical vocabulary
     assert {"adapt/adjuster.safetensors", "adapt/adjuster.json"} <= set(manifest["files"])
@@ -190,7 +190,7 @@ def test_adapted_index_round_trip_and_single_products(
     assert after == before
     assert loaded.get(tags[0].id).name == tags[0].name
 
-    (tmp_path / "idx" / "adapt" / "adjuster.json").write_text("{}")
+    (manifest.root / "adapt" / "adjuster.json").write_text("{}")
     with pytest.raises(IndexFormatError, match="checksum"):
         TagIndex.load(tmp_path / "idx", encoder=encoder)
 
@@ -224,7 +224,7 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
     out = tmp_path / "idx"
     args = ["-q", "adapt", "--tags", str(mwpd_dir / "tags.jsonl"), "--products", str(catalog)]
     assert main([*args, "--out", str(out), "--rounds", "1"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out, "tagindex")
     assert manifest["adapt"]["adapt_params"]["rounds"] == 1
     assert manifest["adapt"]["report"]["n_catalog"] == 80
     run = tmp_path / "run.jsonl"
