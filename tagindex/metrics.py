@@ -255,7 +255,8 @@ def per_tag_recall(rows: Sequence[Sequence[str]], rels: Sequence[set[str]], k: i
         for tag in rel:
             total[tag] += 1
             found[tag] += tag in top
-    return {tag: found[tag] / n for tag, n in total.items()}
+    # Sorted: gold sets iterate in a hash-seed order, and a float mean must not depend on it.
+    return {tag: found[tag] / total[tag] for tag in sorted(total)}
 
 
 def _macro_recall(rows: Sequence[Sequence[str]], rels: Sequence[set[str]], k: int) -> float:

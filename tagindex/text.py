@@ -185,8 +185,19 @@ def has_cjk(text: str) -> bool:
     return any("\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in text)
 
 
+def _east_asian(text: str) -> bool:
+    """Whether the text holds CJK ideographs, CJK punctuation or full-/half-width forms."""
+    return any(
+        "\u3000" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\uff00" <= ch <= "\uffef" for ch in text
+    )
+
+
 def normalize_text(text: str, simplify: bool = True) -> str:
-    """Normalises text before encoding; ASCII text comes back unchanged.
+    """Normalises East Asian text before encoding; other text comes back unchanged.
+
+    Only text with CJK characters, CJK punctuation or width forms is touched, so English (and other
+    Latin-script) product text is encoded exactly as before this step existed (``™``, accents and
+    line breaks kept).
 
     NFKC folds full-width letters, digits and punctuation (``ＡＢＣ，１２３``) to ASCII; Chinese
     punctuation that NFKC keeps (``。、《》``) is mapped too; traditional characters become
@@ -194,7 +205,7 @@ def normalize_text(text: str, simplify: bool = True) -> str:
     student learnt simplified Chinese). Whitespace is collapsed. Mixed Chinese/English needs
     nothing more: the BERT tokenizer already splits every CJK character into its own token.
     """
-    if text.isascii():
+    if text.isascii() or not _east_asian(text):
         return text
     out = unicodedata.normalize("NFKC", text).translate(_CJK_PUNCT)
     if simplify and has_cjk(out):

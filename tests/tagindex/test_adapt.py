@@ -244,7 +244,8 @@ def test_finetune_round_trains_on_pseudo_labels_and_ships_the_encoder(
     assert ft["pseudo_labelled"] > 0
     assert (tmp_path / "work" / "finetuned-1").is_dir()
     index.save(tmp_path / "idx")
-    assert (tmp_path / "idx" / "encoder").is_dir()  # the fine-tuned encoder travels with the index
+    live = read_manifest(tmp_path / "idx", "tagindex", verify=False).root  # the versioned layout
+    assert (live / "encoder").is_dir()  # the fine-tuned encoder travels with the index
     loaded = TagIndex.load(tmp_path / "idx")
     assert [t.tag for t in loaded.tag_one(catalog[0], top_k=3).tags] == [
         t.tag for t in index.tag_one(catalog[0], top_k=3).tags

@@ -47,7 +47,8 @@ def test_tag_decide_without_calibration_is_a_clear_error(tmp_path: Path) -> None
     assert res.returncode == 2 and "cal.json" in res.stderr and "Traceback" not in res.stderr
     res = _cli("calibrate", "--index", str(tmp_path / "idx"), "--products", str(tmp_path / "p.jsonl"),
                "--out", str(tmp_path / "c.json"), "--reranker", str(tmp_path / "nowhere"))  # fmt: skip
-    assert res.returncode == 2 and "manifest" in res.stderr
+    # One line naming the missing directory (the versioned store's message).
+    assert res.returncode == 2 and "nowhere: not found" in res.stderr and res.stderr.count("\n") == 1
 
 
 @pytest.mark.slow
