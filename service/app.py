@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         encoder: An already loaded encoder to reuse (tests, several apps in one process); default:
             the one the index's manifest names.
     """
-    settings = settings or Settings()  # type: ignore[call-arg]  # index_dir comes from the environment
+    settings = settings or Settings()  # index_dir comes from the environment
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if not api_key:
         api_key = secrets.token_urlsafe(24)
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         app.include_router(router)
     page.mount(app)
     errors.install(app)
-    app.openapi = publish_limits(app, settings)
+    app.openapi = publish_limits(app, settings)  # type: ignore[method-assign]  # FastAPI's documented hook
     # Added innermost first: metrics see every answer, 413 and OPTIONS included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AllowMiddleware, routes=lambda: app.routes)

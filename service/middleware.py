@@ -260,8 +260,8 @@ class RedactSecretsFilter(logging.Filter):
         params = []
         for param in re.split(r"([&;])", query):
             name, eq, _ = param.partition("=")
-            secret = bool(eq) and self._SECRET_NAME.search(unquote_plus(name)) is not None
-            params.append(f"{name}=[redacted]" if secret else param)
+            is_secret = bool(eq) and self._SECRET_NAME.search(unquote_plus(name)) is not None
+            params.append(f"{name}=[redacted]" if is_secret else param)
         return path + sep + "".join(params)
 
 
