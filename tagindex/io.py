@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 import math
 import numbers
 import os
+import re
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -129,42 +131,100 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
         yield from _skos_records(p)
     elif fmt == "jsonl":
         for i, line in enumerate(_decode(p).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = parse_json_value(line)
-            except ValueError as exc:
-                yield i, str(exc)
-                continue
-            yield i, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+            if line.strip():
+                yield i, _json_record(line)
     elif fmt == "txt":
         for i, line in enumerate(_decode(p).splitlines(), start=1):
             name = line.strip()
             if name and not name.startswith("#"):
                 yield i, {"name": name}
     else:
-        yield from _csv_records(p)
+        yield from _csv_records(p, io.StringIO(_decode(p), newline=""))
+
+
+def stream_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """:func:`read_records` one row at a time, in memory bounded by the limits, for catalogs of any size.
+
+    The same rows, limits and reasons as :func:`read_records`, except that bytes that are not UTF-8
+    fail only their own JSONL line or CSV row (``read_records`` refuses the whole file), and a JSONL
+    line over ``LIMITS.line_chars`` is skipped without being held in memory.
+
+    Raises:
+        DataError: The file cannot be read (missing, unknown type), or not past some point (a CSV
+            field over the limit, a broken Parquet row group): the message names the line or row
+            where reading stopped; the rows before it have been yielded.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found" if not p.exists() else f"{p}: not a file")
+    fmt = _format_of(p)
+    if fmt == "jsonl":
+        yield from _stream_jsonl(p)
+    elif fmt == "csv":
+        # surrogateescape: an undecodable byte becomes a lone surrogate that fails its row, not the file
+        with p.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            yield from _csv_records(p, f, check_utf8=True)
+    else:
+        yield from read_records(p)  # Parquet already streams; .txt and SKOS are small vocabularies
+
+
+def _json_record(text: str) -> dict[str, Any] | str:
+    """One JSONL line as a record, or the reason it is refused."""
+    try:
+        obj = parse_json_value(text)
+    except ValueError as exc:
+        return str(exc)
+    return obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
+
+
+def _stream_jsonl(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    # A line of LIMITS.line_chars characters has at most 4 bytes per character in UTF-8; a longer
+    # line is read on in chunks of that size and refused without ever being held whole.
+    most = 4 * LIMITS.line_chars + 2
+    with p.open("rb") as f:
+        for i in itertools.count(1):
+            raw = f.readline(most)
+            if not raw:
+                return
+            if len(raw) == most and not raw.endswith(b"\n"):
+                while (rest := f.readline(most)) and not rest.endswith(b"\n"):
+                    pass
+                yield i, f"longer than {LIMITS.line_chars:,} characters"
+                continue
+            try:
+                text = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                yield i, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                continue
+            if text.strip():
+                yield i, _json_record(text)
 
 
 def _parquet_records(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(p)
+    i = 0
+    try:  # row group by row group: memory is bounded by the largest batch, not the file
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                i += 1
+                too_deep = _too_deep(row, LIMITS.json_depth)
+                yield i, f"nested deeper than {LIMITS.json_depth} levels" if too_deep else row
     except Exception as exc:  # pyarrow raises several unrelated types for broken files
-        raise DataError(f"{p}: cannot read Parquet file: {_first_line(exc)}") from None
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield (
-            i,
-            f"nested deeper than {LIMITS.json_depth} levels" if _too_deep(row, LIMITS.json_depth) else row,
-        )
+        where = f"{p}:{i + 1}: cannot read Parquet rows from here" if i else f"{p}: cannot read Parquet file"
+        raise DataError(f"{where}: {_first_line(exc)}") from None
 
 
-def _csv_records(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _csv_records(
+    p: Path, lines: Iterable[str], check_utf8: bool = False
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
     # The limit is process-wide; set it to the published bound (the default, 128 KiB, is too small for
     # long descriptions, and an unbounded one lets a 100 MB field through).
     csv.field_size_limit(LIMITS.csv_field_chars)
-    reader = csv.DictReader(io.StringIO(_decode(p), newline=""))
+    reader = csv.DictReader(lines)
     try:
         if reader.fieldnames is None:
             return
@@ -172,6 +232,9 @@ def _csv_records(p: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             line_no = reader.line_num
             if None in row:
                 yield line_no, "more fields than the header has"
+                continue
+            if check_utf8 and any(isinstance(v, str) and _SURROGATE.search(v) for v in row.values()):
+                yield line_no, "not valid UTF-8"
                 continue
             yield line_no, {k: _parse_csv_cell(v) for k, v in row.items() if k is not None}
     except csv.Error as exc:
@@ -473,7 +536,7 @@ def _file_where(path: str | os.PathLike[str]) -> Callable[[int], str]:
 
 
 # ---- products -------------------------------------------------------------------------------------
-def _continuation(record: Mapping[str, Any], seen: set[str], columns: Mapping[str, str]) -> bool:
+def _continuation(record: Mapping[str, Any], seen: Collection[str], columns: Mapping[str, str]) -> bool:
     """A Shopify export repeats the handle on variant and image rows with an empty title."""
     title = record.get(columns.get("title", "title"))
     pid = record.get(columns.get("id", "id"))

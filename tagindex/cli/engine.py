@@ -31,22 +31,30 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-_LOCAL_ONLY = ("reranker", "calibration", "decide", "cache")
-
-
 def run_tag_engine(args: argparse.Namespace) -> int:
-    """Runs ``tag --engine ray``; failed rows go to OUT/_failures.jsonl (exit 2 unless --on-error skip)."""
+    """Runs ``tag --engine ray``; failed rows go to OUT/_failures.jsonl (exit 2 unless --on-error skip).
+
+    The tagging pipeline gets the very arguments the in-process ``tag`` gives it
+    (:func:`tagindex.cli.rerank.pipeline_arguments`), so every tag option means the same here.
+    """
+    from tagindex.cli.common import product_columns
+    from tagindex.cli.rerank import pipeline_arguments
     from tagindex.engines.ray_engine import tag_with_ray
     from tagindex.engines.shards import FAILURES_FILE, RunSummary, TagOptions
 
-    unsupported = [f"--{name.replace('_', '-')}" for name in _LOCAL_ONLY if getattr(args, name, None)]
-    if unsupported:
-        raise ValueError(f"{', '.join(unsupported)}: not supported with --engine ray (use the local engine)")
+    if args.cache:
+        # The vector cache is one file rewritten on every call: with many workers it would be
+        # rewritten concurrently and lose entries. A rerun already skips every finished shard.
+        raise ValueError("--cache: not supported with --engine ray (a rerun skips finished shards instead)")
+    if args.format not in (None, "parquet"):
+        raise ValueError(f"--format {args.format}: --engine ray writes a directory of Parquet shards")
+    build, call = pipeline_arguments(args)
     options = TagOptions(
-        top_k=args.top_k,
-        threshold=args.threshold,
-        ancestors=args.ancestors,
+        tag=call,
+        pipeline=build,
         description_chars=args.description_chars,
+        language=args.language,
+        columns=product_columns(args),
     )
     bar: Any = None
     if not args.quiet:

@@ -37,26 +37,39 @@ def _load_stage(args: argparse.Namespace) -> tuple[Any, Any]:
     return reranker, calibration
 
 
+def pipeline_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``tag``'s options ask of the tagging pipeline: the keyword arguments of
+    :meth:`TaggingPipeline.from_files` and of :meth:`TaggingPipeline.tag`.
+
+    The one place both engines read them from (the in-process run below and ``--engine ray``), so a
+    new tag option added here reaches both.
+    """
+    # --rerank-depth without --reranker has always been ignored (it rescores nothing)
+    depth = args.rerank_depth if args.reranker else None
+    build = {
+        "reranker": args.reranker,
+        "calibration": args.calibration,
+        "depth": depth,
+        "hierarchy": args.hierarchy,
+    }
+    call = {
+        "top_k": args.top_k,
+        "threshold": args.threshold,
+        "include_ancestors": args.ancestors,
+        "decide": args.decide,
+    }
+    return build, call
+
+
 def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -> Iterator[dict[str, Any]]:
     """Run-file lines of ``tag`` from the tagging pipeline (with a reranker and/or decisions when the
     options name them); ``id`` and ``tags`` keep the contract format, decisions go to a separate
     ``assigned`` list."""
     from tagindex.pipeline import TaggingPipeline
 
-    # --rerank-depth without --reranker has always been ignored (it rescores nothing)
-    depth = args.rerank_depth if args.reranker else None
-    pipeline = TaggingPipeline.from_files(
-        index, args.reranker, args.calibration, depth=depth, hierarchy=args.hierarchy
-    )
-    tagged = pipeline.tag(
-        products,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        include_ancestors=args.ancestors,
-        decide=args.decide,
-        cache_dir=args.cache,
-        show_progress=not args.quiet,
-    )
+    build, call = pipeline_arguments(args)
+    pipeline = TaggingPipeline.from_files(index, **build)
+    tagged = pipeline.tag(products, **call, cache_dir=args.cache, show_progress=not args.quiet)
     for t in tagged:
         yield t.to_record()
 

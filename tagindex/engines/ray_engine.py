@@ -1,7 +1,9 @@
 """``tagindex tag --engine ray``: the batches of :mod:`tagindex.engines.shards` on a pool of Ray actors.
 
-Each actor loads the saved index once (with the encoder backend the index names, e.g. ONNX int8)
-and tags whole batches with the same call as the in-process ``tagindex tag``; the driver streams the
+Each actor loads the tagging pipeline once -- the saved index (with the encoder backend the index
+names, e.g. ONNX int8) and, where the options name them, the reranker and the calibration, with the
+compatibility checks of the in-process ``tagindex tag`` -- and tags whole batches with the same
+pipeline call; the driver streams the
 input, keeps at most two batches queued per actor (memory stays bounded however large the input)
 and commits each returned batch as an atomically written Parquet shard, so a killed run resumes
 where it stopped. Ray core actors are used rather than a Ray Data pipeline because resuming needs
@@ -13,7 +15,8 @@ output directory, which only the driver writes) at the same paths, e.g. on a sha
 
 GPU recipe: ``--gpus-per-worker 1`` (or 0.5 to pack two actors on a GPU) reserves GPUs for the
 actors; Ray then exposes one to each actor through ``CUDA_VISIBLE_DEVICES`` and the encoder picks
-``cuda`` by itself. A cluster without enough GPUs is refused before anything runs.
+``cuda`` by itself. A cluster without enough GPUs is refused before any actor is created (an actor
+asking for a GPU no node has would otherwise wait for one forever).
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from tagindex.engines.shards import (
     RunSummary,
     ShardResult,
     TagOptions,
-    load_index,
+    load_pipeline,
     run_sharded,
     tag_batch,
 )
-from tagindex.errors import InputError, ModelError
+from tagindex.errors import InputError, ModelError, TagindexError
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +57,24 @@ def _ray() -> Any:
 
 
 class ShardTagger:
-    """A Ray actor's state: one loaded index that tags batch after batch."""
+    """A Ray actor's state: one loaded tagging pipeline that tags batch after batch."""
 
     def __init__(self, index_dir: str, options: TagOptions) -> None:
         self.options = options
-        self.index = load_index(index_dir, options)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.error: TagindexError | None = None
+        try:
+            self.pipeline: Any = load_pipeline(index_dir, options)
+        except TagindexError as exc:  # kept, so the driver raises the same user error (CLI exit 2)
+            self.error = exc
 
-    def ready(self) -> str:
-        """Returns once the index is loaded (so load errors surface before any batch is sent)."""
-        return self.name
+    def ready(self) -> tuple[str, TagindexError | None]:
+        """Returns once the pipeline is loaded: this worker's name and the user error loading it raised,
+        if any, so such errors surface before any batch is sent."""
+        return self.name, self.error
 
     def tag(self, batch: Batch) -> ShardResult:
-        result = tag_batch(self.index, batch, self.options)
+        result = tag_batch(self.pipeline, batch, self.options)
         result.worker = self.name
         return result
 
@@ -116,9 +124,17 @@ def ray_executor(
         )
         actors = [actor_class.remote(str(Path(index_dir).resolve()), options) for _ in range(num_workers)]
         try:
-            names = ray.get([a.ready.remote() for a in actors])
+            loaded = ray.get([a.ready.remote() for a in actors])
         except ray.exceptions.RayError as exc:
+            for actor in actors:
+                ray.kill(actor)
             raise ModelError(f"{index_dir}: a Ray worker cannot load the index: {_first_line(exc)}") from None
+        for _, error in loaded:
+            if error is not None:
+                for actor in actors:
+                    ray.kill(actor)
+                raise error
+        names = [name for name, _ in loaded]
         logger.info("%d Ray workers ready: %s", len(names), ", ".join(names))
         queued = [0] * len(actors)
         in_flight: dict[Any, tuple[int, str]] = {}
@@ -178,7 +194,7 @@ def tag_with_ray(
         index_dir: Saved index directory, readable at the same path on every node.
         src: Products file or directory of product files (JSONL, CSV, Parquet).
         out_dir: Output directory; rerunning with the same arguments resumes.
-        options: Tagging options (top-k, threshold, ancestors, description budget).
+        options: Tagging options: the pipeline's arguments (see :class:`TagOptions`).
         address: Ray cluster address; None starts an embedded local Ray for this run.
         num_workers: Actors (one CPU each); default: every CPU of the local machine or cluster.
         batch_size: Input rows per task and per output shard.
@@ -188,6 +204,7 @@ def tag_with_ray(
     Raises:
         InputError: Bad source/output, Ray missing, or more workers/GPUs asked than the cluster has.
         ModelError: A worker cannot load the index.
+        CompatibilityError: The index, reranker, calibration and options do not belong together.
     """
     options = options or TagOptions()
     if num_workers is not None and num_workers < 1:

@@ -1,8 +1,11 @@
 """Sharded, resumable batch tagging: the engine-independent half of ``tagindex tag --engine ray``.
 
-A products source (one file, or a directory of JSONL/CSV/Parquet files) is read as a stream and cut
-into numbered batches of ``batch_size`` input rows. Each batch is tagged with :func:`tag_products` --
-the call the in-process ``tagindex tag`` makes -- and committed as one Parquet shard
+A products source (one file, or a directory of JSONL/CSV/Parquet files) is read as a stream through
+:func:`tagindex.io.stream_records` (the loaders' limits and reasons) and cut into numbered batches of
+``batch_size`` input rows. Each batch is tagged by a :class:`tagindex.pipeline.TaggingPipeline` built
+and called exactly as the in-process ``tagindex tag`` builds and calls it (:class:`TagOptions` carries
+its keyword arguments through unchanged, so every tag option works here), and committed as one
+Parquet shard
 ``OUT_DIR/part-<source>-<n>.parquet``, written to a temporary name and renamed, so a shard either
 exists complete or not at all. A rerun re-reads the source (cheap next to encoding), skips every
 batch whose shard exists and tags the rest; the batch boundaries depend only on the input and
@@ -16,30 +19,40 @@ Bookkeeping names start with ``_`` or ``.`` so ``pyarrow.parquet.read_table(OUT_
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagindex.errors import InputError
-from tagindex.io import _parse_csv_cell, product_from_row, write_jsonl
+from tagindex.io import (
+    PRODUCT_FIELDS,
+    DataError,
+    _continuation,
+    check_columns,
+    product_from_row,
+    stream_records,
+    write_jsonl,
+)
 from tagindex.schema import Product
 from tagindex.store import MANIFEST, read_manifest
+
+if TYPE_CHECKING:
+    from tagindex.pipeline import TaggingPipeline
 
 logger = logging.getLogger(__name__)
 
 RUN_KIND = "tagindex-sharded-run"
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2  # 2: `assigned` and `extra` columns, options as the pipeline's arguments
 RUN_FILE = "_run.json"
 SUMMARY_FILE = "_summary.json"
 FAILURES_FILE = "_failures.jsonl"
@@ -58,22 +71,78 @@ TAG_STRUCT = pa.struct(
         pa.field("ancestor_of", pa.string()),
     ]
 )
-SHARD_SCHEMA = pa.schema(
-    [pa.field("id", pa.string(), nullable=False), pa.field("tags", pa.list_(TAG_STRUCT))]
+# `assigned`: the calibrated decision of `--decide` (null without it), as the JSON line's list.
+ASSIGNED_STRUCT = pa.struct(
+    [
+        pa.field("tag", pa.string(), nullable=False),
+        pa.field("probability", pa.float64(), nullable=False),
+        pa.field("level", pa.int64(), nullable=False),
+        pa.field("ancestor_of", pa.string()),
+    ]
 )
+SHARD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("tags", pa.list_(TAG_STRUCT)),
+        pa.field("assigned", pa.list_(ASSIGNED_STRUCT)),
+        # Any further field a run line gains (a new pipeline option), as JSON text; null when none.
+        pa.field("extra", pa.string()),
+    ]
+)
+_TYPED_FIELDS = ("id", "tags", "assigned")
+# TaggingPipeline.from_files arguments that name files: resolved to absolute paths, so actors on
+# other nodes (or in another working directory) open the same files.
+_PATH_ARGS = ("reranker", "calibration")
 
 
 @dataclass(frozen=True)
 class TagOptions:
-    """What ``tagindex tag`` is asked for; the same meaning as its options."""
+    """Everything ``tagindex tag`` is asked for, as the tagging pipeline takes it.
 
-    top_k: int = 10
-    threshold: float | None = None
-    ancestors: bool = False
+    ``tag`` and ``pipeline`` are passed through unchanged, so an option the pipeline gains reaches
+    every worker without a change here.
+
+    Attributes:
+        tag: Keyword arguments of :meth:`TaggingPipeline.tag` (``top_k``, ``threshold``,
+            ``include_ancestors``, ``decide``, ...).
+        pipeline: Keyword arguments of :meth:`TaggingPipeline.from_files` (``reranker`` and
+            ``calibration`` paths, ``depth``, ``hierarchy``, ...).
+        description_chars: Override of the index's description budget (``--description-chars``).
+        language: Also write each tag's name in this language (``--language``).
+        columns: Our product field -> the files' column (``--id-col`` ...).
+    """
+
+    tag: Mapping[str, Any] = field(default_factory=lambda: {"top_k": 10})
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
     description_chars: int | None = None
+    language: str | None = None
+    columns: Mapping[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls, top_k: int = 10, threshold: float | None = None, ancestors: bool = False, **rest: Any
+    ) -> TagOptions:
+        """The common case: ranking options only (``rest``: the other attributes)."""
+        return cls(tag={"top_k": top_k, "threshold": threshold, "include_ancestors": ancestors}, **rest)
+
+    def resolved(self) -> TagOptions:
+        """These options with the pipeline's file arguments as absolute paths and columns checked.
+
+        Raises:
+            InputError: A named file does not exist, or the column map names an unknown field.
+        """
+        pipeline = dict(self.pipeline)
+        for name in _PATH_ARGS:
+            if pipeline.get(name) is not None:
+                path = Path(pipeline[name])
+                if not path.exists():
+                    raise InputError(f"{path}: no such file or directory (--{name})")
+                pipeline[name] = str(path.resolve())
+        columns = check_columns(self.columns, PRODUCT_FIELDS) or None
+        return TagOptions(dict(self.tag), pipeline, self.description_chars, self.language, columns)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -160,30 +229,57 @@ def load_index(index_dir: str | os.PathLike[str], options: TagOptions) -> Any:
     return index
 
 
-def tag_products(index: Any, products: Sequence[Product], options: TagOptions) -> list[dict[str, Any]]:
+def load_pipeline(index_dir: str | os.PathLike[str], options: TagOptions) -> TaggingPipeline:
+    """The index with the reranker and calibration the options name, checked as ``tagindex tag`` checks
+    them, then tried on one product so that options the pipeline refuses (``decide`` without a
+    calibration, a bad depth, an option it does not know) fail here, before any batch.
+
+    Raises:
+        CompatibilityError: The parts or the options do not belong together.
+        ArtifactError: An index, reranker or calibration cannot be read.
+    """
+    from tagindex.pipeline import TaggingPipeline
+
+    pipeline = TaggingPipeline.from_files(load_index(index_dir, options), **options.pipeline)
+    try:
+        tag_products(pipeline, [Product("probe", "probe")], options)
+    except TypeError as exc:  # an option this pipeline does not take: a usage error, not a row's
+        raise InputError(f"tag options: {exc}") from None
+    return pipeline
+
+
+def tag_products(
+    pipeline: TaggingPipeline, products: Sequence[Product], options: TagOptions
+) -> list[dict[str, Any]]:
     """Run lines for ``products``: exactly the call and the format of the in-process ``tagindex tag``."""
-    results = index.tag(
-        products, top_k=options.top_k, threshold=options.threshold, include_ancestors=options.ancestors
-    )
-    return [r.to_dict() for r in results]
+    records = [t.to_record() for t in pipeline.tag(products, **options.tag)]
+    if options.language:
+        by_id = pipeline.index.by_id
+        for record in records:
+            for hit in record.get("tags", []):
+                if hit["tag"] in by_id:
+                    hit["name"] = by_id[hit["tag"]].name_in(options.language)
+    return records
 
 
 def failure(source: str, line: int, product_id: str | None, reason: str) -> dict[str, Any]:
     return {"source": source, "line": line, "id": product_id, "reason": reason}
 
 
-def tag_batch(index: Any, batch: Batch, options: TagOptions) -> ShardResult:
+def tag_batch(pipeline: Any, batch: Batch, options: TagOptions) -> ShardResult:
     """Tags a batch; when the batch call fails, products are retried one by one to name the culprits."""
     start = time.perf_counter()
     failures = list(batch.failures)
+    if not batch.products:  # a batch of failed rows only
+        return ShardResult(batch.name, [], failures, time.perf_counter() - start)
     try:
-        records = tag_products(index, batch.products, options)
+        records = tag_products(pipeline, batch.products, options)
     except Exception as exc:  # any encoder/index error: isolate the rows that cause it, keep the rest
         logger.warning("%s: batch tagging failed (%s); retrying its products one by one", batch.name, exc)
         records = []
         for product, line in zip(batch.products, batch.lines, strict=True):
             try:
-                records.extend(tag_products(index, [product], options))
+                records.extend(tag_products(pipeline, [product], options))
             except Exception as row_exc:  # reported per row, never dropped
                 failures.append(
                     failure(
@@ -222,83 +318,50 @@ def _format_of(path: Path) -> str | None:
     return _SUFFIXES.get(path.suffix.lower())
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Yields ``(line, record)`` one row at a time; an unreadable row is yielded as its reason.
-
-    Unlike :func:`tagindex.io.read_records` this never holds the file in memory, and a JSONL line
-    that is not UTF-8 fails alone.
-
-    Raises:
-        InputError: A CSV file that is not UTF-8 or a Parquet file that cannot be read (the rows of a
-            broken file cannot be told apart).
-    """
-    fmt = _format_of(path)
-    if fmt == "jsonl":
-        with path.open("rb") as f:
-            for i, raw in enumerate(f, start=1):
-                try:
-                    text = raw.decode("utf-8-sig" if i == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    yield i, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield i, f"invalid JSON ({exc.msg} at column {exc.colno})"
-                    continue
-                yield i, obj if isinstance(obj, dict) else f"expected a JSON object, got {type(obj).__name__}"
-        return
-    if fmt == "csv":
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            try:
-                for cells in reader:
-                    if None in cells:
-                        yield reader.line_num, "more fields than the header has"
-                        continue
-                    yield reader.line_num, {k: _parse_csv_cell(v) for k, v in cells.items() if k is not None}
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{reader.line_num + 1}: not valid UTF-8 ({exc.reason})") from None
-            except csv.Error as exc:
-                raise InputError(f"{path}:{reader.line_num}: unreadable CSV ({exc})") from None
-        return
-    try:
-        parquet = pq.ParquetFile(path)
-        number = 0
-        for record_batch in parquet.iter_batches(batch_size=4096):
-            for record in record_batch.to_pylist():
-                number += 1
-                yield number, record
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot read Parquet file: {exc}") from None
-
-
 def shard_stem(root: Path, source: Path) -> str:
     """A file-name-safe, unique stem for a source file below ``root``."""
     return "__".join(source.relative_to(root).parts)
 
 
-def iter_batches(root: Path, sources: Sequence[Path], batch_size: int) -> Iterator[Batch]:
+def _records(source: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """The rows of one file; a file that cannot be read on ends with one row naming where and why."""
+    line = 0
+    try:
+        for line, record in stream_records(source):
+            yield line, record
+    except DataError as exc:
+        # Not past this point (a broken Parquet row group, a CSV field over the limit): the rows
+        # after it cannot be told apart, so the rest of the file is one failure, reported, never skipped.
+        yield line + 1, f"the rest of this file cannot be read: {exc}"
+
+
+def iter_batches(
+    root: Path, sources: Sequence[Path], batch_size: int, columns: Mapping[str, str] | None = None
+) -> Iterator[Batch]:
     """Cuts the sources into batches of ``batch_size`` input rows, streaming.
 
-    Every row lands in exactly one batch, as a product or as a failure (unparsable row, duplicate
-    id); boundaries depend only on the files and ``batch_size``, so reruns cut the same batches.
+    Rows are read with the loaders' limits (:func:`tagindex.io.stream_records`,
+    :func:`tagindex.io.product_from_row`). Every row lands in exactly one batch, as a product or as a
+    failure (unreadable row, a row over a limit, duplicate id), except the variant rows of a Shopify
+    export (an id seen before with an empty title), which ``tagindex tag`` skips too; boundaries
+    depend only on the files and ``batch_size``, so reruns cut the same batches.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    columns = check_columns(columns, PRODUCT_FIELDS)
     # First place of every id (source number, line) packed in one int: ~100 bytes an id.
     seen: dict[str, int] = {}
     for number, source in enumerate(sources):
         stem, shown = shard_stem(root, source), str(source)
         count = 0
         batch = Batch(f"{stem}-{count:05d}", shown)
-        for line, record in iter_records(source):
+        for line, record in _records(source):
             try:
                 if isinstance(record, str):
                     raise ValueError(record)
-                product = product_from_row(record)
+                if _continuation(record, seen.keys(), columns):
+                    continue
+                product = product_from_row(record, columns)
                 first = seen.setdefault(product.id, (number << 40) | line)
                 if first != (number << 40) | line:
                     where = f"{sources[first >> 40]}:{first & ((1 << 40) - 1)}"
@@ -306,7 +369,7 @@ def iter_batches(root: Path, sources: Sequence[Path], batch_size: int) -> Iterat
                 batch.products.append(product)
                 batch.lines.append(line)
             except ValueError as exc:
-                raw_id = record.get("id") if isinstance(record, dict) else None
+                raw_id = record.get(columns.get("id", "id")) if isinstance(record, dict) else None
                 batch.failures.append(failure(shown, line, None if raw_id is None else str(raw_id), str(exc)))
             if batch.n_rows >= batch_size:
                 yield batch
@@ -317,30 +380,39 @@ def iter_batches(root: Path, sources: Sequence[Path], batch_size: int) -> Iterat
 
 
 # ---- output ----------------------------------------------------------------------------------------------
+def _struct_row(item: Mapping[str, Any], struct: pa.StructType) -> dict[str, Any]:
+    return {struct.field(i).name: item.get(struct.field(i).name) for i in range(struct.num_fields)}
+
+
 def records_table(records: Iterable[dict[str, Any]]) -> pa.Table:
     """Run lines as a table of :data:`SHARD_SCHEMA`."""
-    rows = [
-        {
-            "id": r["id"],
-            "tags": [
-                {
-                    "tag": t["tag"],
-                    "score": t["score"],
-                    "name": t.get("name"),
-                    "ancestor_of": t.get("ancestor_of"),
-                }
-                for t in r["tags"]
-            ],
-        }
-        for r in records
-    ]
+    rows = []
+    for r in records:
+        extra = {k: v for k, v in r.items() if k not in _TYPED_FIELDS}
+        assigned = r.get("assigned")
+        rows.append(
+            {
+                "id": r["id"],
+                "tags": [_struct_row(t, TAG_STRUCT) for t in r["tags"]],
+                "assigned": None if assigned is None else [_struct_row(a, ASSIGNED_STRUCT) for a in assigned],
+                "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
 
 
 def table_records(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Shard rows back as run lines (the optional tag fields only where set, as in the JSON run)."""
+    """Shard rows back as run lines (optional fields only where set, as in the JSON run)."""
     for row in table.to_pylist():
-        yield {"id": row["id"], "tags": [{k: v for k, v in t.items() if v is not None} for t in row["tags"]]}
+        record: dict[str, Any] = {
+            "id": row["id"],
+            "tags": [{k: v for k, v in t.items() if v is not None} for t in row["tags"]],
+        }
+        if row.get("assigned") is not None:
+            record["assigned"] = [{k: v for k, v in a.items() if v is not None} for a in row["assigned"]]
+        if row.get("extra"):
+            record.update(json.loads(row["extra"]))
+        yield record
 
 
 def read_shards(out_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -382,12 +454,30 @@ def _run_identity(
         "format_version": RUN_FORMAT_VERSION,
         "index_manifest_sha256": digest,
         "options": options.to_dict(),
+        "artifacts_sha256": _artifact_digests(options),
         "batch_size": batch_size,
         "sources": [
             {"path": str(s.relative_to(root)), "bytes": s.stat().st_size, "mtime_ns": s.stat().st_mtime_ns}
             for s in sources
         ],
     }
+
+
+def _artifact_digests(options: TagOptions) -> dict[str, str]:
+    """A digest of each file the pipeline options name: a reranker retrained or a calibration refitted
+    in place is another run, not one to resume."""
+    out = {}
+    for name in _PATH_ARGS:
+        value = options.pipeline.get(name)
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():  # a saved model directory: its manifest (checksums of every file)
+            from tagindex.cross_encoder import KIND
+
+            path = read_manifest(path, KIND, verify=False).root / MANIFEST
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def prepare_out_dir(out_dir: Path, identity: dict[str, Any]) -> set[str]:
@@ -466,7 +556,7 @@ def run_sharded(
         InputError: Missing/unknown source, or an output directory of another run.
         IndexFormatError: The index directory is not an intact saved index.
     """
-    options = options or TagOptions()
+    options = (options or TagOptions()).resolved()
     start = time.perf_counter()
     index_path, out = Path(index_dir), Path(out_dir)
     read_manifest(index_path, "tagindex", verify=False)  # a clear error before any worker starts
@@ -478,7 +568,7 @@ def run_sharded(
     first_commit: tuple[float, int] | None = None  # (time, products tagged) at the first commit
 
     def pending() -> Iterator[Batch]:
-        for batch in iter_batches(root, sources, batch_size):
+        for batch in iter_batches(root, sources, batch_size, options.columns):
             summary.products += batch.n_rows
             if batch.name in finished:
                 summary.shards_skipped += 1
@@ -528,14 +618,14 @@ def _collect_failures(out: Path, unfinished: list[dict[str, Any]]) -> int:
 
 
 def local_executor(index_dir: str | os.PathLike[str], options: TagOptions) -> Executor:
-    """Runs every batch in this process, one after another (the index is loaded once)."""
+    """Runs every batch in this process, one after another (the pipeline is loaded once)."""
 
     def execute(batches: Iterator[Batch]) -> Iterator[ShardResult]:
-        index = None
+        pipeline = None
         for batch in batches:
-            if index is None:
-                index = load_index(index_dir, options)
-            result = tag_batch(index, batch, options)
+            if pipeline is None:
+                pipeline = load_pipeline(index_dir, options)
+            result = tag_batch(pipeline, batch, options)
             result.worker = "local"
             yield result
 

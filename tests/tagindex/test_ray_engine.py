@@ -128,7 +128,7 @@ def test_rerun_skips_finished_shards_and_redoes_only_missing_ones(
     from tagindex.engines.ray_engine import tag_with_ray
 
     out = tmp_path / "shards"
-    options = TagOptions(top_k=3)
+    options = TagOptions.of(top_k=3)
     first = tag_with_ray(static_index, catalog["src"], out, options, num_workers=2, batch_size=40)
     shards = sorted(out.glob("part-*.parquet"))
     assert first.shards_written == len(shards) >= 5 and first.shards_skipped == 0
@@ -147,7 +147,7 @@ def test_rerun_skips_finished_shards_and_redoes_only_missing_ones(
     assert not list(out.glob(".*.tmp"))
     assert sorted(map(json.dumps, read_shards(out))) == lines_before
     with pytest.raises(InputError, match="options"):
-        tag_with_ray(static_index, catalog["src"], out, TagOptions(top_k=4), num_workers=1, batch_size=40)
+        tag_with_ray(static_index, catalog["src"], out, TagOptions.of(top_k=4), num_workers=1, batch_size=40)
 
 
 def test_gpu_workers_are_refused_cleanly_without_gpus(
@@ -178,22 +178,23 @@ def test_ray_only_and_local_only_options_are_refused(static_index: Path, tmp_pat
     assert cli.main([*base, "--engine", "ray", "--cache", str(tmp_path / "c")]) == 2
 
 
-class _FailingIndex:
-    """Stands in for TagIndex to isolate the row-isolation logic: tagging fails for one product."""
+class _FailingPipeline:
+    """Stands in for TaggingPipeline to isolate the row-isolation logic: tagging fails for one product."""
 
     def tag(self, products: list[Product], **_: Any) -> list[Any]:
+        from tagindex.pipeline import Tagged
         from tagindex.schema import TagResult, TagScore
 
         if any(p.title == "poison" for p in products):
             raise RuntimeError("encoder exploded")
-        return [TagResult(p.id, [TagScore("t", 0.5)]) for p in products]
+        return [Tagged(TagResult(p.id, [TagScore("t", 0.5)]), None) for p in products]  # type: ignore[arg-type]
 
 
 def test_a_row_that_cannot_be_tagged_is_reported_and_its_batch_kept() -> None:
     products = [Product("1", "fine"), Product("2", "poison"), Product("3", "fine too")]
     batch = Batch("x-00000", "src.jsonl", products, [1, 2, 3], [{"source": "src.jsonl", "line": 4,
                   "id": None, "reason": "invalid JSON"}])  # fmt: skip
-    result = tag_batch(_FailingIndex(), batch, TagOptions())
+    result = tag_batch(_FailingPipeline(), batch, TagOptions())
     assert [r["id"] for r in result.records] == ["1", "3"]
     assert [(f["line"], f["id"]) for f in result.failures] == [(2, "2"), (4, None)]
     assert "encoder exploded" in result.failures[0]["reason"]
@@ -243,7 +244,124 @@ def test_local_executor_writes_the_same_shards(
 ) -> None:
     from tagindex.engines.shards import local_executor
 
-    options = TagOptions(top_k=3)
+    options = TagOptions.of(top_k=3)
     summary = run_sharded(static_index, catalog["src"], tmp_path / "o", local_executor(static_index, options),
                           options, batch_size=64)  # fmt: skip
     assert summary.tagged == catalog["n_good"] and summary.failures == 3
+
+
+# ---- every tag option goes through the same pipeline ----------------------------------------------------
+@pytest.fixture(scope="module")
+def bi_calibration(static_index: Path, mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A calibration of the static index's own scores, fitted on 300 MWPD train offers."""
+    work = tmp_path_factory.mktemp("cal")
+    train = work / "train.jsonl"
+    train.write_text("".join((mwpd_dir / "train.jsonl").read_text().splitlines(keepends=True)[:300]))
+    cal = work / "cal.json"
+    assert cli.main(["-q", "calibrate", "--index", str(static_index), "--products", str(train),
+                     "--out", str(cal), "--depth", "10", "--target-precision", "0.5"]) == 0  # fmt: skip
+    return cal
+
+
+def test_decisions_calibration_and_names_equal_the_in_process_run(
+    ray_local: None,
+    static_index: Path,
+    catalog: dict[str, Any],
+    bi_calibration: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = ["--top-k", "6", "--threshold", "0.3", "--ancestors", "--calibration", str(bi_calibration),
+               "--decide", "--hierarchy", "close", "--language", "en"]  # fmt: skip
+    out = tmp_path / "shards"
+    args = ["-q", "tag", "--engine", "ray", "--index", str(static_index), "--products", str(catalog["src"]),
+            "--out", str(out), "--num-workers", "2", "--batch-size", "32", "--on-error", "skip"]  # fmt: skip
+    assert cli.main([*args, *options]) == 0
+    expected = in_process_run(static_index, catalog["good"], tmp_path / "run.jsonl", *options)
+    assert any(r["assigned"] for r in expected.values())  # the decision is exercised, not empty
+    got = list(read_shards(out))
+    assert len(got) == len({r["id"] for r in got}) == catalog["n_good"]
+    assert {r["id"]: r for r in got} == expected  # tags, scores, names, ancestors and decisions
+    # A pipeline the in-process run refuses is refused the same way, before any shard is written.
+    capsys.readouterr()
+    assert cli.main([*args[:7], str(tmp_path / "o2"), "--decide"]) == 2
+    err = capsys.readouterr().err
+    assert "--decide needs --calibration" in err and "Traceback" not in err
+    assert not list((tmp_path / "o2").glob("part-*"))
+
+
+@pytest.mark.slow
+def test_a_reranked_and_calibrated_ray_run_equals_the_in_process_run(
+    ray_local: None, static_index: Path, mwpd_dir: Path, tmp_path: Path
+) -> None:
+    """A real cross-encoder (the packaged MiniLM, untrained head) with a calibration of its scores."""
+    from tagindex.cross_encoder import Reranker, RerankerParams
+
+    Reranker.create(RerankerParams.fast()).save(tmp_path / "rr")
+    lines = (mwpd_dir / "validation.jsonl").read_text().splitlines(keepends=True)
+    train, products = tmp_path / "train.jsonl", tmp_path / "products.jsonl"
+    train.write_text("".join(lines[:40]))
+    products.write_text("".join(lines[300:330]))
+    cal = tmp_path / "cal.json"
+    assert cli.main(["-q", "calibrate", "--index", str(static_index), "--products", str(train), "--out",
+                     str(cal), "--reranker", str(tmp_path / "rr"), "--depth", "5"]) == 0  # fmt: skip
+    options = ["--top-k", "5", "--reranker", str(tmp_path / "rr"), "--rerank-depth", "5",
+               "--calibration", str(cal), "--decide"]  # fmt: skip
+    out = tmp_path / "shards"
+    # One batch holding the whole file: the cross-encoder sees the pairs the in-process run sees,
+    # so even its last bits match (PyTorch's products vary in the last bit with batch composition).
+    assert cli.main(["-q", "tag", "--engine", "ray", "--index", str(static_index), "--products",
+                     str(products), "--out", str(out), "--num-workers", "1", "--batch-size", "64",
+                     *options]) == 0  # fmt: skip
+    expected = in_process_run(static_index, products, tmp_path / "run.jsonl", *options)
+    assert len(expected) == 30 and all("assigned" in r for r in expected.values())
+    assert {r["id"]: r for r in read_shards(out)} == expected
+
+
+# ---- hostile input: read with the loaders' limits, every bad row reported ------------------------------
+def test_a_hostile_shard_is_read_within_the_limits_and_every_bad_row_is_reported(
+    static_index: Path, tmp_path: Path
+) -> None:
+    from tagindex.engines.shards import local_executor
+    from tagindex.schema import LIMITS
+
+    src = tmp_path / "src"
+    src.mkdir()
+    good = lambda i: json.dumps({"id": f"g{i}", "title": f"red running shoes {i}"}).encode()  # noqa: E731
+    nested = "[" * (LIMITS.json_depth + 4) + "]" * (LIMITS.json_depth + 4)
+    (src / "a.jsonl").write_bytes(b"\n".join([
+        good(1),
+        b'{"id": "bad-bytes", "title": "caf\xe9"}',  # line 2: not UTF-8
+        b"[1, 2]",  # line 3: not an object
+        b'{"id": "deep", "title": "x", "attributes": {"a": ' + nested.encode() + b"}}",  # line 4
+        b'{"id": "huge", "title": "' + b"x" * (LIMITS.line_chars + 10) + b'"}',  # line 5: over the limit
+        good(2),
+        json.dumps({"id": "long-title", "title": "x" * (LIMITS.title_chars + 1)}).encode(),  # line 7
+        json.dumps({"id": "g1", "title": "again"}).encode(),  # line 8: duplicate id
+        good(3),
+    ]) + b"\n")  # fmt: skip
+    (src / "b.csv").write_bytes(
+        b"id,title\n"
+        b"g4,blue jeans\n"
+        b"bad-csv,caf\xe9 au lait\n"  # line 3: not UTF-8
+        b"g5,green hat\n" + b'oversize,"' + b"y" * (LIMITS.csv_field_chars + 1) + b'"\n'  # line 5
+        b"lost,never read\n"
+    )
+    (src / "c.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "o"
+    options = TagOptions.of(top_k=3)
+    summary = run_sharded(static_index, src, out, local_executor(static_index, options), options,
+                          batch_size=4)  # fmt: skip
+    tagged = sorted(r["id"] for r in read_shards(out))
+    assert tagged == ["g1", "g2", "g3", "g4", "g5"]
+    failures = [json.loads(line) for line in (out / FAILURES_FILE).read_text().splitlines()]
+    where = {(Path(f["source"]).name, f["line"]): f["reason"] for f in failures}
+    assert sorted(where) == [("a.jsonl", 2), ("a.jsonl", 3), ("a.jsonl", 4), ("a.jsonl", 5), ("a.jsonl", 7),
+                             ("a.jsonl", 8), ("b.csv", 3), ("b.csv", 5), ("c.parquet", 1)]  # fmt: skip
+    assert "not valid UTF-8" in where["a.jsonl", 2] and "expected a JSON object" in where["a.jsonl", 3]
+    assert "nested deeper than" in where["a.jsonl", 4] and "longer than" in where["a.jsonl", 5]
+    assert "title" in where["a.jsonl", 7] and "duplicate id 'g1'" in where["a.jsonl", 8]
+    assert "not valid UTF-8" in where["b.csv", 3]
+    assert "rest of this file cannot be read" in where["b.csv", 5] and "b.csv:5" in where["b.csv", 5]
+    assert "rest of this file cannot be read" in where["c.parquet", 1]
+    assert summary.failures == len(failures) and summary.tagged == 5
