@@ -252,15 +252,20 @@ def test_local_executor_writes_the_same_shards(
 
 # ---- every tag option goes through the same pipeline ----------------------------------------------------
 @pytest.fixture(scope="module")
-def bi_calibration(static_index: Path, mwpd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A calibration of the static index's own scores, fitted on 300 MWPD train offers."""
-    work = tmp_path_factory.mktemp("cal")
-    train = work / "train.jsonl"
-    train.write_text("".join((mwpd_dir / "train.jsonl").read_text().splitlines(keepends=True)[:300]))
-    cal = work / "cal.json"
-    assert cli.main(["-q", "calibrate", "--index", str(static_index), "--products", str(train),
-                     "--out", str(cal), "--depth", "10", "--target-precision", "0.5"]) == 0  # fmt: skip
-    return cal
+def bi_calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A calibration of bi-encoder scores fitted on synthetic candidates (cosine above ~0.25 is right),
+    so that the static index's decisions are not all empty: what is compared is the two engines."""
+    import numpy as np
+
+    from tagindex.calibration import Calibration, CalibrationParams
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(-0.2, 1.0, 3000)
+    labels = (scores + rng.normal(0.0, 0.05, 3000) > 0.25).astype(np.float64)
+    cal = Calibration.fit(scores, labels, rng.integers(0, 3, 3000), "bi_encoder", CalibrationParams())
+    path = tmp_path_factory.mktemp("cal") / "cal.json"
+    cal.save(path)
+    return path
 
 
 def test_decisions_calibration_and_names_equal_the_in_process_run(
@@ -284,7 +289,7 @@ def test_decisions_calibration_and_names_equal_the_in_process_run(
     assert {r["id"]: r for r in got} == expected  # tags, scores, names, ancestors and decisions
     # A pipeline the in-process run refuses is refused the same way, before any shard is written.
     capsys.readouterr()
-    assert cli.main([*args[:7], str(tmp_path / "o2"), "--decide"]) == 2
+    assert cli.main([*args[:9], str(tmp_path / "o2"), "--decide"]) == 2
     err = capsys.readouterr().err
     assert "--decide needs --calibration" in err and "Traceback" not in err
     assert not list((tmp_path / "o2").glob("part-*"))
