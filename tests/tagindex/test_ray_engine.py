@@ -300,16 +300,20 @@ def test_a_reranked_and_calibrated_ray_run_equals_the_in_process_run(
     ray_local: None, static_index: Path, mwpd_dir: Path, tmp_path: Path
 ) -> None:
     """A real cross-encoder (the packaged MiniLM, untrained head) with a calibration of its scores."""
+    import numpy as np
+
+    from tagindex.calibration import Calibration
     from tagindex.cross_encoder import Reranker, RerankerParams
 
     Reranker.create(RerankerParams.fast()).save(tmp_path / "rr")
-    lines = (mwpd_dir / "validation.jsonl").read_text().splitlines(keepends=True)
-    train, products = tmp_path / "train.jsonl", tmp_path / "products.jsonl"
-    train.write_text("".join(lines[:40]))
-    products.write_text("".join(lines[300:330]))
+    fingerprint = Reranker.load(tmp_path / "rr").fingerprint
+    products = tmp_path / "products.jsonl"
+    products.write_text("".join((mwpd_dir / "validation.jsonl").read_text().splitlines(keepends=True)[:30]))
+    rng = np.random.default_rng(0)  # synthetic dev candidates: the engines are compared, not the fit
+    scores = rng.uniform(-1.0, 1.0, 3000)
+    labels = (scores + rng.normal(0.0, 0.1, 3000) > 0.0).astype(np.float64)
     cal = tmp_path / "cal.json"
-    assert cli.main(["-q", "calibrate", "--index", str(static_index), "--products", str(train), "--out",
-                     str(cal), "--reranker", str(tmp_path / "rr"), "--depth", "5"]) == 0  # fmt: skip
+    Calibration.fit(scores, labels, rng.integers(0, 3, 3000), "rerank", reranker=fingerprint).save(cal)
     options = ["--top-k", "5", "--reranker", str(tmp_path / "rr"), "--rerank-depth", "5",
                "--calibration", str(cal), "--decide"]  # fmt: skip
     out = tmp_path / "shards"
