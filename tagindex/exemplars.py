@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -78,10 +79,21 @@ class ExemplarSet:
         )
 
 
+class NeighbourSearch(Protocol):
+    """Top-k search over the exemplar rows: similarities (n, k) and rows (n, k), best first, -1 pads
+    (e.g. :class:`tagindex.compressed_exemplars.CompressedExemplarIndex`)."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class ExemplarScorer:
     """Scores the most specific tags of a vocabulary for query vectors (see module docstring).
 
     Built once per (tags, exemplars) state; :meth:`score` is pure numpy and deterministic.
+
+    ``neighbour_index``, when given, finds the voting neighbours instead of the exact product with
+    every exemplar vector (an approximate, compressed index for very large exemplar sets); its rows
+    are the rows of ``exemplars``, which must all keep a label in the vocabulary.
     """
 
     def __init__(
@@ -90,8 +102,10 @@ class ExemplarScorer:
         tag_vectors: np.ndarray,  # (n_tags, dim), rows aligned with ``tags``
         exemplars: ExemplarSet,
         params: ExemplarParams | None = None,
+        neighbour_index: NeighbourSearch | None = None,
     ) -> None:
         self.params = params or ExemplarParams()
+        self.neighbour_index = neighbour_index
         by_id = {t.id: t for t in tags}
         row_of = {t.id: i for i, t in enumerate(tags)}
         has_child = {t.parent for t in tags if t.parent is not None}
@@ -104,6 +118,8 @@ class ExemplarScorer:
         keep = [i for i, labels in enumerate(ex_labels) if labels]
         if len(keep) < len(ex_labels):
             logger.info("%d exemplar(s) have no label left in the vocabulary", len(ex_labels) - len(keep))
+            if neighbour_index is not None:  # its rows would no longer line up with ours
+                raise ValueError("a neighbour index needs every exemplar to keep a label in the vocabulary")
         self.ex_vectors = exemplars.vectors[keep]  # (m, dim)
         self.ex_ids = [exemplars.ids[i] for i in keep]
         n_targets, dim = len(self.targets), tag_vectors.shape[1]
@@ -190,6 +206,8 @@ class ExemplarScorer:
         ``exclude`` (b,) names one exemplar row per query that may not be a neighbour (-1: none).
         """
         k = min(self.params.k, len(self.ex_vectors) - (0 if exclude is None else 1))
+        if self.neighbour_index is not None:
+            return self._indexed_neighbours(q, k, exclude)
         sims = q @ self.ex_vectors.T  # (b, m)
         if exclude is not None:
             rows = np.flatnonzero(exclude >= 0)
@@ -200,13 +218,31 @@ class ExemplarScorer:
         order = np.lexsort((top, -top_sims), axis=1)
         return np.take_along_axis(top_sims, order, axis=1), np.take_along_axis(top, order, axis=1)
 
+    def _indexed_neighbours(
+        self, q: np.ndarray, k: int, exclude: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`neighbours` through ``neighbour_index`` (one more fetched to drop an excluded row)."""
+        assert self.neighbour_index is not None
+        sims, rows = self.neighbour_index.search(q, k + (0 if exclude is None else 1))
+        sims = np.where(rows < 0, -np.inf, sims)
+        if exclude is not None:
+            sims = np.where(rows == exclude[:, None], -np.inf, sims)
+        # The same order as the exact path: by similarity, then by row; dropped rows sort last.
+        order = np.lexsort((rows, -sims), axis=1)[:, :k]
+        sims, rows = np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
+        return sims, np.where(np.isfinite(sims), rows, -1)
+
     def votes(self, q: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
         """Softmax-weighted share of each target among the k nearest exemplars: (b, n_targets) in [0, 1]."""
         sims, rows = self.neighbours(q, exclude)  # (b, k)
         if not sims.shape[1]:
             return np.zeros((len(q), len(self.targets)), dtype=np.float32)
-        weights = np.exp((sims - sims[:, :1]) / max(self.params.temperature, 1e-6))  # (b, k)
-        weights /= weights.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            weights = np.exp((sims - sims[:, :1]) / max(self.params.temperature, 1e-6))  # (b, k)
+        # An approximate neighbour index may find fewer than k (sim -inf, row -1): weight 0, and a
+        # query that found none at all (-inf - -inf = nan) votes for nothing.
+        weights = np.nan_to_num(weights, nan=0.0)
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-30)
         votes = np.zeros((len(q), len(self.targets)), dtype=np.float32)
         # Each exemplar votes with its full weight for every one of its labels (multi-label products
         # are not split), via the padded (m, max_labels) label table.
