@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tagindex.engines.shards import (
     Batch,
@@ -41,6 +43,7 @@ from tagindex.engines.shards import (
     tag_batch,
 )
 from tagindex.errors import InputError, ModelError, TagindexError
+from tagindex.schema import Product
 
 logger = logging.getLogger(__name__)
 
@@ -235,3 +238,89 @@ def tag_with_ray(
             workers=workers,
             progress=progress,
         )
+
+
+# ---- encoding for exemplar indexes -------------------------------------------------------------------
+class ProductEncoder:
+    """A Ray actor's state: one loaded index whose encoder turns product chunks into vectors."""
+
+    def __init__(self, index_dir: str, description_chars: int | None = None) -> None:
+        from tagindex.engines.shards import load_index
+
+        self.index = load_index(index_dir, TagOptions(description_chars=description_chars))
+
+    def encode(self, number: int, products: Sequence[Product]) -> tuple[int, np.ndarray]:
+        return number, self.index.encode_products(products)
+
+
+def encode_with_ray(
+    index_dir: str | os.PathLike[str],
+    chunks: Iterable[Sequence[Product]],
+    num_workers: int | None = None,
+    address: str | None = None,
+    description_chars: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Product vectors, chunk by chunk in input order, encoded by a pool of Ray actors.
+
+    Each actor loads the index once and encodes with ``index.encode_products``: the vectors the
+    index itself would store for these products as exemplars (same encoder, text and fusion). At
+    most two chunks per actor are in flight, so memory stays bounded however many chunks come.
+
+    Args:
+        index_dir: Saved index directory (readable at the same path on every node).
+        chunks: Products, in chunks (one task each).
+        num_workers: Actors, one CPU each (default: every CPU of the machine or cluster).
+        address: Ray cluster to join; None starts (and stops) an embedded local Ray, unless the caller
+            already initialised one.
+        description_chars: Override of the index's description budget.
+
+    Yields:
+        One (len(chunk), dim) float32 array per chunk, in the order of ``chunks``.
+
+    Raises:
+        InputError: Ray missing, or more workers asked than the cluster has CPUs.
+        ModelError: A worker cannot load the index.
+    """
+    ray = _ray()
+    local_cpus = None if address else max(os.cpu_count() or 1, num_workers or 1)
+    with ray_session(address, local_cpus) as resources:
+        cpus = resources.get("CPU", 0.0)
+        workers = num_workers or max(1, int(cpus))
+        if workers > cpus:
+            raise InputError(f"--num-workers {workers} needs {workers} CPUs; the Ray cluster has {cpus:g}")
+        actor_class = ray.remote(ProductEncoder).options(num_cpus=1, max_restarts=1, max_task_retries=1)
+        actors = [
+            actor_class.remote(str(Path(index_dir).resolve()), description_chars) for _ in range(workers)
+        ]
+        try:
+            pending: dict[Any, int] = {}
+            done: dict[int, np.ndarray] = {}
+            source = enumerate(chunks)
+            next_out, submitted, exhausted = 0, 0, False
+            while True:
+                while not exhausted and len(pending) < _QUEUED_PER_ACTOR * workers:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    number, chunk = item
+                    pending[actors[submitted % workers].encode.remote(number, list(chunk))] = number
+                    submitted += 1
+                if not pending and not done:
+                    return
+                if next_out not in done:
+                    (ref,), _ = ray.wait(list(pending), num_returns=1)
+                    pending.pop(ref)
+                    try:
+                        number, vectors = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        raise ModelError(
+                            f"{index_dir}: a Ray encoding worker failed: {_first_line(exc)}"
+                        ) from None
+                    done[number] = vectors
+                while next_out in done:
+                    yield done.pop(next_out)
+                    next_out += 1
+        finally:
+            for actor in actors:
+                ray.kill(actor)
