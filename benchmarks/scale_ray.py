@@ -191,18 +191,19 @@ def compare(expected: dict[str, dict[str, Any]], got: list[dict[str, Any]]) -> d
 
 # ---- runs ----------------------------------------------------------------------------------------------
 def in_process(index_dir: Path, src: Path, top_k: int) -> tuple[dict[str, dict[str, Any]], float, float]:
-    """The in-process ``tag`` call over every product, one thread; returns lines, load s, tag s."""
+    """The in-process ``tag`` pipeline over every product, one thread; returns lines, load s, tag s."""
     import torch
 
-    from tagindex.engines.shards import TagOptions, load_index, tag_products
+    from tagindex.engines.shards import TagOptions, load_pipeline, tag_products
     from tagindex.io import load_products
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    index = load_index(index_dir, TagOptions(top_k=top_k))
+    options = TagOptions.of(top_k=top_k)
+    pipeline = load_pipeline(index_dir, options)  # what `tagindex tag` and every Ray worker build
     products = [p for f in sorted(src.glob("*.jsonl")) for p in load_products(f)]
     loaded = time.perf_counter()
-    records = tag_products(index, products, TagOptions(top_k=top_k))
+    records = tag_products(pipeline, products, options)
     done = time.perf_counter()
     return {r["id"]: r for r in records}, loaded - start, done - loaded
 
@@ -220,7 +221,7 @@ def ray_run(index_dir: Path, src: Path, out: Path, workers: int, batch: int, top
     try:
         with TreeRSS() as rss:
             summary = tag_with_ray(
-                index_dir, src, out, TagOptions(top_k=top_k), num_workers=workers, batch_size=batch
+                index_dir, src, out, TagOptions.of(top_k=top_k), num_workers=workers, batch_size=batch
             )
     finally:
         ray.shutdown()
