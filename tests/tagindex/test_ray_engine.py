@@ -151,15 +151,44 @@ def test_rerun_skips_finished_shards_and_redoes_only_missing_ones(
 
 
 def test_gpu_workers_are_refused_cleanly_without_gpus(
-    ray_local: None, static_index: Path, catalog: dict[str, Any], tmp_path: Path
+    ray_local: None,
+    static_index: Path,
+    catalog: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tagindex.engines.ray_engine import tag_with_ray
 
     if ray.cluster_resources().get("GPU", 0) >= 1:
         pytest.skip("this machine has a GPU: the refusal path does not apply")
+    start = time.monotonic()
     with pytest.raises(InputError, match="GPUs; the Ray cluster has 0"):
         tag_with_ray(static_index, catalog["src"], tmp_path / "o", num_workers=1, gpus_per_worker=1)
     assert not (tmp_path / "o").exists()
+    # The GPU recipe through the CLI: one line, exit 2, no actor left waiting for a GPU (no hang).
+    capsys.readouterr()
+    code = cli.main(["-q", "tag", "--engine", "ray", "--index", str(static_index), "--products",
+                     str(catalog["src"]), "--out", str(tmp_path / "o2"), "--num-workers", "2",
+                     "--gpus-per-worker", "0.5"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--gpus-per-worker 0.5 x 2 workers needs 1 GPUs" in err and "Traceback" not in err
+    assert time.monotonic() - start < 60 and not (tmp_path / "o2").exists()
+
+
+def test_exemplar_vectors_encoded_on_ray_equal_the_index_s_own(
+    ray_local: None, static_index: Path, catalog: dict[str, Any]
+) -> None:
+    import numpy as np
+
+    from tagindex.engines.ray_engine import encode_with_ray
+    from tagindex.index import TagIndex
+    from tagindex.io import load_products
+
+    products = load_products(catalog["good"])
+    chunks = [products[i : i + 37] for i in range(0, len(products), 37)]
+    got = list(encode_with_ray(static_index, chunks, num_workers=2))
+    assert [len(v) for v in got] == [len(c) for c in chunks]  # one array per chunk, in order
+    assert np.array_equal(np.vstack(got), TagIndex.load(static_index).encode_products(products))
 
 
 def test_ray_only_and_local_only_options_are_refused(static_index: Path, tmp_path: Path) -> None:
