@@ -209,7 +209,7 @@ def tag_with_ray(
         ModelError: A worker cannot load the index.
         CompatibilityError: The index, reranker, calibration and options do not belong together.
     """
-    options = options or TagOptions()
+    options = (options or TagOptions()).resolved()  # absolute paths: actors may run elsewhere
     if num_workers is not None and num_workers < 1:
         raise InputError(f"--num-workers must be at least 1, got {num_workers}")
     if gpus_per_worker < 0:
