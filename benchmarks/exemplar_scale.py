@@ -175,6 +175,7 @@ def run_real(
     queries: np.ndarray,
     params_list: list[Any],
     k: int,
+    nprobes: list[int],
 ) -> list[dict[str, Any]]:
     from tagindex.compressed_exemplars import CompressedExemplarIndex, ExactNeighbours, recall_at_k
     from tagindex.exemplars import ExemplarScorer, ExemplarSet
@@ -227,32 +228,36 @@ def run_real(
         for start_row in range(0, len(vectors), 100_000):
             compressed.add(vectors[start_row : start_row + 100_000])
         t2 = time.perf_counter()
-        sims, rows = compressed.search(queries, k)
-        t3 = time.perf_counter()
-        # Exact similarity of every returned row (-inf for padding).
-        true = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(rows, 0)])
-        true = np.where(rows >= 0, true, -np.inf)
-        scorer.neighbour_index = compressed
-        _, top = scorer.top(queries, 1)
-        rows_out.append(
-            {
-                "config": name,
-                "params": params.to_dict(),
-                "bytes_per_vector": compressed.bytes_per_vector(),
-                "train_s": round(t1 - t0, 1),
-                "add_s": round(t2 - t1, 1),
-                "search_ms_per_query": round(1000 * (t3 - t2) / len(queries), 3),
-                "recall_at_10": round(recall_at_k(rows[:, :10], exact_rows[:, :10]), 4),
-                "recall_at_10_tie_aware": round(tie_aware_recall(true, exact_sims), 4),
-                "vote_top1_agreement": round(
-                    float(np.mean(vote_top1(sims, rows, row_label, ex_params.temperature) == exact_vote)), 4
-                ),
-                "scorer_top1_agreement": round(
-                    float(np.mean([a == b for a, b in zip(top, exact_top, strict=True)])), 4
-                ),
-            }
-        )
-        logger.info("%s", rows_out[-1])
+        for nprobe in nprobes:
+            compressed.set_nprobe(nprobe)
+            t3 = time.perf_counter()
+            sims, rows = compressed.search(queries, k)
+            search_s = time.perf_counter() - t3
+            # Exact similarity of every returned row (-inf for padding).
+            true = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(rows, 0)])
+            true = np.where(rows >= 0, true, -np.inf)
+            scorer.neighbour_index = compressed
+            _, top = scorer.top(queries, 1)
+            rows_out.append(
+                {
+                    "config": f"{name} p={nprobe}",
+                    "params": params.to_dict(),
+                    "bytes_per_vector": compressed.bytes_per_vector(),
+                    "train_s": round(t1 - t0, 1),
+                    "add_s": round(t2 - t1, 1),
+                    "search_ms_per_query": round(1000 * search_s / len(queries), 3),
+                    "recall_at_10": round(recall_at_k(rows[:, :10], exact_rows[:, :10]), 4),
+                    "recall_at_10_tie_aware": round(tie_aware_recall(true, exact_sims), 4),
+                    "vote_top1_agreement": round(
+                        float(np.mean(vote_top1(sims, rows, row_label, ex_params.temperature) == exact_vote)),
+                        4,
+                    ),
+                    "scorer_top1_agreement": round(
+                        float(np.mean([a == b for a, b in zip(top, exact_top, strict=True)])), 4
+                    ),
+                }
+            )
+            logger.info("%s", rows_out[-1])
     return rows_out
 
 
@@ -274,6 +279,7 @@ def run_synthetic(
     params_list: list[Any],
     k: int,
     temperature: float,
+    nprobes: list[int],
 ) -> dict[str, Any]:
     from tagindex.compressed_exemplars import CompressedExemplarIndex, recall_at_k
     from tagindex.vector_index import exact_search
@@ -314,34 +320,36 @@ def run_synthetic(
     exact_vote = vote_top1(best_sims, best_rows, row_label, temperature)
     results = []
     for idx, p, t in zip(indexes, params_list, timings, strict=True):
-        t0 = time.perf_counter()
-        sims, rows = idx.search(queries, k)
-        search_s = time.perf_counter() - t0
-        # Exact similarities of the returned rows, chunk by chunk (regenerated from the seed).
-        true = np.full(rows.shape, -np.inf, np.float32)
-        for c in range(copies):
-            inside = (rows >= c * n) & (rows < (c + 1) * n)
-            if inside.any():
-                chunk = synthetic_chunk(base, c, noise)
-                q_idx, k_idx = np.nonzero(inside)
-                true[q_idx, k_idx] = np.sum(queries[q_idx] * chunk[rows[q_idx, k_idx] - c * n], axis=1)
-        name = f"{p.kind}" + (f" m={p.pq_m}" if p.kind == "ivf-pq" else "")
-        results.append(
-            {
-                "config": name,
-                "params": p.to_dict(),
-                "bytes_per_vector": idx.bytes_per_vector(),
-                "train_s": round(t["train_s"], 1),
-                "add_s": round(t["add_s"], 1),
-                "search_ms_per_query": round(1000 * search_s / len(queries), 3),
-                "recall_at_10": round(recall_at_k(rows[:, :10], best_rows[:, :10]), 4),
-                "recall_at_10_tie_aware": round(tie_aware_recall(true, best_sims), 4),
-                "vote_top1_agreement": round(
-                    float(np.mean(vote_top1(sims, rows, row_label, temperature) == exact_vote)), 4
-                ),
-            }
-        )
-        logger.info("%s", results[-1])
+        for nprobe in nprobes:
+            idx.set_nprobe(nprobe)
+            t0 = time.perf_counter()
+            sims, rows = idx.search(queries, k)
+            search_s = time.perf_counter() - t0
+            # Exact similarities of the returned rows, chunk by chunk (regenerated from the seed).
+            true = np.full(rows.shape, -np.inf, np.float32)
+            for c in range(copies):
+                inside = (rows >= c * n) & (rows < (c + 1) * n)
+                if inside.any():
+                    chunk = synthetic_chunk(base, c, noise)
+                    q_idx, k_idx = np.nonzero(inside)
+                    true[q_idx, k_idx] = np.sum(queries[q_idx] * chunk[rows[q_idx, k_idx] - c * n], axis=1)
+            name = f"{p.kind}" + (f" m={p.pq_m}" if p.kind == "ivf-pq" else "")
+            results.append(
+                {
+                    "config": f"{name} p={nprobe}",
+                    "params": p.to_dict(),
+                    "bytes_per_vector": idx.bytes_per_vector(),
+                    "train_s": round(t["train_s"], 1),
+                    "add_s": round(t["add_s"], 1),
+                    "search_ms_per_query": round(1000 * search_s / len(queries), 3),
+                    "recall_at_10": round(recall_at_k(rows[:, :10], best_rows[:, :10]), 4),
+                    "recall_at_10_tie_aware": round(tie_aware_recall(true, best_sims), 4),
+                    "vote_top1_agreement": round(
+                        float(np.mean(vote_top1(sims, rows, row_label, temperature) == exact_vote)), 4
+                    ),
+                }
+            )
+            logger.info("%s", results[-1])
     return {
         "rows": total,
         "copies_of_each_encoded_row": copies,
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-configs", default="ivf-pq16,ivf-pq32")
     p.add_argument("--nlist", type=int, default=1024, help="IVF cells at --n")
     p.add_argument("--synthetic-nlist", type=int, default=2048, help="IVF cells at --synthetic")
-    p.add_argument("--nprobe", type=int, default=32)
+    p.add_argument("--nprobes", default="32,128", help="cells searched per query, each measured")
     p.add_argument(
         "--skip-real",
         action="store_true",
@@ -402,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = np.load(work / f"sources-{args.n}.npy")
     k = index.params.exemplars.k
+    nprobes = [int(x) for x in args.nprobes.split(",")]
     if not args.skip_real:
         report["real"] = {
             "n": args.n,
@@ -413,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
                 source,
                 train,
                 queries,
-                configs(args.configs.split(","), args.nlist, args.nprobe),
+                configs(args.configs.split(","), args.nlist, nprobes[0]),
                 k,
+                nprobes,
             ),
         }
         save()
@@ -427,9 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             args.synthetic,
             args.noise,
             queries,
-            configs(args.synthetic_configs.split(","), args.synthetic_nlist, args.nprobe),
+            configs(args.synthetic_configs.split(","), args.synthetic_nlist, nprobes[0]),
             k,
             index.params.exemplars.temperature,
+            nprobes,
         )
         save()
         print_table(f"{args.synthetic:,} noisy copies (measured)", report["synthetic"]["configs"])
@@ -440,12 +451,12 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n{title}")
     print(
-        f"{'config':<16}{'B/vec':>8}{'train s':>9}{'add s':>8}{'ms/q':>8}{'R@10':>7}{'R@10 ties':>10}"
+        f"{'config':<22}{'B/vec':>8}{'train s':>9}{'add s':>8}{'ms/q':>8}{'R@10':>7}{'R@10 ties':>10}"
         f"{'vote top1':>10}{'scorer top1':>12}"
     )
     for r in rows:
         print(
-            f"{r['config']:<16}{r['bytes_per_vector']['total']:>8.1f}{r.get('train_s', '-'):>9}"
+            f"{r['config']:<22}{r['bytes_per_vector']['total']:>8.1f}{r.get('train_s', '-'):>9}"
             f"{r.get('add_s', '-'):>8}{r['search_ms_per_query']:>8}{r['recall_at_10']:>7}"
             f"{r['recall_at_10_tie_aware']:>10}{r['vote_top1_agreement']:>10}"
             f"{r.get('scorer_top1_agreement', '-'):>12}"

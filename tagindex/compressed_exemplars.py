@@ -127,6 +127,12 @@ class CompressedExemplarIndex:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
         self._index.add(vectors)
 
+    def set_nprobe(self, nprobe: int) -> None:
+        """Cells searched per query from now on (more: higher recall, slower search)."""
+        self.params.nprobe = nprobe
+        if self._index is not None:
+            self._index.nprobe = min(nprobe, int(self._index.nlist))
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k``: similarities (n, k) and rows (n, k), best first; -1 rows pad."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
