@@ -26,7 +26,7 @@ runs, each under ~20 minutes on 2 shared cores; the second reuses the first's en
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.exemplar_scale --n 1000000 --synthetic 0 \\
         --queries 1000 --workers 2 --work /tmp/exemplar_scale
     OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.exemplar_scale --n 1000000 --skip-real \\
-        --synthetic 10000000 --queries 1000 --work /tmp/exemplar_scale \\
+        --synthetic 10000000 --queries 500 --work /tmp/exemplar_scale \\
         --out benchmarks/results/exemplar_scale_10m.json
 
 Timings on a shared machine are distorted: the load average is recorded before and after.
