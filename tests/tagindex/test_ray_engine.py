@@ -403,3 +403,17 @@ def test_a_hostile_shard_is_read_within_the_limits_and_every_bad_row_is_reported
     assert "rest of this file cannot be read" in where["b.csv", 5] and "b.csv:5" in where["b.csv", 5]
     assert "rest of this file cannot be read" in where["c.parquet", 1]
     assert summary.failures == len(failures) and summary.tagged == 5
+
+
+def test_shard_rows_give_back_the_run_lines_including_decisions_and_new_fields() -> None:
+    from tagindex.engines.shards import records_table, table_records
+
+    lines = [
+        {"id": "1", "tags": [{"tag": "a", "score": 0.5, "name": "A"}, {"tag": "p", "score": 0.5,
+         "ancestor_of": "a"}], "assigned": [{"tag": "a", "probability": 0.9, "level": 2}]},
+        {"id": "2", "tags": [], "assigned": []},
+        {"id": "3", "tags": [{"tag": "b", "score": 0.25}], "by_kind": {"color": ["red"]}},  # a new field
+    ]  # fmt: skip
+    table = records_table(lines)
+    assert table.schema.equals(SHARD_SCHEMA)
+    assert list(table_records(table)) == lines
