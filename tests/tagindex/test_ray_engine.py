@@ -408,7 +408,7 @@ def test_a_hostile_shard_is_read_within_the_limits_and_every_bad_row_is_reported
 def test_shard_rows_give_back_the_run_lines_including_decisions_and_new_fields() -> None:
     from tagindex.engines.shards import records_table, table_records
 
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"id": "1", "tags": [{"tag": "a", "score": 0.5, "name": "A"}, {"tag": "p", "score": 0.5,
          "ancestor_of": "a"}], "assigned": [{"tag": "a", "probability": 0.9, "level": 2}]},
         {"id": "2", "tags": [], "assigned": []},
