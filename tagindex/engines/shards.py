@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -449,7 +449,7 @@ def _run_identity(
 ) -> dict[str, Any]:
     live = read_manifest(index_dir, "tagindex", verify=False).root  # the version CURRENT names
     digest = hashlib.sha256((live / MANIFEST).read_bytes()).hexdigest()
-    return {
+    identity = {
         "kind": RUN_KIND,
         "format_version": RUN_FORMAT_VERSION,
         "index_manifest_sha256": digest,
@@ -461,6 +461,15 @@ def _run_identity(
             for s in sources
         ],
     }
+    # As it reads back from _run.json (tuples as lists, option objects as their fields), so that a
+    # rerun compares equal whatever types the pipeline's options use.
+    return dict(json.loads(json.dumps(identity, sort_keys=True, default=_jsonable)))
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
 
 
 def _artifact_digests(options: TagOptions) -> dict[str, str]:

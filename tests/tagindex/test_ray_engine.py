@@ -417,3 +417,25 @@ def test_shard_rows_give_back_the_run_lines_including_decisions_and_new_fields()
     table = records_table(lines)
     assert table.schema.equals(SHARD_SCHEMA)
     assert list(table_records(table)) == lines
+
+
+def test_a_rerun_with_option_objects_and_tuples_is_recognised(static_index: Path, tmp_path: Path) -> None:
+    """The run identity is compared as it reads back from _run.json, whatever the options' types."""
+    from dataclasses import dataclass
+
+    from tagindex.engines.shards import _run_identity, prepare_out_dir
+
+    @dataclass
+    class Policy:
+        limits: tuple[int, ...] = (3, 1)
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": "1", "title": "red shoes"}\n')
+    options = TagOptions(tag={"top_k": 3, "per_kind": Policy(), "pair": (1, 2)})
+    identity = _run_identity(static_index, tmp_path, [src], options, 10)
+    out = tmp_path / "o"
+    assert prepare_out_dir(out, identity) == set()
+    assert prepare_out_dir(out, _run_identity(static_index, tmp_path, [src], options, 10)) == set()
+    other = TagOptions(tag={"top_k": 3, "per_kind": Policy((2, 1)), "pair": (1, 2)})
+    with pytest.raises(InputError, match="options"):
+        prepare_out_dir(out, _run_identity(static_index, tmp_path, [src], other, 10))
