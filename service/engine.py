@@ -127,8 +127,17 @@ class Engine:
         with self._lock.read():
             return self.index.get(tag_id)
 
-    def path(self, tag_id: str) -> list[str]:
-        return self._vocab.paths.get(tag_id, [])
+    def path(self, tag_id: str, language: str | None = None) -> list[str]:
+        """Names from the root to the tag; in ``language`` where the tags have names in it."""
+        if not language:
+            return self._vocab.paths.get(tag_id, [])
+        by_id = self._vocab.by_id
+        return tag_path(by_id[tag_id], by_id, language) if tag_id in by_id else []
+
+    def name(self, tag_id: str, language: str | None = None) -> str:
+        """The tag's name (in ``language`` where it has one); "" for an unknown id."""
+        tag = self._vocab.by_id.get(tag_id)
+        return tag.name_in(language) if tag is not None else ""
 
     def encode_products(self, products: Sequence[Product]) -> tuple[list[str], np.ndarray]:
         """Encoder input texts and their vectors (n, dim)."""
