@@ -32,6 +32,7 @@ class ScanJob:
     total: int = 0
     pairs: int | None = None
     error: str | None = None
+    cached: bool = False  # answered from the engine's cache, no scan ran
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -43,6 +44,7 @@ class ScanJob:
             "total": self.total,
             "pairs": self.pairs,
             "error": self.error,
+            "cached": self.cached,
             "elapsed_s": round(end - self.started, 3),
         }
 
@@ -66,7 +68,7 @@ class DuplicateScans:
             job = self._jobs.get(self._key(engine, min_score, neighbours, siblings))
         if job is None and engine.duplicates_cached(min_score, neighbours, siblings):
             pairs = len(engine.duplicates(min_score, neighbours, siblings))
-            job = ScanJob("ready", len(engine), len(engine), pairs, finished=time.monotonic())
+            job = ScanJob("ready", len(engine), len(engine), pairs, cached=True, finished=time.monotonic())
         return job
 
     def start(self, engine: Engine, min_score: float, neighbours: int, siblings: bool) -> ScanJob:
@@ -78,7 +80,7 @@ class DuplicateScans:
                 return job
             if engine.duplicates_cached(min_score, neighbours, siblings):
                 pairs = len(engine.duplicates(min_score, neighbours, siblings))
-                job = ScanJob("ready", len(engine), len(engine), pairs, finished=time.monotonic())
+                job = ScanJob("ready", len(engine), len(engine), pairs, cached=True, finished=time.monotonic())
             else:
                 job = ScanJob(total=len(engine))
                 thread = threading.Thread(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,10 +73,11 @@ _STOP = frozenset({"and", "or", "the", "of", "for", "with", "in", "a", "to"})  #
 
 
 def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
+    # "hoodies" and "hoodie" -> "hoody", "batteries" -> "battery": one stem for -ie and -y words.
     if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
+        word = word[:-1]
+    if len(word) > 3 and word.endswith("ie"):
+        word = word[:-2] + "y"
     return word
 
 
@@ -183,18 +185,18 @@ def nearest_pairs(
         rows = np.arange(stop - start)
         scores[rows, rows + start] = -np.inf
         if exclude is not None:
-            for r in rows:
+            for r in range(stop - start):
                 masked = exclude[start + r]
                 if masked.size:
                     scores[r, masked] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.argsort(-scores, axis=1)
-        for r, cols in enumerate(top):
-            i = start + r
-            for j in cols.tolist():
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # k < n always
+        for r, cols in enumerate(top.tolist()):
+            i: int = start + r
+            for j in cols:
                 s = float(scores[r, j])
                 if s >= min_score:
                     key = (i, j) if i < j else (j, i)
-                    if s > pairs.get(key, -np.inf):
+                    if s > pairs.get(key, -math.inf):
                         pairs[key] = s
         if progress is not None:
             progress(stop, n)

@@ -25,6 +25,7 @@ class ScanStatus(BaseModel):
     total: int = Field(0, description="tags to scan")
     pairs: int | None = Field(None, description="pairs found, once ready")
     error: str | None = None
+    cached: bool = Field(False, description="the result came from the cache (no scan ran)")
     elapsed_s: float = 0.0
     index_version: int
 
