@@ -31,7 +31,15 @@ def vectors() -> np.ndarray:
     # nearest tags of each hoodie tag are its parent and sibling; the two share their own direction.
     e = np.eye(6, dtype=np.float32)
     apparel, tops, sport = e[0], e[0] + 0.2 * e[1], e[0] + 0.2 * e[2]
-    rows = [apparel, tops, sport, tops + 0.1 * e[3], tops + 0.1 * e[4], sport + 0.1 * e[3], sport + 0.1 * e[5]]
+    rows = [
+        apparel,
+        tops,
+        sport,
+        tops + 0.1 * e[3],
+        tops + 0.1 * e[4],
+        sport + 0.1 * e[3],
+        sport + 0.1 * e[5],
+    ]
     return _unit([r.tolist() for r in rows])
 
 
