@@ -76,7 +76,7 @@ class DuplicateScans:
         key = self._key(engine, min_score, neighbours, siblings)
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and job.state != "failed":
+            if job is not None and job.state == "running":
                 return job
             if engine.duplicates_cached(min_score, neighbours, siblings):
                 pairs = len(engine.duplicates(min_score, neighbours, siblings))

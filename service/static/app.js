@@ -254,7 +254,7 @@ async function sendJudgement(tag, action, score) {
 const pathToId = new Map(); // option value (path text) -> tag id
 
 async function resolveTagName(text) {
-  if (pathToId.has(text)) return pathToId.get(text);
+  if (pathToId.get(text)) return pathToId.get(text);
   const folded = text.toLocaleLowerCase();
   const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(text)}&limit=50`);
   const exact = tags.filter((t) => t.name.toLocaleLowerCase() === folded || t.id === text);
@@ -296,7 +296,13 @@ function suggest(input, list) {
       try {
         const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`);
         if (list === "tag-name-options") {
-          for (const t of tags) { pathToId.set(pathText(t.path), t.id); tagNames.set(t.id, t.name); }
+          for (const t of tags) {
+            // Two tags may show the same path (GS1's "Footwear" > "Footwear" collapses to "Footwear"):
+            // such a path names no tag by itself, and resolving it falls back to the name lookup.
+            const key = pathText(t.path);
+            pathToId.set(key, pathToId.has(key) && pathToId.get(key) !== t.id ? null : t.id);
+            tagNames.set(t.id, t.name);
+          }
           $(list).replaceChildren(...tags.map((t) => el("option", {value: pathText(t.path)}, t.id)));
         } else {
           $(list).replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));

@@ -191,7 +191,8 @@ $("work-add-form").addEventListener("submit", async (ev) => {
     status("work-status", e.message, true);
     if (e.choices) { // a name several tags share: offer each by its path
       $("work-status").append(" ", ...e.choices.map((t) => el("button", {type: "button", class: "link choice",
-        onclick: () => addMissed(t.id).catch((err) => status("work-status", err.message, true))}, pathText(t.path))));
+        onclick: () => addMissed(t.id).catch((err) => status("work-status", err.message, true))},
+        pathText(t.path), " ", el("small", {}, t.id))));
     }
   }
 });

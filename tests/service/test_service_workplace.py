@@ -91,7 +91,11 @@ def test_upload_maps_columns_strips_html_and_lists_the_rows_left_out(client):
         ({"filename": "shop.xlsx"}, CSV.encode(), "unknown file type '.xlsx'"),
         ({"filename": "shop.csv"}, b"   \n", "the file is empty"),
         ({"filename": "shop.csv"}, b"\xff\xfeid,title\n", "not valid UTF-8"),
-        ({"filename": "p.jsonl"}, b'[1, 2]\n{"id"', "no valid product rows (first: p.jsonl:1: expected a JSON"),
+        (
+            {"filename": "p.jsonl"},
+            b'[1, 2]\n{"id"',
+            "no valid product rows (first: p.jsonl:1: expected a JSON",
+        ),
         ({**MAP, "id_col": "Nope"}, CSV.encode(), "missing column 'Nope' (mapped to 'id')"),
         ({"filename": "shop.csv", "format": "xml"}, CSV.encode(), "Input should be 'csv', 'jsonl'"),
         ({"filename": "x\x00/..\\evil.csv"}, b"id,title\n", "no valid product rows"),
