@@ -68,7 +68,7 @@ $("upload-form").addEventListener("submit", async (ev) => {
     work.tags.clear();
     review.active = false; // one keyboard queue at a time (review.js)
     status("upload-status", `${data.count} products from ${data.filename}` +
-      (data.skipped ? `; ${data.skipped} rows left out:` : ""));
+      (data.skipped ? `; ${data.skipped} row${data.skipped === 1 ? "" : "s"} left out:` : ""));
     $("upload-errors").replaceChildren(...data.errors.map((e) => el("li", {class: "error"}, `${e.where}: ${e.reason}`)));
     $("work-add-form").hidden = false;
     await showProduct();
