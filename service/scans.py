@@ -66,9 +66,8 @@ class DuplicateScans:
         """The job for this key, a finished one if the engine has the result cached, else None."""
         with self._lock:
             job = self._jobs.get(self._key(engine, min_score, neighbours, siblings))
-        if job is None and engine.duplicates_cached(min_score, neighbours, siblings):
-            pairs = len(engine.duplicates(min_score, neighbours, siblings))
-            job = ScanJob("ready", len(engine), len(engine), pairs, cached=True, finished=time.monotonic())
+        if job is None:
+            job = self._cached(engine, min_score, neighbours, siblings)
         return job
 
     def start(self, engine: Engine, min_score: float, neighbours: int, siblings: bool) -> ScanJob:
@@ -78,9 +77,9 @@ class DuplicateScans:
             job = self._jobs.get(key)
             if job is not None and job.state == "running":
                 return job
-            if engine.duplicates_cached(min_score, neighbours, siblings):
-                pairs = len(engine.duplicates(min_score, neighbours, siblings))
-                job = ScanJob("ready", len(engine), len(engine), pairs, cached=True, finished=time.monotonic())
+            cached = self._cached(engine, min_score, neighbours, siblings)
+            if cached is not None:
+                job = cached
             else:
                 job = ScanJob(total=len(engine))
                 thread = threading.Thread(
@@ -97,6 +96,14 @@ class DuplicateScans:
                     break  # running scans stay findable; the list is bounded by the keys asked for
                 self._jobs.popitem(last=False)
         return job
+
+    @staticmethod
+    def _cached(engine: Engine, min_score: float, neighbours: int, siblings: bool) -> ScanJob | None:
+        """A finished job when the engine holds the result in its cache, else None."""
+        if not engine.duplicates_cached(min_score, neighbours, siblings):
+            return None
+        pairs = len(engine.duplicates(min_score, neighbours, siblings))
+        return ScanJob("ready", len(engine), len(engine), pairs, cached=True, finished=time.monotonic())
 
     @staticmethod
     def _run(job: ScanJob, engine: Engine, min_score: float, neighbours: int, siblings: bool) -> None:

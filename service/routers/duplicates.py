@@ -110,5 +110,7 @@ def scan_status(
     """How far the scan for these parameters has got (``idle`` when none was started)."""
     job = scans(request).status(engine, min_score, settings.duplicate_neighbours, include_siblings)
     if job is None:
-        return ScanStatus(state="idle", done=0, total=len(engine), pairs=None, index_version=engine.version)
+        return ScanStatus(
+            state="idle", done=0, total=len(engine), pairs=None, cached=False, index_version=engine.version
+        )
     return ScanStatus(**job.to_dict(), index_version=engine.version)

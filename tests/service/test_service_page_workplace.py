@@ -75,9 +75,7 @@ def test_upload_review_by_keyboard_export_tree_and_duplicates(live_url, tmp_path
             expect(page.locator("#col-id")).to_have_value("Handle")
             expect(page.locator("#col-description")).to_have_value("Body (HTML)")
             page.locator("#upload-form button[type=submit]").click()
-            expect(page.locator("#upload-status")).to_contain_text(
-                "3 products from shop.csv; 1 row left out"
-            )
+            expect(page.locator("#upload-status")).to_contain_text("3 products from shop.csv; 1 row left out")
             expect(page.locator("#upload-errors li")).to_have_text(
                 ["shop.csv:3: column 'id' must be a non-empty string or integer, got missing"]
             )
