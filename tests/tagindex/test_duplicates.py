@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,23 @@ def test_scan_reports_progress_and_matches_a_brute_force_scan() -> None:
 def test_tag_and_vector_counts_must_agree(vectors: np.ndarray) -> None:
     with pytest.raises(ValueError, match="7 tags but 6 vectors"):
         find_duplicates(TAGS, vectors[:6])
+
+
+def test_cli_prints_the_old_fields_then_the_evidence(encoder, tmp_path, capsys) -> None:
+    from tagindex.cli import main
+    from tagindex.index import TagIndex
+
+    tags = [*TAGS, Tag("hooded", "Hooded Sweatshirts", parent="sport")]
+    TagIndex.build(tags, encoder=encoder).save(tmp_path / "index")
+    args = ["similar", "--index", str(tmp_path / "index"), "--duplicates", "--min-score", "0.5"]
+    assert main([*args, "--top-k", "50"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and list(rows[0])[:5] == ["a", "a_name", "b", "b_name", "score"]
+    assert {"a_path", "b_path", "relation", "evidence", "reasons", "shared_products"} <= set(rows[0])
+    assert {r["relation"] for r in rows} == {"other"}
+    assert [r["evidence"] for r in rows] == sorted((r["evidence"] for r in rows), reverse=True)
+    assert main([*args, "--top-k", "50", "--include-siblings", "--include-family"]) == 0
+    everything = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"parent_child", "sibling"} <= {r["relation"] for r in everything}
+    assert main([*args, "--neighbours", "0"]) == 2  # a clear error, not a traceback
+    assert "--neighbours must be at least 1" in capsys.readouterr().err
