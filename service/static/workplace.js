@@ -6,6 +6,7 @@
 const work = {
   products: [], pos: 0, selected: 0, active: false,
   tags: new Map(), // product id -> suggested tags (from /v1/tag), fetched when the product is shown
+  hints: new Map(), // product id -> why every tag says "review", if so (thresholdHint in app.js)
   decisions: new Map(), // product id -> Map(tag id -> {action, id})
   firstFeedbackId: null, // the first decision stored in this session: the export starts there
 };
@@ -66,6 +67,7 @@ $("upload-form").addEventListener("submit", async (ev) => {
     if (!res.ok) throw new Error(errorText(res.status, data ? detailText(data.detail) : res.statusText));
     Object.assign(work, {products: data.products, pos: 0, selected: 0, active: true});
     work.tags.clear();
+    work.hints.clear();
     review.active = false; // one keyboard queue at a time (review.js)
     status("upload-status", `${data.count} products from ${data.filename}` +
       (data.skipped ? `; ${data.skipped} row${data.skipped === 1 ? "" : "s"} left out:` : ""));
@@ -88,6 +90,7 @@ async function tagsFor(product) {
     if (threshold !== "") body.accept_threshold = Number(threshold);
     const data = await api("POST", "/v1/tag", body);
     work.tags.set(product.id, data.results[0].tags);
+    work.hints.set(product.id, thresholdHint(data.results[0], body));
   }
   return work.tags.get(product.id);
 }
@@ -122,10 +125,10 @@ function renderProduct(product, tags) {
     if (d.action === "add" && !shown.some((t) => t.tag === tag)) shown.push({tag, name: d.name, path: d.path || [], score: null});
   }
   work.selected = Math.min(work.selected, Math.max(shown.length - 1, 0));
-  const list = el("ol", {id: "work-tags", class: "tags"});
+  const list = el("ol", {id: "work-tags", class: "tags", role: "listbox", "aria-label": "Suggested tags"});
   shown.forEach((t, i) => {
     const d = mine.get(t.tag);
-    list.append(el("li", {"data-tag": t.tag, "aria-selected": String(i === work.selected),
+    list.append(el("li", {role: "option", "data-tag": t.tag, "aria-selected": String(i === work.selected),
       class: (i === work.selected ? "selected " : "") + (d ? d.action : "")},
       t.score === null ? el("span", {class: "score"}, "added") : scoreCell(t.score), " ",
       el("strong", {}, t.name), " ", el("small", {class: "muted"}, pathText(t.path || [])), " ",
@@ -136,6 +139,7 @@ function renderProduct(product, tags) {
   $("work-card").replaceChildren(
     el("h3", {id: "work-title"}, product.title, " ", el("small", {class: "muted"}, `id ${product.id}`)),
     product.description ? el("p", {class: "muted"}, product.description.slice(0, 300)) : "",
+    work.hints.get(product.id) ? el("p", {class: "hint"}, work.hints.get(product.id)) : "",
     list);
 }
 

@@ -71,6 +71,7 @@ def test_upload_review_by_keyboard_export_tree_and_duplicates(live_url, tmp_path
             page.press("#api-key", "Enter")
 
             # Upload: a Shopify-style export; its columns are mapped without typing; the bad row is listed.
+            page.fill("#accept-threshold", "0.99")  # nothing reaches it: the queue says so
             page.set_input_files("#upload-file", str(tmp_path / "shop.csv"))
             expect(page.locator("#col-id")).to_have_value("Handle")
             expect(page.locator("#col-description")).to_have_value("Body (HTML)")
@@ -82,6 +83,10 @@ def test_upload_review_by_keyboard_export_tree_and_duplicates(live_url, tmp_path
             work = page.locator("#work-tags li")
             expect(work).to_have_count(8)
             expect(page.locator("#work-title")).to_contain_text("Sterling silver heart locket")
+            expect(page.locator("#work-card .hint")).to_contain_text(
+                "Every tag is below the accept threshold 0.99"
+            )
+            assert page.locator("#work-tags .badge.review").count() == 8
             page.locator("#work-section").screenshot(path=str(SHOTS / "workplace-upload.png"))
 
             # Review with the keyboard: accept the first tag, reject the next.
