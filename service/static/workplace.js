@@ -64,6 +64,10 @@ $("upload-form").addEventListener("submit", async (ev) => {
       headers: {"Content-Type": "application/octet-stream"}});
     let data = null;
     try { data = await res.json(); } catch (_) { /* not JSON */ }
+    if (res.status === 413) {
+      throw new Error(`${file.name} (${(file.size / 1e6).toFixed(1)} MB) is larger than this service accepts ` +
+        `(${data ? detailText(data.detail) : "body too large"}): split it into smaller files.`);
+    }
     if (!res.ok) throw new Error(errorText(res.status, data ? detailText(data.detail) : res.statusText));
     Object.assign(work, {products: data.products, pos: 0, selected: 0, active: true});
     work.tags.clear();
