@@ -1,4 +1,4 @@
-"""The vocabulary: search, similar and duplicate tags, one tag, adding and retiring tags."""
+"""The vocabulary: search, similar tags, one tag, adding and retiring tags (duplicates: ``duplicates``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from tagindex.service.models import (
     MAX_INT,
     AddTagsRequest,
     ChangeResponse,
-    DuplicatePair,
-    DuplicatesResponse,
     ErrorBody,
     SimilarResponse,
     SimilarTextRequest,
@@ -51,33 +49,6 @@ def search_tags(
 ) -> list[TagInfo]:
     """Searches the vocabulary by words (case-insensitive); exact and prefix name matches first."""
     return [_info(engine, t, lang) for t in engine.search_vocabulary(q, limit)]
-
-
-@router.get("/v1/tags/duplicates", response_model=DuplicatesResponse, responses=ERRORS)
-def duplicate_tags(
-    engine: EngineDep,
-    settings: SettingsDep,
-    min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="lowest cosine similarity")] = 0.9,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> DuplicatesResponse:
-    """Merge candidates: pairs of tags whose vectors are near-identical, most similar first."""
-    pairs = engine.duplicates(min_score, settings.duplicate_neighbours)
-    return DuplicatesResponse(
-        min_score=min_score,
-        total=len(pairs),
-        pairs=[
-            DuplicatePair(
-                a=a.id,
-                a_name=a.name,
-                a_path=engine.path(a.id),
-                b=b.id,
-                b_name=b.name,
-                b_path=engine.path(b.id),
-                score=s,
-            )
-            for a, b, s in pairs[:limit]
-        ],
-    )
 
 
 @router.post("/v1/tags/similar", response_model=SimilarResponse, responses=ERRORS)
