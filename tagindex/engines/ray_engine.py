@@ -70,6 +70,8 @@ class ShardTagger:
             self.pipeline: Any = load_pipeline(index_dir, options)
         except TagindexError as exc:  # kept, so the driver raises the same user error (CLI exit 2)
             self.error = exc
+        except ValueError as exc:  # an option value the pipeline refuses (e.g. top-k 0)
+            self.error = InputError(str(exc))
 
     def ready(self) -> tuple[str, TagindexError | None]:
         """Returns once the pipeline is loaded: this worker's name and the user error loading it raised,

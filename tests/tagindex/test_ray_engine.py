@@ -191,7 +191,9 @@ def test_exemplar_vectors_encoded_on_ray_equal_the_index_s_own(
     assert np.array_equal(np.vstack(got), TagIndex.load(static_index).encode_products(products))
 
 
-def test_ray_only_and_local_only_options_are_refused(static_index: Path, tmp_path: Path) -> None:
+def test_ray_only_and_local_only_options_are_refused(
+    static_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     products = tmp_path / "p.jsonl"
     products.write_text('{"id": "1", "title": "red shoes"}\n')
     base = [
@@ -205,6 +207,12 @@ def test_ray_only_and_local_only_options_are_refused(static_index: Path, tmp_pat
         str(tmp_path / "o"),
     ]
     assert cli.main([*base, "--engine", "ray", "--cache", str(tmp_path / "c")]) == 2
+    assert cli.main([*base, "--engine", "ray", "--format", "csv"]) == 2
+    # A reranker that does not exist: refused before any Ray starts, naming it.
+    capsys.readouterr()
+    assert cli.main([*base, "--engine", "ray", "--reranker", str(tmp_path / "no-rr")]) == 2
+    assert "no-rr: no such file or directory (--reranker)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 class _FailingPipeline:
