@@ -160,10 +160,10 @@ def configs(kinds: list[str], nlist: int, nprobe: int) -> list[Any]:
     for kind in kinds:
         if kind == "ivf-sq8":
             out.append(CompressedParams(kind="ivf-sq8", nlist=nlist, nprobe=nprobe))
-        else:  # ivf-pqM
-            out.append(
-                CompressedParams(kind="ivf-pq", pq_m=int(kind[len("ivf-pq") :]), nlist=nlist, nprobe=nprobe)
-            )
+        else:  # ivf-pqM or ivf-opqM
+            base = kind.rstrip("0123456789")
+            m = int(kind[len(base) :])
+            out.append(CompressedParams(kind=base, pq_m=m, nlist=nlist, nprobe=nprobe))
     return out
 
 
@@ -214,7 +214,7 @@ def run_real(
         }
     ]
     for params in params_list:
-        name = f"{params.kind}" + (f" m={params.pq_m}" if params.kind == "ivf-pq" else "")
+        name = f"{params.kind}" + (f" m={params.pq_m}" if params.kind != "ivf-sq8" else "")
         logger.info("1M: %s", name)
         compressed = CompressedExemplarIndex(vectors.shape[1], params)
         sample = vectors[
@@ -333,7 +333,7 @@ def run_synthetic(
                     chunk = synthetic_chunk(base, c, noise)
                     q_idx, k_idx = np.nonzero(inside)
                     true[q_idx, k_idx] = np.sum(queries[q_idx] * chunk[rows[q_idx, k_idx] - c * n], axis=1)
-            name = f"{p.kind}" + (f" m={p.pq_m}" if p.kind == "ivf-pq" else "")
+            name = f"{p.kind}" + (f" m={p.pq_m}" if p.kind != "ivf-sq8" else "")
             results.append(
                 {
                     "config": f"{name} p={nprobe}",
@@ -368,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of the synthetic copies")
     p.add_argument("--queries", type=int, default=1000, help="MWPD validation offers used as queries")
     p.add_argument("--workers", type=int, default=2, help="Ray actors encoding the exemplars")
-    p.add_argument("--configs", default="ivf-sq8,ivf-pq32,ivf-pq16,ivf-pq8", help="compressed configurations")
+    p.add_argument(
+        "--configs",
+        default="ivf-sq8,ivf-pq32,ivf-opq32,ivf-pq16,ivf-opq16,ivf-pq8",
+        help="compressed configurations",
+    )
     p.add_argument("--synthetic-configs", default="ivf-pq16,ivf-pq32")
     p.add_argument("--nlist", type=int, default=1024, help="IVF cells at --n")
     p.add_argument("--synthetic-nlist", type=int, default=2048, help="IVF cells at --synthetic")

@@ -6,6 +6,8 @@ static encoder, 15 GB for 384-d MiniLM) and the exact neighbour search of
 stored as FAISS IVF codes instead:
 
 - ``ivf-pq``: product quantisation, ``pq_m`` bytes a vector (``pq_m`` sub-vectors of 8 bits each);
+- ``ivf-opq``: the same codes after a learned rotation (OPQ) that spreads the variance evenly over
+  the sub-vectors (a ``dim x dim`` matrix shared by all vectors);
 - ``ivf-sq8``: one byte a dimension (int8 scalar quantisation, the per-dimension range of the
   training sample widened by 10%);
 
@@ -36,7 +38,8 @@ from tagindex.vector_index import exact_search
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("ivf-pq", "ivf-sq8")
+KINDS = ("ivf-pq", "ivf-opq", "ivf-sq8")
+_PQ_KINDS = ("ivf-pq", "ivf-opq")
 
 
 @dataclass
@@ -44,10 +47,11 @@ class CompressedParams:
     """How exemplar vectors are compressed and searched.
 
     Attributes:
-        kind: ``ivf-pq`` (``pq_m`` bytes a vector) or ``ivf-sq8`` (one byte a dimension).
+        kind: ``ivf-pq`` or ``ivf-opq`` (``pq_m`` bytes a vector), or ``ivf-sq8`` (one byte a
+            dimension).
         nlist: k-means cells (None: ``4 * sqrt(n)`` of the expected size, at most ``n / 39``).
         nprobe: Cells searched per query.
-        pq_m: Sub-quantisers of ``ivf-pq`` (must divide the dimension); bytes a vector.
+        pq_m: Sub-quantisers of ``ivf-pq``/``ivf-opq`` (must divide the dimension); bytes a vector.
         pq_bits: Bits per sub-quantiser code.
         train_size: Vectors sampled to train the cells and codebooks.
         seed: Seed of the training sample and of k-means.
@@ -89,7 +93,7 @@ class CompressedExemplarIndex:
         self.params = params or CompressedParams()
         if self.params.kind not in KINDS:
             raise ValueError(f"unknown compressed exemplar kind '{self.params.kind}' ({', '.join(KINDS)})")
-        if self.params.kind == "ivf-pq" and dim % self.params.pq_m:
+        if self.params.kind in _PQ_KINDS and dim % self.params.pq_m:
             raise ValueError(f"pq_m={self.params.pq_m} does not divide the dimension {dim}")
         self._index: Any = None
 
@@ -105,7 +109,7 @@ class CompressedExemplarIndex:
         nlist = min(nlist, max(1, len(sample) // 39))  # never more cells than the sample can train
         quantizer = faiss.IndexFlatIP(self.dim)
         ip = faiss.METRIC_INNER_PRODUCT
-        if p.kind == "ivf-pq":
+        if p.kind in _PQ_KINDS:
             index: Any = faiss.IndexIVFPQ(quantizer, self.dim, nlist, p.pq_m, p.pq_bits, ip)
         else:
             index = faiss.IndexIVFScalarQuantizer(
@@ -113,9 +117,11 @@ class CompressedExemplarIndex:
             )
             index.sq.rangestat_arg = 0.1  # vectors added later may fall outside the sample's range
         index.cp.seed = p.seed
+        if p.kind == "ivf-opq":  # rotation first, then cells and codes on the rotated vectors
+            index = faiss.IndexPreTransform(faiss.OPQMatrix(self.dim, p.pq_m), index)
         index.train(sample)
-        index.nprobe = min(p.nprobe, nlist)
         self._index = index
+        self._ivf().nprobe = min(p.nprobe, nlist)
         logger.info("trained %s on %d vectors: %d cells", p.kind, len(sample), nlist)
 
     def add(self, vectors: np.ndarray) -> None:
@@ -127,11 +133,15 @@ class CompressedExemplarIndex:
             raise ValueError(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
         self._index.add(vectors)
 
+    def _ivf(self) -> Any:
+        """The inverted-file index inside (under the rotation of ``ivf-opq``)."""
+        return faiss.extract_index_ivf(self._index)
+
     def set_nprobe(self, nprobe: int) -> None:
         """Cells searched per query from now on (more: higher recall, slower search)."""
         self.params.nprobe = nprobe
         if self._index is not None:
-            self._index.nprobe = min(nprobe, int(self._index.nlist))
+            self._ivf().nprobe = min(nprobe, int(self._ivf().nlist))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k``: similarities (n, k) and rows (n, k), best first; -1 rows pad."""
@@ -146,11 +156,13 @@ class CompressedExemplarIndex:
         """Stored bytes a vector: ``codes`` (the compressed vector), ``ids`` (the inverted lists' row id)
         and ``total`` (codes + ids + the cells and codebooks shared by all, spread over the vectors)."""
         p = self.params
-        codes = p.pq_m * p.pq_bits / 8 if p.kind == "ivf-pq" else float(self.dim)
+        codes = p.pq_m * p.pq_bits / 8 if p.kind in _PQ_KINDS else float(self.dim)
         shared = 0.0
         if self._index is not None:
-            shared = 4.0 * self.dim * self._index.nlist  # centroids
-            if p.kind == "ivf-pq":
+            shared = 4.0 * self.dim * self._ivf().nlist  # centroids
+            if p.kind == "ivf-opq":
+                shared += 4.0 * self.dim * self.dim  # the rotation
+            if p.kind in _PQ_KINDS:
                 shared += 4.0 * self.dim * (1 << p.pq_bits)  # codebooks: pq_m x 2^bits x dim/pq_m floats
         n = max(self.ntotal, 1)
         return {"codes": codes, "ids": 8.0, "total": codes + 8.0 + shared / n}
@@ -164,8 +176,8 @@ class CompressedExemplarIndex:
     def load(cls, path: str | Path, params: CompressedParams) -> CompressedExemplarIndex:
         index: Any = faiss.read_index(str(path))
         out = cls(int(index.d), params)
-        index.nprobe = min(params.nprobe, int(index.nlist))
         out._index = index
+        out._ivf().nprobe = min(params.nprobe, int(out._ivf().nlist))
         return out
 
 

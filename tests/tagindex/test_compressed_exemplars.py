@@ -52,6 +52,7 @@ def _build(vectors: np.ndarray, params: CompressedParams) -> CompressedExemplarI
     ("params", "min_recall", "min_agreement"),
     [  # PQ at 4 dimensions a byte is the coarser code: lower bounds, still far above chance
         (CompressedParams(kind="ivf-pq", pq_m=8, nlist=16, nprobe=8), 0.6, 0.8),
+        (CompressedParams(kind="ivf-opq", pq_m=8, nlist=16, nprobe=8), 0.6, 0.8),
         (CompressedParams(kind="ivf-sq8", nlist=16, nprobe=8), 0.9, 0.95),
     ],
 )
@@ -75,7 +76,7 @@ def test_compressed_search_finds_the_exact_neighbours_and_the_same_top_tag(
     shuffled = np.random.default_rng(1).permutation(approx.ravel()).reshape(approx.shape)
     assert recall_at_k(shuffled, exact) < 0.2
     assert (np.diff(sims, axis=1) <= 1e-6).all()  # best first
-    codes = params.pq_m if params.kind == "ivf-pq" else DIM
+    codes = params.pq_m if params.kind != "ivf-sq8" else DIM
     assert index.bytes_per_vector()["codes"] == codes < 4 * DIM
     # The scorer voting through the compressed neighbours ranks the same top tag as the exact one.
     tags, tag_vectors = data["tags"], data["tag_vectors"]
