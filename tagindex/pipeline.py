@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tagindex.calibration import Assigned, Calibration, Hierarchy
     from tagindex.index import TagIndex
     from tagindex.interfaces import Reranker
+    from tagindex.kinds import KindPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +273,55 @@ class TaggingPipeline:
             ranked = reranker.rerank(index, products, ranked, depth, show_progress=show_progress)
         return [RankedCandidates(r.id, r.candidates[:top_k]) for r in ranked]
 
+    def rank_kinds(
+        self,
+        policy: KindPolicy,
+        products: Sequence[Product],
+        top_k: int,
+        rerank: bool = True,
+        depth: int | None = None,
+        vectors: np.ndarray | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+        by_id: Mapping[str, Tag] | None = None,
+    ) -> list[RankedCandidates]:
+        """:meth:`rank` from the policy's deeper pool, then the policy's selection (at most ``top_k``).
+
+        Raises:
+            CompatibilityError: The policy rescores kinds from cosines, but these scores are not
+                cosines (a reranker, exemplars or an adapted index rank them).
+            InputError: The policy names kinds the vocabulary lacks.
+        """
+        from tagindex.kinds import rescore, title_only
+        from tagindex.text import product_text
+
+        if top_k < 1:
+            raise ValueError(f"top-k must be at least 1, got {top_k}")
+        index = self.index
+        by_id = index.by_id if by_id is None else by_id
+        policy.check(by_id)
+        rescored = None
+        if policy.rescored_kinds:
+            if (rerank and self.reranker is not None) or index.n_exemplars or index.adjuster is not None:
+                raise CompatibilityError(
+                    "kind normalisation and the category title weight read first-stage cosines: not with "
+                    "a reranker, labelled exemplars or an adapted index (use limits and thresholds only)"
+                )
+            if vectors is None:
+                vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+            titles = None
+            if policy.title_weight > 0:
+                texts = [product_text(p, title_only(index.params.text)) for p in products]
+                titles = index.encoder.encode(texts)
+                if index.fusion is not None:
+                    titles = index.fusion.fuse_products(products, titles)
+            rescored = rescore(policy, index.tags, index.tag_vectors_matrix, vectors, titles)
+        pool = max(top_k, min(policy.pool, len(index)))
+        ranked = self.rank(
+            products, pool, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress
+        )
+        return policy.select(ranked, by_id, top_k, rescored)
+
     def decide(
         self, ranked: Sequence[RankedCandidates], by_id: Mapping[str, Tag], rerank: bool = True
     ) -> list[list[Assigned]] | None:
@@ -320,6 +370,7 @@ class TaggingPipeline:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
         by_id: Mapping[str, Tag] | None = None,
+        per_kind: KindPolicy | None = None,
     ) -> list[Tagged]:
         """Every stage for a batch of products, in input order.
 
@@ -335,9 +386,13 @@ class TaggingPipeline:
             cache_dir: Product vector cache directory.
             show_progress: Show progress bars.
             by_id: The index's vocabulary when the caller holds it (else read from the index).
+            per_kind: Per-kind limits, thresholds and rules (:class:`tagindex.kinds.KindPolicy`),
+                applied to the ranked candidates before the threshold, ancestors and decisions.
 
         Raises:
-            CompatibilityError: ``decide`` without a calibration that can read these scores.
+            CompatibilityError: ``decide`` without a calibration that can read these scores, or a
+                policy that rescores kinds on an index or stage whose scores are not cosines.
+            InputError: The policy names kinds the vocabulary lacks.
         """
         if decide and not self.can_decide(rerank):
             raise CompatibilityError(
@@ -347,9 +402,20 @@ class TaggingPipeline:
             )
         if by_id is None:
             by_id = self.index.by_id
-        ranked = self.rank(
-            products, top_k, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress
-        )
+        if per_kind is None:
+            ranked = self.rank(
+                products,
+                top_k,
+                rerank,
+                depth,
+                vectors=vectors,
+                cache_dir=cache_dir,
+                show_progress=show_progress,
+            )
+        else:
+            ranked = self.rank_kinds(
+                per_kind, products, top_k, rerank, depth, vectors, cache_dir, show_progress, by_id
+            )
         decisions = self.decide(ranked, by_id, rerank) if decide else None
         return [
             Tagged(

@@ -10,7 +10,14 @@ import argparse
 import time
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, add_product_columns, logger, product_columns
+from tagindex.cli.common import (
+    Command,
+    add_kind_options,
+    add_option,
+    add_product_columns,
+    logger,
+    product_columns,
+)
 from tagindex.runio import RUN_FORMATS
 
 
@@ -35,8 +42,16 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
         default=None,
         help="run file format (default: from the --out extension, JSON lines otherwise)",
     )
-    add_option(p, "--top-k")
-    p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
+    add_option(
+        p, "--top-k", default=None, help="tags per product (default: the index's optimized setting, else 10)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="drop tags scoring below this (default: the index's optimized setting, else none)",
+    )
+    add_kind_options(p)
     p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
     add_option(p, "--cache")
     add_option(p, "--description-chars", help="override the index's description budget")
@@ -48,8 +63,34 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
 
 
+def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Fills ``--top-k``, ``--threshold`` and the kind options the command line left unset from the
+    settings ``tagindex optimize`` saved with the index (explicit flags win); returns what was used."""
+    from tagindex.store import read_manifest
+
+    saved = read_manifest(args.index, "tagindex", verify=False).get("tagging") or {}
+    used = {}
+    kind_flags = ("per_kind", "kind_norm", "category_title_weight")
+    explicit_kinds = any(getattr(args, name, None) is not None for name in kind_flags)
+    for name in ("top_k", "threshold", *kind_flags):
+        if getattr(args, name, None) is not None or name not in saved:
+            continue
+        if name in kind_flags and (explicit_kinds or getattr(args, "engine", "local") != "local"):
+            if not explicit_kinds:  # the Ray engine applies no kind policy: say so instead of pretending
+                logger.warning("the index's saved %s is not applied by --engine %s", name, args.engine)
+            continue
+        setattr(args, name, saved[name])
+        used[name] = saved[name]
+    if args.top_k is None:
+        args.top_k = 10
+    return used
+
+
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
+    used = saved_settings(args)
+    if used:
+        logger.info("settings from the index (tagindex optimize): %s", used)
     if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli/engine.py
         from tagindex.cli.engine import run_tag_engine
 
