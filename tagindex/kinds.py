@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from tagindex.candidates import Candidate, RankedCandidates
+from tagindex.config import TextParams
 from tagindex.errors import InputError
-from tagindex.schema import Tag
-from tagindex.text import ancestors
+from tagindex.schema import Product, Tag
+from tagindex.text import ancestors, product_text
 
 PATH_KINDS = frozenset({"category"})
 ATTRIBUTE_KINDS = frozenset({"attribute_value"})
@@ -335,6 +336,7 @@ def rescore(
     return RescoredKinds([tags[i].id for i in rows], selection, raw)
 
 
-def title_only(params: Any) -> Any:
-    """Text parameters reading a product's title alone (for a category title weight)."""
-    return replace(params, description_chars=0, include_attributes=False)
+def title_texts(products: Sequence[Product], params: TextParams) -> list[str]:
+    """Encoder input of each product's title alone (for a category title weight)."""
+    title_only = replace(params, description_chars=0, include_attributes=False)
+    return [product_text(p, title_only) for p in products]

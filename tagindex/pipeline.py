@@ -284,16 +284,19 @@ class TaggingPipeline:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
         by_id: Mapping[str, Tag] | None = None,
+        title_vectors: np.ndarray | None = None,
     ) -> list[RankedCandidates]:
         """:meth:`rank` from the policy's deeper pool, then the policy's selection (at most ``top_k``).
+
+        ``vectors`` and ``title_vectors`` (the titles alone, for a category title weight) are encoded
+        here when not given.
 
         Raises:
             CompatibilityError: The policy rescores kinds from cosines, but these scores are not
                 cosines (a reranker, exemplars or an adapted index rank them).
             InputError: The policy names kinds the vocabulary lacks.
         """
-        from tagindex.kinds import rescore, title_only
-        from tagindex.text import product_text
+        from tagindex.kinds import rescore, title_texts
 
         if top_k < 1:
             raise ValueError(f"top-k must be at least 1, got {top_k}")
@@ -309,13 +312,11 @@ class TaggingPipeline:
                 )
             if vectors is None:
                 vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
-            titles = None
-            if policy.title_weight > 0:
-                texts = [product_text(p, title_only(index.params.text)) for p in products]
-                titles = index.encoder.encode(texts)
+            if policy.title_weight > 0 and title_vectors is None:
+                title_vectors = index.encoder.encode(title_texts(products, index.params.text))
                 if index.fusion is not None:
-                    titles = index.fusion.fuse_products(products, titles)
-            rescored = rescore(policy, index.tags, index.tag_vectors_matrix, vectors, titles)
+                    title_vectors = index.fusion.fuse_products(products, title_vectors)
+            rescored = rescore(policy, index.tags, index.tag_vectors_matrix, vectors, title_vectors)
         pool = max(top_k, min(policy.pool, len(index)))
         ranked = self.rank(
             products, pool, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress
