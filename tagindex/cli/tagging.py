@@ -63,12 +63,10 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
 
 
-def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
+def saved_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
     """Fills ``--top-k``, ``--threshold`` and the kind options the command line left unset from the
     settings ``tagindex optimize`` saved with the index (explicit flags win); returns what was used."""
-    from tagindex.store import read_manifest
-
-    saved = read_manifest(args.index, "tagindex", verify=False).get("tagging") or {}
+    saved = saved or {}
     used = {}
     kind_flags = ("per_kind", "kind_norm", "category_title_weight")
     explicit_kinds = any(getattr(args, name, None) is not None for name in kind_flags)
@@ -86,14 +84,18 @@ def saved_settings(args: argparse.Namespace) -> dict[str, Any]:
     return used
 
 
+def _log_saved(used: dict[str, Any]) -> None:
+    if used:
+        logger.info("settings saved with the index by `tagindex optimize`: %s", used)
+
+
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
-    used = saved_settings(args)
-    if used:
-        logger.info("settings from the index (tagindex optimize): %s", used)
     if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli/engine.py
         from tagindex.cli.engine import run_tag_engine
+        from tagindex.store import read_manifest
 
+        _log_saved(saved_settings(args, read_manifest(args.index, "tagindex", verify=False).get("tagging")))
         return run_tag_engine(args)
     from tagindex.cli.rerank import tag_records
     from tagindex.index import TagIndex
@@ -107,6 +109,7 @@ def run_tag(args: argparse.Namespace) -> int:
         )
     products = load_products(args.products, on_error=args.on_error, columns=product_columns(args))
     index = TagIndex.load(args.index)
+    _log_saved(saved_settings(args, index.tagging))
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()
