@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from tagindex.config import ExemplarParams
 from tagindex.errors import InputError
 from tagindex.exemplars import ExemplarSet
 from tagindex.schema import Product
-from tagindex.store import IndexFormatError, read_manifest, versioned_directory, write_manifest
+from tagindex.store import IndexFormatError, link_or_copy, read_manifest, versioned_directory, write_manifest
 
 if TYPE_CHECKING:
     from tagindex.index import TagIndex
@@ -461,10 +460,7 @@ def rewrite_index(
         for rel in keep:
             src, dst = root / rel, tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
+            link_or_copy(src, dst)
         write(tmp)
         write_manifest(tmp, {k: v for k, v in {**manifest, **manifest_update}.items() if k != "files"})
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tagindex.backends import PYTORCH
 from tagindex.errors import InputError
 from tagindex.index import TagIndex
 from tagindex.learn import learn, rewrite_index, state_of, undo
@@ -144,6 +145,9 @@ def retrain(
         )
         params = type(old.params).from_dict(old.params.to_dict())
         params.encoder.model = str(model_dir)
+        # The PyTorch encoder keeps the fine-tuned weights inside the new index, so the next round
+        # trains on from them; an ONNX export would keep only its inference graph.
+        params.encoder.backend = PYTORCH
         new = TagIndex.build(old.tags, params)
         if labelled:
             new.add_exemplars(list(labelled))

@@ -492,20 +492,21 @@ def _plain_layout_entries(target: Path) -> list[Path]:
     return [target / t for t in sorted(tops) if (target / t).exists()] + [target / MANIFEST]
 
 
-def link_or_copy_tree(src: Path, dst: Path) -> None:
-    """Copies a directory, hard-linking files where the filesystem allows.
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Hard-links a file, or copies it where the filesystem refuses the link.
 
-    Only for sources whose files are never modified in place (earlier versions of a saved index):
-    a link then costs nothing and the copy is as durable as the original.
+    Only for sources that are never modified in place (files of a saved version): a link then
+    costs nothing and is as durable as the original.
     """
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
 
-    shutil.copytree(src, dst, copy_function=link)
+def link_or_copy_tree(src: Path, dst: Path) -> None:
+    """Copies a directory with :func:`link_or_copy` for each file."""
+    shutil.copytree(src, dst, copy_function=link_or_copy)
 
 
 # ---- writing: plain -----------------------------------------------------------------------------

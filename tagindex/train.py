@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from tagindex.backends import trainable_model
 from tagindex.config import ExemplarParams, TagIndexParams, _Params
 from tagindex.devsplit import dev_split
 from tagindex.encoders import resolve_model_path
@@ -413,7 +414,7 @@ def train(
     params = params or TrainParams()
     index_params = index_params or TagIndexParams()
     text_params = index_params.text
-    base = base or index_params.encoder.model
+    base = trainable_model(base or index_params.encoder.model)
     start = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_start = usage.ru_utime + usage.ru_stime

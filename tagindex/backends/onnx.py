@@ -129,6 +129,11 @@ def _quantize(fp32_file: Path, out_file: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    class _DropPreprocessingAdvice(logging.Filter):
+        # onnxruntime logs this advice on the root logger, so it would reach every CLI user.
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing before quantization" not in record.getMessage()
+
     graph = onnx.load(str(fp32_file)).graph
     weights = {init.name for init in graph.initializer}
     activation_matmuls = [
@@ -136,14 +141,19 @@ def _quantize(fp32_file: Path, out_file: Path) -> None:
         for node in graph.node
         if node.op_type == "MatMul" and not any(name in weights for name in node.input)
     ]
-    quantize_dynamic(
-        str(fp32_file),
-        str(out_file),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_exclude=activation_matmuls,
-    )
+    quiet = _DropPreprocessingAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(
+            str(fp32_file),
+            str(out_file),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=activation_matmuls,
+        )
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def cached_export(source: str, precision: Precision) -> Path:

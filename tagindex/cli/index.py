@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from tagindex.cli.common import Command, add_option, encoder_backends, load_params, logger
 
@@ -30,9 +32,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--backend",
         default=None,
         help="encoder backend: "
-        + ", ".join(
-            f"{name} (default)" if name == "sentence-transformers" else name for name in encoder_backends()
-        ),
+        + ", ".join(encoder_backends())
+        + " (default: onnx-int8 when the onnx extra is installed and the model mean-pools, "
+        "else sentence-transformers, which training always uses)",
     )
     p.add_argument(
         "--vector-format",
@@ -49,6 +51,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph-weight", type=float, default=None, help="share of the score from the graph")
 
 
+def _config_names_backend(config: str | None) -> bool:
+    """Whether the ``--config`` file chooses the encoder backend itself (then it is kept)."""
+    if not config:
+        return False
+    raw = json.loads(Path(config).read_text())  # load_params has read it already, so it parses
+    return isinstance(raw.get("encoder"), dict) and "backend" in raw["encoder"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Builds the index (plus exemplars and graph fusion when asked) and saves it to ``--out``."""
     from tagindex.index import TagIndex
@@ -56,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
     tags = load_tags(args.tags, on_error=args.on_error)
     params = load_params(args)
+    if not args.backend and not _config_names_backend(args.config):
+        from tagindex.backends import preferred_index_backend
+
+        params.encoder.backend = preferred_index_backend(params.encoder.model)
     start = time.perf_counter()
     encoder = fusion = None
     if args.graph:
