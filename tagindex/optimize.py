@@ -10,7 +10,8 @@ Honesty: the settings are chosen on one set of products and measured on another 
 never on the products they were chosen on alone; both measurements are returned.
 
 A tag counts as right when it is one of the product's gold tags or an ancestor of one; recall is
-over the gold tags and their ancestors (ranked tags only: no ancestor rows are added).
+over the gold tags and their ancestors. In a hierarchy, adding each kept tag's ancestors
+(``--ancestors``) is one of the settings.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from tagindex.candidates import RankedCandidates, positives_of
+from tagindex.candidates import RankedCandidates, insert_ancestors, positives_of
 from tagindex.errors import InputError
 from tagindex.kinds import DEFAULT_POOL, PATH_KINDS, KindPolicy, KindRule, RescoredKinds, rescore, title_texts
 from tagindex.schema import Product, Tag
@@ -47,6 +48,7 @@ class Settings:
     threshold: float | None = None
     rules: tuple[tuple[str, KindRule], ...] = ()
     title_weight: float = 0.0
+    ancestors: bool = False
 
     def policy(self) -> KindPolicy | None:
         rules = {k: r for k, r in self.rules if r.limit is not None or r.threshold is not None}
@@ -57,6 +59,8 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """The tagging settings saved with an index (the option names of ``tagindex tag``)."""
         out: dict[str, Any] = {"top_k": self.top_k, "threshold": self.threshold}
+        if self.ancestors:
+            out["ancestors"] = True
         policy = self.policy()
         if policy is not None:
             out["per_kind"] = policy.spec() or None
@@ -67,7 +71,7 @@ class Settings:
         rules = dict(self.rules)
         rules[kind] = rule
         rules = {k: r for k, r in rules.items() if r.limit is not None or r.threshold is not None}
-        return Settings(self.top_k, self.threshold, tuple(sorted(rules.items())), self.title_weight)
+        return replace(self, rules=tuple(sorted(rules.items())))
 
     def rule(self, kind: str) -> KindRule:
         return dict(self.rules).get(kind, KindRule())
@@ -165,12 +169,19 @@ def measure(settings: Settings, prepared: Prepared, by_id: Mapping[str, Tag]) ->
         rescored = prepared.rescored.get(settings.title_weight)
         kept = [r.candidates for r in policy.select(prepared.ranked, by_id, settings.top_k, rescored)]
     right = assigned = gold = 0
+    threshold, hierarchy = settings.threshold, by_id if settings.ancestors else None
     for cands, positives in zip(kept, prepared.positives, strict=True):
-        tags = [c.tag for c in cands if settings.threshold is None or c.score >= settings.threshold]
+        # as TaggingPipeline.result: the threshold, then each kept tag's ancestors after it
+        pairs = [(c.tag, c.score) for c in cands if threshold is None or c.score >= threshold]
+        tags = [row.tag for row in insert_ancestors(pairs, _no_name, hierarchy)]
         assigned += len(tags)
         right += sum(t in positives for t in tags)
         gold += len(positives)
     return Measured(right / assigned if assigned else 0.0, right / gold if gold else 0.0, len(kept), assigned)
+
+
+def _no_name(tag_id: str) -> str:
+    return ""
 
 
 def _kind_moves(b: Settings, kind: str, values: Sequence[float | None]) -> list[Settings]:
@@ -233,13 +244,15 @@ def optimize(
 
     # Kinds first: from the defaults (ten tags), a small top-k alone would reach a precision target by
     # leaving no room for a second kind, a local optimum the other moves cannot leave.
+    hierarchical = any(t.parent is not None for t in by_id.values())
     moves: list[Callable[[Settings], list[Settings]]] = [
-        partial(_kind_moves, kind=kind, values=kind_thresholds[kind]) for kind in kinds
+        lambda b: [replace(b, ancestors=a) for a in ((False, True) if hierarchical else (False,))]
     ]
+    moves += [partial(_kind_moves, kind=kind, values=kind_thresholds[kind]) for kind in kinds]
     moves += [
-        lambda b: [Settings(b.top_k, b.threshold, b.rules, w) for w in weights],
-        lambda b: [Settings(k, b.threshold, b.rules, b.title_weight) for k in TOP_KS],
-        lambda b: [Settings(b.top_k, t, b.rules, b.title_weight) for t in thresholds],
+        lambda b: [replace(b, title_weight=w) for w in weights],
+        lambda b: [replace(b, top_k=k) for k in TOP_KS],
+        lambda b: [replace(b, threshold=t) for t in thresholds],
     ]
     best = Settings()
     for _ in range(ROUNDS):

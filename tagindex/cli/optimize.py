@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
 def format_result(record: dict[str, Any], n_choose: int, n_report: int) -> str:
     """The printed summary: settings, then precision/recall where chosen and held out."""
-    settings = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in record["settings"].items())
+    settings = " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in record["settings"].items()
+    )
     lines = [f"settings: {settings}"]
     if not record["reached_on_choose"]:
         lines.append(f"target precision {record['target_precision']} not reached: the most precise settings")

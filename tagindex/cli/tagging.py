@@ -79,6 +79,8 @@ def saved_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
             continue
         setattr(args, name, saved[name])
         used[name] = saved[name]
+    if saved.get("ancestors") and not args.ancestors:  # a store_true flag: it can only turn them on
+        args.ancestors = used["ancestors"] = True
     if args.top_k is None:
         args.top_k = 10
     return used

@@ -55,6 +55,9 @@ def test_measure_counts_ancestors_of_gold_as_right() -> None:
     with_rules = Settings(3, None, (("category", KindRule(2, None)), ("keyword", KindRule(None, 0.5))))
     assert measure(with_rules, prepared, by_id) == Measured(1.0, 2 / 3, 1, 2)
     assert measure(Settings(top_k=4, threshold=0.75), prepared, by_id) == Measured(0.5, 1 / 3, 1, 2)
+    # --ancestors: a1's ancestor a follows it (and is not counted twice when ranked too)
+    assert measure(Settings(top_k=1, ancestors=True), prepared, by_id) == Measured(1.0, 2 / 3, 1, 2)
+    assert Settings(ancestors=True).to_dict() == {"top_k": 10, "ancestors": True}
 
 
 # ---- through the CLI ----------------------------------------------------------------------------
@@ -121,7 +124,8 @@ def test_optimize_saves_settings_that_tag_uses(shop_index: Path, tmp_path: Path,
     assert precision == pytest.approx(record["report"]["precision"], abs=1e-4)
     assert recall == pytest.approx(record["report"]["recall"], abs=1e-4)
     # the same as giving the saved settings as flags
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in record["settings"].items()]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in record["settings"].items() if k != "ancestors"]
+    flags += ["--ancestors"] if record["settings"].get("ancestors") else []
     explicit = tmp_path / "explicit.jsonl"
     assert (
         main(
