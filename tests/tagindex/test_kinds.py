@@ -161,6 +161,19 @@ def _kinds() -> dict[str, str]:
         return {r["id"]: r["kind"] for r in csv.DictReader(f)}
 
 
+def test_labelled_file_is_products_plus_expected_answers() -> None:
+    from tagindex.io import load_products
+
+    products = {p.id: p for p in load_products(SHOP / "products.csv")}
+    labelled = load_products(SHOP / "labelled.csv")
+    expected = _expected()
+    assert [p.id for p in labelled] == list(products) == list(expected)
+    for p in labelled:
+        category, keywords = expected[p.id]
+        assert (p.title, p.description) == (products[p.id].title, products[p.id].description)
+        assert p.tags[0] == category and set(p.tags[1:]) == keywords
+
+
 @pytest.fixture(scope="module")
 def shop_index(encoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tagindex.index import TagIndex

@@ -7,7 +7,6 @@ labels. Products p01-p22 choose, p23-p34 report.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -62,12 +61,13 @@ def test_measure_counts_ancestors_of_gold_as_right() -> None:
 
 # ---- through the CLI ----------------------------------------------------------------------------
 def _labelled(path: Path, ids: set[str]) -> Path:
-    with (SHOP / "expected.csv").open(newline="") as f:
-        gold = {r["id"]: [r["category"], *filter(None, r["keywords"].split("|"))] for r in csv.DictReader(f)}
-    with (SHOP / "products.csv").open(newline="") as f, path.open("w") as out:
-        for r in csv.DictReader(f):
-            if r["id"] in ids:
-                out.write(json.dumps({**r, "tags": gold[r["id"]]}) + "\n")
+    """The rows of ``labelled.csv`` (the products with their expected tags) whose id is in ``ids``."""
+    from tagindex.io import load_products
+
+    with path.open("w") as out:
+        for p in load_products(SHOP / "labelled.csv"):
+            if p.id in ids:
+                out.write(json.dumps(p.to_dict()) + "\n")
     return path
 
 
