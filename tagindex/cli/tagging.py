@@ -52,7 +52,12 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
         help="drop tags scoring below this (default: the index's optimized setting, else none)",
     )
     add_kind_options(p)
-    p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
+    p.add_argument(
+        "--ancestors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add each ranked tag's ancestors after it (default: the index's optimized setting, else no)",
+    )
     add_option(p, "--cache")
     add_option(p, "--description-chars", help="override the index's description budget")
     add_option(p, "--on-error")
@@ -70,7 +75,7 @@ def saved_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
     used = {}
     kind_flags = ("per_kind", "kind_norm", "category_title_weight")
     explicit_kinds = any(getattr(args, name, None) is not None for name in kind_flags)
-    for name in ("top_k", "threshold", *kind_flags):
+    for name in ("top_k", "threshold", "ancestors", *kind_flags):
         if getattr(args, name, None) is not None or name not in saved:
             continue
         if name in kind_flags and (explicit_kinds or getattr(args, "engine", "local") != "local"):
@@ -79,8 +84,8 @@ def saved_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> di
             continue
         setattr(args, name, saved[name])
         used[name] = saved[name]
-    if saved.get("ancestors") and not args.ancestors:  # a store_true flag: it can only turn them on
-        args.ancestors = used["ancestors"] = True
+    if args.ancestors is None:
+        args.ancestors = False
     if args.top_k is None:
         args.top_k = 10
     return used

@@ -155,6 +155,40 @@ def test_optimize_saves_settings_that_tag_uses(shop_index: Path, tmp_path: Path,
     assert all(len(json.loads(line)["tags"]) <= 1 for line in one.read_text().splitlines())
 
 
+def test_saved_ancestors_can_be_switched_off(shop_index: Path, tmp_path: Path) -> None:
+    from tagindex.cli import main
+    from tagindex.index import TagIndex
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(shop_index, index_dir)
+    index = TagIndex.load(index_dir)
+    index.tagging = {"top_k": 1, "ancestors": True}
+    index.save(index_dir)
+    products = SHOP / "products.csv"
+    runs = {}
+    for name, extra in (("saved", []), ("off", ["--no-ancestors"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert (
+            main(
+                [
+                    "-q",
+                    "tag",
+                    "--index",
+                    str(index_dir),
+                    "--products",
+                    str(products),
+                    "--out",
+                    str(out),
+                    *extra,
+                ]
+            )
+            == 0
+        )
+        runs[name] = [json.loads(line)["tags"] for line in out.read_text().splitlines()]
+    assert all(len(tags) == 1 for tags in runs["off"])
+    assert any(any("ancestor_of" in t for t in tags) for tags in runs["saved"])
+
+
 def test_optimize_holds_out_a_share_without_report_products(shop_index: Path, tmp_path: Path, capsys) -> None:
     from tagindex.cli import main
 
