@@ -222,7 +222,12 @@ def optimize(
         if not any(positives_of(p, by_id) for p in products):
             raise InputError(f"no {name} product has a gold tag of this index: nothing to optimize on")
     kinds = sorted({t.kind for t in by_id.values()})
-    rescorable = not (pipeline.reranker is not None or index.n_exemplars or index.adjuster is not None)
+    rescorable = not (
+        pipeline.reranker is not None
+        or index.n_exemplars
+        or index.adjuster is not None
+        or index.learned is not None
+    )
     weights = TITLE_WEIGHTS if rescorable and PATH_KINDS & set(kinds) else (0.0,)
     chosen_set = prepare(pipeline, choose, by_id, weights)
     report_set = prepare(pipeline, report, by_id, weights)

@@ -305,10 +305,18 @@ class TaggingPipeline:
         policy.check(by_id)
         rescored = None
         if policy.rescored_kinds:
-            if (rerank and self.reranker is not None) or index.n_exemplars or index.adjuster is not None:
+            # Rescoring reads every tag of a kind from plain cosines: it would bypass what ranks
+            # otherwise (a reranker, exemplars, an adapter) and bring back tags judgements suppressed.
+            if (
+                (rerank and self.reranker is not None)
+                or index.n_exemplars
+                or index.adjuster is not None
+                or index.learned is not None
+            ):
                 raise CompatibilityError(
                     "kind normalisation and the category title weight read first-stage cosines: not with "
-                    "a reranker, labelled exemplars or an adapted index (use limits and thresholds only)"
+                    "a reranker, labelled exemplars, learned judgements or an adapted index (use limits "
+                    "and thresholds only)"
                 )
             if vectors is None:
                 vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
