@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tagindex.service.batching import EncodeBatcher
 
+from tagindex.duplicates import DuplicatePair, Progress, find_duplicates
 from tagindex.index import TagIndex
 from tagindex.schema import Product, Tag, TagResult, TagScore
 from tagindex.store import read_manifest
@@ -96,9 +97,9 @@ class Engine:
         self._cache_lock = threading.Lock()  # readers share the read lock, so the cache has its own
         self._batcher = EncodeBatcher(self.index.encoder, max_batch=max(max_batch, 1))
         self._vocab = self._build_vocabulary()
-        # (version, score floor in DUPLICATE_STEP units, neighbours) -> pairs at or above the floor,
-        # least recently used first; bounded, so distinct min_score values cannot grow memory.
-        self._duplicates: OrderedDict[tuple[int, int, int], list[tuple[Tag, Tag, float]]] = OrderedDict()
+        # (version, score floor in DUPLICATE_STEP units, neighbours, siblings) -> pairs at or above the
+        # floor, least recently used first; bounded, so distinct min_score values cannot grow memory.
+        self._duplicates: OrderedDict[tuple[int, int, int, bool], list[DuplicatePair]] = OrderedDict()
         # the rerank / calibration stage (tagindex.service.stage.RerankStage) when configured
         self.stage: Any = None
 
@@ -127,8 +128,17 @@ class Engine:
         with self._lock.read():
             return self.index.get(tag_id)
 
-    def path(self, tag_id: str) -> list[str]:
-        return self._vocab.paths.get(tag_id, [])
+    def path(self, tag_id: str, language: str | None = None) -> list[str]:
+        """Names from the root to the tag; in ``language`` where the tags have names in it."""
+        if not language:
+            return self._vocab.paths.get(tag_id, [])
+        by_id = self._vocab.by_id
+        return tag_path(by_id[tag_id], by_id, language) if tag_id in by_id else []
+
+    def name(self, tag_id: str, language: str | None = None) -> str:
+        """The tag's name (in ``language`` where it has one); "" for an unknown id."""
+        tag = self._vocab.by_id.get(tag_id)
+        return tag.name_in(language) if tag is not None else ""
 
     def encode_products(self, products: Sequence[Product]) -> tuple[list[str], np.ndarray]:
         """Encoder input texts and their vectors (n, dim)."""
@@ -194,34 +204,65 @@ class Engine:
         tag = vocab.by_id.get(tag_id)
         return tag_text(tag, vocab.by_id, self.index.params.text) if tag is not None else ""
 
-    def duplicates(self, min_score: float, neighbours: int) -> list[tuple[Tag, Tag, float]]:
-        """Near-identical tag pairs (score >= ``min_score``), best first.
+    def duplicates(
+        self,
+        min_score: float,
+        neighbours: int,
+        include_siblings: bool = False,
+        progress: Progress | None = None,
+    ) -> list[DuplicatePair]:
+        """Merge candidates (score >= ``min_score``), best evidence first
+        (:func:`tagindex.duplicates.find_duplicates`: no ancestor/descendant pairs, siblings only
+        when asked for).
 
         A full scan is O(n^2 dim), so scans are cached until the vocabulary changes: keyed by
         ``min_score`` rounded down to a multiple of :data:`DUPLICATE_STEP` (answers filter the cached
         pairs to the exact value) in an LRU of :data:`DUPLICATE_CACHE_SIZE` entries.
+        ``progress`` is called with (tags scanned, total) while a scan runs.
         """
-        floor = math.floor(min_score / DUPLICATE_STEP)
-        while floor * DUPLICATE_STEP > min_score:  # the division may round up to the next step
-            floor -= 1
+        floor = self._floor(min_score)
         with self._lock.read():
-            key = (self.version, floor, neighbours)
-            with self._cache_lock:
-                cached = self._duplicates.get(key)
-                if cached is not None:
-                    self._duplicates.move_to_end(key)
+            key = (self.version, floor, neighbours, include_siblings)
+            cached = self._cached(key)
             if cached is None:
-                by_id = self._vocab.by_id
-                pairs = self.index.duplicates(min_score=floor * DUPLICATE_STEP, neighbours=neighbours)
-                cached = [(by_id[a], by_id[b], s) for a, b, s in pairs]
+                cached = find_duplicates(
+                    self.index.tags,
+                    self.index.vectors,
+                    min_score=floor * DUPLICATE_STEP,
+                    neighbours=neighbours,
+                    include_siblings=include_siblings,
+                    exemplar_labels=self.index.exemplar_labels(),
+                    progress=progress,
+                )
                 with self._cache_lock:
                     self._duplicates[key] = cached
                     self._duplicates.move_to_end(key)
                     while len(self._duplicates) > DUPLICATE_CACHE_SIZE:
                         self._duplicates.popitem(last=False)
+            elif progress is not None:
+                progress(len(self.index), len(self.index))
         if floor * DUPLICATE_STEP == min_score:
             return cached
-        return [p for p in cached if p[2] >= min_score]
+        return [p for p in cached if p.score >= min_score]
+
+    def duplicates_cached(self, min_score: float, neighbours: int, include_siblings: bool = False) -> bool:
+        """Whether :meth:`duplicates` would answer from the cache (no scan)."""
+        with self._cache_lock:
+            return (self.version, self._floor(min_score), neighbours, include_siblings) in self._duplicates
+
+    def _cached(self, key: tuple[int, int, int, bool]) -> list[DuplicatePair] | None:
+        with self._cache_lock:
+            cached = self._duplicates.get(key)
+            if cached is not None:
+                self._duplicates.move_to_end(key)
+            return cached
+
+    @staticmethod
+    def _floor(min_score: float) -> int:
+        floor = math.floor(min_score / DUPLICATE_STEP)
+        while floor * DUPLICATE_STEP > min_score:  # the division may round up to the next step
+            floor -= 1
+        return floor
 
     def cached_duplicate_scans(self) -> int:
         """Scans held in the duplicates cache (bounded by DUPLICATE_CACHE_SIZE)."""

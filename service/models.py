@@ -389,12 +389,23 @@ class DuplicatePair(BaseModel):
     b_name: str
     b_path: list[str]
     score: float = Field(description="cosine similarity of the two tags' vectors")
+    relation: str = Field(description="other, or sibling (same parent) when siblings are included")
+    name_similarity: float = Field(description="0..1, the names after normalisation (case, plurals, &)")
+    names_equal: bool = Field(description="the same words in any order")
+    path_similarity: float = Field(description="0..1, words the two ancestor paths share")
+    shared_products: int | None = Field(description="labelled products carrying both (null: no exemplars)")
+    evidence: float = Field(description="0..1, weighted mean of the parts above: the ranking key")
+    reasons: list[str] = Field(description="the evidence in words")
 
 
 class DuplicatesResponse(BaseModel):
     min_score: float
     total: int = Field(description="pairs at or above min_score (the list may be cut at limit)")
     pairs: list[DuplicatePair]
+    include_siblings: bool = False
+    index_version: int = Field(
+        0, description="vocabulary version the scan belongs to (cached until it changes)"
+    )
 
 
 class TagInfo(BaseModel):

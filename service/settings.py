@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_top_k: int = Field(default=100, ge=1, description="largest top_k any endpoint accepts")
     max_text_chars: int = Field(default=20_000, ge=100, description="longest title/description/query")
     max_new_tags: int = Field(default=1_000, ge=1, description="most tags one POST /v1/tags may add")
+    max_upload_products: int = Field(
+        default=2_000, ge=1, description="most products one POST /v1/products/upload may hold"
+    )
     accept_threshold: float | None = Field(
         default=None,
         ge=-1.0,

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from tagindex.candidates import insert_ancestors
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
+from tagindex.duplicates import find_duplicates
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
@@ -509,15 +510,24 @@ class TagIndex:
         return out[:top_k]
 
     def duplicates(self, min_score: float = 0.9, neighbours: int = 5) -> list[tuple[str, str, float]]:
-        """Pairs of tags whose vectors are near-identical (merge candidates), most similar first."""
-        scores, ids = self.search(self._vectors, neighbours + 1)
-        pairs: dict[tuple[str, str], float] = {}
-        for tag, row_ids, row_scores in zip(self._tags, ids, scores.tolist(), strict=True):
-            for other, score in zip(row_ids, row_scores, strict=False):
-                if other != tag.id and score >= min_score:
-                    a, b = sorted((tag.id, other))
-                    pairs[(a, b)] = max(score, pairs.get((a, b), -1.0))
-        return sorted(((a, b, s) for (a, b), s in pairs.items()), key=lambda x: (-x[2], x[0], x[1]))
+        """Pairs of tags whose vectors are near-identical, most similar first, family included.
+
+        The unfiltered scan; :func:`tagindex.duplicates.find_duplicates` leaves out parent/child and
+        sibling pairs and ranks the rest by evidence.
+        """
+        pairs = find_duplicates(self._tags, self._vectors, min_score, neighbours, include_family=True)
+        return sorted(((p.a, p.b, p.score) for p in pairs), key=lambda x: (-x[2], x[0], x[1]))
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The tag vectors (n, dim) in the row order of :attr:`tags` (read-only view)."""
+        view = self._vectors.view()
+        view.flags.writeable = False
+        return view
+
+    def exemplar_labels(self) -> list[list[str]] | None:
+        """Tag lists of the stored labelled products (exemplars), or None without exemplars."""
+        return None if self._exemplars is None else [list(x) for x in self._exemplars.labels]
 
     def tag_vector(self, tag_id: str) -> np.ndarray:
         return self._vectors[self._row_of[tag_id]]

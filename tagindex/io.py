@@ -23,6 +23,7 @@ import numbers
 import os
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -518,6 +519,73 @@ def load_products(
     if _format_of(Path(path)) in ("txt", "skos"):
         raise DataError(f"{path}: products must be CSV, JSONL or Parquet (.txt and SKOS are for tags)")
     return _load_products(read_records(path), str(path), _file_where(path), columns, on_error)
+
+
+@dataclass
+class ProductsReport:
+    """Products read leniently: the good rows, each bad row's ``(location, reason)``, the columns."""
+
+    products: list[Product]
+    errors: list[tuple[str, str]]
+    columns: list[str]
+
+
+def read_products_report(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str] | None = None,
+    source: str | None = None,
+    fmt: str | None = None,
+) -> ProductsReport:
+    """Reads a products file like ``load_products(on_error="skip")`` and returns the skipped rows.
+
+    For callers that show the reasons to a person (the service's upload): every malformed or
+    duplicate row is reported as ``(source:line, reason)`` instead of only being logged.
+
+    Args:
+        path: CSV, JSONL or Parquet file.
+        columns: Our field -> the file's column (as in :func:`load_products`).
+        source: Name used in locations and messages instead of ``path`` (e.g. the uploaded file's name).
+        fmt: ``csv``, ``jsonl`` or ``parquet`` instead of the format the file name implies.
+
+    Raises:
+        DataError: The file is unreadable, of an unknown type, or has no valid row.
+        InputError: The column map names an unknown field.
+    """
+    p = Path(path)
+    name = source or str(path)
+    where = _file_where(name)
+    if (fmt or _format_of(Path(name))) not in ("csv", "jsonl", "parquet"):
+        raise DataError(f"{name}: products must be CSV, JSONL or Parquet")
+    if fmt is not None and _format_of(p) != fmt:
+        raise DataError(f"{name}: the file is stored as {_format_of(p)}, not {fmt}")
+    columns = check_columns(columns, PRODUCT_FIELDS)
+    seen: list[str] = []
+
+    def noted(
+        records: Iterable[tuple[int, dict[str, Any] | str]],
+    ) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        for line, record in records:
+            if isinstance(record, dict):
+                seen.extend(k for k in record if k not in seen)
+            yield line, record
+
+    try:
+        items, errors = _rows(
+            noted(read_records(p)),
+            lambda r: product_from_row(r, columns),
+            where,
+            skip=lambda r, ids: _continuation(r, ids, columns),
+        )
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(p), name)) from None
+    duplicates = _duplicates(items, where)
+    dropped = {loc for loc, _ in duplicates}
+    kept = [item for line, item in items if where(line) not in dropped]
+    problems = sorted(errors + duplicates, key=lambda e: _line_key(e[0]))
+    if not kept:
+        first = f" (first: {problems[0][0]}: {problems[0][1]})" if problems else ""
+        raise DataError(f"{name}: no valid product rows{first}; columns: {', '.join(seen) or 'none'}")
+    return ProductsReport(kept, problems, seen)
 
 
 def products_from_frame(

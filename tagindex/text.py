@@ -23,9 +23,13 @@ def ancestors(tag_id: str, by_id: Mapping[str, Tag]) -> list[str]:
     return out
 
 
-def tag_path(tag: Tag, by_id: Mapping[str, Tag]) -> list[str]:
-    """Names from the root down to the tag, with immediate repeats collapsed (GS1 repeats names)."""
-    names = [by_id[a].name for a in reversed(ancestors(tag.id, by_id))] + [tag.name]
+def tag_path(tag: Tag, by_id: Mapping[str, Tag], language: str | None = None) -> list[str]:
+    """Names from the root down to the tag, with immediate repeats collapsed (GS1 repeats names).
+
+    With ``language``, each name as :meth:`Tag.name_in` gives it (the default name where a tag has
+    none in that language).
+    """
+    names = [by_id[a].name_in(language) for a in reversed(ancestors(tag.id, by_id))] + [tag.name_in(language)]
     collapsed: list[str] = []
     for name in names:
         if not collapsed or collapsed[-1].casefold() != name.casefold():

@@ -7,12 +7,27 @@ A new route goes into the router of its feature (or a new module here plus one l
 from __future__ import annotations
 
 from fastapi import APIRouter
-from tagindex.service.routers import feedback, learning, operations, page, tagging, vocabulary
+from tagindex.service.routers import (
+    duplicates,
+    export,
+    feedback,
+    learning,
+    operations,
+    page,
+    tagging,
+    taxonomy,
+    upload,
+    vocabulary,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     tagging.router,
+    duplicates.router,  # before vocabulary: its /v1/tags/{id} would take /v1/tags/duplicates/...
     vocabulary.router,
+    export.router,  # before feedback: /v1/feedback/export is not a feedback row
     feedback.router,
+    upload.router,
+    taxonomy.router,
     learning.router,
     operations.router,
     page.router,

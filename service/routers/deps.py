@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.security import APIKeyHeader
 from tagindex.service.engine import Engine
@@ -47,6 +47,15 @@ def _settings(request: Request) -> Settings:
 
 EngineDep = Annotated[Engine, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+LangQuery = Annotated[
+    str | None,
+    Query(
+        max_length=35,
+        pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$",
+        description="tag names (and paths) in this language where the vocabulary has them, e.g. zh-CN "
+        "(`tagindex convert shopify --locale`); the default name otherwise",
+    ),
+]
 
 
 def require_key(request: Request, key: Annotated[str | None, Depends(KEY_HEADER)]) -> None:
@@ -80,8 +89,16 @@ def check_count(n: int, limit: int, what: str) -> None:
         raise HTTPException(422, f"{what} of {n} exceeds the limit of {limit}")
 
 
-def scored(engine: Engine, hits: list[TagScore]) -> list[ScoredTag]:
-    return [ScoredTag(tag=h.tag, name=h.name, score=h.score, path=engine.path(h.tag)) for h in hits]
+def scored(engine: Engine, hits: list[TagScore], lang: str | None = None) -> list[ScoredTag]:
+    return [
+        ScoredTag(
+            tag=h.tag,
+            name=engine.name(h.tag, lang) if lang else h.name,
+            score=h.score,
+            path=engine.path(h.tag, lang),
+        )
+        for h in hits
+    ]
 
 
 # ---- the limits in the OpenAPI document ---------------------------------------------------------

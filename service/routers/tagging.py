@@ -12,6 +12,7 @@ from tagindex.service.models import AssignedTag, Explanation, ProductResult, Tag
 from tagindex.service.routers.deps import (
     ERRORS,
     EngineDep,
+    LangQuery,
     SettingsDep,
     check_count,
     check_length,
@@ -26,7 +27,9 @@ router = APIRouter(tags=["tagging"])
 
 
 @router.post("/v1/tag", response_model=TagResponse, responses=ERRORS)
-def tag_products(body: TagRequest, request: Request, engine: EngineDep, settings: SettingsDep) -> TagResponse:
+def tag_products(
+    body: TagRequest, request: Request, engine: EngineDep, settings: SettingsDep, lang: LangQuery = None
+) -> TagResponse:
     """Ranks tags for one product or a batch; optionally explains them and decides which to assign."""
     start = time.perf_counter()
     items = body.product_list()
@@ -57,7 +60,9 @@ def tag_products(body: TagRequest, request: Request, engine: EngineDep, settings
             explainer.explain(ExplainContext(product, text, vector, result)) if body.explain else {}
         )
         decisions = decider.decide(result, threshold) if body.decide else {}
-        out.append(_product_result(engine, result, text if body.explain else None, explanations, decisions))
+        out.append(
+            _product_result(engine, result, text if body.explain else None, explanations, decisions, lang)
+        )
     return TagResponse(
         results=out,
         index_version=engine.version,
@@ -149,6 +154,7 @@ def _product_result(
     encoded_text: str | None,
     explanations: dict[str, Any],
     decisions: dict[str, tuple[str, str]],
+    lang: str | None = None,
 ) -> ProductResult:
     scored = result if isinstance(result, ScoredResult) else None
     hits = []
@@ -159,9 +165,9 @@ def _product_result(
         hits.append(
             TagHit(
                 tag=t.tag,
-                name=t.name,
+                name=engine.name(t.tag, lang) if lang else t.name,
                 score=t.score,
-                path=engine.path(t.tag),
+                path=engine.path(t.tag, lang),
                 ancestor_of=t.ancestor_of,
                 decision=decision,
                 reason=reason,
@@ -177,8 +183,8 @@ def _product_result(
         assigned = [
             AssignedTag(
                 tag=a.tag,
-                name=engine.by_id[a.tag].name if a.tag in engine.by_id else "",
-                path=engine.path(a.tag),
+                name=engine.name(a.tag, lang),
+                path=engine.path(a.tag, lang),
                 probability=a.probability,
                 level=a.level,
                 ancestor_of=a.ancestor_of,

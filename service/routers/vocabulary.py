@@ -1,4 +1,4 @@
-"""The vocabulary: search, similar and duplicate tags, one tag, adding and retiring tags."""
+"""The vocabulary: search, similar tags, one tag, adding and retiring tags (duplicates: ``duplicates``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from tagindex.service.models import (
     MAX_INT,
     AddTagsRequest,
     ChangeResponse,
-    DuplicatePair,
-    DuplicatesResponse,
     ErrorBody,
     SimilarResponse,
     SimilarTextRequest,
@@ -24,6 +22,7 @@ from tagindex.service.routers.deps import (
     NOT_FOUND,
     WRITE_ERRORS,
     EngineDep,
+    LangQuery,
     SettingsDep,
     check_count,
     check_length,
@@ -46,45 +45,21 @@ def search_tags(
         str, Query(max_length=500, description="words that must all occur in name, path or id")
     ] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    lang: LangQuery = None,
 ) -> list[TagInfo]:
     """Searches the vocabulary by words (case-insensitive); exact and prefix name matches first."""
-    return [_info(engine, t) for t in engine.search_vocabulary(q, limit)]
-
-
-@router.get("/v1/tags/duplicates", response_model=DuplicatesResponse, responses=ERRORS)
-def duplicate_tags(
-    engine: EngineDep,
-    settings: SettingsDep,
-    min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="lowest cosine similarity")] = 0.9,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> DuplicatesResponse:
-    """Merge candidates: pairs of tags whose vectors are near-identical, most similar first."""
-    pairs = engine.duplicates(min_score, settings.duplicate_neighbours)
-    return DuplicatesResponse(
-        min_score=min_score,
-        total=len(pairs),
-        pairs=[
-            DuplicatePair(
-                a=a.id,
-                a_name=a.name,
-                a_path=engine.path(a.id),
-                b=b.id,
-                b_name=b.name,
-                b_path=engine.path(b.id),
-                score=s,
-            )
-            for a, b, s in pairs[:limit]
-        ],
-    )
+    return [_info(engine, t, lang) for t in engine.search_vocabulary(q, limit)]
 
 
 @router.post("/v1/tags/similar", response_model=SimilarResponse, responses=ERRORS)
-def similar_to_text(body: SimilarTextRequest, engine: EngineDep, settings: SettingsDep) -> SimilarResponse:
+def similar_to_text(
+    body: SimilarTextRequest, engine: EngineDep, settings: SettingsDep, lang: LangQuery = None
+) -> SimilarResponse:
     """Tags nearest a free text (a tag name you have in mind, a product, a search phrase)."""
     check_top_k(settings, body.top_k)
     check_length(settings, len(body.text), "text")
     return SimilarResponse(
-        query=body.text, tags=scored(engine, engine.similar_to_text(body.text, body.top_k))
+        query=body.text, tags=scored(engine, engine.similar_to_text(body.text, body.top_k), lang)
     )
 
 
@@ -96,6 +71,7 @@ def similar_to_tag(
     settings: SettingsDep,
     tag_id: TagIdPath,
     top_k: Annotated[int, Query(ge=1, le=MAX_INT, description="at most the service's max_top_k")] = 10,
+    lang: LangQuery = None,
 ) -> SimilarResponse:
     """Tags nearest an existing tag (the tag itself excluded)."""
     check_top_k(settings, top_k)
@@ -103,14 +79,14 @@ def similar_to_tag(
         hits = engine.similar_to_tag(tag_id, top_k)
     except KeyError:
         raise HTTPException(404, f"unknown tag id '{tag_id}'") from None
-    return SimilarResponse(query=tag_id, tags=scored(engine, hits))
+    return SimilarResponse(query=tag_id, tags=scored(engine, hits, lang))
 
 
 @router.get("/v1/tags/{tag_id:path}", response_model=TagInfo, responses=NOT_FOUND)
-def get_tag(engine: EngineDep, tag_id: TagIdPath) -> TagInfo:
+def get_tag(engine: EngineDep, tag_id: TagIdPath, lang: LangQuery = None) -> TagInfo:
     """One tag with its path."""
     try:
-        return _info(engine, engine.get(tag_id))
+        return _info(engine, engine.get(tag_id), lang)
     except KeyError:
         raise HTTPException(404, f"unknown tag id '{tag_id}'") from None
 
@@ -164,11 +140,11 @@ def retire_tag(
     return ChangeResponse(changed=removed, n_tags=len(engine), index_version=engine.version)
 
 
-def _info(engine: Engine, tag: Tag) -> TagInfo:
+def _info(engine: Engine, tag: Tag, lang: str | None = None) -> TagInfo:
     return TagInfo(
         id=tag.id,
-        name=tag.name,
-        path=engine.path(tag.id),
+        name=tag.name_in(lang),
+        path=engine.path(tag.id, lang),
         parent=tag.parent,
         kind=tag.kind,
         description=tag.description,

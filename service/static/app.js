@@ -254,13 +254,16 @@ async function sendJudgement(tag, action, score) {
 const pathToId = new Map(); // option value (path text) -> tag id
 
 async function resolveTagName(text) {
-  if (pathToId.has(text)) return pathToId.get(text);
+  if (pathToId.get(text)) return pathToId.get(text);
   const folded = text.toLocaleLowerCase();
   const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(text)}&limit=50`);
   const exact = tags.filter((t) => t.name.toLocaleLowerCase() === folded || t.id === text);
+  for (const t of exact) tagNames.set(t.id, t.name);
   if (exact.length === 1) return exact[0].id;
   if (exact.length > 1) {
-    throw new Error(`${exact.length} tags are named “${text}”: pick one of them from the list (it shows their paths).`);
+    const error = new Error(`${exact.length} tags are named “${text}”: pick one of them from the list (it shows their paths).`);
+    error.choices = exact; // the caller may offer them as buttons
+    return Promise.reject(error);
   }
   throw new Error(`No tag is named “${text}”: pick one from the list that appears as you type.`);
 }
@@ -281,9 +284,11 @@ $("add-judgement-form").addEventListener("submit", async (ev) => {
 });
 
 // Suggestions as you type: tag names (by path) for a missed tag, tag ids for the id fields.
+const tagNames = new Map(); // tag id -> name, for tags picked by name
 let suggestTimer = null;
-for (const [id, list] of [["missing-tag", "tag-name-options"], ["new-parent", "tag-options"], ["retire-id", "tag-options"]]) {
-  $(id).addEventListener("input", (ev) => {
+
+function suggest(input, list) {
+  input.addEventListener("input", (ev) => {
     clearTimeout(suggestTimer);
     const q = ev.target.value.trim();
     if (q.length < 2 || pathToId.has(q)) return;
@@ -291,7 +296,13 @@ for (const [id, list] of [["missing-tag", "tag-name-options"], ["new-parent", "t
       try {
         const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`);
         if (list === "tag-name-options") {
-          for (const t of tags) pathToId.set(pathText(t.path), t.id);
+          for (const t of tags) {
+            // Two tags may show the same path (GS1's "Footwear" > "Footwear" collapses to "Footwear"):
+            // such a path names no tag by itself, and resolving it falls back to the name lookup.
+            const key = pathText(t.path);
+            pathToId.set(key, pathToId.has(key) && pathToId.get(key) !== t.id ? null : t.id);
+            tagNames.set(t.id, t.name);
+          }
           $(list).replaceChildren(...tags.map((t) => el("option", {value: pathText(t.path)}, t.id)));
         } else {
           $(list).replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));
@@ -300,6 +311,11 @@ for (const [id, list] of [["missing-tag", "tag-name-options"], ["new-parent", "t
     }, 150);
   });
 }
+
+const suggestTagNames = (input) => suggest(input, "tag-name-options");
+suggestTagNames($("missing-tag"));
+suggest($("new-parent"), "tag-options");
+suggest($("retire-id"), "tag-options");
 
 // ---- vocabulary ---------------------------------------------------------------------------------
 function tagItem(t, score) {
@@ -342,20 +358,53 @@ async function showSimilar(tagId, name) {
 }
 
 // ---- duplicates ---------------------------------------------------------------------------------
+// A scan runs in the background on the server (POST .../scan); the page polls its progress, then
+// reads the pairs, which the server keeps until the vocabulary changes.
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function scanDuplicates(query) {
+  const bar = $("dup-progress");
+  let job = await api("POST", `/v1/tags/duplicates/scan?${query}`);
+  bar.hidden = job.state !== "running";
+  while (job.state === "running") {
+    bar.max = job.total || 1;
+    bar.value = job.done;
+    status("dup-status", `scanning: ${job.done.toLocaleString()} of ${job.total.toLocaleString()} tags ` +
+      `(${job.elapsed_s.toFixed(1)} s)…`);
+    await sleep(300);
+    job = await api("GET", `/v1/tags/duplicates/scan?${query}`);
+  }
+  bar.hidden = true;
+  if (job.state === "failed") throw new Error(`The scan failed: ${job.error}`);
+  return job;
+}
+
+function dupTagCell(id, name, path) {
+  return el("td", {}, el("strong", {}, name), el("br"), el("small", {class: "muted"}, `${pathText(path)} · ${id}`));
+}
+
 $("dup-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  status("dup-status", "scanning…");
+  const query = `min_score=${encodeURIComponent($("min-score").value)}&include_siblings=${$("dup-siblings").checked}`;
+  status("dup-status", "starting the scan…");
   try {
-    const data = await api("GET",
-      `/v1/tags/duplicates?min_score=${encodeURIComponent($("min-score").value)}&limit=${encodeURIComponent($("dup-limit").value)}`);
-    const rows = data.pairs.map((p) => el("tr", {},
-      el("td", {}, scoreCell(p.score)),
-      el("td", {}, el("strong", {}, p.a_name), el("br"), el("small", {class: "muted"}, `${pathText(p.a_path)} · ${p.a}`)),
-      el("td", {}, el("strong", {}, p.b_name), el("br"), el("small", {class: "muted"}, `${pathText(p.b_path)} · ${p.b}`))));
+    const job = await scanDuplicates(query);
+    const data = await api("GET", `/v1/tags/duplicates?${query}&limit=${encodeURIComponent($("dup-limit").value)}`);
+    const rows = data.pairs.map((p) => el("tr", {"data-relation": p.relation},
+      el("td", {}, scoreCell(p.evidence)),
+      el("td", {class: "score"}, fmt(p.score)),
+      dupTagCell(p.a, p.a_name, p.a_path),
+      dupTagCell(p.b, p.b_name, p.b_path),
+      el("td", {class: "reasons"}, p.reasons.join(" · "))));
     $("dup-table").querySelector("tbody").replaceChildren(...rows);
     $("dup-table").hidden = !rows.length;
-    status("dup-status", `${data.total} pairs at similarity ≥ ${data.min_score}; showing ${rows.length}`);
+    status("dup-status", `${data.total} pairs at similarity ≥ ${data.min_score}` +
+      (data.include_siblings ? " (siblings included)" : " (parent/child and siblings left out)") +
+      `; showing ${rows.length} · ` + (job.cached
+        ? `from the cache of index version ${data.index_version}`
+        : `scanned in ${job.elapsed_s.toFixed(1)} s, kept for index version ${data.index_version}`));
   } catch (e) {
+    $("dup-progress").hidden = true;
     status("dup-status", e.message, true);
   }
 });

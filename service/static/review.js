@@ -41,6 +41,7 @@ async function loadReview() {
     const data = await api("GET", `/v1/review/next?n=${n}`);
     review.queue = data.items;
     Object.assign(review, {pos: 0, selected: 0, judged: 0, judgements: 0, active: true});
+    work.active = false; // one keyboard queue at a time (workplace.js)
     status("review-status", `${data.items.length} products chosen from ${data.pool} · index version ${data.index_version}`);
     renderReview();
     $("review-section").focus();
@@ -57,11 +58,12 @@ async function judgeReview(tag, action) {
     const user = sessionStorage.getItem("tagindex-user");
     if (user) body.user = user;
     const saved = await api("POST", "/v1/feedback", body);
+    feedbackStored(saved);
     if (!item.done) { item.done = true; review.judged += 1; }
     review.judgements += 1;
     const hit = item.tags.find((t) => t.tag === tag);
     if (hit) hit.verdict = ` ${action}ed #${saved.stored[0].id}`;
-    else item.tags.push({tag, name: tag, score: 0, path: [], verdict: ` added #${saved.stored[0].id}`});
+    else item.tags.push({tag, name: tagNames.get(tag) || tag, score: 0, path: [], verdict: ` added #${saved.stored[0].id}`});
     review.selected = Math.min(review.selected + 1, item.tags.length - 1);
     status("review-status", `${action}: ${tag} (saved #${saved.stored[0].id}, learned at once)`);
     renderReview();
@@ -80,9 +82,14 @@ $("review-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadR
 
 $("review-add-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const tag = $("review-add").value.trim();
-  if (!tag) return;
-  await judgeReview(tag, "add");
+  const text = $("review-add").value.trim();
+  if (!text) return;
+  try {
+    await judgeReview(await resolveTagName(text), "add");
+  } catch (e) {
+    status("review-status", e.message, true);
+    return;
+  }
   $("review-add").value = "";
   $("review-section").focus();
 });
@@ -110,15 +117,4 @@ document.addEventListener("keydown", (ev) => {
   }
 });
 
-let reviewSuggest = null;
-$("review-add").addEventListener("input", (ev) => {
-  clearTimeout(reviewSuggest);
-  const q = ev.target.value.trim();
-  if (q.length < 2) return;
-  reviewSuggest = setTimeout(async () => {
-    try {
-      const tags = await api("GET", `/v1/tags?q=${encodeURIComponent(q)}&limit=20`);
-      $("tag-options").replaceChildren(...tags.map((t) => el("option", {value: t.id}, pathText(t.path))));
-    } catch (_) { /* suggestions are a convenience */ }
-  }, 150);
-});
+suggestTagNames($("review-add"));

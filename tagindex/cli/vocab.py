@@ -13,8 +13,24 @@ def configure_similar(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex similar``."""
     add_option(p, "--index", required=True)
     add_option(p, "--top-k", help="how many tags (or pairs) to print")
-    p.add_argument("--duplicates", action="store_true", help="list near-identical tag pairs instead")
+    p.add_argument(
+        "--duplicates",
+        action="store_true",
+        help="list merge candidates instead: near-identical tag pairs that are not parent/child or "
+        "siblings, best evidence (vectors, names, paths, shared labelled products) first",
+    )
     p.add_argument("--min-score", type=float, default=0.9, help="similarity for --duplicates (default 0.9)")
+    p.add_argument(
+        "--include-siblings", action="store_true", help="--duplicates: keep pairs with the same parent"
+    )
+    p.add_argument(
+        "--include-family",
+        action="store_true",
+        help="--duplicates: keep ancestor/descendant pairs too (each pair names its relation)",
+    )
+    p.add_argument(
+        "--neighbours", type=int, default=5, help="--duplicates: nearest tags looked at per tag (default 5)"
+    )
     add_option(p, "--language")
     p.add_argument("query", nargs="*", help="tag id or free text")
 
@@ -25,20 +41,36 @@ def run_similar(args: argparse.Namespace) -> int:
 
     index = TagIndex.load(args.index)
     if args.duplicates:
-        pairs = index.duplicates(min_score=args.min_score)
-        for a, b, score in pairs[: args.top_k]:
-            print(
-                json.dumps(
-                    {
-                        "a": a,
-                        "a_name": index.get(a).name_in(args.language),
-                        "b": b,
-                        "b_name": index.get(b).name_in(args.language),
-                        "score": round(score, 4),
-                    },
-                    ensure_ascii=False,
-                )
-            )
+        from tagindex.duplicates import find_duplicates
+        from tagindex.text import tag_path
+
+        if args.neighbours < 1:
+            raise ValueError(f"--neighbours must be at least 1, not {args.neighbours}")
+        tags = index.tags
+        by_id = {t.id: t for t in tags}
+        pairs = find_duplicates(
+            tags,
+            index.vectors,
+            min_score=args.min_score,
+            neighbours=args.neighbours,
+            include_siblings=args.include_siblings,
+            include_family=args.include_family,
+            exemplar_labels=index.exemplar_labels(),
+        )
+        for pair in pairs[: args.top_k]:
+            row = {
+                "a": pair.a,
+                "a_name": by_id[pair.a].name_in(args.language),
+                "b": pair.b,
+                "b_name": by_id[pair.b].name_in(args.language),
+                "score": round(pair.score, 4),
+                "a_path": tag_path(by_id[pair.a], by_id),
+                "b_path": tag_path(by_id[pair.b], by_id),
+            }
+            evidence = pair.to_dict()
+            for key in ("a", "b", "score"):
+                evidence.pop(key)
+            print(json.dumps(row | evidence, ensure_ascii=False))
         return 0
     if not args.query:
         raise ValueError("give a tag id or text to look up, or --duplicates")

@@ -119,14 +119,15 @@ def test_similar_to_free_text(client):
     assert "Footwear" in [h["name"] for h in r.json()["tags"]]
 
 
-def test_duplicates_are_sorted_pairs_over_the_threshold(client):
-    body = client.get("/v1/tags/duplicates", params={"min_score": 0.99, "limit": 500}).json()
+def test_duplicates_are_pairs_over_the_threshold_best_evidence_first(client):
+    body = client.get("/v1/tags/duplicates", params={"min_score": 0.9, "limit": 500}).json()
     pairs = body["pairs"]
-    assert body["total"] == len(pairs) > 0  # GS1 repeats names across levels ("Footwear" > "Footwear")
-    assert all(p["score"] >= 0.99 and p["a"] < p["b"] for p in pairs)
-    assert [p["score"] for p in pairs] == sorted((p["score"] for p in pairs), reverse=True)
-    assert any(p["a_name"] == p["b_name"] == "Footwear" for p in pairs)
-    assert client.get("/v1/tags/duplicates", params={"min_score": 0.99, "limit": 1}).json()["total"] == len(
+    assert body["total"] == len(pairs) > 0
+    assert all(p["score"] >= 0.9 and p["a"] < p["b"] for p in pairs)
+    assert [p["evidence"] for p in pairs] == sorted((p["evidence"] for p in pairs), reverse=True)
+    # GS1 repeats names down the levels ("Footwear" > "Footwear"): parent and child, not duplicates.
+    assert not any(p["a_name"] == p["b_name"] == "Footwear" for p in pairs)
+    assert client.get("/v1/tags/duplicates", params={"min_score": 0.9, "limit": 1}).json()["total"] == len(
         pairs
     )
 
@@ -301,6 +302,12 @@ def test_openapi_documents_every_route_with_examples_and_security(client):
         ("/v1/tags/{tag_id}/similar", "get"),
         ("/v1/tags/similar", "post"),
         ("/v1/tags/duplicates", "get"),
+        ("/v1/tags/duplicates/scan", "post"),
+        ("/v1/tags/duplicates/scan", "get"),
+        ("/v1/products/upload", "post"),
+        ("/v1/feedback/export", "get"),
+        ("/v1/taxonomy", "get"),
+        ("/v1/taxonomy/counts", "post"),
         ("/v1/feedback", "post"),
         ("/v1/feedback", "get"),
         ("/healthz", "get"),
@@ -314,7 +321,12 @@ def test_openapi_documents_every_route_with_examples_and_security(client):
     schemas = spec["components"]["schemas"]
     for name in ("TagRequest", "SimilarTextRequest", "AddTagsRequest", "FeedbackRequest", "TagResponse"):
         assert schemas[name].get("examples"), name
-    for path, method in [("/v1/tags", "post"), ("/v1/tags/{tag_id}", "delete"), ("/v1/feedback", "post")]:
+    for path, method in [
+        ("/v1/tags", "post"),
+        ("/v1/tags/{tag_id}", "delete"),
+        ("/v1/feedback", "post"),
+        ("/v1/feedback/export", "get"),
+    ]:
         assert paths[path][method]["security"] == [{"APIKeyHeader": []}]
         assert "401" in paths[path][method]["responses"]
     assert "413" in paths["/v1/tag"]["post"]["responses"]

@@ -117,6 +117,8 @@ def test_chunked_body_over_the_limit_is_413(live):
 def test_distinct_min_scores_do_not_grow_the_duplicates_cache(client):
     from tagindex.service.engine import DUPLICATE_CACHE_SIZE
 
+    from tagindex.duplicates import find_duplicates
+
     engine = client.app.state.engine
     for i in range(60):
         r = client.get("/v1/tags/duplicates", params={"min_score": 0.5 + i * 0.0073, "limit": 1})
@@ -125,8 +127,8 @@ def test_distinct_min_scores_do_not_grow_the_duplicates_cache(client):
     # A cached, coarser scan answers exactly what a fresh scan at the exact value would.
     for min_score in (0.985, 0.9901, 0.97):
         got = client.get("/v1/tags/duplicates", params={"min_score": min_score, "limit": 10_000}).json()
-        fresh = engine.index.duplicates(min_score=min_score, neighbours=5)
-        assert [(p["a"], p["b"]) for p in got["pairs"]] == [(a, b) for a, b, _ in fresh]
+        fresh = find_duplicates(engine.index.tags, engine.index.vectors, min_score=min_score, neighbours=5)
+        assert [(p["a"], p["b"]) for p in got["pairs"]] == [(p.a, p.b) for p in fresh]
 
 
 # ---- field limits --------------------------------------------------------------------------------------

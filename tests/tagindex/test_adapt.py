@@ -236,10 +236,12 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_finetune_round_trains_on_pseudo_labels_and_ships_the_encoder(
-    tags: list[Tag], catalog: list[Product], tmp_path: Path
+    tags: list[Tag], catalog: list[Product], tiny_model: Path, tmp_path: Path
 ) -> None:
+    # The tiny model proves the round trip (pseudo-labels -> training -> encoder shipped in the
+    # index) in seconds; what fine-tuning is worth is measured with MiniLM by benchmarks/adapt_ablation.py.
     params = AdaptParams(rounds=1, enrich=False, finetune_rounds=1, finetune_max_products=60)
-    index, report = adapt(tags, catalog[:80], params, work_dir=tmp_path / "work")
+    index, report = adapt(tags, catalog[:80], params, work_dir=tmp_path / "work", model=str(tiny_model))
     (ft,) = report["finetune"]
     assert ft["pseudo_labelled"] > 0
     assert (tmp_path / "work" / "finetuned-1").is_dir()

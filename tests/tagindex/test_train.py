@@ -101,7 +101,11 @@ TINY = TrainParams(
 
 
 @pytest.mark.slow
-def test_training_runs_end_to_end_reloads_and_is_deterministic(tmp_path: Path, tiny_mwpd) -> None:
+def test_training_runs_end_to_end_reloads_and_is_deterministic(
+    tmp_path: Path, tiny_mwpd, tiny_model: Path
+) -> None:
+    # Mechanics (epochs, manifest, reload, determinism, CLI) on the tiny model, in seconds; what
+    # fine-tuning MiniLM is worth is measured by benchmarks/train_models.py (docs/training.md).
     from sentence_transformers import SentenceTransformer
 
     from tagindex.cli import main
@@ -111,7 +115,7 @@ def test_training_runs_end_to_end_reloads_and_is_deterministic(tmp_path: Path, t
     from tagindex.train import read_training_manifest, train
 
     products, tags = tiny_mwpd
-    report = train(products, tags, tmp_path / "m1", params=TINY)
+    report = train(products, tags, tmp_path / "m1", str(tiny_model), params=TINY)
     assert len(report.epochs) == 3 and report.epochs[0]["epoch"] == 0
     # Loss decreases: the last epoch's mean loss is below the first's on the same products.
     per_epoch = [e["train_loss"] for e in report.epochs[1:]]
@@ -137,6 +141,8 @@ def test_training_runs_end_to_end_reloads_and_is_deterministic(tmp_path: Path, t
         str(tmp_path / "train.jsonl"),
         "--tags",
         str(tmp_path / "tags.jsonl"),
+        "--base",
+        str(tiny_model),
     ]
     assert main([*common, "--out", str(tmp_path / "m2"), "--config", str(tmp_path / "cfg.json")]) == 0
     assert read_training_manifest(tmp_path / "m2")["train_params"] == TINY.to_dict()

@@ -1,9 +1,10 @@
 """Static distillation: offline, unit vectors, self-contained.
 
 Distilling the packaged MiniLM runs all 30,522 vocabulary tokens through it (~1-2 minutes on 2
-cores), so these tests distil a one-layer, 32-wide BERT with MiniLM's tokenizer and fixed random
-weights: the recipe (table, PCA, Zipf weights, pooling, saving) is the same code. What the real
-distillation is worth is measured in ``benchmarks/speed.py`` (docs/results.md), not here.
+cores), so these tests distil ``tiny_model`` (one BERT layer, 32 wide, MiniLM's tokenizer, seeded
+random weights; tests/conftest.py): the recipe (table, PCA, Zipf weights, pooling, saving) is the
+same code. What the real distillation is worth is measured in ``benchmarks/speed.py``
+(docs/results.md), not here.
 """
 
 from __future__ import annotations
@@ -24,34 +25,8 @@ TINY_DIM = 32
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-layer BERT with MiniLM's tokenizer and seeded random weights (a mean-pooling model dir)."""
-    import shutil
-
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from tagindex.encoders import resolve_model_path
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=TINY_DIM,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    BertModel(config).save_pretrained(out)
-    shutil.copy2(
-        Path(resolve_model_path("packaged:all-MiniLM-L6-v2")) / "tokenizer.json", out / "tokenizer.json"
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def static_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return distill_static(str(tiny_bert), tmp_path_factory.mktemp("static") / "m")
+def static_dir(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return distill_static(str(tiny_model), tmp_path_factory.mktemp("static") / "m")
 
 
 def test_static_encoder_unit_vectors(static_dir: Path) -> None:
