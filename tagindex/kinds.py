@@ -195,7 +195,10 @@ class KindPolicy:
             if rescored is not None:
                 known = {c.tag: c for c in r.candidates}
                 base = len(pool)
+                excluded = rescored.excluded[i] if rescored.excluded is not None else set()
                 for j, tag in enumerate(rescored.tags):
+                    if tag in excluded:
+                        continue
                     cand = known.get(tag)
                     if cand is None:
                         raw = float(rescored.raw[i, j])
@@ -279,12 +282,14 @@ class RescoredKinds:
         tags: Tag ids (columns).
         selection: (n_products, n_tags) the scores the policy selects by.
         raw: (n_products, n_tags) the first-stage cosines (written for tags not among the candidates).
+        excluded: Per product, tags never to select (rejected by judgements of similar products).
     """
 
     tags: list[str]
     selection: np.ndarray
     raw: np.ndarray
     column: dict[str, int] = field(default_factory=dict)
+    excluded: list[set[str]] | None = None
 
     def __post_init__(self) -> None:
         self.column = {t: j for j, t in enumerate(self.tags)}

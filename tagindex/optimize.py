@@ -223,10 +223,7 @@ def optimize(
             raise InputError(f"no {name} product has a gold tag of this index: nothing to optimize on")
     kinds = sorted({t.kind for t in by_id.values()})
     rescorable = not (
-        pipeline.reranker is not None
-        or index.n_exemplars
-        or index.adjuster is not None
-        or index.learned is not None
+        pipeline.reranker is not None or index.scorer() is not None or index.adjuster is not None
     )
     weights = TITLE_WEIGHTS if rescorable and PATH_KINDS & set(kinds) else (0.0,)
     chosen_set = prepare(pipeline, choose, by_id, weights)

@@ -306,17 +306,15 @@ class TaggingPipeline:
         rescored = None
         if policy.rescored_kinds:
             # Rescoring reads every tag of a kind from plain cosines: it would bypass what ranks
-            # otherwise (a reranker, exemplars, an adapter) and bring back tags judgements suppressed.
+            # otherwise (a reranker, exemplars, judged products, an adapter).
             if (
                 (rerank and self.reranker is not None)
-                or index.n_exemplars
+                or index.scorer() is not None
                 or index.adjuster is not None
-                or index.learned is not None
             ):
                 raise CompatibilityError(
                     "kind normalisation and the category title weight read first-stage cosines: not with "
-                    "a reranker, labelled exemplars, learned judgements or an adapted index (use limits "
-                    "and thresholds only)"
+                    "a reranker, labelled exemplars or an adapted index (use limits and thresholds only)"
                 )
             if vectors is None:
                 vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
@@ -325,6 +323,8 @@ class TaggingPipeline:
                 if index.fusion is not None:
                     title_vectors = index.fusion.fuse_products(products, title_vectors)
             rescored = rescore(policy, index.tags, index.tag_vectors_matrix, vectors, title_vectors)
+            if rescored is not None and index.learned is not None:  # tags rejected for near-identical
+                rescored.excluded = index.learned.suppressed(vectors)  # judged products stay out
         pool = max(top_k, min(policy.pool, len(index)))
         ranked = self.rank(
             products, pool, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress

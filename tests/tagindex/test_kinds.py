@@ -148,6 +148,21 @@ def test_kind_norm_is_a_per_tag_z_score_over_the_batch() -> None:
         rescore(policy, tags, tag_vectors, vectors[:2])
 
 
+def test_rescored_tags_excluded_for_a_product_stay_out() -> None:
+    from tagindex.kinds import RescoredKinds
+
+    policy = KindPolicy.parse("keyword=2", "keyword")
+    assert policy is not None
+    scores = np.array([[2.0, 1.0, 0.5], [2.0, 1.0, 0.5]])
+    raw = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, 0.7]])
+    rescored = RescoredKinds(["waterproof", "light", "eco"], scores, raw, excluded=[{"waterproof"}, set()])
+    ranked = [RankedCandidates("a", []), RankedCandidates("b", [])]
+    kept = policy.select(ranked, _vocabulary(), 10, rescored)
+    assert [c.tag for c in kept[0].candidates] == ["light", "eco"]
+    assert [c.tag for c in kept[1].candidates] == ["waterproof", "light"]
+    assert [c.score for c in kept[1].candidates] == [0.9, 0.8]  # the written score is the cosine
+
+
 # ---- the mixed-kind shop, through the CLI -------------------------------------------------------
 def _expected() -> dict[str, tuple[str, set[str]]]:
     with (SHOP / "expected.csv").open(newline="") as f:
