@@ -31,7 +31,7 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-_LOCAL_ONLY = ("reranker", "calibration", "decide", "cache")
+_LOCAL_ONLY = ("reranker", "calibration", "decide", "cache", "per_kind", "kind_norm", "category_title_weight")
 
 
 def run_tag_engine(args: argparse.Namespace) -> int:

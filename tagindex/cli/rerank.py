@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, logger
+from tagindex.cli.common import Command, add_option, kind_policy, logger
 
 
 def add_tag_options(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,7 @@ def tag_records(args: argparse.Namespace, index: Any, products: Sequence[Any]) -
         decide=args.decide,
         cache_dir=args.cache,
         show_progress=not args.quiet,
+        per_kind=kind_policy(args),
     )
     for t in tagged:
         yield t.to_record()
