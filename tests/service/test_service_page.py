@@ -173,6 +173,16 @@ def test_page_search_similar_tag_and_feedback(live_app):
             sync_api.expect(page.locator("#suggestions .badge.accept").first).to_be_visible()
             sync_api.expect(page.locator("#threshold-hint")).to_have_text("")
 
+            # Per-kind limits typed on the page: one category (GS1 tags are all categories), as one
+            # path with its parents when "with parent tags" is ticked; a bad spec is a readable error.
+            page.fill("#per-kind", "category=1")
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#suggestions tbody tr")).to_have_count(1)
+            page.fill("#per-kind", "category=one")
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("per_kind")
+            page.fill("#per-kind", "")
+
             # Duplicate tags (merge candidates) with scores; GS1's repeated names down the levels
             # ("Footwear" > "Footwear") are parent and child, left out, so the pairs start lower.
             page.fill("#min-score", "0.9")
