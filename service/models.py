@@ -182,6 +182,26 @@ class TagRequest(RequestBody):
         le=MAX_INT,
         description="candidates the reranker rescores (at most max_rerank_depth); implies rerank",
     )
+    per_kind: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="per-kind limits and thresholds, KIND=LIMIT[@THRESHOLD] or KIND=@THRESHOLD joined "
+        "by commas (e.g. 'category=1,keyword=5@0.4'); categories then form one path and attribute "
+        "values one per attribute (as `tagindex tag --per-kind`)",
+    )
+    kind_norm: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="kinds whose scores are z-normalised per tag over the request's products (at least "
+        "10); their per_kind threshold then reads z-scores",
+    )
+    category_title_weight: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="choose categories by this weight of the title's similarity plus the rest of the "
+        "full text's",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from tagindex.candidates import Candidate, RankedCandidates, tag_level
 from tagindex.errors import CompatibilityError, InputError
 from tagindex.explain import Explainer, ExplainParams
 from tagindex.interfaces import PairScorer, Reranker
+from tagindex.kinds import KindPolicy
 from tagindex.pipeline import TaggingPipeline, check_calibration, check_depth, load_reranker
 from tagindex.schema import Product, TagResult, TagScore
 
@@ -210,6 +211,8 @@ class RerankStage:
         depth: int | None,
         threshold: float | None = None,
         include_ancestors: bool = False,
+        per_kind: KindPolicy | None = None,
+        title_vectors: np.ndarray | None = None,
     ) -> list[ScoredResult]:
         """Ranked (optionally reranked) tags of encoded products (vectors (n, dim)), with calibrated
         probabilities and decisions when the calibration applies; like ``tagindex tag --reranker
@@ -222,7 +225,19 @@ class RerankStage:
             if not len(pipeline.index):
                 raise LookupError("the index holds no tags")
             by_id = self.engine.by_id
-            ranked = pipeline.rank(products, top_k, rerank, depth, vectors=vectors)
+            if per_kind is None:
+                ranked = pipeline.rank(products, top_k, rerank, depth, vectors=vectors)
+            else:  # per-kind limits and rules (tagindex.kinds), as `tagindex tag --per-kind`
+                ranked = pipeline.rank_kinds(
+                    per_kind,
+                    products,
+                    top_k,
+                    rerank,
+                    depth,
+                    vectors,
+                    by_id=by_id,
+                    title_vectors=title_vectors,
+                )
             decisions = pipeline.decide(ranked, by_id, rerank)
             out = []
             for i, r in enumerate(ranked):

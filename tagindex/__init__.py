@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         results_to_frame,
         tags_from_frame,
     )
+    from tagindex.kinds import KindPolicy
     from tagindex.schema import Product, Tag, TagResult, TagScore
 
 # Public name -> module defining it. Imported on first use (PEP 562), so ``import tagindex.cli`` or
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "DataError": "tagindex.io",
     "EncoderParams": "tagindex.config",
+    "KindPolicy": "tagindex.kinds",
     "Product": "tagindex.schema",
     "Tag": "tagindex.schema",
     "TagIndex": "tagindex.index",
@@ -44,6 +46,7 @@ __all__ = [
     "__version__",
     "DataError",
     "EncoderParams",
+    "KindPolicy",
     "Product",
     "Tag",
     "TagIndex",

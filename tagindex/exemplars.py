@@ -237,12 +237,22 @@ class ExemplarScorer:
         sims, rows = self.neighbours(q, exclude)  # (b, k)
         if not sims.shape[1]:
             return np.zeros((len(q), len(self.targets)), dtype=np.float32)
+        temperature = max(self.params.temperature, 1e-6)
         with np.errstate(invalid="ignore"):
-            weights = np.exp((sims - sims[:, :1]) / max(self.params.temperature, 1e-6))  # (b, k)
+            weights = np.exp((sims - sims[:, :1]) / temperature)  # (b, k)
         # An approximate neighbour index may find fewer than k (sim -inf, row -1): weight 0, and a
         # query that found none at all (-inf - -inf = nan) votes for nothing.
         weights = np.nan_to_num(weights, nan=0.0)
-        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-30)
+        total = weights.sum(axis=1, keepdims=True)  # (b, 1)
+        missing = self.params.k - sims.shape[1]
+        if missing > 0:
+            # Fewer exemplars than k (a cold index, the first judgements): the softmax over the few
+            # there are would give a lone exemplar the whole vote of every product, however far.
+            # The missing neighbours are taken to be as near as the product's best-matching tag
+            # text, so an exemplar dominates only where it is closer than any tag's own text.
+            best_text = (q @ self.target_vectors.T).max(axis=1, keepdims=True)  # (b, 1)
+            total = total + missing * np.exp((best_text - sims[:, :1]) / temperature)
+        weights /= np.maximum(total, 1e-30)
         votes = np.zeros((len(q), len(self.targets)), dtype=np.float32)
         # Each exemplar votes with its full weight for every one of its labels (multi-label products
         # are not split), via the padded (m, max_labels) label table.

@@ -39,6 +39,7 @@ from tagindex.version import __version__
 
 if TYPE_CHECKING:
     from tagindex.interfaces import VectorFusion
+    from tagindex.kinds import KindPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class TagIndex:
         # normalisation and hierarchy-aware decoding, applied to every request without exemplars.
         self.adjuster: Any = None
         self.learned: LearnedState | None = None  # merchandiser judgements (tagindex.learn)
+        # Tagging defaults chosen by `tagindex optimize` (threshold, top_k, per-kind policy), used by
+        # `tagindex tag --index` where the command line gives none; saved in the manifest.
+        self.tagging: dict[str, Any] | None = None
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -384,6 +388,7 @@ class TagIndex:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
         leave_one_out: bool = False,
+        per_kind: KindPolicy | str | None = None,
     ) -> list[TagResult]:
         """Ranks tags for a batch of products.
 
@@ -396,12 +401,31 @@ class TagIndex:
             show_progress: Show a progress bar while encoding.
             leave_one_out: Score a product that is stored as an exemplar (same id) as if it were not:
                 for training and calibrating later stages on the index's own labelled products.
+            per_kind: Per-kind limits, thresholds and rules: a :class:`tagindex.kinds.KindPolicy` or
+                a spec such as ``"category=1,keyword=5@0.4"`` (see :mod:`tagindex.kinds`); applied by
+                :class:`tagindex.pipeline.TaggingPipeline`, as ``tagindex tag --per-kind`` does.
 
         Returns:
             One TagResult per product, in input order, tags sorted by score.
         """
         if not self._tags:
             raise ValueError("the index holds no tags")
+        if per_kind is not None:
+            from tagindex.kinds import KindPolicy
+            from tagindex.pipeline import TaggingPipeline
+
+            policy = KindPolicy.parse(per_kind, source="per_kind") if isinstance(per_kind, str) else per_kind
+            if policy is not None:
+                tagged = TaggingPipeline(self).tag(
+                    products,
+                    top_k,
+                    threshold,
+                    include_ancestors,
+                    cache_dir=cache_dir,
+                    show_progress=show_progress,
+                    per_kind=policy,
+                )
+                return [t.result for t in tagged]
         vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
         return self.tag_vectors(
             [p.id for p in products], vectors, top_k, threshold, include_ancestors, leave_one_out
@@ -568,6 +592,7 @@ class TagIndex:
                     "adapt": self.adjuster.describe() if self.adjuster is not None else None,
                     "next_id": self._next_id,
                     **learned_manifest(self.learned),
+                    **({"tagging": self.tagging} if self.tagging is not None else {}),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "versions": library_versions(
                         "faiss-cpu",
@@ -618,6 +643,7 @@ class TagIndex:
         index._exemplars = load_exemplars(directory, index.vector_dim)
         index.gate_report = manifest.get("exemplar_gate")
         index.learned = read_learned(directory, index.vector_dim)
+        index.tagging = manifest.get("tagging")
         if manifest.get("adapt"):
             from tagindex.adapt.adjust import ScoreAdjuster
 

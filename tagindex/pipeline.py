@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tagindex.calibration import Assigned, Calibration, Hierarchy
     from tagindex.index import TagIndex
     from tagindex.interfaces import Reranker
+    from tagindex.kinds import KindPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +273,64 @@ class TaggingPipeline:
             ranked = reranker.rerank(index, products, ranked, depth, show_progress=show_progress)
         return [RankedCandidates(r.id, r.candidates[:top_k]) for r in ranked]
 
+    def rank_kinds(
+        self,
+        policy: KindPolicy,
+        products: Sequence[Product],
+        top_k: int,
+        rerank: bool = True,
+        depth: int | None = None,
+        vectors: np.ndarray | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        show_progress: bool = False,
+        by_id: Mapping[str, Tag] | None = None,
+        title_vectors: np.ndarray | None = None,
+    ) -> list[RankedCandidates]:
+        """:meth:`rank` from the policy's deeper pool, then the policy's selection (at most ``top_k``).
+
+        ``vectors`` and ``title_vectors`` (the titles alone, for a category title weight) are encoded
+        here when not given.
+
+        Raises:
+            CompatibilityError: The policy rescores kinds from cosines, but these scores are not
+                cosines (a reranker, exemplars or an adapted index rank them).
+            InputError: The policy names kinds the vocabulary lacks.
+        """
+        from tagindex.kinds import rescore, title_texts
+
+        if top_k < 1:
+            raise ValueError(f"top-k must be at least 1, got {top_k}")
+        index = self.index
+        by_id = index.by_id if by_id is None else by_id
+        policy.check(by_id)
+        rescored = None
+        if policy.rescored_kinds:
+            # Rescoring reads every tag of a kind from plain cosines: it would bypass what ranks
+            # otherwise (a reranker, exemplars, judged products, an adapter).
+            if (
+                (rerank and self.reranker is not None)
+                or index.scorer() is not None
+                or index.adjuster is not None
+            ):
+                raise CompatibilityError(
+                    "kind normalisation and the category title weight read first-stage cosines: not with "
+                    "a reranker, labelled exemplars or an adapted index (use limits and thresholds only)"
+                )
+            if vectors is None:
+                vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
+            if policy.title_weight > 0 and title_vectors is None:
+                title_vectors = index.encoder.encode(title_texts(products, index.params.text))
+                if index.fusion is not None:
+                    title_vectors = index.fusion.fuse_products(products, title_vectors)
+            rescored = rescore(policy, index.tags, index.tag_vectors_matrix, vectors, title_vectors)
+            if rescored is not None and index.learned is not None:  # tags rejected for near-identical
+                rescored.excluded = index.learned.suppressed(vectors)  # judged products stay out
+        pool = max(top_k, min(policy.pool, len(index)))
+        ranked = self.rank(
+            products, pool, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress
+        )
+        return policy.select(ranked, by_id, top_k, rescored)
+
     def decide(
         self, ranked: Sequence[RankedCandidates], by_id: Mapping[str, Tag], rerank: bool = True
     ) -> list[list[Assigned]] | None:
@@ -320,6 +379,7 @@ class TaggingPipeline:
         cache_dir: str | os.PathLike[str] | None = None,
         show_progress: bool = False,
         by_id: Mapping[str, Tag] | None = None,
+        per_kind: KindPolicy | None = None,
     ) -> list[Tagged]:
         """Every stage for a batch of products, in input order.
 
@@ -335,9 +395,13 @@ class TaggingPipeline:
             cache_dir: Product vector cache directory.
             show_progress: Show progress bars.
             by_id: The index's vocabulary when the caller holds it (else read from the index).
+            per_kind: Per-kind limits, thresholds and rules (:class:`tagindex.kinds.KindPolicy`),
+                applied to the ranked candidates before the threshold, ancestors and decisions.
 
         Raises:
-            CompatibilityError: ``decide`` without a calibration that can read these scores.
+            CompatibilityError: ``decide`` without a calibration that can read these scores, or a
+                policy that rescores kinds on an index or stage whose scores are not cosines.
+            InputError: The policy names kinds the vocabulary lacks.
         """
         if decide and not self.can_decide(rerank):
             raise CompatibilityError(
@@ -347,9 +411,20 @@ class TaggingPipeline:
             )
         if by_id is None:
             by_id = self.index.by_id
-        ranked = self.rank(
-            products, top_k, rerank, depth, vectors=vectors, cache_dir=cache_dir, show_progress=show_progress
-        )
+        if per_kind is None:
+            ranked = self.rank(
+                products,
+                top_k,
+                rerank,
+                depth,
+                vectors=vectors,
+                cache_dir=cache_dir,
+                show_progress=show_progress,
+            )
+        else:
+            ranked = self.rank_kinds(
+                per_kind, products, top_k, rerank, depth, vectors, cache_dir, show_progress, by_id
+            )
         decisions = self.decide(ranked, by_id, rerank) if decide else None
         return [
             Tagged(

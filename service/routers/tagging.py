@@ -20,6 +20,7 @@ from tagindex.service.routers.deps import (
 )
 from tagindex.service.stage import RerankStage, ScoredResult, StageRequestError
 
+from tagindex.kinds import KindPolicy
 from tagindex.schema import Product, TagResult
 
 router = APIRouter(tags=["tagging"])
@@ -44,8 +45,14 @@ def tag_products(
             422, "decide needs accept_threshold (no default is configured: TAGINDEX_ACCEPT_THRESHOLD)"
         )
     rerank, depth = _resolve_rerank(engine.stage, body)
+    policy = KindPolicy.parse(body.per_kind, body.kind_norm, body.category_title_weight, source="per_kind")
+    if policy is not None:
+        policy.check(engine.by_id, "per_kind")  # InputError: 422 with the reason
     products = [item.to_product() for item in items]
-    results, texts, vectors = _rank(engine, products, body, rerank, depth)
+    if policy is None:
+        results, texts, vectors = _rank(engine, products, body, rerank, depth)
+    else:
+        results, texts, vectors = _rank_kinds(engine, products, body, rerank, depth, policy)
     request.app.state.metrics.products.inc(len(products))
     out = []
     for product, result, text, vector in zip(products, results, texts, vectors, strict=True):
@@ -91,6 +98,52 @@ def _rank(
             return results, texts, vectors
         ranked, texts, vectors = engine.tag(products, body.top_k, body.threshold, body.include_ancestors)
         return list(ranked), texts, vectors
+    except LookupError as exc:  # every tag retired
+        raise HTTPException(503, str(exc)) from None
+
+
+def _rank_kinds(
+    engine: Engine,
+    products: list[Product],
+    body: TagRequest,
+    rerank: bool,
+    depth: int | None,
+    policy: KindPolicy,
+) -> tuple[list[Any], list[str], Any]:
+    """:func:`_rank` with a per-kind policy: the tagging pipeline's ``rank_kinds`` (the stage's when it
+    reranks or decides), encoding through the engine's shared batcher."""
+    from tagindex.kinds import title_texts
+    from tagindex.pipeline import TaggingPipeline
+
+    stage: RerankStage | None = engine.stage
+    texts, vectors = engine.encode_products(products)
+    titles = (
+        engine.encode(title_texts(products, engine.index.params.text)) if policy.title_weight > 0 else None
+    )
+    try:
+        if stage is not None and (rerank or stage.calibration is not None):
+            results = stage.rank(
+                products,
+                vectors,
+                body.top_k,
+                rerank,
+                depth,
+                body.threshold,
+                body.include_ancestors,
+                per_kind=policy,
+                title_vectors=titles,
+            )
+            return list(results), texts, vectors
+        with engine.reading():
+            if not len(engine.index):
+                raise LookupError("the index holds no tags")
+            by_id = engine.by_id
+            pipeline = TaggingPipeline(engine.index)
+            ranked = pipeline.rank_kinds(
+                policy, products, body.top_k, False, None, vectors, by_id=by_id, title_vectors=titles
+            )
+            plain = [pipeline.result(r, by_id, body.threshold, body.include_ancestors) for r in ranked]
+        return plain, texts, vectors
     except LookupError as exc:  # every tag retired
         raise HTTPException(503, str(exc)) from None
 

@@ -125,9 +125,10 @@ $("tag-form").addEventListener("submit", async (ev) => {
   };
   if (threshold !== "") body.accept_threshold = Number(threshold);
   if (!$("rerank-label").hidden) body.rerank = $("rerank").checked;
+  kindOptions(body);
   status("tag-status", "tagging…");
   try {
-    const data = await api("POST", "/v1/tag", body);
+    const data = await api("POST", tagUrl(), body);
     const result = data.results[0];
     current = {id: result.id, title: body.product.title, description: body.product.description};
     renderSuggestions(result);
@@ -139,6 +140,18 @@ $("tag-form").addEventListener("submit", async (ev) => {
     status("tag-status", e.message, true);
   }
 });
+
+// The per-kind limits (`category=1,keyword=5`) and the names' language typed on the page, for /v1/tag.
+function kindOptions(body) {
+  const perKind = $("per-kind").value.trim();
+  if (perKind !== "") body.per_kind = perKind;
+  return body;
+}
+
+function tagUrl() {
+  const lang = $("lang").value.trim();
+  return lang === "" ? "/v1/tag" : `/v1/tag?lang=${encodeURIComponent(lang)}`;
+}
 
 // When a threshold leaves every tag at "review", say so and what threshold would accept the best one.
 function thresholdHint(result, body) {

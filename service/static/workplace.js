@@ -92,7 +92,7 @@ async function tagsFor(product) {
     const threshold = $("accept-threshold").value;
     const body = {product, top_k: 8, decide: threshold !== "" || (serviceInfo && serviceInfo.decider === "calibrated")};
     if (threshold !== "") body.accept_threshold = Number(threshold);
-    const data = await api("POST", "/v1/tag", body);
+    const data = await api("POST", tagUrl(), kindOptions(body));
     work.tags.set(product.id, data.results[0].tags);
     work.hints.set(product.id, thresholdHint(data.results[0], body));
   }

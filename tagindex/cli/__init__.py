@@ -51,6 +51,7 @@ REGISTRY: dict[str, str] = {
     "train": "tagindex.cli.train",
     "update": "tagindex.cli.vocab",
     "evaluate": "tagindex.cli.tagging",
+    "optimize": "tagindex.cli.optimize",
     "split": "tagindex.cli.train",
     "show": "tagindex.cli.tagging",
     "config": "tagindex.cli.train",

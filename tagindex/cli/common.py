@@ -74,6 +74,25 @@ _SHARED: dict[str, dict[str, Any]] = {
         "help": "show tag names in this language (e.g. zh-CN) where the tag has one (see convert --locale)",
     },
     "--top-k": {"type": int, "default": 10, "help": "tags per product (default 10)"},
+    "--per-kind": {
+        "default": None,
+        "metavar": "SPEC",
+        "help": "per-kind limits and thresholds, KIND=LIMIT[@THRESHOLD] or KIND=@THRESHOLD joined by "
+        "commas (e.g. category=1,keyword=5@0.4); categories then form one path and attribute values "
+        "one per attribute (default: the index's optimized settings, else none)",
+    },
+    "--kind-norm": {
+        "default": None,
+        "metavar": "KINDS",
+        "help": "comma list of kinds whose scores are z-normalised per tag over the products tagged "
+        "together (hubness correction; their --per-kind threshold then reads z-scores)",
+    },
+    "--category-title-weight": {
+        "type": float,
+        "default": None,
+        "metavar": "W",
+        "help": "choose categories by W * similarity of the title + (1 - W) * of the full text (0-1)",
+    },
     "--hierarchy": {
         "choices": ["close", "prune", "none"],
         "default": "close",
@@ -131,6 +150,23 @@ def load_params(args: argparse.Namespace) -> Any:
     if getattr(args, "vector_format", None):
         params.index.vector_format = args.vector_format
     return params
+
+
+def add_kind_options(p: argparse.ArgumentParser) -> None:
+    """``--per-kind``, ``--kind-norm``, ``--category-title-weight`` (see :mod:`tagindex.kinds`)."""
+    for flag in ("--per-kind", "--kind-norm", "--category-title-weight"):
+        add_option(p, flag)
+
+
+def kind_policy(args: argparse.Namespace) -> Any:
+    """The :class:`tagindex.kinds.KindPolicy` the kind options ask for (None: none asked)."""
+    from tagindex.kinds import KindPolicy
+
+    return KindPolicy.parse(
+        getattr(args, "per_kind", None),
+        getattr(args, "kind_norm", None),
+        getattr(args, "category_title_weight", None),
+    )
 
 
 def add_product_columns(p: argparse.ArgumentParser) -> None:

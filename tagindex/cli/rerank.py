@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, logger
+from tagindex.cli.common import Command, add_option, kind_policy, logger
 
 
 def add_tag_options(p: argparse.ArgumentParser) -> None:
@@ -57,6 +57,7 @@ def pipeline_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], dict[s
         "threshold": args.threshold,
         "include_ancestors": args.ancestors,
         "decide": args.decide,
+        "per_kind": kind_policy(args),
     }
     return build, call
 

@@ -10,7 +10,14 @@ import argparse
 import time
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, add_product_columns, logger, product_columns
+from tagindex.cli.common import (
+    Command,
+    add_kind_options,
+    add_option,
+    add_product_columns,
+    logger,
+    product_columns,
+)
 from tagindex.runio import RUN_FORMATS
 
 
@@ -35,9 +42,22 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
         default=None,
         help="run file format (default: from the --out extension, JSON lines otherwise)",
     )
-    add_option(p, "--top-k")
-    p.add_argument("--threshold", type=float, default=None, help="drop tags scoring below this")
-    p.add_argument("--ancestors", action="store_true", help="add each ranked tag's ancestors after it")
+    add_option(
+        p, "--top-k", default=None, help="tags per product (default: the index's optimized setting, else 10)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="drop tags scoring below this (default: the index's optimized setting, else none)",
+    )
+    add_kind_options(p)
+    p.add_argument(
+        "--ancestors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add each ranked tag's ancestors after it (default: the index's optimized setting, else no)",
+    )
     add_option(p, "--cache")
     add_option(p, "--description-chars", help="override the index's description budget")
     add_option(p, "--on-error")
@@ -48,11 +68,39 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
 
 
+def saved_settings(args: argparse.Namespace, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """Fills ``--top-k``, ``--threshold`` and the kind options the command line left unset from the
+    settings ``tagindex optimize`` saved with the index (explicit flags win); returns what was used."""
+    saved = saved or {}
+    used = {}
+    kind_flags = ("per_kind", "kind_norm", "category_title_weight")
+    explicit_kinds = any(getattr(args, name, None) is not None for name in kind_flags)
+    for name in ("top_k", "threshold", "ancestors", *kind_flags):
+        if getattr(args, name, None) is not None or name not in saved:
+            continue
+        if name in kind_flags and explicit_kinds:  # both engines apply the kind policy
+            continue
+        setattr(args, name, saved[name])
+        used[name] = saved[name]
+    if args.ancestors is None:
+        args.ancestors = False
+    if args.top_k is None:
+        args.top_k = 10
+    return used
+
+
+def _log_saved(used: dict[str, Any]) -> None:
+    if used:
+        logger.info("settings saved with the index by `tagindex optimize`: %s", used)
+
+
 def run_tag(args: argparse.Namespace) -> int:
     """Ranks tags for every product and writes the run file."""
     if args.engine == "ray":  # Parquet shards written by Ray actors: see tagindex/cli/engine.py
         from tagindex.cli.engine import run_tag_engine
+        from tagindex.store import read_manifest
 
+        _log_saved(saved_settings(args, read_manifest(args.index, "tagindex", verify=False).get("tagging")))
         return run_tag_engine(args)
     from tagindex.cli.rerank import tag_records
     from tagindex.index import TagIndex
@@ -66,6 +114,7 @@ def run_tag(args: argparse.Namespace) -> int:
         )
     products = load_products(args.products, on_error=args.on_error, columns=product_columns(args))
     index = TagIndex.load(args.index)
+    _log_saved(saved_settings(args, index.tagging))
     if args.description_chars is not None:
         index.params.text.description_chars = args.description_chars
     start = time.perf_counter()

@@ -9,6 +9,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
 KEY = {"X-API-Key": API_KEY}
+# Headless Chromium from Debian's package (browser downloads fail offline): see ../shared/ENVIRONMENT.md.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def make_settings(index_dir: Path, **overrides: Any) -> Any:

@@ -11,23 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from service_support import API_KEY, REPO, make_settings
+from service_support import API_KEY, CHROMIUM, CHROMIUM_ARGS, REPO, make_settings
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "artifacts" / "service"
 
 
@@ -89,7 +78,7 @@ def test_page_search_similar_tag_and_feedback(live_app):
     url, app = live_app
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
@@ -184,6 +173,16 @@ def test_page_search_similar_tag_and_feedback(live_app):
             sync_api.expect(page.locator("#suggestions .badge.accept").first).to_be_visible()
             sync_api.expect(page.locator("#threshold-hint")).to_have_text("")
 
+            # Per-kind limits typed on the page: one category (GS1 tags are all categories), as one
+            # path with its parents when "with parent tags" is ticked; a bad spec is a readable error.
+            page.fill("#per-kind", "category=1")
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#suggestions tbody tr")).to_have_count(1)
+            page.fill("#per-kind", "category=one")
+            page.locator("#tag-form button[type=submit]").click()
+            sync_api.expect(page.locator("#tag-status")).to_contain_text("per_kind")
+            page.fill("#per-kind", "")
+
             # Duplicate tags (merge candidates) with scores; GS1's repeated names down the levels
             # ("Footwear" > "Footwear") are parent and child, left out, so the pairs start lower.
             page.fill("#min-score", "0.9")
@@ -217,7 +216,7 @@ def test_page_shows_reranker_scores_probabilities_and_important_words(live_stage
     url, _ = live_stage_app
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
@@ -266,7 +265,7 @@ def test_docs_page_works_offline(live_app):
             route.abort()
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []

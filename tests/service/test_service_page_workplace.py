@@ -12,20 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_support import API_KEY, REPO, make_settings, serve_in_thread
+from service_support import API_KEY, CHROMIUM, CHROMIUM_ARGS, REPO, make_settings, serve_in_thread
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = REPO / "artifacts" / "service"
 PRODUCTS = (
     "Handle,Title,Body (HTML),Vendor\n"
@@ -57,7 +47,7 @@ def test_upload_review_by_keyboard_export_tree_and_duplicates(live_url, tmp_path
     SHOTS.mkdir(parents=True, exist_ok=True)
     (tmp_path / "shop.csv").write_text(PRODUCTS)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             errors: list[str] = []

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import API_KEY, KEY, free_port, make_settings, serve_in_thread
+from service_support import API_KEY, CHROMIUM, CHROMIUM_ARGS, KEY, free_port, make_settings, serve_in_thread
 
 JEWEL = "64010100_Jewellery"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
@@ -135,7 +125,7 @@ def test_page_review_mode_with_the_keyboard(served) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     url, app = served
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

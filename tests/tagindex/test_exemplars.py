@@ -82,11 +82,28 @@ def test_multi_label_exemplar_votes_fully_for_each_label_and_ties_are_stable() -
     exemplars = ExemplarSet(["x"], [["fruit", "hammer"]], unit([1, 0, 1, 0]))
     scorer = ExemplarScorer(TAGS, TAG_VECTORS, exemplars, ExemplarParams(k=5, shrinkage=0.0))
     votes = scorer.votes(unit([1, 0, 1, 0]))[0]
-    assert votes[scorer.targets.index("fruit")] == pytest.approx(1.0)
-    assert votes[scorer.targets.index("hammer")] == pytest.approx(1.0)
+    # Both labels get the exemplar's whole weight (not half each); that weight is just under 1 here
+    # because the index holds fewer than k exemplars (see the next test).
+    fruit, hammer = votes[scorer.targets.index("fruit")], votes[scorer.targets.index("hammer")]
+    assert fruit == pytest.approx(hammer) and fruit > 0.95
     scores, ids = scorer.top(unit([1, 0, 1, 0]), 3)
     assert ids[0][:2] == ["fruit", "hammer"]  # equal scores keep vocabulary order
     assert scores[0][0] == pytest.approx(scores[0][1])
+
+
+def test_a_lone_exemplar_wins_only_products_closer_to_it_than_to_any_tag_text() -> None:
+    # One judged product labelled "fruit" by a merchandiser (no tag text within 0.7 of it): with k=20
+    # and a single exemplar, a plain softmax would give it the whole vote of every product.
+    exemplars = ExemplarSet(["x"], [["fruit"]], unit([1, 1, 1, -1]))
+    scorer = ExemplarScorer(TAGS, TAG_VECTORS, exemplars, ExemplarParams(k=20, shrinkage=0.0))
+    fruit = scorer.targets.index("fruit")
+    twin, far = scorer.votes(unit([1, 1, 1, -1], [0, 0, 1, 0.2]))[:, fruit]
+    assert twin > 0.9  # the judged product itself (and its near-identical twins) follow the judgement
+    assert far < 0.05  # a product nearer the "hammer" text than the exemplar barely feels it
+    # With k exemplars or more nothing is padded: the softmax is the plain one.
+    full = ExemplarSet([str(i) for i in range(3)], [["fruit"]] * 3, unit(*[[1, 1, 1, -1]] * 3))
+    plain = ExemplarScorer(TAGS, TAG_VECTORS, full, ExemplarParams(k=3, shrinkage=0.0))
+    assert plain.votes(unit([0, 0, 1, 0.2]))[0, plain.targets.index("fruit")] == pytest.approx(1.0)
 
 
 def test_a_parent_used_as_deepest_label_becomes_a_target() -> None:

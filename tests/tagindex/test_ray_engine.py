@@ -324,6 +324,12 @@ def test_decisions_calibration_and_names_equal_the_in_process_run(
     got = list(read_shards(out))
     assert len(got) == len({r["id"] for r in got}) == catalog["n_good"]
     assert {r["id"]: r for r in got} == expected  # tags, scores, names, ancestors and decisions
+    # A per-kind policy (an option the pipeline gained later) reaches the workers unchanged.
+    kinds = ["--top-k", "5", "--per-kind", "category=2"]
+    assert cli.main([*args[:9], str(tmp_path / "kinds"), *args[10:], *kinds]) == 0
+    expected = in_process_run(static_index, catalog["good"], tmp_path / "kinds.jsonl", *kinds)
+    assert {r["id"]: r for r in read_shards(tmp_path / "kinds")} == expected
+    assert all(len(r["tags"]) <= 2 for r in expected.values())
     # A pipeline the in-process run refuses is refused the same way, before any shard is written.
     capsys.readouterr()
     assert cli.main([*args[:9], str(tmp_path / "o2"), "--decide"]) == 2
