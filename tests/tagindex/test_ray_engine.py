@@ -340,15 +340,16 @@ def test_decisions_calibration_and_names_equal_the_in_process_run(
 
 @pytest.mark.slow
 def test_a_reranked_and_calibrated_ray_run_equals_the_in_process_run(
-    ray_local: None, static_index: Path, mwpd_dir: Path, tmp_path: Path
+    ray_local: None, static_index: Path, mwpd_dir: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    """A real cross-encoder (the packaged MiniLM, untrained head) with a calibration of its scores."""
+    """A real cross-encoder (the tiny test model, untrained head: each Ray worker loads it, so the
+    packaged MiniLM would only cost time) with a calibration of its scores."""
     import numpy as np
 
     from tagindex.calibration import Calibration
     from tagindex.cross_encoder import Reranker, RerankerParams
 
-    Reranker.create(RerankerParams.fast()).save(tmp_path / "rr")
+    Reranker.create(RerankerParams(model=str(tiny_model))).save(tmp_path / "rr")
     fingerprint = Reranker.load(tmp_path / "rr").fingerprint
     products = tmp_path / "products.jsonl"
     products.write_text("".join((mwpd_dir / "validation.jsonl").read_text().splitlines(keepends=True)[:30]))
