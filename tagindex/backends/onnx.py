@@ -160,7 +160,11 @@ def cached_export(source: str, precision: Precision) -> Path:
     """The cached ONNX export of ``source`` at ``precision``, exporting it on first use."""
     src = resolve_model_path(source)
     digest = source_digest(src)
-    target = cache_root() / "onnx" / f"{precision}-{digest[:20]}"
+    # Keyed by the source's place as well as its content: the export's manifest names the model it
+    # came from (training starts from there, tagindex.backends.trainable_model), and a copy of the same
+    # weights elsewhere, perhaps a temporary directory since deleted, must not answer for this one.
+    place = hashlib.sha256(str(Path(src).resolve()).encode()).hexdigest()[:8]
+    target = cache_root() / "onnx" / f"{precision}-{digest[:20]}-{place}"
     if read_derived_manifest(target, ONNX_KIND, ONNX_FORMAT_VERSION) is None:
         logger.info("exporting %s to ONNX (%s), cached in %s", source, precision, target)
         export_onnx(source, target, precision)

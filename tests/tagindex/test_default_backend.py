@@ -88,3 +88,23 @@ def test_training_starts_from_the_model_an_export_was_made_from(tmp_path: Path) 
     encoder_dir = read_manifest(tmp_path / "index", "tagindex").root / "encoder"
     assert trainable_model(str(encoder_dir)) == DEFAULT_MODEL
     assert trainable_model(DEFAULT_MODEL) == DEFAULT_MODEL
+
+
+def test_an_export_names_its_own_source_not_an_earlier_copy_of_the_same_weights(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from tagindex.backends.onnx import cached_export
+
+    monkeypatch.setenv("TAGINDEX_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(tiny_model, first)
+    shutil.copytree(tiny_model, second)  # the same bytes in another place
+    export_first = cached_export(str(first), "int8")
+    export_second = cached_export(str(second), "int8")
+    assert export_first != export_second
+    shutil.rmtree(first)  # a temporary model directory, gone
+    assert trainable_model(str(export_second)) == str(second)
+    with pytest.raises(Exception, match="gone or has changed"):
+        trainable_model(str(export_first))
