@@ -179,7 +179,7 @@ class ExemplarScorer:
             if own is not None:
                 self._leave_out(scores, q, text, own)
             if (p.vote_weight or p.parent_vote_weight) and len(self.ex_vectors) and p.k > 0:
-                votes = self.votes(q, own)  # (b, n_targets)
+                votes = self.votes(q, own, text.max(axis=1, keepdims=True))  # (b, n_targets)
                 scores += p.vote_weight * votes
                 if p.parent_vote_weight:
                     scores += p.parent_vote_weight * self.sibling_votes(votes)
@@ -232,8 +232,14 @@ class ExemplarScorer:
         sims, rows = np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
         return sims, np.where(np.isfinite(sims), rows, -1)
 
-    def votes(self, q: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-        """Softmax-weighted share of each target among the k nearest exemplars: (b, n_targets) in [0, 1]."""
+    def votes(
+        self, q: np.ndarray, exclude: np.ndarray | None = None, best_text: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Softmax-weighted share of each target among the k nearest exemplars: (b, n_targets) in [0, 1].
+
+        ``best_text`` (b, 1): each query's highest tag-text similarity, when the caller has it already
+        (only read while the index holds fewer than k exemplars).
+        """
         sims, rows = self.neighbours(q, exclude)  # (b, k)
         if not sims.shape[1]:
             return np.zeros((len(q), len(self.targets)), dtype=np.float32)
@@ -250,7 +256,8 @@ class ExemplarScorer:
             # there are would give a lone exemplar the whole vote of every product, however far.
             # The missing neighbours are taken to be as near as the product's best-matching tag
             # text, so an exemplar dominates only where it is closer than any tag's own text.
-            best_text = (q @ self.target_vectors.T).max(axis=1, keepdims=True)  # (b, 1)
+            if best_text is None:
+                best_text = (q @ self.target_vectors.T).max(axis=1, keepdims=True)  # (b, 1)
             total = total + missing * np.exp((best_text - sims[:, :1]) / temperature)
         weights /= np.maximum(total, 1e-30)
         votes = np.zeros((len(q), len(self.targets)), dtype=np.float32)

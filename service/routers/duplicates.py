@@ -50,7 +50,6 @@ def duplicate_tags(
     siblings), best evidence first (vectors, names, paths, labelled products carrying both)."""
     version = engine.version
     pairs = engine.duplicates(min_score, settings.duplicate_neighbours, include_siblings)
-    by_id = engine.by_id
     return DuplicatesResponse(
         min_score=min_score,
         total=len(pairs),
@@ -59,10 +58,10 @@ def duplicate_tags(
         pairs=[
             DuplicatePair(
                 a=p.a,
-                a_name=by_id[p.a].name if p.a in by_id else p.a,
+                a_name=engine.name(p.a) or p.a,
                 a_path=engine.path(p.a),
                 b=p.b,
-                b_name=by_id[p.b].name if p.b in by_id else p.b,
+                b_name=engine.name(p.b) or p.b,
                 b_path=engine.path(p.b),
                 score=p.score,
                 relation=p.relation,

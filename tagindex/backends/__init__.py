@@ -65,10 +65,11 @@ def trainable_model(model: str) -> str:
         EncoderError: the export's source is gone or has changed since the export.
     """
     from tagindex.backends.common import read_derived_manifest, source_digest
+    from tagindex.backends.onnx import ONNX_KIND
     from tagindex.config import DEFAULT_MODEL
     from tagindex.encoders import EncoderError
 
-    manifest = read_derived_manifest(model, "tagindex-onnx-encoder") if Path(model).is_dir() else None
+    manifest = read_derived_manifest(model, ONNX_KIND) if Path(model).is_dir() else None
     if manifest is None:
         return model
     source = str(manifest.get("source") or "")

@@ -10,6 +10,7 @@ import pytest
 from tagindex.backends import PYTORCH, preferred_index_backend, trainable_model
 from tagindex.cli import main
 from tagindex.config import DEFAULT_MODEL
+from tagindex.encoders import EncoderError
 from tagindex.store import read_manifest
 
 pytest.importorskip("onnxruntime")
@@ -106,5 +107,5 @@ def test_an_export_names_its_own_source_not_an_earlier_copy_of_the_same_weights(
     assert export_first != export_second
     shutil.rmtree(first)  # a temporary model directory, gone
     assert trainable_model(str(export_second)) == str(second)
-    with pytest.raises(Exception, match="gone or has changed"):
+    with pytest.raises(EncoderError, match="gone or has changed"):
         trainable_model(str(export_first))
