@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import resource
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--dictionary", default="auto")
     parser.add_argument("--sources", default="attribute,attribute-description,value,attribute-value,cedict")
     parser.add_argument("--max-seq-length", type=int, default=48)
+    parser.add_argument("--english-share", type=float, default=0.25)
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds (see DistillParams)")
     parser.add_argument("--results", default="benchmarks/results/distill-zh.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -51,8 +54,11 @@ def main() -> None:
         max_pairs=args.max_pairs,
         sources=args.sources.split(","),
         max_seq_length=args.max_seq_length,
+        english_share=args.english_share,
+        time_budget_s=args.time_budget,
     )
     languages = args.languages.split(",")
+    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     load_before = os.getloadavg()
     start = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -70,12 +76,15 @@ def main() -> None:
         "n_pairs_gathered": len(pairs),
         "n_train": report.n_train,
         "n_dev": report.n_dev,
+        "steps": report.steps,
         "sources": report.sources,
         "dev_metrics": report.epochs,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
+        "uptime_before": uptime_before,
+        "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "cores": os.cpu_count(),
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -619,6 +619,25 @@ class MiniLMDictionaryTranslate(TagIndexSystem):
         return super().rank(self.queries(products), k)
 
 
+@register("distilled-dictionary-translate")
+class DistilledDictionaryTranslate(MiniLMDictionaryTranslate):
+    """The word-by-word translation, encoded by the distilled student instead of the English MiniLM."""
+
+    name = "distilled-dictionary-translate"
+    description = (
+        "tagindex-distilled-zh on the word-by-word translation of minilm-dictionary-translate (words the "
+        "lexicon lacks stay Chinese, which the student reads); no training beyond the distillation"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return TagIndexDistilledZh().supports(task)
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.model = str(distilled_model_dir())
+        return params
+
+
 class _Hybrid(System):
     """Mean cosine score of several zero-shot systems over all tags (equal weights, fixed a priori)."""
 

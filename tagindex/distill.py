@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,11 @@ class DistillParams(_Params):
         sources: Pair sources to train on (``attribute``, ``attribute-description``, ``value``,
             ``attribute-value``, ``cedict``); the long descriptions and composites cost most per pair.
         seed: Seed for sampling, shuffling and initialisation.
+        english_share: Share of each batch whose English text the student also embeds (MSE to the
+            teacher keeps the English side in place); 1.0 is the paper's recipe, lower values
+            save most of that second forward/backward pass.
+        time_budget_s: Stop after this many seconds (the learning rate decays over the budget);
+            ``None`` runs all ``epochs``.
     """
 
     epochs: int = 1
@@ -79,6 +83,8 @@ class DistillParams(_Params):
     dev_pairs: int = 1000
     sources: list[str] = field(default_factory=lambda: list(ALL_SOURCES))
     seed: int = 0
+    english_share: float = 0.25
+    time_budget_s: float | None = None
 
 
 @dataclass
@@ -98,6 +104,7 @@ class DistillReport:
     n_dev: int = 0
     sources: dict[str, int] = field(default_factory=dict)
     epochs: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
     seconds: float = 0.0
 
 
@@ -298,6 +305,23 @@ def _dev_metrics(model: Any, dev: list[ParallelPair], teacher_dev: np.ndarray) -
     }
 
 
+def _length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar token length (less padding: short names cost less per step).
+
+    The pairs are shuffled, cut into blocks of 50 batches, sorted by length inside each block and
+    batched; the batch order is shuffled again so a run does not see short names first.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    block = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), block):
+        chunk = sorted(order[start : start + block], key=lambda i: lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def distill(
     pairs: Sequence[ParallelPair],
     out: str | os.PathLike[str],
@@ -308,6 +332,12 @@ def distill(
     show_progress: bool = False,
 ) -> DistillReport:
     """Trains the student on ``pairs`` and writes it to ``out`` (replaced only on success).
+
+    The teacher embeds every English text once; each step the student embeds a batch of
+    translations (and, for ``params.english_share`` of them, the English text too) and AdamW
+    lowers the MSE to the teacher's vectors. With ``params.time_budget_s`` the run passes over the
+    pairs until the budget is spent (at most ``epochs`` times) and the learning rate decays with
+    the share of the budget used, so a run on a busy machine still ends on a decayed rate.
 
     Args:
         pairs: Parallel pairs (see :func:`gather_pairs`).
@@ -325,10 +355,7 @@ def distill(
         InputError: No pairs to train on.
     """
     import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MSELoss
-    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformer
     from transformers import set_seed
 
     params = params or DistillParams()
@@ -354,44 +381,74 @@ def distill(
     target_of = {text: np.asarray(v, dtype=np.float32) for text, v in zip(english_texts, target, strict=True)}
     del teacher_model
     model = SentenceTransformer(resolve_model_path(student or teacher), device=device, local_files_only=True)
+    serving_length = model.max_seq_length
     model.max_seq_length = params.max_seq_length
     teacher_dev = np.stack([target_of[p.english] for p in dev]) if dev else np.zeros((0, 1), np.float32)
+    targets = torch.from_numpy(np.stack([target_of[p.english] for p in train]))
+    lengths = [
+        len(ids)
+        for ids in model.tokenizer(
+            [p.other for p in train], truncation=True, max_length=params.max_seq_length
+        )["input_ids"]
+    ]
 
     metrics = _dev_metrics(model, dev, teacher_dev)
     report.epochs.append({"epoch": 0, **metrics})
     logger.info("epoch 0 (initial student) dev: %s", metrics)
-    dataset = Dataset.from_dict(
-        {
-            "english": [p.english for p in train],
-            "other": [p.other for p in train],
-            "label": [target_of[p.english].tolist() for p in train],
-        }
-    )
-    loss = MSELoss(model)
-    steps = max(1, len(train) // params.batch_size)
-    with tempfile.TemporaryDirectory(prefix="tagindex-distill-") as scratch:
-        for epoch in range(1, params.epochs + 1):
-            first = epoch == 1
-            args = SentenceTransformerTrainingArguments(
-                output_dir=scratch,
-                num_train_epochs=1,
-                per_device_train_batch_size=params.batch_size,
-                learning_rate=params.learning_rate,
-                lr_scheduler_type="linear" if params.epochs == 1 else "constant_with_warmup",
-                warmup_steps=int(params.warmup_ratio * steps) if first else 0,
-                seed=params.seed + epoch,
-                data_seed=params.seed + epoch,
-                save_strategy="no",
-                report_to="none",
-                logging_steps=max(1, steps // 10),
-                disable_tqdm=not show_progress,
-                dataloader_drop_last=False,
-            )
-            SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss).train()
-            metrics = _dev_metrics(model, dev, teacher_dev)
-            report.epochs.append({"epoch": epoch, **metrics})
-            logger.info("epoch %d dev: %s (%.0fs)", epoch, metrics, time.perf_counter() - start)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
+    steps_per_epoch = -(-len(train) // params.batch_size)
+    total_steps = steps_per_epoch * params.epochs
+    warmup = max(1, int(params.warmup_ratio * total_steps))
+    rng = random.Random(params.seed)
+    step = 0
+
+    def embed(texts: list[str]) -> Any:
+        features = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.preprocess(texts).items()}
+        return model(features)["sentence_embedding"]
+
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        seen = 0
+        for batch in _length_batches(lengths, params.batch_size, rng):
+            done = step / total_steps
+            if params.time_budget_s is not None:
+                done = max(done, (time.perf_counter() - start) / params.time_budget_s)
+                if done >= 1.0:
+                    break
+            for group in optimizer.param_groups:
+                group["lr"] = params.learning_rate * min((step + 1) / warmup, max(0.0, 1.0 - done))
+            goal = targets[batch].to(device)
+            loss = torch.nn.functional.mse_loss(embed([train[i].other for i in batch]), goal)
+            english = [i for i in batch if rng.random() < params.english_share]
+            if english:
+                # Keeps the English side at the teacher's point (it starts there; this stops drift).
+                loss = loss + torch.nn.functional.mse_loss(
+                    embed([train[i].english for i in english]), targets[english].to(device)
+                ) * (len(english) / len(batch))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            seen += len(batch)
+            if step % 50 == 0:
+                logger.info(
+                    "step %d epoch %d loss %.6f (%.0fs)",
+                    step,
+                    epoch,
+                    loss.item(),
+                    time.perf_counter() - start,
+                )
+        model.eval()
+        if seen == 0:
+            break  # the budget ran out on the previous epoch's last batch
+        metrics = _dev_metrics(model, dev, teacher_dev)
+        report.epochs.append({"epoch": epoch, "steps": step, "pairs_seen": seen, **metrics})
+        logger.info("epoch %d dev: %s (%.0fs)", epoch, metrics, time.perf_counter() - start)
+        if seen < len(train):
+            break  # the time budget ran out inside this epoch
+    report.steps = step
     report.seconds = time.perf_counter() - start
+    model.max_seq_length = serving_length  # the short cap is for training names; queries are longer
     with atomic_directory(out) as tmp:
         model.save(str(tmp))
         manifest = {
@@ -401,6 +458,7 @@ def distill(
             "languages": list(languages),
             "params": params.to_dict(),
             "data": {"n_train": report.n_train, "n_dev": report.n_dev, "sources": report.sources},
+            "steps": report.steps,
             "dev_metrics": report.epochs,
             "seconds": round(report.seconds, 1),
             "torch_threads": torch.get_num_threads(),

@@ -28,6 +28,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default 1)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument(
+        "--english-share",
+        type=float,
+        default=0.25,
+        help="share of each batch whose English text the student also learns (keeps English in place)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop after this many seconds (the learning rate decays over the budget); default: all epochs",
+    )
     add_option(p, "--seed")
 
 
@@ -44,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         max_dictionary_pairs=args.max_dictionary_pairs,
         max_pairs=args.max_pairs,
         seed=0 if args.seed is None else args.seed,
+        english_share=args.english_share,
+        time_budget_s=args.time_budget,
     )
     languages = [x.strip() for x in args.languages.split(",") if x.strip()]
     pairs = gather_pairs(args.taxonomy, languages, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tagindex.distill import (
     DISTILL_MANIFEST,
     DistillParams,
     ParallelPair,
+    _length_batches,
     cedict_pairs,
     distill,
     gather_pairs,
@@ -121,3 +123,27 @@ def test_distill_refuses_an_empty_pair_list(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no parallel pairs"):
         distill([], tmp_path / "student", params=DistillParams(dictionary="none"))
     assert not (tmp_path / "student").exists()
+
+
+def test_length_batches_cover_every_pair_once_with_similar_lengths() -> None:
+    lengths = [(i * 7919) % 27 + 3 for i in range(1000)]
+    batches = _length_batches(lengths, 10, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 10 for b in batches)
+    # Sorting inside blocks leaves little padding: a batch spans few lengths, unlike a random one.
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 2
+    assert batches != _length_batches(lengths, 10, random.Random(1))  # the order is shuffled by seed
+
+
+def test_distill_time_budget_stops_and_still_writes_a_model(tmp_path: Path) -> None:
+    pairs = [ParallelPair(f"item {i}", f"物品{i}", "value") for i in range(40)]
+    params = DistillParams(batch_size=8, max_seq_length=16, dev_pairs=4, epochs=3, time_budget_s=1e-6)
+    report = distill(pairs, tmp_path / "student", params=params, languages=["zh-CN"])
+    assert report.steps == 0 and len(report.epochs) == 1  # only the initial student's dev metrics
+    assert (tmp_path / "student" / "config.json").exists()
+    params = DistillParams(batch_size=8, max_seq_length=16, dev_pairs=4, epochs=2, english_share=0.0)
+    report = distill(pairs, tmp_path / "student2", params=params, languages=["zh-CN"])
+    assert report.steps == 2 * 5 and [e["epoch"] for e in report.epochs] == [0, 1, 2]
+    manifest = json.loads((tmp_path / "student2" / DISTILL_MANIFEST).read_text())
+    assert manifest["steps"] == 10 and manifest["params"]["english_share"] == 0.0
