@@ -374,6 +374,8 @@ def distill(
     set_seed(params.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     teacher_model = SentenceTransformer(resolve_model_path(teacher), device=device, local_files_only=True)
+    # The student sees at most max_seq_length tokens of each text; the teacher embeds the same text.
+    teacher_model.max_seq_length = params.max_seq_length
     english_texts = sorted({p.english for p in train} | {p.english for p in dev})
     target = teacher_model.encode(
         english_texts, batch_size=128, show_progress_bar=show_progress, convert_to_numpy=True
