@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tagindex.backends import PYTORCH
+from tagindex.compressed_exemplars import CodedExemplars, CompressedParams
 from tagindex.errors import InputError
 from tagindex.index import TagIndex
 from tagindex.learn import learn, rewrite_index, state_of, undo
@@ -151,6 +152,8 @@ def retrain(
         new = TagIndex.build(old.tags, params)
         if labelled:
             new.add_exemplars(list(labelled))
+            if isinstance(base, CodedExemplars):  # the new index stores its exemplars as the old did
+                new.compress_exemplars(CompressedParams.from_dict(base.codes.params.to_dict()))
         # Every judgement again, with its id (so each stays undoable); the held-out ones last, after
         # the new index has been evaluated without them.
         rows: list[tuple[str, int, str, str, str]] = []  # (source, id, product id, tag, action)
