@@ -348,6 +348,9 @@ class CodedExemplars:
     def add(self, ids: Sequence[str], labels: Sequence[Sequence[str]], vectors: np.ndarray) -> CodedExemplars:
         """A new set with these rows appended to the codes (the trained cells are kept).
 
+        The codes grow in place, so this set is superseded by the one returned (its ids no longer
+        cover every code); :class:`~tagindex.index.TagIndex` swaps them and drops its scorer.
+
         Raises:
             ValueError: The set already has float32 rows after its codes (learned products).
         """
