@@ -126,6 +126,7 @@ class CompressedExemplarIndex:
         if self.params.kind in _PQ_KINDS and dim % self.params.pq_m:
             raise ValueError(f"pq_m={self.params.pq_m} does not divide the dimension {dim}")
         self._index: Any = None
+        self._opq_pq: Any = None
 
     @property
     def ntotal(self) -> int:
@@ -147,8 +148,24 @@ class CompressedExemplarIndex:
             )
             index.sq.rangestat_arg = 0.1  # vectors added later may fall outside the sample's range
         index.cp.seed = p.seed
+        if p.kind in _PQ_KINDS and len(sample) < 39 * (1 << p.pq_bits):
+            # FAISS would warn once per sub-quantiser (dozens of lines): say it once, here.
+            logger.warning(
+                "%d training vectors for %d PQ centroids a sub-quantiser: coarse codebooks "
+                "(FAISS advises %d or more)",
+                len(sample),
+                1 << p.pq_bits,
+                39 * (1 << p.pq_bits),
+            )
+            index.pq.cp.min_points_per_centroid = 1
         if p.kind == "ivf-opq":  # rotation first, then cells and codes on the rotated vectors
-            index = faiss.IndexPreTransform(faiss.OPQMatrix(self.dim, p.pq_m), index)
+            opq = faiss.OPQMatrix(self.dim, p.pq_m)
+            if len(sample) < 39 * (1 << p.pq_bits):
+                # OPQMatrix only points at this quantiser: keep the Python object alive with ours.
+                self._opq_pq = faiss.ProductQuantizer(self.dim, p.pq_m, p.pq_bits)
+                self._opq_pq.cp.min_points_per_centroid = 1
+                opq.pq = self._opq_pq
+            index = faiss.IndexPreTransform(opq, index)
         index.train(sample)
         self._index = index
         self._ivf().nprobe = min(p.nprobe, nlist)
