@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--nlist", type=int, default=1024)
     p.add_argument("--nprobe", type=int, default=32)
+    p.add_argument(
+        "--remeasure-load",
+        metavar="LABEL",
+        help="only load the indexes of an earlier run again (e.g. after a code change) and add the "
+        "figures to --out as load_LABEL beside the first ones",
+    )
     p.add_argument("--work", default="/tmp/exemplar_codes_cli")
     p.add_argument("--out", default=str(RESULTS / "exemplar_codes_cli.json"))
     args = p.parse_args(argv)
@@ -152,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.remeasure_load:
+        earlier = json.loads(Path(args.out).read_text())
+        earlier[f"bare_load_{args.remeasure_load}"] = load_rss(work / "index-bare")
+        for earlier_row in earlier["runs"]:
+            index_dir = Path(earlier_row["command"].split("--out ")[1].split()[0])
+            earlier_row[f"load_{args.remeasure_load}"] = load_rss(index_dir)
+            logger.info("%s: %s", earlier_row["storage"], earlier_row[f"load_{args.remeasure_load}"])
+        earlier[f"uptime_{args.remeasure_load}"] = uptime()
+        Path(args.out).write_text(json.dumps(earlier, indent=2) + "\n")
+        return 0
     report: dict[str, Any] = {
         "args": vars(args),
         "uptime_before": uptime(),
