@@ -120,7 +120,14 @@ class ExemplarScorer:
         row_of = {t.id: i for i, t in enumerate(tags)}
         has_child = {t.parent for t in tags if t.parent is not None}
         # Labels per exemplar reduced to the deepest ones still in the vocabulary.
-        ex_labels = [most_specific(labels, by_id, has_child) for labels in exemplars.labels]
+        # Reduced once per distinct label list (millions of exemplars share a few thousand lists).
+        reduced: dict[tuple[str, ...], list[str]] = {}
+        ex_labels = []
+        for labels in exemplars.labels:
+            key = tuple(labels)
+            if key not in reduced:
+                reduced[key] = most_specific(labels, by_id, has_child)
+            ex_labels.append(reduced[key])
         used = {t for labels in ex_labels for t in labels}
         self.targets = [t.id for t in tags if t.id not in has_child or t.id in used]
         target_col = {tid: j for j, tid in enumerate(self.targets)}
@@ -164,7 +171,7 @@ class ExemplarScorer:
         self.prototypes = sums / np.maximum(norms, 1e-12)  # (n_targets, dim); zero rows for unseen tags
         self.sums = sums
         self.counts = counts
-        self.row_of_id = {pid: r for r, pid in reversed(list(enumerate(self.ex_ids)))}
+        self._row_of_id: dict[str, int] | None = None  # built on first use (leave-one-out only)
         shrink = max(self.params.shrinkage, 0.0)
         self.lam = (counts / (counts + shrink) if shrink > 0 else (counts > 0).astype(np.float32)).astype(
             np.float32
@@ -197,7 +204,9 @@ class ExemplarScorer:
 
     def exemplar_rows(self, ids: Sequence[str]) -> np.ndarray:
         """Exemplar row of each id, -1 for ids that are not exemplars (n,)."""
-        return np.array([self.row_of_id.get(i, -1) for i in ids], dtype=np.int64)
+        if self._row_of_id is None:  # the first row of a repeated id
+            self._row_of_id = {pid: r for r, pid in reversed(list(enumerate(self.ex_ids)))}
+        return np.array([self._row_of_id.get(i, -1) for i in ids], dtype=np.int64)
 
     def score(self, queries: np.ndarray, chunk: int = 512, exclude: np.ndarray | None = None) -> np.ndarray:
         """Scores (n, n_targets) for unit query vectors (n, dim), columns in ``self.targets`` order.
@@ -379,15 +388,16 @@ def load_exemplars(
     if not (directory / EXEMPLAR_TABLE).exists():
         return None
     table = pd.read_parquet(directory / EXEMPLAR_TABLE)
+    # One list object per distinct label list: millions of exemplars share a few thousand lists.
+    shared: dict[tuple[str, ...], list[str]] = {}
+    labels = [shared.setdefault(tuple(t), list(t)) for t in table["tags"]]
     if storage is not None and storage.get("kind", FLOAT32) != FLOAT32:
         try:
             params = CompressedParams.from_dict(dict(storage["params"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{directory}: bad exemplar_storage in the manifest: {exc}") from None
         try:
-            return CodedExemplars.load(
-                directory, table["id"].astype(str).tolist(), [list(t) for t in table["tags"]], params, dim
-            )
+            return CodedExemplars.load(directory, table["id"].astype(str).tolist(), labels, params, dim)
         except ValueError as exc:  # its message names the file
             raise IndexFormatError(str(exc)) from None
     vectors = load_file(str(directory / EXEMPLAR_VECTORS))["vectors"]
@@ -395,4 +405,4 @@ def load_exemplars(
         raise IndexFormatError(
             f"{directory}: exemplar table and vectors disagree ({len(table)} vs {vectors.shape})"
         )
-    return ExemplarSet(table["id"].astype(str).tolist(), [list(t) for t in table["tags"]], vectors)
+    return ExemplarSet(table["id"].astype(str).tolist(), labels, vectors)
