@@ -94,7 +94,10 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     if code:
         raise RuntimeError(f"{' '.join(cmd)} exited {code}; see {log}")
-    return {"seconds": round(seconds, 1), "peak_tree_rss_gib": gib(rss.peak), "uptime_before": before,
+    # The tree's sum counts pages shared between processes (Ray's object store) once per process: an
+    # upper bound; the command's own process alone is the lower one.
+    return {"seconds": round(seconds, 1), "peak_tree_rss_gib": gib(rss.peak),
+            "peak_command_rss_gib": gib(rss.peak_driver), "uptime_before": before,
             "uptime_after": uptime()}  # fmt: skip
 
 
