@@ -292,3 +292,27 @@ def test_compress_exemplars_needs_float32_exemplars(data: dict[str, Path]) -> No
     index = TagIndex.load(data["ivf-sq8"])
     with pytest.raises(ValueError, match="no float32 exemplars"):
         index.compress_exemplars(CompressedParams(kind="ivf-sq8"))
+
+
+def test_the_service_answers_from_a_coded_index_as_the_library_does(data: dict[str, Path]) -> None:
+    pytest.importorskip("fastapi", reason="the service extra is not installed (tagindex[service])")
+    from fastapi.testclient import TestClient
+    from tagindex.service.app import create_app
+    from tagindex.service.settings import Settings
+
+    queries = load_products(data["queries"])[:8]
+    expected = TagIndex.load(data["ivf-sq8"]).tag(queries, top_k=3)
+    body = {
+        "products": [
+            {"id": p.id, "title": p.title, "description": p.description, "attributes": p.attributes}
+            for p in queries
+        ],
+        "top_k": 3,
+        "explain": True,
+    }
+    key = "test-key-0123456789"
+    with TestClient(create_app(Settings(index_dir=data["ivf-sq8"], api_key=key))) as client:
+        r = client.post("/v1/tag", json=body, headers={"X-API-Key": key})
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [[t["tag"] for t in x["tags"]] for x in got] == [[t.tag for t in e.tags] for e in expected]
