@@ -205,7 +205,7 @@ def test_judging_a_base_exemplar_moves_it_between_prototypes_as_the_float32_inde
     assert np.array_equal(a.label_table, b.label_table)
 
 
-def test_adding_exemplars_to_a_coded_index_and_retiring_tags(data: dict[str, Path]) -> None:
+def test_adding_exemplars_to_a_coded_index_and_retiring_tags(data: dict[str, Path], tmp_path: Path) -> None:
     index = TagIndex.load(data["ivf-sq8"])
     queries = load_products(data["queries"])
     target = next(t for t in index.scorer().targets if t != index.tag(queries[:1], 1)[0].tags[0].tag)  # type: ignore[union-attr]
@@ -235,6 +235,13 @@ def test_adding_exemplars_to_a_coded_index_and_retiring_tags(data: dict[str, Pat
     assert a.masked is not None
     _, rows = a.neighbours(coded.encode_products(queries[:50]))
     assert not a.masked[rows[rows >= 0]].any()
+    # Saved after both changes (as `tagindex update` does) and reloaded: the same answers.
+    index.save(tmp_path / "changed")
+    coded.save(tmp_path / "retired")
+    for before, where in ((index, "changed"), (coded, "retired")):
+        again = TagIndex.load(tmp_path / where)
+        assert again.exemplar_storage == "ivf-sq8" and again.n_exemplars == before.n_exemplars
+        assert [r.tags for r in again.tag(queries[:30], 3)] == [r.tags for r in before.tag(queries[:30], 3)]
 
 
 def test_leave_one_out_on_a_coded_index_is_refused_for_exemplars_only(data: dict[str, Path]) -> None:
