@@ -283,7 +283,11 @@ class ExemplarScorer:
         """:meth:`neighbours` through ``neighbour_index`` (more fetched to drop an excluded row and the
         masked rows)."""
         assert self.neighbour_index is not None
-        sims, rows = self.neighbour_index.search(q, k + self.n_masked + (0 if exclude is None else 1))
+        # Masked rows (no label left) take places in the search: fetch that many more, but at most
+        # 4k + 32 more, so retiring a large branch cannot make every search fetch millions of rows;
+        # a product whose neighbourhood is mostly retired rows then votes with fewer neighbours.
+        extra = min(self.n_masked, 4 * k + 32) + (0 if exclude is None else 1)
+        sims, rows = self.neighbour_index.search(q, k + extra)
         sims = np.where(rows < 0, -np.inf, sims)
         if exclude is not None:
             sims = np.where(rows == exclude[:, None], -np.inf, sims)
