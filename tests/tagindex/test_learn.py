@@ -255,3 +255,40 @@ def test_sources_number_their_judgements_independently(index: TagIndex) -> None:
     assert [j.product_id for j in index.learned.judgements] == ["s1"]
     undo(index, [a[0].id])
     assert run_json(index) == before
+
+
+def test_pseudo_labels_only_products_the_exemplars_clearly_claim(index: TagIndex) -> None:
+    from tagindex.retrain import PseudoLabelParams, pseudo_label
+
+    pool = [
+        Product("p1", "Sterling silver box chain necklace 18 inch"),  # among the necklace exemplars
+        Product("p2", "Cordless drill driver 20V with battery"),
+        Product("p3", "Tomato seeds heirloom variety pack"),  # no exemplar of seeds
+        Product("l1", "Sterling silver chain necklace"),  # an exemplar itself: skipped
+    ]
+    strict = PseudoLabelParams(min_vote=0.5, min_margin=0.0)
+    kept, report = pseudo_label(index, pool, strict, skip={"l1"})
+    labels = {p.id: p.tags for p in kept}
+    assert labels.get("p1") == ["jewellery", "necklace"]  # the path, root first, ending in the tag
+    assert labels.get("p2") == ["tools", "drill"]
+    assert "l1" not in labels
+    assert report["candidates"] == 3 and report["kept"] == len(kept)
+    # Every kept label is the index's own top answer, so it can be no better than the index.
+    for p in kept:
+        assert index.tag([p], top_k=1)[0].tags[0].tag == p.tags[-1]
+    # Stricter thresholds keep a subset; impossible ones keep nothing.
+    fewer, _ = pseudo_label(index, pool, PseudoLabelParams(min_vote=0.99, min_margin=0.1), skip={"l1"})
+    assert {p.id for p in fewer} <= set(labels)
+    none, _ = pseudo_label(index, pool, PseudoLabelParams(min_vote=1.01), skip={"l1"})
+    assert none == []
+    # The cap keeps the largest margins.
+    capped, _ = pseudo_label(index, pool, PseudoLabelParams(min_vote=0.0, max_products=1))
+    assert len(capped) == 1
+
+
+def test_pseudo_labels_need_exemplars(encoder) -> None:
+    from tagindex.retrain import pseudo_label
+
+    cold = TagIndex.build(TAGS, TagIndexParams(), encoder=encoder)
+    with pytest.raises(InputError, match="judged or labelled"):
+        pseudo_label(cold, QUERIES)
