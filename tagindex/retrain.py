@@ -57,15 +57,46 @@ FEW_PRODUCTS = 2000
 class PseudoLabelParams(_Params):
     """Which unjudged catalog products the current index labels for re-training (self-training).
 
-    A product is kept when its best tag holds at least ``min_vote`` of its k nearest exemplars'
-    vote and leads the runner-up's score by ``min_margin``: the product sits among exemplars that
-    agree. Chosen on a dev split of MWPD *train* after 300 judgements (kept products' labels were
-    right for ~86% of them), never on validation.
+    A linear classifier (multinomial logistic regression, L2 strength ``1 / c``) is fitted on the
+    exemplar vectors, with each candidate tag's own text vector as one more example of it, and a
+    pool product is kept when its most probable tag reaches ``min_probability``. Chosen on a dev
+    split of MWPD *train* after 300 judgements, never on validation: the classifier's confident
+    products (~4,100 of 8,300, labels right for 87%) lifted the re-trained lvl3 R@1 from 0.682 to
+    0.709, while the products the nearest-exemplar vote was sure of (3,300, 86% right) lifted it only
+    to 0.686: those sit next to an exemplar already and teach the encoder little.
     """
 
-    min_vote: float = 0.9
-    min_margin: float = 0.05
-    max_products: int | None = 20000  # the most confident ones first, bounding the training cost
+    min_probability: float = 0.5
+    c: float = 100.0  # inverse L2 strength, as scikit-learn's ``C``
+    max_products: int | None = 20000  # the most probable ones first, bounding the training cost
+    max_tags: int = 2000  # above this many candidate tags, only tags with exemplars are classes
+
+
+def fit_softmax(
+    x: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression by L-BFGS: weights (dim, n_classes) and bias (n_classes,).
+
+    Minimises ``c * sum(log loss) + ||W||^2 / 2`` (scikit-learn's objective for ``C = c``); full
+    batch, deterministic for the same input.
+    """
+    import torch
+
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))  # (n, dim)
+    yt = torch.as_tensor(y, dtype=torch.long)  # (n,)
+    w = torch.zeros((x.shape[1], n_classes), requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt, reduction="mean")
+        loss = loss + (w * w).sum() / (2.0 * c * len(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
 
 
 def pseudo_label(
@@ -75,21 +106,21 @@ def pseudo_label(
     vectors: np.ndarray | None = None,
     skip: set[str] | None = None,
 ) -> tuple[list[Product], dict[str, Any]]:
-    """Labels the pool products the index is confident about (see :class:`PseudoLabelParams`).
+    """Labels the pool products the index's exemplars classify confidently (see PseudoLabelParams).
 
     Args:
-        index: An index with exemplars or judgements (the votes come from them).
+        index: An index with exemplars or judgements.
         pool: Unjudged catalog products (their ``tags`` are ignored).
         params: Thresholds.
         vectors: The pool's vectors (n, dim) from ``index``'s encoder; encoded when omitted.
         skip: Product ids not to label (judged or labelled ones).
 
     Returns:
-        The kept products, each tagged with its best tag and that tag's ancestors (pool order), and
-        a report (pool size, kept, distinct tags).
+        The kept products, each tagged with its tag and that tag's ancestors, root first (pool
+        order), and a report (pool size, candidates, kept, distinct tags).
 
     Raises:
-        InputError: The index has no exemplar to vote with.
+        InputError: The index has no exemplar to learn from.
     """
     params = params or PseudoLabelParams()
     scorer = index.scorer()
@@ -100,21 +131,32 @@ def pseudo_label(
     if not rows:
         return [], {**report, "kept": 0, "tags": 0}
     vectors = index.encode_products([pool[i] for i in rows]) if vectors is None else vectors[rows]
-    by_id = {t.id: t for t in index.tags}
-    kept: list[tuple[float, int, str]] = []  # (margin, pool row, tag)
-    for start in range(0, len(rows), 2048):
-        q = np.asarray(vectors[start : start + 2048], dtype=np.float32)  # (b, dim)
-        scores = scorer.score(q)  # (b, n_targets)
-        votes = scorer.votes(q)  # (b, n_targets)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :2]  # (b, 2)
-        b = np.arange(len(q))
-        best = order[:, 0]
-        margin = scores[b, best] - (scores[b, order[:, 1]] if scores.shape[1] > 1 else 0.0)
-        ok = np.flatnonzero((votes[b, best] >= params.min_vote) & (margin >= params.min_margin))
-        kept += [(float(margin[i]), rows[start + i], scorer.targets[best[i]]) for i in ok]
+    ex_rows, ex_cols = scorer.member_rows, scorer.member_cols  # one (exemplar, tag) pair per label
+    classes = np.arange(len(scorer.targets))
+    if len(classes) > params.max_tags:
+        classes = np.unique(ex_cols)
+    col_of = np.full(len(scorer.targets), -1, dtype=np.int64)
+    col_of[classes] = np.arange(len(classes))
+    x = np.concatenate([scorer.ex_vectors[ex_rows], scorer.target_vectors[classes]])  # (n, dim)
+    y = np.concatenate([col_of[ex_cols], np.arange(len(classes))])
+    keep = y >= 0
+    w, b = fit_softmax(x[keep], y[keep], len(classes), params.c)
+    kept: list[tuple[float, int, str]] = []  # (probability, pool row, tag)
+    for start in range(0, len(rows), 4096):
+        logits = np.asarray(vectors[start : start + 4096], dtype=np.float32) @ w + b  # (b, classes)
+        logits -= logits.max(axis=1, keepdims=True)
+        prob = np.exp(logits)
+        prob /= prob.sum(axis=1, keepdims=True)
+        best = prob.argmax(axis=1)
+        top = prob[np.arange(len(prob)), best]
+        kept += [
+            (float(top[i]), rows[start + i], scorer.targets[classes[best[i]]])
+            for i in np.flatnonzero(top >= params.min_probability)
+        ]
     if params.max_products is not None and len(kept) > params.max_products:
-        kept = sorted(kept, key=lambda x: (-x[0], x[1]))[: params.max_products]
-    kept.sort(key=lambda x: x[1])
+        kept = sorted(kept, key=lambda k: (-k[0], k[1]))[: params.max_products]
+    kept.sort(key=lambda k: k[1])
+    by_id = {t.id: t for t in index.tags}
     out = []
     for _, row, tag in kept:
         p = pool[row]

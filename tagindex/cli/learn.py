@@ -128,14 +128,10 @@ def configure_retrain(p: argparse.ArgumentParser) -> None:
         "the training data (self-training)",
     )
     p.add_argument(
-        "--pseudo-min-vote",
+        "--pseudo-min-probability",
         type=float,
-        help="share of the nearest exemplars' vote a pool product's best tag needs (default 0.9)",
-    )
-    p.add_argument(
-        "--pseudo-min-margin",
-        type=float,
-        help="lead of the best tag's score over the runner-up (default 0.05)",
+        help="probability a pool product's best tag needs under the classifier fitted on the "
+        "exemplars (default 0.5)",
     )
 
 
@@ -170,12 +166,10 @@ def run_retrain(args: argparse.Namespace) -> int:
     if not 0 <= args.holdout < 1:
         raise InputError("--holdout must be in [0, 1)")
     pseudo = PseudoLabelParams()
-    if args.pseudo_min_vote is not None:
-        pseudo.min_vote = args.pseudo_min_vote
-    if args.pseudo_min_margin is not None:
-        pseudo.min_margin = args.pseudo_min_margin
-    if not (0 <= pseudo.min_vote <= 1 and pseudo.min_margin >= 0):
-        raise InputError("--pseudo-min-vote must be in [0, 1] and --pseudo-min-margin >= 0")
+    if args.pseudo_min_probability is not None:
+        pseudo.min_probability = args.pseudo_min_probability
+    if not 0 <= pseudo.min_probability <= 1:
+        raise InputError("--pseudo-min-probability must be in [0, 1]")
     pool = load_products(args.pool) if args.pool else []
     report = retrain(
         args.index, rows, args.out, labelled, params, args.holdout, args.seed, pool=pool, pseudo=pseudo

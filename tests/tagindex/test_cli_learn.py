@@ -168,8 +168,8 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
         "--config",
         str(tmp_path / "cfg.json"),
     ]
-    # Self-training on the 30 unjudged pool offers; thresholds at 0 keep every one of them.
-    pool = ["--pool", str(slice_dir / "pool.jsonl"), "--pseudo-min-vote", "0", "--pseudo-min-margin", "0"]
+    # Self-training on the 30 unjudged pool offers; a threshold of 0 keeps every one of them.
+    pool = ["--pool", str(slice_dir / "pool.jsonl"), "--pseudo-min-probability", "0"]
     assert main([*args, *pool]) == 0
     manifest = read_manifest(out, "tagindex")
     report = manifest["retrain"]
@@ -183,7 +183,7 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
     assert new.learned is not None and len(new.learned.products) == 30  # every judgement, held-out ones too
     assert (manifest.root / "encoder").is_dir()  # the fine-tuned encoder travels with the index
     # An index without judgements and a database without any: nothing to train on, refused.
-    assert main([*args, "--pseudo-min-vote", "2"]) == 2  # refused before anything is written
+    assert main([*args, "--pseudo-min-probability", "2"]) == 2  # refused before anything is written
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     FeedbackStore(tmp_path / "empty.sqlite3").close()
     assert (
