@@ -168,10 +168,13 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
         "--config",
         str(tmp_path / "cfg.json"),
     ]
-    assert main(args) == 0
+    # Self-training on the 30 unjudged pool offers; a threshold of 0 keeps every one of them.
+    pool = ["--pool", str(slice_dir / "pool.jsonl"), "--pseudo-min-probability", "0"]
+    assert main([*args, *pool]) == 0
     manifest = read_manifest(out, "tagindex")
     report = manifest["retrain"]
-    assert report["held_out"] == 6 and report["trained_on"] == 24
+    assert report["held_out"] == 6 and report["trained_on"] == 24 + 30
+    assert report["pseudo_labelled"]["kept"] == 30 and report["pseudo_labelled"]["candidates"] == 30
     assert (
         set(report["held_out_metrics"]) == {"old", "new"} and "recall@1" in report["held_out_metrics"]["new"]
     )
@@ -180,6 +183,7 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
     assert new.learned is not None and len(new.learned.products) == 30  # every judgement, held-out ones too
     assert (manifest.root / "encoder").is_dir()  # the fine-tuned encoder travels with the index
     # An index without judgements and a database without any: nothing to train on, refused.
+    assert main([*args, "--pseudo-min-probability", "2"]) == 2  # refused before anything is written
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     FeedbackStore(tmp_path / "empty.sqlite3").close()
     assert (
