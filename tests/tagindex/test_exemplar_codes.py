@@ -250,6 +250,11 @@ def test_leave_one_out_on_a_coded_index_is_refused_for_exemplars_only(data: dict
         index.tag(load_products(data["train"])[:5], leave_one_out=True)
     # Products that are not exemplars have nothing to leave out.
     assert len(index.tag(load_products(data["queries"])[:5], leave_one_out=True)) == 5
+    # Self-training fits a classifier on the float32 exemplar vectors: refused too, with the reason.
+    from tagindex.retrain import pseudo_label
+
+    with pytest.raises(CompatibilityError, match="ivf-sq8 codes"):
+        pseudo_label(index, load_products(data["queries"])[:5])
 
 
 @pytest.mark.parametrize(
