@@ -29,6 +29,14 @@ runs, each under ~20 minutes on 2 shared cores; the second reuses the first's en
         --synthetic 10000000 --queries 500 --work /tmp/exemplar_scale \\
         --out benchmarks/results/exemplar_scale_10m.json
 
+``--encoded-large N`` replaces the noisy copies by N *encoded* resampled offers (the same recipe as
+the 1M set, encoded on Ray and streamed to a memmap on disk, read back one chunk at a time; the exact
+reference is streamed too, so memory holds one chunk of float32 at a time)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python -m benchmarks.exemplar_scale --n 1000000 --skip-real \
+        --synthetic 0 --encoded-large 10000000 --queries 500 --workers 2 --work /tmp/exemplar_scale \
+        --out benchmarks/results/exemplar_scale_10m_encoded.json
+
 Timings on a shared machine are distorted: the load average is recorded before and after.
 """
 
@@ -361,6 +369,95 @@ def run_synthetic(
     }
 
 
+# ---- 10M: encoded rows, streamed from disk ---------------------------------------------------------
+def run_encoded_streamed(
+    path: Path,
+    n: int,
+    dim: int,
+    row_label: np.ndarray,
+    queries: np.ndarray,
+    params_list: list[Any],
+    k: int,
+    temperature: float,
+    nprobes: list[int],
+    chunk_rows: int = 1_000_000,
+) -> dict[str, Any]:
+    """The codes against the exact search over ``n`` encoded vectors read from the memmap at ``path``
+    chunk by chunk (never all in memory): train on a seeded sample, add chunk by chunk, exact top-k
+    merged chunk by chunk; recall and vote agreement as at 1M."""
+    from tagindex.compressed_exemplars import CompressedExemplarIndex, recall_at_k
+    from tagindex.vector_index import exact_search
+
+    vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim))
+    indexes = [CompressedExemplarIndex(dim, p) for p in params_list]
+    timings: list[dict[str, float]] = []
+    for idx, p in zip(indexes, params_list, strict=True):
+        picked = np.sort(np.random.default_rng(p.seed).choice(n, min(p.train_size, n), replace=False))
+        sample = np.asarray(vectors[picked])
+        t0 = time.perf_counter()
+        idx.train(sample, expected=n)
+        timings.append({"train_s": time.perf_counter() - t0, "add_s": 0.0})
+    best_sims = np.full((len(queries), k), -np.inf, np.float32)
+    best_rows = np.full((len(queries), k), -1, np.int64)
+    exact_s = read_s = 0.0
+    for start in range(0, n, chunk_rows):
+        t0 = time.perf_counter()
+        chunk = np.array(vectors[start : start + chunk_rows])
+        read_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sims, rows = exact_search(queries, chunk, k)
+        merged_sims = np.hstack([best_sims, sims])
+        merged_rows = np.hstack([best_rows, rows + start])
+        order = np.argsort(-merged_sims, axis=1, kind="stable")[:, :k]
+        best_sims = np.take_along_axis(merged_sims, order, axis=1)
+        best_rows = np.take_along_axis(merged_rows, order, axis=1)
+        exact_s += time.perf_counter() - t0
+        for idx, t in zip(indexes, timings, strict=True):
+            t0 = time.perf_counter()
+            idx.add(chunk)
+            t["add_s"] += time.perf_counter() - t0
+        logger.info("encoded rows %d-%d added", start, start + len(chunk))
+        del chunk
+    exact_vote = vote_top1(best_sims, best_rows, row_label, temperature)
+    results = []
+    for idx, p, t in zip(indexes, params_list, timings, strict=True):
+        for nprobe in nprobes:
+            idx.set_nprobe(nprobe)
+            t0 = time.perf_counter()
+            sims, rows = idx.search(queries, k)
+            search_s = time.perf_counter() - t0
+            flat = np.maximum(rows, 0).ravel()
+            order = np.argsort(flat)
+            picked = np.empty((len(flat), dim), np.float32)
+            picked[order] = vectors[flat[order]]  # memmap reads in row order
+            true = np.einsum("qd,qkd->qk", queries, picked.reshape(*rows.shape, dim))
+            true = np.where(rows >= 0, true, -np.inf)
+            name = f"{p.kind}" + (f" m={p.pq_m}" if p.kind != "ivf-sq8" else "")
+            results.append(
+                {
+                    "config": f"{name} p={nprobe}",
+                    "params": p.to_dict(),
+                    "bytes_per_vector": idx.bytes_per_vector(),
+                    "train_s": round(t["train_s"], 1),
+                    "add_s": round(t["add_s"], 1),
+                    "search_ms_per_query": round(1000 * search_s / len(queries), 3),
+                    "recall_at_10": round(recall_at_k(rows[:, :10], best_rows[:, :10]), 4),
+                    "recall_at_10_tie_aware": round(tie_aware_recall(true, best_sims), 4),
+                    "vote_top1_agreement": round(
+                        float(np.mean(vote_top1(sims, rows, row_label, temperature) == exact_vote)), 4
+                    ),
+                }
+            )
+            logger.info("%s", results[-1])
+    return {
+        "rows": n,
+        "exact_search_s": round(exact_s, 1),
+        "exact_ms_per_query": round(1000 * exact_s / len(queries), 1),
+        "read_s": round(read_s, 1),
+        "configs": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--n", type=int, default=1_000_000, help="resampled exemplars encoded on Ray")
@@ -374,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         help="compressed configurations",
     )
     p.add_argument("--synthetic-configs", default="ivf-pq16,ivf-pq32")
+    p.add_argument(
+        "--encoded-large",
+        type=int,
+        default=0,
+        help="also encode this many resampled offers on Ray (streamed to disk) and measure "
+        "--synthetic-configs against the exact search streamed over them (0: skip)",
+    )
     p.add_argument("--nlist", type=int, default=1024, help="IVF cells at --n")
     p.add_argument("--synthetic-nlist", type=int, default=2048, help="IVF cells at --synthetic")
     p.add_argument("--nprobes", default="32,128", help="cells searched per query, each measured")
@@ -409,12 +513,37 @@ def main(argv: list[str] | None = None) -> int:
     index = TagIndex.load(index_dir)
     queries = index.encode_products([Product(o.id, o.title) for o in validation[: args.queries]])
     dim = report["encode"]["dim"]
+    k = index.params.exemplars.k
+    nprobes = [int(x) for x in args.nprobes.split(",")]
+    if args.encoded_large:
+        big = args.encoded_large
+        report["encoded_large_encode"] = encode_exemplars(index_dir, train, big, args.workers, work)
+        report["uptime_after_encoding"] = uptime()
+        save()
+        enc = report["encoded_large_encode"]
+        print(f"encoded {enc['n']:,} exemplars on Ray ({enc['workers']} workers): {enc['encode_s']} s, "
+              f"{enc['products_per_s']} products/s")  # fmt: skip
+        offer_label, _ = leaf_labels(train, index.by_id)
+        report["encoded_large"] = run_encoded_streamed(
+            work / f"vectors-{big}.f32",
+            big,
+            dim,
+            offer_label[np.load(work / f"sources-{big}.npy")],
+            queries,
+            configs(args.synthetic_configs.split(","), args.synthetic_nlist, nprobes[0]),
+            k,
+            index.params.exemplars.temperature,
+            nprobes,
+        )
+        save()
+        print_table(f"{big:,} encoded, streamed (measured)", report["encoded_large"]["configs"])
+    if args.skip_real and not args.synthetic:
+        print(f"load: {report['uptime_before']} -> {report['uptime_after']}")
+        return 0
     vectors = np.array(
         np.memmap(work / f"vectors-{args.n}.f32", dtype=np.float32, mode="r", shape=(args.n, dim))
     )
     source = np.load(work / f"sources-{args.n}.npy")
-    k = index.params.exemplars.k
-    nprobes = [int(x) for x in args.nprobes.split(",")]
     if not args.skip_real:
         report["real"] = {
             "n": args.n,

@@ -158,20 +158,37 @@ def retrain_point(
     work: Path,
     name: str,
     backend: str,
-    config: dict[str, Any],
+    config: dict[str, Any] | None,
+    pool: list[Product] | None = None,
+    pool_vecs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fine-tunes on the judged products, rebuilds the index, re-learns the judgements, evaluates."""
+    """Fine-tunes on the judged products, rebuilds the index, re-learns the judgements, evaluates.
+
+    With ``pool``, the unjudged pool products the judged index labels confidently are added to the
+    training data (:func:`tagindex.retrain.pseudo_label`, as ``tagindex retrain --pool`` does).
+    """
+    from tagindex.retrain import pseudo_label
     from tagindex.train import TrainParams, TrainReport, fingerprint_products, read_training_manifest, train
 
     start = time.perf_counter()
     model_dir = work / f"model-{name}"
     assert index.learned is not None
     rejected = {row["id"]: row["rejected"] for row in index.learned.export_products() if row["rejected"]}
-    params_ = TrainParams.from_dict(config)
+    params_ = TrainParams.from_dict(config) if config is not None else TrainParams.judgements()
+    pseudo_report = None
+    fit = list(judged)
+    if pool is not None:
+        extra, pseudo_report = pseudo_label(index, pool, vectors=pool_vecs, skip={p.id for p in judged})
+        gold_of = {p.id: p.tags for p in pool}
+        pseudo_report["label_accuracy"] = float(
+            np.mean([p.tags[-1] in gold_of[p.id] for p in extra]) if extra else 0.0
+        )  # diagnostic only: the gold is never used for choosing
+        fit += extra
+        logger.info("%s: %s", name, pseudo_report)
     previous = read_training_manifest(model_dir) if (model_dir / "tagindex_training.json").exists() else None
     if (
         previous is not None
-        and previous.get("data", {}).get("products") == fingerprint_products(judged)
+        and previous.get("data", {}).get("products") == fingerprint_products(fit)
         and previous.get("train_params") == params_.to_dict()
     ):
         # The same products and settings train the same model (seeded): reuse it from an earlier run.
@@ -180,7 +197,7 @@ def retrain_point(
         )
         logger.info("reusing %s (same judged products and settings)", model_dir)
     else:
-        report = train(judged, tags, model_dir, params=params_, rejected=rejected)
+        report = train(fit, tags, model_dir, params=params_, rejected=rejected)
     t_train = report.seconds or (time.perf_counter() - start)
     params = TagIndexParams()
     params.encoder.backend = backend
@@ -199,6 +216,8 @@ def retrain_point(
         "total_seconds": round(time.perf_counter() - start, 1),
         "kept_epoch": report.best_epoch,
         "dev": report.epochs,
+        "train_params": params_.to_dict(),
+        "pseudo_labelled": pseudo_report,
     }
     logger.info("%s re-trained at %d: lvl3 R@1 %.3f", name, len(judged), out["lvl3_r1"])
     return out
@@ -259,7 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", choices=["validation", "dev"], default="validation")
     ap.add_argument("--eval-limit", type=int, default=None, help="first N evaluation products only")
     ap.add_argument("--retrain-at", type=int, default=None, help="one re-training point at N judgements")
-    ap.add_argument("--retrain-config", default="benchmarks/configs/mwpd-deadline.json")
+    ap.add_argument(
+        "--retrain-config",
+        default=None,
+        help="TrainParams JSON for --retrain-at (default: TrainParams.judgements(), what retrain uses)",
+    )
+    ap.add_argument(
+        "--self-train",
+        action="store_true",
+        help="--retrain-at also trains on the pool products the judged index labels confidently",
+    )
     ap.add_argument("--queue", default="{}", help="QueueParams overrides as JSON")
     ap.add_argument("--name", default="learning_curve")
     ap.add_argument(
@@ -344,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 keep,
             )
             if kept is not None:
-                config = json.loads(Path(args.retrain_config).read_text())
+                config = json.loads(Path(args.retrain_config).read_text()) if args.retrain_config else None
                 point = retrain_point(
                     kept,
                     judged,
@@ -355,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{strategy}-{seed}-{keep}",
                     args.backend,
                     config,
+                    pool if args.self_train else None,
+                    pool_vecs if args.self_train else None,
                 )
                 result["retrained"].setdefault(strategy, []).append({"seed": seed, **point})
                 if args.max_judged > keep:  # the online curve continues from a fresh run of the same seed

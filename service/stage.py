@@ -307,7 +307,7 @@ class RerankStage:
         so explanations find the nearest labelled products without encoding anything."""
         index = self.engine.index
         scorer = index.scorer()
-        if scorer is None:
+        if scorer is None or scorer.ex_vectors is None:  # exemplar codes keep no float32 vectors
             return [], None
         labels = [[scorer.targets[j] for j in row if j >= 0] for row in scorer.label_table]
         products = [

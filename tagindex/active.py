@@ -156,9 +156,7 @@ def review_queue(
     skip = set(exclude or ())
     if index.learned is not None:
         skip |= set(index.learned.products)
-    base = index.base_exemplars
-    if base is not None:
-        skip |= set(base.ids)
+    skip |= set(index.exemplar_ids())
     keep = [i for i, q in enumerate(products) if q.id not in skip]
     if not keep or n <= 0:
         return []
@@ -167,19 +165,29 @@ def review_queue(
 
     scorer = index.scorer()
     depth = max(p.suggestions, 2)
+    labelled = np.zeros((0, x.shape[1]), dtype=np.float32)
     if scorer is not None:
         scores, ids = scorer.top(x, depth)
         counts = dict(zip(scorer.targets, scorer.counts.tolist(), strict=True))
-        labelled = scorer.ex_vectors
     else:
         scores, ids = index.search(x, depth)
         counts = {}
-        labelled = np.zeros((0, x.shape[1]), dtype=np.float32)
     margin = scores[:, 0] - scores[:, 1]  # (m,)
     # Cosine to the nearest labelled product (m,); 0 when nothing is labelled yet.
-    nearest = np.max(x @ labelled.T, axis=1) if len(labelled) else np.zeros(len(x), dtype=np.float32)
+    if scorer is not None and scorer.ex_vectors is None:  # exemplar codes: the nearest through them
+        sims = scorer.neighbours(x)[0][:, :1]  # (m, 1)
+        has_labelled = sims.shape[1] > 0
+        nearest = np.where(np.isfinite(sims[:, 0]), sims[:, 0], 0.0) if has_labelled else np.zeros(len(x))
+        # Clusters count as covered by the seen tags' prototypes (one vector a tag, kept exactly).
+        labelled = scorer.prototypes[scorer.counts > 0]
+    else:
+        if scorer is not None:
+            assert scorer.ex_vectors is not None
+            labelled = scorer.ex_vectors
+        has_labelled = len(labelled) > 0
+        nearest = np.max(x @ labelled.T, axis=1) if has_labelled else np.zeros(len(x), dtype=np.float32)
     uncertainty = 1.0 - _percentile_rank(margin)
-    novelty = 1.0 - _percentile_rank(nearest) if len(labelled) else np.ones(len(x))
+    novelty = 1.0 - _percentile_rank(nearest) if has_labelled else np.ones(len(x))
     value = 0.5 * uncertainty + 0.5 * novelty  # (m,)
     names = {t.id: t.name for t in index.tags}
 

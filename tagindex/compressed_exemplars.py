@@ -21,12 +21,19 @@ exact search (:func:`exact_neighbours`) is the oracle the benchmark measures rec
 The index plugs into :class:`~tagindex.exemplars.ExemplarScorer` as its ``neighbour_index``: the
 scorer's votes then come from the compressed neighbours (prototypes stay exact: they are one vector
 per tag).
+
+:class:`CodedExemplars` is what a saved index holds instead of its float32 exemplar matrix
+(``tagindex index --exemplar-codes``): ids and labels, the codes, and :class:`LabelSums`, the exact
+vector sum of each distinct label list, from which the scorer rebuilds every tag prototype exactly
+for any vocabulary (tags added or retired later). Products judged later (:mod:`tagindex.learn`)
+keep their float32 vectors beside the codes, as they do in every index.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("ivf-pq", "ivf-opq", "ivf-sq8")
 _PQ_KINDS = ("ivf-pq", "ivf-opq")
+FLOAT32 = "float32"
+STORAGE_KINDS = (FLOAT32, *KINDS)  # what ``tagindex index --exemplar-codes`` accepts
+CODES_FILE = "exemplar_codes.faiss"
+LABEL_SUMS_FILE = "exemplar_label_sums.safetensors"
 
 
 @dataclass
@@ -68,10 +79,29 @@ class CompressedParams:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressedParams:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"CompressedParams: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
 
 def default_nlist(n: int) -> int:
     """Cells for ``n`` vectors: ~4 sqrt(n), with at least 39 training points a cell (FAISS's minimum)."""
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 or 1))
+
+
+def check_trainable(n: int, params: CompressedParams) -> None:
+    """Raises ValueError when ``n`` exemplars cannot train ``params``' codes (PQ codebooks need at
+    least ``2 ** pq_bits`` training vectors, k-means cells one)."""
+    need = (1 << params.pq_bits) if params.kind in _PQ_KINDS else 1
+    if min(n, params.train_size) < need:
+        raise ValueError(
+            f"{params.kind} needs at least {need} exemplars to train its codes "
+            f"({n} given, training sample {params.train_size}); use ivf-sq8 or float32 for small sets"
+        )
 
 
 class CompressedExemplarIndex:
@@ -96,6 +126,7 @@ class CompressedExemplarIndex:
         if self.params.kind in _PQ_KINDS and dim % self.params.pq_m:
             raise ValueError(f"pq_m={self.params.pq_m} does not divide the dimension {dim}")
         self._index: Any = None
+        self._opq_pq: Any = None
 
     @property
     def ntotal(self) -> int:
@@ -117,8 +148,24 @@ class CompressedExemplarIndex:
             )
             index.sq.rangestat_arg = 0.1  # vectors added later may fall outside the sample's range
         index.cp.seed = p.seed
+        if p.kind in _PQ_KINDS and len(sample) < 39 * (1 << p.pq_bits):
+            # FAISS would warn once per sub-quantiser (dozens of lines): say it once, here.
+            logger.warning(
+                "%d training vectors for %d PQ centroids a sub-quantiser: coarse codebooks "
+                "(FAISS advises %d or more)",
+                len(sample),
+                1 << p.pq_bits,
+                39 * (1 << p.pq_bits),
+            )
+            index.pq.cp.min_points_per_centroid = 1
         if p.kind == "ivf-opq":  # rotation first, then cells and codes on the rotated vectors
-            index = faiss.IndexPreTransform(faiss.OPQMatrix(self.dim, p.pq_m), index)
+            opq = faiss.OPQMatrix(self.dim, p.pq_m)
+            if len(sample) < 39 * (1 << p.pq_bits):
+                # OPQMatrix only points at this quantiser: keep the Python object alive with ours.
+                self._opq_pq = faiss.ProductQuantizer(self.dim, p.pq_m, p.pq_bits)
+                self._opq_pq.cp.min_points_per_centroid = 1
+                opq.pq = self._opq_pq
+            index = faiss.IndexPreTransform(opq, index)
         index.train(sample)
         self._index = index
         self._ivf().nprobe = min(p.nprobe, nlist)
@@ -167,18 +214,249 @@ class CompressedExemplarIndex:
         n = max(self.ntotal, 1)
         return {"codes": codes, "ids": 8.0, "total": codes + 8.0 + shared / n}
 
-    def save(self, path: str | Path) -> None:
+    @property
+    def nlist(self) -> int:
+        return 0 if self._index is None else int(self._ivf().nlist)
+
+    def to_bytes(self) -> bytes:
+        """The trained index as FAISS's own serialisation (no pickle)."""
         if self._index is None:
             raise ValueError("nothing to save: the compressed exemplar index is not trained")
-        faiss.write_index(self._index, str(path))
+        return bytes(faiss.serialize_index(self._index).tobytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, params: CompressedParams) -> CompressedExemplarIndex:
+        """Reads :meth:`to_bytes`; ValueError when the bytes are not such an index."""
+        try:
+            index: Any = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError as exc:  # FAISS reports damaged input as a RuntimeError
+            raise ValueError(f"not a FAISS index ({str(exc).splitlines()[0][:120]})") from None
+        out = cls(int(index.d), params)
+        out._index = index
+        try:
+            ivf = out._ivf()
+        except RuntimeError:
+            raise ValueError("not an inverted-file FAISS index") from None
+        ivf.nprobe = min(params.nprobe, int(ivf.nlist))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path, params: CompressedParams) -> CompressedExemplarIndex:
-        index: Any = faiss.read_index(str(path))
-        out = cls(int(index.d), params)
-        out._index = index
-        out._ivf().nprobe = min(params.nprobe, int(out._ivf().nlist))
+        return cls.from_bytes(Path(path).read_bytes(), params)
+
+
+@dataclass
+class LabelSums:
+    """Exemplar vectors summed per distinct label list: all a coded index keeps for its prototypes.
+
+    A tag's prototype is the normalised sum of the vectors of the exemplars whose most specific
+    labels include it; which labels those are depends on the vocabulary of the moment, but always
+    only on the label list, so the sum per label list rebuilds every prototype exactly.
+
+    Attributes:
+        labels: Distinct label lists, in order of first appearance.
+        sums: Their vector sums (g, dim).
+        counts: Exemplars per label list (g,); an entry may subtract a row again (count -1).
+    """
+
+    labels: list[tuple[str, ...]]
+    sums: np.ndarray  # (g, dim)
+    counts: np.ndarray  # (g,) int64
+
+    @classmethod
+    def of(cls, labels: Sequence[Sequence[str]], vectors: np.ndarray, sign: int = 1) -> LabelSums:
+        """The sums of ``vectors`` (n, dim) by their ``labels``, times ``sign`` (+1 or -1)."""
+        keys = [tuple(lab) for lab in labels]
+        group_of: dict[tuple[str, ...], int] = {}
+        rows = np.array([group_of.setdefault(k, len(group_of)) for k in keys], dtype=np.int64)
+        dim = vectors.shape[1]
+        sums = np.zeros((len(group_of), dim), dtype=np.float64)  # float64: millions of rows add up
+        np.add.at(sums, rows, np.asarray(vectors, dtype=np.float64))
+        counts = np.bincount(rows, minlength=len(group_of)).astype(np.int64)
+        return cls(list(group_of), (sign * sums).astype(np.float32), sign * counts)
+
+    def merge(self, other: LabelSums) -> LabelSums:
+        """Both sets of sums, entries of the same label list added together."""
+        position = {k: i for i, k in enumerate(self.labels)}
+        labels = list(self.labels)
+        for key in other.labels:
+            if key not in position:
+                position[key] = len(labels)
+                labels.append(key)
+        total = np.zeros((len(labels), self.sums.shape[1]), dtype=np.float64)
+        total[: len(self.labels)] = self.sums
+        count = np.zeros(len(labels), dtype=np.int64)
+        count[: len(self.labels)] = self.counts
+        where = np.array([position[k] for k in other.labels], dtype=np.int64)
+        np.add.at(total, where, other.sums.astype(np.float64))
+        np.add.at(count, where, other.counts)
+        return LabelSums(labels, total.astype(np.float32), count)
+
+
+class CodedExemplars:
+    """Labelled products whose vectors are kept as IVF codes (see the module docstring).
+
+    Rows ``0..codes.ntotal-1`` are in the codes; rows after them (``extra``: products judged later,
+    :mod:`tagindex.learn`) keep float32 vectors. :meth:`search` finds neighbours among both.
+
+    Args:
+        ids: Product id of each row.
+        labels: Label list of each row (may be empty: a row every label of which was rejected).
+        codes: The compressed vectors of the first rows.
+        label_sums: Exact vector sums per label list of every row (with later edits).
+        extra: Float32 vectors (e, dim) of the rows after the codes.
+    """
+
+    def __init__(
+        self,
+        ids: list[str],
+        labels: list[list[str]],
+        codes: CompressedExemplarIndex,
+        label_sums: LabelSums,
+        extra: np.ndarray | None = None,
+    ) -> None:
+        self.ids = ids
+        self.labels = labels
+        self.codes = codes
+        self.label_sums = label_sums
+        self.extra = extra if extra is not None else np.zeros((0, codes.dim), dtype=np.float32)
+        if len(ids) != len(labels) or len(ids) != codes.ntotal + len(self.extra):
+            raise ValueError(
+                f"coded exemplars: {len(ids)} ids, {len(labels)} label lists, {codes.ntotal} codes "
+                f"+ {len(self.extra)} float32 rows"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def kind(self) -> str:
+        return self.codes.params.kind
+
+    @classmethod
+    def encode(
+        cls,
+        ids: list[str],
+        labels: list[list[str]],
+        vectors: np.ndarray,
+        params: CompressedParams,
+        chunk: int = 65_536,
+    ) -> CodedExemplars:
+        """Trains codes on a seeded sample of ``vectors`` (n, dim) and adds them all, chunk by chunk.
+
+        Raises:
+            ValueError: Too few vectors to train the codes (:func:`check_trainable`).
+        """
+        rng = np.random.default_rng(params.seed)
+        n = len(vectors)
+        check_trainable(n, params)
+        sample = (
+            np.sort(rng.choice(n, size=params.train_size, replace=False)) if n > params.train_size else None
+        )
+        codes = CompressedExemplarIndex(vectors.shape[1], params)
+        codes.train(vectors if sample is None else vectors[sample], expected=n)
+        for start in range(0, n, chunk):
+            codes.add(vectors[start : start + chunk])
+        return cls(list(ids), [list(lab) for lab in labels], codes, LabelSums.of(labels, vectors))
+
+    def add(self, ids: Sequence[str], labels: Sequence[Sequence[str]], vectors: np.ndarray) -> CodedExemplars:
+        """A new set with these rows appended to the codes (the trained cells are kept).
+
+        The codes grow in place, so this set is superseded by the one returned (its ids no longer
+        cover every code); :class:`~tagindex.index.TagIndex` swaps them and drops its scorer.
+
+        Raises:
+            ValueError: The set already has float32 rows after its codes (learned products).
+        """
+        if len(self.extra):
+            raise ValueError("coded exemplars with learned rows: add to the base set, not to a learned view")
+        self.codes.add(vectors)
+        return CodedExemplars(
+            self.ids + list(ids),
+            self.labels + [list(lab) for lab in labels],
+            self.codes,
+            self.label_sums.merge(LabelSums.of(labels, vectors)),
+        )
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows: approximate among the codes, exact among the float32 rows; -1 pads."""
+        sims, rows = self.codes.search(queries, k)
+        if not len(self.extra) or k <= 0:
+            return sims, rows
+        extra_sims, extra_rows = exact_neighbours(queries, self.extra, min(k, len(self.extra)))
+        sims = np.concatenate([sims, extra_sims], axis=1)
+        rows = np.concatenate([rows, extra_rows + self.codes.ntotal], axis=1)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+    def bytes_per_exemplar(self) -> dict[str, float]:
+        return self.codes.bytes_per_vector()
+
+    def describe(self, file_bytes: int | None = None) -> dict[str, Any]:
+        """The manifest's ``exemplar_storage`` entry."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "params": self.codes.params.to_dict(),
+            "nlist": self.codes.nlist,
+            "bytes_per_exemplar": self.bytes_per_exemplar(),
+            "label_lists": len(self.label_sums.labels),
+        }
+        if file_bytes is not None:
+            out["codes_file_bytes"] = file_bytes
         return out
+
+    def save(self, directory: Path) -> int:
+        """Writes the codes and the label sums into ``directory``; returns the codes file's size.
+
+        Ids and labels go to ``exemplars.parquet`` (written by the caller, as for float32 exemplars);
+        float32 rows after the codes are never saved here (they belong to the learned state).
+        """
+        from safetensors.numpy import save_file
+
+        if len(self.extra):
+            raise ValueError("save the base coded exemplars, not a view with learned rows")
+        data = self.codes.to_bytes()
+        (directory / CODES_FILE).write_bytes(data)
+        save_file(
+            {"sums": np.ascontiguousarray(self.label_sums.sums), "counts": self.label_sums.counts},
+            str(directory / LABEL_SUMS_FILE),
+        )
+        return len(data)
+
+    @classmethod
+    def load(
+        cls, directory: Path, ids: list[str], labels: list[list[str]], params: CompressedParams, dim: int
+    ) -> CodedExemplars:
+        """Reads what :meth:`save` wrote, checked against the exemplar table's ids and labels.
+
+        Raises:
+            ValueError: A file is unreadable or disagrees with the table (the message names it).
+        """
+        from safetensors.numpy import load_file
+
+        path = directory / CODES_FILE
+        try:
+            codes = CompressedExemplarIndex.from_bytes(path.read_bytes(), params)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable exemplar codes: {exc}") from None
+        if codes.dim != dim or codes.ntotal != len(ids):
+            raise ValueError(
+                f"{path}: {codes.ntotal} codes of dimension {codes.dim}, expected {len(ids)} of {dim}"
+            )
+        sums_path = directory / LABEL_SUMS_FILE
+        try:
+            stored = load_file(str(sums_path))
+            sums, counts = stored["sums"], stored["counts"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{sums_path}: unreadable label sums: {exc}") from None
+        # The label lists are the table's, in order of first appearance; their counts must agree.
+        expected = LabelSums.of(labels, np.zeros((len(labels), 1), np.float32))
+        if sums.shape != (len(expected.labels), dim) or not np.array_equal(counts, expected.counts):
+            raise ValueError(f"{sums_path}: label sums disagree with the exemplar table")
+        return cls(ids, labels, codes, LabelSums(expected.labels, sums, counts))
 
 
 class ExactNeighbours:

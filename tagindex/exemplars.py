@@ -20,13 +20,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
+from tagindex.compressed_exemplars import FLOAT32, CodedExemplars, CompressedParams
 from tagindex.config import ExemplarParams
+from tagindex.errors import CompatibilityError
 from tagindex.schema import Tag
 from tagindex.store import IndexFormatError
 from tagindex.text import ancestors
@@ -94,33 +96,56 @@ class ExemplarScorer:
     ``neighbour_index``, when given, finds the voting neighbours instead of the exact product with
     every exemplar vector (an approximate, compressed index for very large exemplar sets); its rows
     are the rows of ``exemplars``, which must all keep a label in the vocabulary.
+
+    :class:`~tagindex.compressed_exemplars.CodedExemplars` (an index saved with exemplar codes) are
+    their own neighbour index; prototypes come from their exact label sums, so only the votes are
+    approximate. Their rows are fixed by the codes: a row left without a label in the vocabulary is
+    kept out of the neighbours instead of being dropped. There are no float32 vectors
+    (``ex_vectors`` is None), so leave-one-out scoring of an exemplar is refused.
     """
 
     def __init__(
         self,
         tags: Sequence[Tag],
         tag_vectors: np.ndarray,  # (n_tags, dim), rows aligned with ``tags``
-        exemplars: ExemplarSet,
+        exemplars: ExemplarSet | CodedExemplars,
         params: ExemplarParams | None = None,
         neighbour_index: NeighbourSearch | None = None,
     ) -> None:
         self.params = params or ExemplarParams()
-        self.neighbour_index = neighbour_index
+        coded = exemplars if isinstance(exemplars, CodedExemplars) else None
+        self.storage = "float32" if coded is None else coded.kind
+        self.neighbour_index = neighbour_index if coded is None else coded
         by_id = {t.id: t for t in tags}
         row_of = {t.id: i for i, t in enumerate(tags)}
         has_child = {t.parent for t in tags if t.parent is not None}
         # Labels per exemplar reduced to the deepest ones still in the vocabulary.
-        ex_labels = [most_specific(labels, by_id, has_child) for labels in exemplars.labels]
+        # Reduced once per distinct label list (millions of exemplars share a few thousand lists).
+        reduced: dict[tuple[str, ...], list[str]] = {}
+        ex_labels = []
+        for labels in exemplars.labels:
+            key = tuple(labels)
+            if key not in reduced:
+                reduced[key] = most_specific(labels, by_id, has_child)
+            ex_labels.append(reduced[key])
         used = {t for labels in ex_labels for t in labels}
         self.targets = [t.id for t in tags if t.id not in has_child or t.id in used]
         target_col = {tid: j for j, tid in enumerate(self.targets)}
         self.target_vectors = tag_vectors[[row_of[t] for t in self.targets]]  # (n_targets, dim)
-        keep = [i for i, labels in enumerate(ex_labels) if labels]
-        if len(keep) < len(ex_labels):
-            logger.info("%d exemplar(s) have no label left in the vocabulary", len(ex_labels) - len(keep))
-            if neighbour_index is not None:  # its rows would no longer line up with ours
+        keep = [i for i, labels in enumerate(ex_labels) if labels or coded is not None]
+        # Rows kept only because the codes fix the rows (no label left): never a neighbour.
+        self.masked: np.ndarray | None = None
+        unlabelled = sum(1 for labels in ex_labels if not labels)
+        if unlabelled:
+            logger.info("%d exemplar(s) have no label left in the vocabulary", unlabelled)
+            if coded is not None:
+                self.masked = np.array([not labels for labels in ex_labels], dtype=bool)
+            elif neighbour_index is not None:  # its rows would no longer line up with ours
                 raise ValueError("a neighbour index needs every exemplar to keep a label in the vocabulary")
-        self.ex_vectors = exemplars.vectors[keep]  # (m, dim)
+        # (m, dim); None for coded exemplars, whose vectors exist only as codes.
+        self.ex_vectors: np.ndarray | None = None if coded is not None else exemplars.vectors[keep]  # type: ignore[union-attr]
+        self.n_rows = len(keep)
+        self.n_masked = unlabelled if coded is not None else 0
         self.ex_ids = [exemplars.ids[i] for i in keep]
         n_targets, dim = len(self.targets), tag_vectors.shape[1]
         # Sparse exemplar -> target membership, as index arrays (one entry per (exemplar, label)).
@@ -135,14 +160,18 @@ class ExemplarScorer:
         self.label_table = np.full((len(keep), width), -1, dtype=np.int64)  # (m, max_labels)
         for r, i in enumerate(keep):
             self.label_table[r, : len(ex_labels[i])] = [target_col[t] for t in ex_labels[i]]
-        counts = np.bincount(self.member_cols, minlength=n_targets).astype(np.float32)  # (n_targets,)
-        sums = np.zeros((n_targets, dim), dtype=np.float32)
-        np.add.at(sums, self.member_cols, self.ex_vectors[self.member_rows])
+        if coded is None:
+            assert self.ex_vectors is not None
+            counts = np.bincount(self.member_cols, minlength=n_targets).astype(np.float32)  # (n_targets,)
+            sums = np.zeros((n_targets, dim), dtype=np.float32)
+            np.add.at(sums, self.member_cols, self.ex_vectors[self.member_rows])
+        else:
+            sums, counts = self._coded_sums(coded, by_id, has_child, target_col, dim)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self.prototypes = sums / np.maximum(norms, 1e-12)  # (n_targets, dim); zero rows for unseen tags
         self.sums = sums
         self.counts = counts
-        self.row_of_id = {pid: r for r, pid in reversed(list(enumerate(self.ex_ids)))}
+        self._row_of_id: dict[str, int] | None = None  # built on first use (leave-one-out only)
         shrink = max(self.params.shrinkage, 0.0)
         self.lam = (counts / (counts + shrink) if shrink > 0 else (counts > 0).astype(np.float32)).astype(
             np.float32
@@ -153,9 +182,31 @@ class ExemplarScorer:
         self.group = np.array([group_ids[g] if g is not None else -1 for g in parent_of], dtype=np.int64)
         self.n_groups = len(group_ids)
 
+    @staticmethod
+    def _coded_sums(
+        coded: CodedExemplars,
+        by_id: Mapping[str, Tag],
+        has_child: set[str],
+        target_col: Mapping[str, int],
+        dim: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-target vector sums (n_targets, dim) and counts (n_targets,) from the label sums."""
+        sums = np.zeros((len(target_col), dim), dtype=np.float64)
+        counts = np.zeros(len(target_col), dtype=np.float64)
+        label_sums = coded.label_sums
+        for key, vector, count in zip(label_sums.labels, label_sums.sums, label_sums.counts, strict=True):
+            if count == 0:  # every row of this label list was edited away by judgements
+                continue
+            for t in most_specific(list(key), by_id, has_child):
+                sums[target_col[t]] += vector
+                counts[target_col[t]] += count
+        return sums.astype(np.float32), counts.astype(np.float32)
+
     def exemplar_rows(self, ids: Sequence[str]) -> np.ndarray:
         """Exemplar row of each id, -1 for ids that are not exemplars (n,)."""
-        return np.array([self.row_of_id.get(i, -1) for i in ids], dtype=np.int64)
+        if self._row_of_id is None:  # the first row of a repeated id
+            self._row_of_id = {pid: r for r, pid in reversed(list(enumerate(self.ex_ids)))}
+        return np.array([self._row_of_id.get(i, -1) for i in ids], dtype=np.int64)
 
     def score(self, queries: np.ndarray, chunk: int = 512, exclude: np.ndarray | None = None) -> np.ndarray:
         """Scores (n, n_targets) for unit query vectors (n, dim), columns in ``self.targets`` order.
@@ -168,6 +219,12 @@ class ExemplarScorer:
                 its own tags; training and calibration on such products use this leave-one-out view.
         """
         p = self.params
+        if exclude is not None and self.ex_vectors is None and (exclude >= 0).any():
+            raise CompatibilityError(
+                f"leave-one-out scoring of an exemplar needs its float32 vector; this index stores its "
+                f"exemplars as {self.storage} codes (rebuild it with --exemplar-codes float32 to "
+                "calibrate, optimize or train a reranker on its own labelled products)"
+            )
         out = np.empty((len(queries), len(self.targets)), dtype=np.float32)
         lam = self.lam[None, :]
         for start in range(0, len(queries), chunk):
@@ -178,7 +235,7 @@ class ExemplarScorer:
             scores = (1.0 - lam) * (text + p.unseen_offset) + lam * proto
             if own is not None:
                 self._leave_out(scores, q, text, own)
-            if (p.vote_weight or p.parent_vote_weight) and len(self.ex_vectors) and p.k > 0:
+            if (p.vote_weight or p.parent_vote_weight) and self.n_rows > self.n_masked and p.k > 0:
                 votes = self.votes(q, own, text.max(axis=1, keepdims=True))  # (b, n_targets)
                 scores += p.vote_weight * votes
                 if p.parent_vote_weight:
@@ -192,6 +249,7 @@ class ExemplarScorer:
         shrink = max(p.shrinkage, 0.0)
         for i in np.flatnonzero(own >= 0):
             r = int(own[i])
+            assert self.ex_vectors is not None  # score() refuses leave-one-out on coded exemplars
             for j in self.label_table[r][self.label_table[r] >= 0]:
                 n = self.counts[j] - 1.0
                 rest = self.sums[j] - self.ex_vectors[r]  # (dim,)
@@ -205,9 +263,10 @@ class ExemplarScorer:
 
         ``exclude`` (b,) names one exemplar row per query that may not be a neighbour (-1: none).
         """
-        k = min(self.params.k, len(self.ex_vectors) - (0 if exclude is None else 1))
+        k = min(self.params.k, self.n_rows - self.n_masked - (0 if exclude is None else 1))
         if self.neighbour_index is not None:
             return self._indexed_neighbours(q, k, exclude)
+        assert self.ex_vectors is not None
         sims = q @ self.ex_vectors.T  # (b, m)
         if exclude is not None:
             rows = np.flatnonzero(exclude >= 0)
@@ -221,12 +280,19 @@ class ExemplarScorer:
     def _indexed_neighbours(
         self, q: np.ndarray, k: int, exclude: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`neighbours` through ``neighbour_index`` (one more fetched to drop an excluded row)."""
+        """:meth:`neighbours` through ``neighbour_index`` (more fetched to drop an excluded row and the
+        masked rows)."""
         assert self.neighbour_index is not None
-        sims, rows = self.neighbour_index.search(q, k + (0 if exclude is None else 1))
+        # Masked rows (no label left) take places in the search: fetch that many more, but at most
+        # 4k + 32 more, so retiring a large branch cannot make every search fetch millions of rows;
+        # a product whose neighbourhood is mostly retired rows then votes with fewer neighbours.
+        extra = min(self.n_masked, 4 * k + 32) + (0 if exclude is None else 1)
+        sims, rows = self.neighbour_index.search(q, k + extra)
         sims = np.where(rows < 0, -np.inf, sims)
         if exclude is not None:
             sims = np.where(rows == exclude[:, None], -np.inf, sims)
+        if self.masked is not None:
+            sims = np.where(self.masked[np.maximum(rows, 0)], -np.inf, sims)
         # The same order as the exact path: by similarity, then by row; dropped rows sort last.
         order = np.lexsort((rows, -sims), axis=1)[:, :k]
         sims, rows = np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
@@ -297,22 +363,50 @@ EXEMPLAR_VECTORS = "exemplar_vectors.safetensors"
 EXEMPLAR_TABLE = "exemplars.parquet"
 
 
-def save_exemplars(directory: Path, exemplars: ExemplarSet) -> None:
-    """Writes ``exemplars.parquet`` (id, tags) and ``exemplar_vectors.safetensors`` into ``directory``."""
+def save_exemplars(directory: Path, exemplars: ExemplarSet | CodedExemplars) -> dict[str, Any] | None:
+    """Writes ``exemplars.parquet`` (id, tags) and the vectors into ``directory``.
+
+    Float32 exemplars go to ``exemplar_vectors.safetensors`` (returns None: the manifest is as it
+    always was); coded ones to their codes and label sums (returns the manifest's
+    ``exemplar_storage`` entry).
+    """
     pd.DataFrame({"id": exemplars.ids, "tags": exemplars.labels}).to_parquet(
         directory / EXEMPLAR_TABLE, index=False
     )
+    if isinstance(exemplars, CodedExemplars):
+        return exemplars.describe(exemplars.save(directory))
     save_file({"vectors": np.ascontiguousarray(exemplars.vectors)}, str(directory / EXEMPLAR_VECTORS))
+    return None
 
 
-def load_exemplars(directory: Path, dim: int) -> ExemplarSet | None:
-    """Reads what :func:`save_exemplars` wrote; None when the index has no exemplars."""
+def load_exemplars(
+    directory: Path, dim: int, storage: Mapping[str, Any] | None = None
+) -> ExemplarSet | CodedExemplars | None:
+    """Reads what :func:`save_exemplars` wrote; None when the index has no exemplars.
+
+    Args:
+        directory: The index version directory.
+        dim: The index's vector dimension.
+        storage: The manifest's ``exemplar_storage`` entry (None or kind float32: float32 vectors).
+    """
     if not (directory / EXEMPLAR_TABLE).exists():
         return None
     table = pd.read_parquet(directory / EXEMPLAR_TABLE)
+    # One list object per distinct label list: millions of exemplars share a few thousand lists.
+    shared: dict[tuple[str, ...], list[str]] = {}
+    labels = [shared.setdefault(tuple(t), list(t)) for t in table["tags"]]
+    if storage is not None and storage.get("kind", FLOAT32) != FLOAT32:
+        try:
+            params = CompressedParams.from_dict(dict(storage["params"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{directory}: bad exemplar_storage in the manifest: {exc}") from None
+        try:
+            return CodedExemplars.load(directory, table["id"].astype(str).tolist(), labels, params, dim)
+        except ValueError as exc:  # its message names the file
+            raise IndexFormatError(str(exc)) from None
     vectors = load_file(str(directory / EXEMPLAR_VECTORS))["vectors"]
     if len(table) != len(vectors) or vectors.shape[1] != dim:
         raise IndexFormatError(
             f"{directory}: exemplar table and vectors disagree ({len(table)} vs {vectors.shape})"
         )
-    return ExemplarSet(table["id"].astype(str).tolist(), [list(t) for t in table["tags"]], vectors)
+    return ExemplarSet(table["id"].astype(str).tolist(), labels, vectors)

@@ -107,7 +107,7 @@ def fit_gate(
         q = exemplars.vectors[rows]  # (b, dim)
         lam = scorer.lam[None, :]
         base = (1.0 - lam) * (q @ scorer.target_vectors.T) + lam * (q @ scorer.prototypes.T)  # (b, n_targets)
-        votes = scorer.votes(q) if len(scorer.ex_vectors) and params.k > 0 else np.zeros_like(base)
+        votes = scorer.votes(q) if scorer.n_rows and params.k > 0 else np.zeros_like(base)
         return (
             base + params.vote_weight * votes,
             np.broadcast_to(1.0 - lam, base.shape),

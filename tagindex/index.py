@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 from tagindex.candidates import insert_ancestors
+from tagindex.compressed_exemplars import FLOAT32, CodedExemplars, CompressedParams
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.duplicates import find_duplicates
 from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
@@ -120,7 +121,8 @@ class TagIndex:
         self._row_of: dict[str, int] = {}
         self._next_id = 0
         self._index = VectorIndex(self.vector_dim, self.params.index)
-        self._exemplars: ExemplarSet | None = None
+        # Float32 vectors, or IVF codes after compress_exemplars (tagindex index --exemplar-codes).
+        self._exemplars: ExemplarSet | CodedExemplars | None = None
         self._scorer: ExemplarScorer | None = None  # rebuilt lazily after any change
         self.gate_report: dict[str, Any] | None = None  # how the zero-shot gate was fitted (tagindex.gate)
         # Optional tagindex.adapt.adjust.ScoreAdjuster (written by `tagindex adapt`): per-tag hubness
@@ -305,9 +307,16 @@ class TagIndex:
             vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
         if len(vectors) != len(products) or vectors.shape[1] != self.vector_dim:
             raise ValueError(f"expected vectors of shape ({len(products)}, {self.vector_dim})")
-        new = ExemplarSet([p.id for p in products], [list(p.tags) for p in products], vectors)
-        self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
+        ids, labels = [p.id for p in products], [list(p.tags) for p in products]
         self._scorer = None
+        if isinstance(self._exemplars, CodedExemplars):
+            # Into the trained cells; the gate was fitted on the float32 vectors before coding and
+            # cannot be refitted without them, so it stays.
+            self._exemplars = self._exemplars.add(ids, labels, vectors)
+            logger.info("added %d exemplars to the %s codes", len(ids), self._exemplars.kind)
+            return len(ids)
+        new = ExemplarSet(ids, labels, vectors)
+        self._exemplars = new if self._exemplars is None else self._exemplars.extend(new)
         if self.params.exemplars.fit_gate:
             self.params.exemplars, self.gate_report = fit_gate(
                 self._tags, self._vectors, self._exemplars, self.params.exemplars
@@ -317,6 +326,39 @@ class TagIndex:
     @property
     def n_exemplars(self) -> int:
         return 0 if self._exemplars is None else len(self._exemplars)
+
+    @property
+    def exemplar_storage(self) -> str:
+        """``float32`` or the kind of the exemplar codes (``ivf-sq8``, ``ivf-pq``, ``ivf-opq``)."""
+        return self._exemplars.kind if isinstance(self._exemplars, CodedExemplars) else FLOAT32
+
+    def exemplar_ids(self) -> list[str]:
+        """Ids of the stored labelled products (before any judgement)."""
+        return [] if self._exemplars is None else list(self._exemplars.ids)
+
+    def compress_exemplars(self, params: CompressedParams) -> None:
+        """Replaces the float32 exemplar vectors by IVF codes (trained on a seeded sample of them).
+
+        Tag prototypes stay exact (kept as vector sums per label list); neighbour votes become
+        approximate; leave-one-out scoring of exemplars is refused from now on. More exemplars
+        added later go into the same codes.
+
+        Raises:
+            ValueError: The index holds no float32 exemplars, or the params do not fit the dimension.
+        """
+        if not isinstance(self._exemplars, ExemplarSet) or not len(self._exemplars):
+            raise ValueError("compress_exemplars: the index holds no float32 exemplars to compress")
+        start = time.perf_counter()
+        ex = self._exemplars
+        self._exemplars = CodedExemplars.encode(ex.ids, ex.labels, ex.vectors, params)
+        self._scorer = None
+        logger.info(
+            "coded %d exemplars as %s in %.1fs (%.1f bytes an exemplar)",
+            len(ex),
+            params.kind,
+            time.perf_counter() - start,
+            self._exemplars.bytes_per_exemplar()["total"],
+        )
 
     def scorer(self) -> ExemplarScorer | None:
         """The exemplar scorer for the current tags and exemplars (None without exemplars)."""
@@ -332,7 +374,7 @@ class TagIndex:
         return self._scorer
 
     @property
-    def base_exemplars(self) -> ExemplarSet | None:
+    def base_exemplars(self) -> ExemplarSet | CodedExemplars | None:
         """The labelled products stored with :meth:`add_exemplars`, before any judgement."""
         return self._exemplars
 
@@ -566,8 +608,7 @@ class TagIndex:
             self._index.save(tmp / "tags.faiss")
             if self.fusion is not None:
                 self.fusion.save(tmp / self.fusion.type_name)
-            if self._exemplars is not None:
-                save_exemplars(tmp, self._exemplars)
+            storage = save_exemplars(tmp, self._exemplars) if self._exemplars is not None else None
             if self.adjuster is not None:
                 self.adjuster.save(tmp)
             if self.learned is not None:
@@ -589,6 +630,8 @@ class TagIndex:
                     "n_tags": len(self._tags),
                     "n_exemplars": self.n_exemplars,
                     "exemplar_gate": self.gate_report,
+                    # float32 exemplars keep the manifest they always had (no entry)
+                    **({"exemplar_storage": storage} if storage is not None else {}),
                     "adapt": self.adjuster.describe() if self.adjuster is not None else None,
                     "next_id": self._next_id,
                     **learned_manifest(self.learned),
@@ -640,7 +683,7 @@ class TagIndex:
         # Never below the largest id in use: a damaged manifest must not make `update` reuse a FAISS id.
         used = int(int_ids.max()) + 1 if len(int_ids) else 0
         index._next_id = max(int(manifest["next_id"]), used)
-        index._exemplars = load_exemplars(directory, index.vector_dim)
+        index._exemplars = load_exemplars(directory, index.vector_dim, manifest.get("exemplar_storage"))
         index.gate_report = manifest.get("exemplar_gate")
         index.learned = read_learned(directory, index.vector_dim)
         index.tagging = manifest.get("tagging")
@@ -654,6 +697,7 @@ class TagIndex:
         return {
             "n_tags": len(self._tags),
             "n_exemplars": self.n_exemplars,
+            "exemplar_storage": self.exemplar_storage,
             "dim": self.encoder.dim,
             "params": self.params.to_dict(),
         }

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
+from tagindex.compressed_exemplars import CodedExemplars, LabelSums
 from tagindex.config import ExemplarParams
 from tagindex.errors import InputError
 from tagindex.exemplars import ExemplarSet
@@ -172,11 +173,15 @@ class LearnedState:
         return rows
 
     # ---- what the index uses ------------------------------------------------------------------
-    def effective_exemplars(self, base: ExemplarSet | None, dim: int) -> ExemplarSet | None:
+    def effective_exemplars(
+        self, base: ExemplarSet | CodedExemplars | None, dim: int
+    ) -> ExemplarSet | CodedExemplars | None:
         """The base exemplars edited by the judgements, plus newly judged products (see module doc)."""
         order, verdicts = self.verdicts()
         if not order:
             return base
+        if isinstance(base, CodedExemplars):
+            return self._effective_coded(base, order, verdicts)
         ids: list[str] = []
         labels: list[list[str]] = []
         rows: list[np.ndarray] = []
@@ -201,6 +206,54 @@ class LearnedState:
         if not ids:
             return None
         return ExemplarSet(ids, labels, np.stack(rows).astype(np.float32, copy=False))
+
+    def _effective_coded(
+        self, base: CodedExemplars, order: list[str], verdicts: dict[str, Verdict]
+    ) -> CodedExemplars:
+        """:meth:`effective_exemplars` over exemplar codes: the same rows and labels, other storage.
+
+        Base rows stay in the codes (a row whose every label was rejected stays, labelless, and the
+        scorer keeps it out of the neighbours); newly judged products follow as float32 rows. The
+        base vectors are not kept, so a judged base row moves between label sums with the judged
+        product's vector (the index's encoding of the text sent with the judgement: the same
+        vector when that text is the exemplar's).
+        """
+        labels: list[list[str]] = []
+        moved_from: list[list[str]] = []
+        moved_to: list[list[str]] = []
+        moved_vectors: list[np.ndarray] = []
+        in_base: set[str] = set()
+        for pid, labs in zip(base.ids, base.labels, strict=True):
+            v = verdicts.get(pid)
+            if v is not None:
+                in_base.add(pid)
+                edited = [t for t in labs if t not in v.rejected] + [t for t in v.accepted if t not in labs]
+                if edited != labs:
+                    moved_from.append(list(labs))
+                    moved_to.append(edited)
+                    moved_vectors.append(self.vectors[pid])
+                labs = edited
+            labels.append(list(labs))
+        ids = list(base.ids)
+        new_labels: list[list[str]] = []
+        new_vectors: list[np.ndarray] = []
+        for pid in order:
+            v = verdicts[pid]
+            if pid in in_base or not v.accepted:
+                continue
+            ids.append(pid)
+            new_labels.append(list(v.accepted))
+            new_vectors.append(self.vectors[pid])
+        sums = base.label_sums
+        dim = base.codes.dim
+        if moved_vectors:
+            moved = np.stack(moved_vectors).astype(np.float32, copy=False)
+            sums = sums.merge(LabelSums.of(moved_from, moved, sign=-1)).merge(LabelSums.of(moved_to, moved))
+        extra = np.zeros((0, dim), np.float32)
+        if new_vectors:
+            extra = np.stack(new_vectors).astype(np.float32, copy=False)
+            sums = sums.merge(LabelSums.of(new_labels, extra))
+        return CodedExemplars(ids, labels + new_labels, base.codes, sums, extra)
 
     def negatives(self) -> tuple[np.ndarray, list[str]]:
         """Hard negatives: vectors (r, dim) and the rejected tag of each row."""
@@ -242,7 +295,9 @@ def _refresh(index: TagIndex, state: LearnedState) -> None:
         from tagindex.gate import fit_gate
 
         effective = state.effective_exemplars(index.base_exemplars, index.vector_dim)
-        if effective is not None and len(effective) >= GATE_MIN_EXEMPLARS:
+        # The gate simulates unseen tags on float32 exemplar vectors; exemplar codes keep the
+        # values fitted when the index was built.
+        if isinstance(effective, ExemplarSet) and len(effective) >= GATE_MIN_EXEMPLARS:
             fitted, report = fit_gate(index.tags, index.tag_vectors_matrix, effective, index.params.exemplars)
             if report.get("fitted"):
                 state.gate_params, state.gate_report = fitted, report

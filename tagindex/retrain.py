@@ -4,11 +4,15 @@
 the index's own learned state) and optionally more labelled products, then
 
 1. holds out a seeded slice of the judged products (``holdout``) for evaluation;
-2. fine-tunes the index's encoder (:func:`tagindex.train.train`) on the other judged products plus
-   the labelled ones, with each product's rejected tags as its hard negatives;
-3. builds the new index with the new encoder: labelled products become its exemplars, and every
+2. optionally labels unjudged catalog products (``pool``) with the current index where it is
+   confident (:func:`pseudo_label`: self-training, the judged products' labels spread to the
+   catalog products their exemplars clearly claim);
+3. fine-tunes the index's encoder (:func:`tagindex.train.train`) on the other judged products, the
+   labelled ones and the pseudo-labelled ones, with each product's rejected tags as its hard
+   negatives;
+4. builds the new index with the new encoder: labelled products become its exemplars, and every
    judgement is learned again (:mod:`tagindex.learn`, ids kept), so undo still works after a retrain;
-4. evaluates old and new index on the held-out slice, each scoring the held-out products as if
+5. evaluates old and new index on the held-out slice, each scoring the held-out products as if
    their own judgements had not been made (leave-one-out), and stores the report in the new
    index's manifest (``retrain``) with ``index_version`` one above the old one.
 
@@ -24,17 +28,148 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from tagindex.backends import PYTORCH
-from tagindex.errors import InputError
+from tagindex.compressed_exemplars import CodedExemplars, CompressedParams
+from tagindex.config import _Params
+from tagindex.errors import CompatibilityError, InputError
 from tagindex.index import TagIndex
 from tagindex.learn import learn, rewrite_index, state_of, undo
 from tagindex.metrics import evaluate, run_from_results
 from tagindex.schema import Product
+from tagindex.text import ancestors
+
+if TYPE_CHECKING:
+    from tagindex.train import TrainParams
 
 logger = logging.getLogger(__name__)
+
+# Below this many judged + labelled products, re-training uses TrainParams.judgements() (a higher
+# learning rate over one short epoch) instead of the library defaults, which are set for thousands.
+FEW_PRODUCTS = 2000
+
+
+@dataclass
+class PseudoLabelParams(_Params):
+    """Which unjudged catalog products the current index labels for re-training (self-training).
+
+    A linear classifier (multinomial logistic regression, L2 strength ``1 / c``) is fitted on the
+    exemplar vectors, with each candidate tag's own text vector as one more example of it, and a
+    pool product is kept when its most probable tag reaches ``min_probability``. Chosen on a dev
+    split of MWPD *train* after 300 judgements, never on validation: the classifier's confident
+    products (~4,100 of 8,300, labels right for 87%) lifted the re-trained lvl3 R@1 from 0.682 to
+    0.709, while the products the nearest-exemplar vote was sure of (3,300, 86% right) lifted it only
+    to 0.686: those sit next to an exemplar already and teach the encoder little.
+    """
+
+    min_probability: float = 0.5
+    c: float = 100.0  # inverse L2 strength, as scikit-learn's ``C``
+    max_products: int | None = 20000  # the most probable ones first, bounding the training cost
+    max_tags: int = 2000  # above this many candidate tags, only tags with exemplars are classes
+
+
+def fit_softmax(
+    x: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression by L-BFGS: weights (dim, n_classes) and bias (n_classes,).
+
+    Minimises ``c * sum(log loss) + ||W||^2 / 2`` (scikit-learn's objective for ``C = c``); full
+    batch, deterministic for the same input.
+    """
+    import torch
+
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))  # (n, dim)
+    yt = torch.as_tensor(y, dtype=torch.long)  # (n,)
+    w = torch.zeros((x.shape[1], n_classes), requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt, reduction="mean")
+        loss = loss + (w * w).sum() / (2.0 * c * len(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), b.detach().numpy()
+
+
+def pseudo_label(
+    index: TagIndex,
+    pool: Sequence[Product],
+    params: PseudoLabelParams | None = None,
+    vectors: np.ndarray | None = None,
+    skip: set[str] | None = None,
+) -> tuple[list[Product], dict[str, Any]]:
+    """Labels the pool products the index's exemplars classify confidently (see PseudoLabelParams).
+
+    Args:
+        index: An index with exemplars or judgements.
+        pool: Unjudged catalog products (their ``tags`` are ignored).
+        params: Thresholds.
+        vectors: The pool's vectors (n, dim) from ``index``'s encoder; encoded when omitted.
+        skip: Product ids not to label (judged or labelled ones).
+
+    Returns:
+        The kept products, each tagged with its tag and that tag's ancestors, root first (pool
+        order), and a report (pool size, candidates, kept, distinct tags).
+
+    Raises:
+        InputError: The index has no exemplar to learn from.
+        CompatibilityError: The index stores its exemplars as codes (no float32 vectors).
+    """
+    params = params or PseudoLabelParams()
+    scorer = index.scorer()
+    if scorer is None:
+        raise InputError("pseudo-labels need an index with judged or labelled products (none here)")
+    if scorer.ex_vectors is None:
+        raise CompatibilityError(
+            f"pseudo-labels fit a classifier on the float32 exemplar vectors; this index stores its "
+            f"exemplars as {scorer.storage} codes (build it with --exemplar-codes float32 to self-train)"
+        )
+    rows = [i for i, p in enumerate(pool) if not skip or p.id not in skip]
+    report: dict[str, Any] = {"pool": len(pool), "candidates": len(rows), **params.to_dict()}
+    if not rows:
+        return [], {**report, "kept": 0, "tags": 0}
+    vectors = index.encode_products([pool[i] for i in rows]) if vectors is None else vectors[rows]
+    ex_rows, ex_cols = scorer.member_rows, scorer.member_cols  # one (exemplar, tag) pair per label
+    classes = np.arange(len(scorer.targets))
+    if len(classes) > params.max_tags:
+        classes = np.unique(ex_cols)
+    col_of = np.full(len(scorer.targets), -1, dtype=np.int64)
+    col_of[classes] = np.arange(len(classes))
+    x = np.concatenate([scorer.ex_vectors[ex_rows], scorer.target_vectors[classes]])  # (n, dim)
+    y = np.concatenate([col_of[ex_cols], np.arange(len(classes))])
+    keep = y >= 0
+    w, b = fit_softmax(x[keep], y[keep], len(classes), params.c)
+    kept: list[tuple[float, int, str]] = []  # (probability, pool row, tag)
+    for start in range(0, len(rows), 4096):
+        logits = np.asarray(vectors[start : start + 4096], dtype=np.float32) @ w + b  # (b, classes)
+        logits -= logits.max(axis=1, keepdims=True)
+        prob = np.exp(logits)
+        prob /= prob.sum(axis=1, keepdims=True)
+        best = prob.argmax(axis=1)
+        top = prob[np.arange(len(prob)), best]
+        kept += [
+            (float(top[i]), rows[start + i], scorer.targets[classes[best[i]]])
+            for i in np.flatnonzero(top >= params.min_probability)
+        ]
+    if params.max_products is not None and len(kept) > params.max_products:
+        kept = sorted(kept, key=lambda k: (-k[0], k[1]))[: params.max_products]
+    kept.sort(key=lambda k: k[1])
+    by_id = {t.id: t for t in index.tags}
+    out = []
+    for _, row, tag in kept:
+        p = pool[row]
+        out.append(Product(p.id, p.title, p.description, p.attributes, [*ancestors(tag, by_id)[::-1], tag]))
+    report.update(kept=len(out), tags=len({t for _, _, t in kept}))
+    return out, report
 
 
 def _held_out(ids: Sequence[str], fraction: float, seed: int) -> set[str]:
@@ -91,9 +226,11 @@ def retrain(
     judged_rows: Sequence[dict[str, Any]],
     out: str | os.PathLike[str],
     labelled: Sequence[Product] = (),
-    train_params: Any = None,
+    train_params: TrainParams | None = None,
     holdout: float = 0.2,
     seed: int = 13,
+    pool: Sequence[Product] = (),
+    pseudo: PseudoLabelParams | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes on all judgements + labelled products and writes a new index version to ``out``.
 
@@ -103,9 +240,13 @@ def retrain(
             ``tags`` = accepted or added, ``rejected``), e.g. ``FeedbackStore.export_products()``.
         out: Directory for the new index (replaced atomically).
         labelled: Labelled products (gold ``tags``): training data and the new index's exemplars.
-        train_params: :class:`tagindex.train.TrainParams` (default: the library's defaults).
+        train_params: :class:`tagindex.train.TrainParams` (default: ``TrainParams.judgements()``
+            below ``FEW_PRODUCTS`` judged + labelled products, else the library's defaults).
         holdout: Share of judged products held out of training for the evaluation.
         seed: Seed of the held-out slice.
+        pool: Unjudged catalog products; those the current index labels confidently
+            (:func:`pseudo_label`) are added to the training data (not to the exemplars).
+        pseudo: Thresholds for ``pool``.
 
     Returns:
         The report stored in the new manifest.
@@ -133,13 +274,31 @@ def retrain(
     held = _held_out([p.id for p in accepted], holdout, seed)
     fit = [p for p in accepted if p.id not in held] + [p for p in labelled if p.id not in held]
     rejected = {p.id: r for p, r in judged if r}
+    if train_params is None:
+        train_params = TrainParams.judgements() if len(fit) < FEW_PRODUCTS else TrainParams()
+    pseudo_report: dict[str, Any] | None = None
+    if pool:
+        # The held-out products' own judgements must not label their neighbours for training.
+        undo_held = [j for j in old.learned.judgements if j.product_id in held] if old.learned else []
+        for source in sorted({j.source for j in undo_held}):
+            undo(old, [j.id for j in undo_held if j.source == source], source=source)
+        skip = {p.id for p, _ in judged} | {p.id for p in labelled}
+        pseudo_products, pseudo_report = pseudo_label(old, pool, pseudo, skip=skip)
+        fit += pseudo_products
+        logger.info(
+            "pseudo-labelled %d of %d pool products (%d tags)",
+            pseudo_report["kept"],
+            pseudo_report["candidates"],
+            pseudo_report["tags"],
+        )
+        old = TagIndex.load(index_dir)  # the judgements undone above come back
     with tempfile.TemporaryDirectory(prefix=".retrain-", dir=Path(out).resolve().parent) as tmp:
         model_dir = Path(tmp) / "model"
         report = train(
             fit,
             old.tags,
             model_dir,
-            params=train_params or TrainParams(),
+            params=train_params,
             index_params=old.params,
             rejected=rejected,
         )
@@ -151,6 +310,8 @@ def retrain(
         new = TagIndex.build(old.tags, params)
         if labelled:
             new.add_exemplars(list(labelled))
+            if isinstance(base, CodedExemplars):  # the new index stores its exemplars as the old did
+                new.compress_exemplars(CompressedParams.from_dict(base.codes.params.to_dict()))
         # Every judgement again, with its id (so each stays undoable); the held-out ones last, after
         # the new index has been evaluated without them.
         rows: list[tuple[str, int, str, str, str]] = []  # (source, id, product id, tag, action)
@@ -190,6 +351,7 @@ def retrain(
             "from_version": from_version,
             "judged_products": len(judged),
             "trained_on": len(fit),
+            "pseudo_labelled": pseudo_report,
             "held_out": len(held),
             "holdout": holdout,
             "seed": seed,

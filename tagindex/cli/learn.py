@@ -122,13 +122,24 @@ def configure_retrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="the CI-sized training configuration")
     p.add_argument("--holdout", type=float, default=0.2, help="share of judged products held out (0.2)")
     add_option(p, "--seed", default=13, help="seed of the held-out slice (default 13)")
+    p.add_argument(
+        "--pool",
+        help="unjudged catalog products: those the current index labels confidently are added to "
+        "the training data (self-training)",
+    )
+    p.add_argument(
+        "--pseudo-min-probability",
+        type=float,
+        help="probability a pool product's best tag needs under the classifier fitted on the "
+        "exemplars (default 0.5)",
+    )
 
 
 def run_retrain(args: argparse.Namespace) -> int:
     """Fine-tunes on every judgement + labelled products and writes a new index version."""
     from tagindex.errors import InputError
     from tagindex.io import load_products
-    from tagindex.retrain import retrain
+    from tagindex.retrain import PseudoLabelParams, retrain
     from tagindex.train import TrainParams
 
     rows: list[dict[str, Any]] = []
@@ -151,10 +162,18 @@ def run_retrain(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise InputError(f"{args.config}: cannot read training config: {exc}") from None
     else:
-        params = TrainParams()
+        params = None  # retrain() picks by the number of judged + labelled products
     if not 0 <= args.holdout < 1:
         raise InputError("--holdout must be in [0, 1)")
-    report = retrain(args.index, rows, args.out, labelled, params, args.holdout, args.seed)
+    pseudo = PseudoLabelParams()
+    if args.pseudo_min_probability is not None:
+        pseudo.min_probability = args.pseudo_min_probability
+    if not 0 <= pseudo.min_probability <= 1:
+        raise InputError("--pseudo-min-probability must be in [0, 1]")
+    pool = load_products(args.pool) if args.pool else []
+    report = retrain(
+        args.index, rows, args.out, labelled, params, args.holdout, args.seed, pool=pool, pseudo=pseudo
+    )
     logger.info(
         "new index version -> %s; held-out judgements: recall@1 %s (old) -> %s (new)",
         args.out,

@@ -168,10 +168,13 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
         "--config",
         str(tmp_path / "cfg.json"),
     ]
-    assert main(args) == 0
+    # Self-training on the 30 unjudged pool offers; a threshold of 0 keeps every one of them.
+    pool = ["--pool", str(slice_dir / "pool.jsonl"), "--pseudo-min-probability", "0"]
+    assert main([*args, *pool]) == 0
     manifest = read_manifest(out, "tagindex")
     report = manifest["retrain"]
-    assert report["held_out"] == 6 and report["trained_on"] == 24
+    assert report["held_out"] == 6 and report["trained_on"] == 24 + 30
+    assert report["pseudo_labelled"]["kept"] == 30 and report["pseudo_labelled"]["candidates"] == 30
     assert (
         set(report["held_out_metrics"]) == {"old", "new"} and "recall@1" in report["held_out_metrics"]["new"]
     )
@@ -180,6 +183,7 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
     assert new.learned is not None and len(new.learned.products) == 30  # every judgement, held-out ones too
     assert (manifest.root / "encoder").is_dir()  # the fine-tuned encoder travels with the index
     # An index without judgements and a database without any: nothing to train on, refused.
+    assert main([*args, "--pseudo-min-probability", "2"]) == 2  # refused before anything is written
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     FeedbackStore(tmp_path / "empty.sqlite3").close()
     assert (
@@ -195,3 +199,25 @@ def test_retrain_from_a_feedback_database_writes_a_new_version(
         )
         == 2
     )
+
+
+@pytest.mark.slow
+def test_retrain_of_a_coded_index_codes_the_new_exemplars_alike(
+    slice_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    from tagindex.index import TagIndex
+
+    # 48 labelled products as ivf-sq8 exemplars of a tiny-model index; retrained on them (no feedback).
+    index, products = tmp_path / "v1", str(slice_dir / "judged.jsonl")
+    tags = str(slice_dir / "tags.jsonl")
+    assert main(["-q", "index", "--tags", tags, "--out", str(index), "--model", str(tiny_model),
+                 "--products", products, "--exemplar-codes", "ivf-sq8"]) == 0  # fmt: skip
+    config = {"epochs": 1, "batch_size": 8, "max_per_tag": 2, "min_per_tag": 1, "pseudo_products": False,
+              "dev_fraction": 0.2, "dev_exemplars": 16, "max_seq_length": 32, "max_rows": 48}  # fmt: skip
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    out = tmp_path / "v2"
+    assert main(["-q", "retrain", "--index", str(index), "--products", products, "--out", str(out),
+                 "--config", str(tmp_path / "cfg.json")]) == 0  # fmt: skip
+    new = TagIndex.load(out)
+    assert new.exemplar_storage == "ivf-sq8" and new.n_exemplars == 48
+    assert read_manifest(out, "tagindex")["exemplar_storage"]["kind"] == "ivf-sq8"

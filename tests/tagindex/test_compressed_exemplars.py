@@ -109,3 +109,19 @@ def test_blocked_exact_search_equals_one_product_and_bad_settings_are_refused(
         CompressedExemplarIndex(DIM, CompressedParams(pq_m=7))
     with pytest.raises(ValueError, match="train"):
         CompressedExemplarIndex(DIM).add(exemplars.vectors[:10])
+
+
+def test_label_sums_merge_by_label_list_and_subtract(data: dict[str, object]) -> None:
+    from tagindex.compressed_exemplars import LabelSums
+
+    exemplars = data["exemplars"]
+    assert isinstance(exemplars, ExemplarSet)
+    labels, vectors = exemplars.labels, exemplars.vectors
+    whole = LabelSums.of(labels, vectors)
+    parts = LabelSums.of(labels[:700], vectors[:700]).merge(LabelSums.of(labels[700:], vectors[700:]))
+    assert parts.labels == whole.labels and np.array_equal(parts.counts, whole.counts)
+    assert np.allclose(parts.sums, whole.sums, atol=1e-4)
+    # Taking rows out again leaves the sums of the rest.
+    less = whole.merge(LabelSums.of(labels[:10], vectors[:10], sign=-1))
+    rest = LabelSums.of(labels[10:], vectors[10:])
+    assert np.array_equal(less.counts, rest.counts) and np.allclose(less.sums, rest.sums, atol=1e-4)

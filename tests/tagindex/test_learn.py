@@ -255,3 +255,52 @@ def test_sources_number_their_judgements_independently(index: TagIndex) -> None:
     assert [j.product_id for j in index.learned.judgements] == ["s1"]
     undo(index, [a[0].id])
     assert run_json(index) == before
+
+
+def test_pseudo_labels_only_products_the_exemplars_clearly_claim(index: TagIndex) -> None:
+    from tagindex.retrain import PseudoLabelParams, pseudo_label
+
+    pool = [
+        Product("p1", "Sterling silver box chain necklace 18 inch"),  # among the necklace exemplars
+        Product("p2", "Cordless drill driver 20V with battery"),
+        Product("p3", "Tomato seeds heirloom variety pack"),  # no exemplar of seeds
+        Product("l1", "Sterling silver chain necklace"),  # an exemplar itself: skipped
+    ]
+    kept, report = pseudo_label(index, pool, skip={"l1"})
+    labels = {p.id: p.tags for p in kept}
+    assert labels.get("p1") == ["jewellery", "necklace"]  # the path, root first, ending in the tag
+    assert labels.get("p2") == ["tools", "drill"]
+    assert "l1" not in labels
+    assert report["candidates"] == 3 and report["kept"] == len(kept)
+    # Deterministic; stricter thresholds keep a subset; impossible ones keep nothing.
+    assert pseudo_label(index, pool, skip={"l1"})[0] == kept
+    fewer, _ = pseudo_label(index, pool, PseudoLabelParams(min_probability=0.9), skip={"l1"})
+    assert {p.id for p in fewer} <= set(labels)
+    none, _ = pseudo_label(index, pool, PseudoLabelParams(min_probability=1.01), skip={"l1"})
+    assert none == []
+    # The cap keeps the most probable; with few classes allowed only tags with exemplars remain.
+    capped, _ = pseudo_label(index, pool, PseudoLabelParams(min_probability=0.0, max_products=1))
+    assert len(capped) == 1
+    covered, _ = pseudo_label(index, pool, PseudoLabelParams(min_probability=0.0, max_tags=1))
+    assert {p.tags[-1] for p in covered} <= {"necklace", "drill", "saw", "hose"}
+
+
+def test_softmax_fit_separates_and_regularises() -> None:
+    from tagindex.retrain import fit_softmax
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8, dtype=np.float32) * 3
+    x = np.concatenate([c + 0.3 * rng.standard_normal((20, 8)).astype(np.float32) for c in centres])
+    y = np.repeat(np.arange(3), 20)
+    w, b = fit_softmax(x, y, 3, c=100.0)
+    assert ((x @ w + b).argmax(axis=1) == y).all()
+    w_strong, _ = fit_softmax(x, y, 3, c=0.01)  # a strong L2 penalty shrinks the weights
+    assert np.linalg.norm(w_strong) < 0.5 * np.linalg.norm(w)
+
+
+def test_pseudo_labels_need_exemplars(encoder) -> None:
+    from tagindex.retrain import pseudo_label
+
+    cold = TagIndex.build(TAGS, TagIndexParams(), encoder=encoder)
+    with pytest.raises(InputError, match="judged or labelled"):
+        pseudo_label(cold, QUERIES)
