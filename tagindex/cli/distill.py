@@ -40,6 +40,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stop after this many seconds (the learning rate decays over the budget); default: all epochs",
     )
+    p.add_argument(
+        "--sources",
+        help="comma list of pair kinds: attribute, attribute-description, value, attribute-value, "
+        "cedict (default: all)",
+    )
+    p.add_argument("--max-seq-length", type=int, default=48, help="token cap of each text (default 48)")
     add_option(p, "--seed")
 
 
@@ -58,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
         seed=0 if args.seed is None else args.seed,
         english_share=args.english_share,
         time_budget_s=args.time_budget,
+        max_seq_length=args.max_seq_length,
     )
+    if args.sources:
+        params.sources = [x.strip() for x in args.sources.split(",") if x.strip()]
     languages = [x.strip() for x in args.languages.split(",") if x.strip()]
     pairs = gather_pairs(args.taxonomy, languages, params)
     report = distill(

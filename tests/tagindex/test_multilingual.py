@@ -227,3 +227,5 @@ def test_cli_distill_writes_a_model_that_index_reads(
     capsys.readouterr()
     assert main([*argv, "--dictionary", str(tmp_path / "missing.txt")]) == 2
     assert "CC-CEDICT file not found" in capsys.readouterr().err
+    assert main([*argv, "--dictionary", "none", "--sources", "value,recipes"]) == 2
+    assert "unknown pair source(s) ['recipes']" in capsys.readouterr().err
