@@ -276,12 +276,17 @@ def retrain(
     rejected = {p.id: r for p, r in judged if r}
     if train_params is None:
         train_params = TrainParams.judgements() if len(fit) < FEW_PRODUCTS else TrainParams()
+    # Every judgement of the old index, kept before the held-out ones are undone on it: the new
+    # index learns them all again. Undone once here, the old index is evaluated without them and
+    # they never label their neighbours for self-training.
+    state = old.learned
+    logged = list(state.judgements) if state is not None else []
+    next_id = state.next_id() if state is not None else 1
+    held_logged = [j for j in logged if j.product_id in held]
+    for source in sorted({j.source for j in held_logged}):
+        undo(old, [j.id for j in held_logged if j.source == source], source=source)
     pseudo_report: dict[str, Any] | None = None
     if pool:
-        # The held-out products' own judgements must not label their neighbours for training.
-        undo_held = [j for j in old.learned.judgements if j.product_id in held] if old.learned else []
-        for source in sorted({j.source for j in undo_held}):
-            undo(old, [j.id for j in undo_held if j.source == source], source=source)
         skip = {p.id for p, _ in judged} | {p.id for p in labelled}
         pseudo_products, pseudo_report = pseudo_label(old, pool, pseudo, skip=skip)
         fit += pseudo_products
@@ -291,7 +296,6 @@ def retrain(
             pseudo_report["candidates"],
             pseudo_report["tags"],
         )
-        old = TagIndex.load(index_dir)  # the judgements undone above come back
     with tempfile.TemporaryDirectory(prefix=".retrain-", dir=Path(out).resolve().parent) as tmp:
         model_dir = Path(tmp) / "model"
         report = train(
@@ -314,13 +318,10 @@ def retrain(
                 new.compress_exemplars(CompressedParams.from_dict(base.codes.params.to_dict()))
         # Every judgement again, with its id (so each stays undoable); the held-out ones last, after
         # the new index has been evaluated without them.
-        rows: list[tuple[str, int, str, str, str]] = []  # (source, id, product id, tag, action)
-        state = old.learned
-        if state is not None:
-            rows += [(j.source, j.id, j.product_id, j.tag, j.action) for j in state.judgements]
-        next_id = state.next_id() if state is not None else 1
+        rows = [(j.source, j.id, j.product_id, j.tag, j.action) for j in logged]
+        logged_products = {j.product_id for j in logged}
         for p, r in judged:
-            if state is None or p.id not in state.products:
+            if p.id not in logged_products:
                 for tag, action in [(t, "accept") for t in p.tags] + [(t, "reject") for t in r]:
                     rows.append(("learn", next_id, p.id, tag, action))
                     next_id += 1
@@ -341,8 +342,6 @@ def retrain(
                     )
             if not part:
                 metrics = {"new": _score(new, held_products, gold)}
-        for source in sources:
-            undo(old, [row[1] for row in rows if row[2] in held and row[0] == source], source=source)
         metrics["old"] = _score(old, held_products, gold)
         new_state = state_of(new)
         new_state.version = from_version + 1  # one version above the index it replaces
