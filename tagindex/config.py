@@ -60,6 +60,12 @@ class EncoderParams(_Params):
     batch_size: int = 64
     max_seq_length: int = 128
     device: str | None = None
+    # Render text in this language in English before encoding (tagindex.translate: CC-CEDICT senses
+    # chosen to fit the index's English tag names), for English-only models; e.g. "zh-CN". None: off.
+    translate: str | None = None
+    # With translate: a Shopify product-taxonomy checkout whose attribute/value localisations join
+    # the dictionary (product names; copied into the index, so the path is read only at build time).
+    translate_glossary: str | None = None
 
 
 @dataclass

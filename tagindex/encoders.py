@@ -152,13 +152,20 @@ def register_backend(name: str, factory: Callable[[EncoderParams], Encoder] | st
 
 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
-    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`."""
+    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`.
+
+    With ``params.translate`` it is wrapped in :class:`tagindex.translate.TranslatingEncoder`.
+    """
     params = params or EncoderParams()
     try:
         factory = ENCODERS.get(params.backend)
     except UnknownNameError as exc:
         raise EncoderError(str(exc)) from None
     encoder: Encoder = factory(params)
+    if params.translate:
+        from tagindex.translate import TranslatingEncoder
+
+        encoder = TranslatingEncoder(encoder, params.translate, params.translate_glossary)
     return encoder
 
 

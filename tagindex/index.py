@@ -35,6 +35,7 @@ from tagindex.store import (
     write_manifest,
 )
 from tagindex.text import product_text, tag_text
+from tagindex.translate import TranslatingEncoder, Vocabulary, target_names
 from tagindex.vector_index import VectorIndex
 from tagindex.version import __version__
 
@@ -186,6 +187,10 @@ class TagIndex:
         if unknown:
             raise ValueError(f"tag(s) {unknown[:10]} name a parent that is not in the index")
         texts = [tag_text(t, by_id, self.params.text) for t in tags]
+        if isinstance(self.encoder, TranslatingEncoder) and not self._tags:
+            # Senses are chosen to fit the first tags' English names and then stay fixed, so later
+            # additions never change how earlier text was translated.
+            self.encoder.set_vocabulary(Vocabulary.from_names(target_names(tags)))
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, show_progress=show_progress)  # (n_new, dim)
         logger.info("encoded %d tag texts in %.1fs", len(texts), time.perf_counter() - start)
@@ -613,6 +618,8 @@ class TagIndex:
                 self.adjuster.save(tmp)
             if self.learned is not None:
                 write_learned(tmp, self.learned)
+            if isinstance(self.encoder, TranslatingEncoder):
+                self.encoder.save(tmp)
             write_manifest(
                 tmp,
                 {
@@ -668,6 +675,8 @@ class TagIndex:
             params.encoder.model = str(directory / "encoder")
         fusion = _load_fusion(directory, manifest, verify)
         index = cls(params, encoder, fusion)
+        if isinstance(index.encoder, TranslatingEncoder):
+            index.encoder.load(directory)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"
