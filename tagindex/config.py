@@ -66,6 +66,12 @@ class EncoderParams(_Params):
     # With translate: a Shopify product-taxonomy checkout whose attribute/value localisations join
     # the dictionary (product names; copied into the index, so the path is read only at build time).
     translate_glossary: str | None = None
+    # A second encoder backend (e.g. "use-multilingual") that reads the original, untranslated text;
+    # its unit vector is appended to the first's, the two scaled so that a cosine is
+    # (1 - ensemble_weight) * first cosine + ensemble_weight * second cosine
+    # (tagindex.encoders.EnsembleEncoder).
+    ensemble_backend: str | None = None
+    ensemble_weight: float = 0.5
 
 
 @dataclass

@@ -161,12 +161,66 @@ def load_encoder(params: EncoderParams | None = None) -> Encoder:
         factory = ENCODERS.get(params.backend)
     except UnknownNameError as exc:
         raise EncoderError(str(exc)) from None
+    second_factory = None
+    if params.ensemble_backend:  # checked before any model loads
+        if not 0.0 < params.ensemble_weight < 1.0:
+            raise EncoderError(
+                f"ensemble_weight must lie strictly between 0 and 1, not {params.ensemble_weight}"
+            )
+        try:
+            second_factory = ENCODERS.get(params.ensemble_backend)
+        except UnknownNameError as exc:
+            raise EncoderError(f"ensemble_backend: {exc}") from None
     encoder: Encoder = factory(params)
     if params.translate:
         from tagindex.translate import TranslatingEncoder
 
         encoder = TranslatingEncoder(encoder, params.translate, params.translate_glossary)
+    if second_factory is not None:
+        second = EncoderParams(
+            backend=str(params.ensemble_backend),
+            batch_size=params.batch_size,
+            max_seq_length=params.max_seq_length,
+            device=params.device,
+        )
+        encoder = EnsembleEncoder(encoder, second_factory(second), params.ensemble_weight)
     return encoder
+
+
+class EnsembleEncoder(Encoder):
+    """Two encoders read the same text; their unit vectors are concatenated, scaled by
+    ``sqrt(1 - weight)`` and ``sqrt(weight)``, so the result has unit length and an inner product of two
+    results is ``(1 - weight) * cosine_first + weight * cosine_second``: one FAISS index ranks by the
+    weighted mean of the two cosines."""
+
+    def __init__(self, first: Encoder, second: Encoder, weight: float) -> None:
+        self.parts = (first, second)
+        self.params = first.params
+        self.weight = weight
+        self._scales = (float(np.sqrt(1.0 - weight)), float(np.sqrt(weight)))
+
+    @property
+    def dim(self) -> int:
+        return self.parts[0].dim + self.parts[1].dim
+
+    def fingerprint(self) -> str:
+        key = [self.parts[0].fingerprint(), self.parts[1].fingerprint(), self.weight]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        halves = [
+            normalize(part.encode(texts, show_progress=show_progress)) * scale
+            for part, scale in zip(self.parts, self._scales, strict=True)
+        ]
+        return np.ascontiguousarray(np.concatenate(halves, axis=1), dtype=np.float32)  # (n, dim)
+
+
+def encoder_parts(encoder: Encoder) -> list[Encoder]:
+    """The encoder and every encoder it wraps (an ensemble's parts, a translator's inner model)."""
+    found = [encoder]
+    for part in getattr(encoder, "parts", ()):
+        found += encoder_parts(part)
+    return found
 
 
 class VectorCache:

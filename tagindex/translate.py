@@ -107,7 +107,8 @@ _PARENTHETICAL = re.compile(r"\s*[(\[][^)\]]*[)\]]")
 _PLACEHOLDERS = frozenset({"sb", "sth", "sb's", "sth's", "one's", "oneself", "etc", "etc."})
 _MAX_SENSE_WORDS = 6
 _STOPWORDS = frozenset(
-    "a an the of and or for to in on with by at from as is be it its into out up your our".split()
+    ("a", "an", "the", "of", "and", "or", "for", "to", "in", "on", "with", "by", "at", "from", "as")
+    + ("is", "be", "it", "its", "into", "out", "up", "your", "our")
 )
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -124,7 +125,9 @@ def clean_sense(sense: str) -> str:
     if sense.startswith("to "):
         sense = sense[3:]
     # Some senses quote Chinese forms ("... 金銀銅鐵錫|金银铜铁锡"); long ones are explanations, not names.
-    words = [w for w in sense.split() if w.casefold() not in _PLACEHOLDERS and not has_cjk(w) and "|" not in w]
+    words = [
+        w for w in sense.split() if w.casefold() not in _PLACEHOLDERS and not has_cjk(w) and "|" not in w
+    ]
     return " ".join(words).strip(" ;,.:") if len(words) <= _MAX_SENSE_WORDS else ""
 
 
@@ -193,9 +196,7 @@ def taxonomy_glossary(pairs: Iterable[ParallelPair]) -> dict[str, list[str]]:
         english = " ".join(pair.english.split())
         by_gloss = counts.setdefault(word, {})
         by_gloss[english] = by_gloss.get(english, 0) + 1
-    return {
-        word: sorted(glosses, key=lambda g: (-glosses[g], len(g), g)) for word, glosses in counts.items()
-    }
+    return {word: sorted(glosses, key=lambda g: (-glosses[g], len(g), g)) for word, glosses in counts.items()}
 
 
 class SenseLexicon:
@@ -506,6 +507,7 @@ class TranslatingEncoder(Encoder):
 
     def __init__(self, inner: Encoder, language: str, glossary: str | None = None) -> None:
         self.inner = inner
+        self.parts = (inner,)
         self.params = inner.params
         self.language = check_language(language)
         self.glossary_source = glossary

