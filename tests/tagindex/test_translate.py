@@ -14,6 +14,7 @@ import pytest
 from tagindex.config import EncoderParams, TagIndexParams
 from tagindex.encoders import Encoder
 from tagindex.schema import Product, Tag
+from tagindex.store import read_manifest
 from tagindex.translate import (
     TRANSLATION_FILE,
     SenseLexicon,
@@ -247,7 +248,8 @@ def test_index_with_translation_round_trips_and_tags_chinese(encoder: Encoder, t
     index = TagIndex.build(tags, params, encoder=TranslatingEncoder(encoder, "zh-CN"))
     assert index.encoder.vocabulary is not None  # type: ignore[attr-defined]
     index.save(tmp_path / "index")
-    state = json.loads((tmp_path / "index" / TRANSLATION_FILE).read_text())
+    live = read_manifest(tmp_path / "index", "tagindex", verify=False).root
+    state = json.loads((live / TRANSLATION_FILE).read_text())
     assert state["vocabulary"]["service"] == 1 and state["language"] == "zh-CN"
 
     loaded = TagIndex.load(tmp_path / "index")  # builds its own encoder from the stored params
