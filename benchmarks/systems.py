@@ -743,13 +743,6 @@ class MiniLMVocabTranslate(TagIndexSystem):
         return params
 
 
-@register("hybrid-vocab-translate-use")
-class HybridVocabTranslateUse(_Hybrid):
-    name = "hybrid-vocab-translate-use"
-    description = "mean of minilm-vocab-translate and use-multilingual cosine scores (weights 0.5/0.5)"
-    parts = (MiniLMVocabTranslate, UseMultilingual)
-
-
 @register("translate-use-ensemble")
 class TranslateUseEnsemble(MiniLMVocabTranslate):
     """The product path of the hybrid: ``EncoderParams.ensemble_backend`` appends USE's vector."""

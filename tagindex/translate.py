@@ -302,11 +302,17 @@ class TranslatorOptions:
         senses: ``first`` (taxonomy name, else the first dictionary sense) or ``vocabulary`` (the
             sense that best fits the target vocabulary, ties to the earlier sense).
         keep: How many senses each word contributes, best first (joined by spaces).
+        function_words: Keep a first sense made only of function words (``和`` "and", ``或`` "or"):
+            the vocabulary cannot score those and would pick a content sense ("take part in").
+        rank_penalty: Subtracted from a sense's vocabulary fit per place after the first (a prior
+            for the dictionary's order; 0: the vocabulary alone decides).
     """
 
     segmentation: str = "greedy"
     senses: str = "first"
     keep: int = 1
+    function_words: bool = False
+    rank_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.segmentation not in SEGMENTATIONS:
@@ -315,6 +321,8 @@ class TranslatorOptions:
             raise ValueError(f"senses '{self.senses}' not one of {SENSE_CHOICES}")
         if self.keep < 1:
             raise ValueError("keep must be at least 1")
+        if self.rank_penalty < 0:
+            raise ValueError("rank_penalty must not be negative")
 
 
 class Translator:
@@ -346,8 +354,10 @@ class Translator:
         senses = self.lexicon.entries.get(word)
         if senses is None:
             return None
-        if self.options.senses == "vocabulary" and self.vocabulary is not None:
-            fits = [self.vocabulary.fit(s) for s in senses]
+        function_word = self.options.function_words and not content_words(senses[0])
+        if self.options.senses == "vocabulary" and self.vocabulary is not None and not function_word:
+            penalty = self.options.rank_penalty
+            fits = [self.vocabulary.fit(s) - penalty * i for i, s in enumerate(senses)]
             order = sorted(range(len(senses)), key=lambda i: (-fits[i], i))
             senses = [senses[i] for i in order]
         chosen = " ".join(senses[: self.options.keep])

@@ -107,6 +107,25 @@ def test_vocabulary_sense_choice_picks_the_sense_that_fits_the_tag_names(lexicon
     assert fitted.gloss("五金") == "metal hardware"
 
 
+def test_a_function_word_keeps_its_first_sense() -> None:
+    lexicon = SenseLexicon({"和": ["and", "take part in", "harmony"], "零件": ["part"]})
+    vocabulary = Vocabulary.from_names(["Bike Parts", "Car Parts"])
+    plain = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary"))
+    guarded = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary", function_words=True))
+    assert plain.gloss("和") == "take part in"
+    assert guarded.translate("零件和零件") == "part and part"
+
+
+def test_rank_penalty_is_a_prior_for_the_dictionary_order() -> None:
+    lexicon = SenseLexicon({"盆": ["basin", "flower pot"]})
+    vocabulary = Vocabulary.from_names(["Pots", "Basins", "Pots & Pans", "Flower Pots"])
+    fit_only = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary"))
+    with_prior = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary", rank_penalty=1.0))
+    assert vocabulary.fit("flower pot") > vocabulary.fit("basin") > 0
+    assert fit_only.gloss("盆") == "flower pot"
+    assert with_prior.gloss("盆") == "basin"  # the gain is smaller than the penalty of one place
+
+
 def test_keep_joins_the_best_senses_in_order(lexicon: SenseLexicon) -> None:
     vocabulary = Vocabulary.from_names(["Services"])
     translator = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary", keep=2))
@@ -174,6 +193,8 @@ def test_options_reject_unknown_values() -> None:
         TranslatorOptions("words")
     with pytest.raises(ValueError, match="senses"):
         TranslatorOptions("dp", "best")
+    with pytest.raises(ValueError, match="rank_penalty"):
+        TranslatorOptions("dp", "vocabulary", rank_penalty=-1.0)
 
 
 # ---- the encoder option ---------------------------------------------------------------------------------
