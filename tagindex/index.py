@@ -20,7 +20,7 @@ from tagindex.candidates import insert_ancestors
 from tagindex.compressed_exemplars import FLOAT32, CodedExemplars, CompressedParams
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.duplicates import find_duplicates
-from tagindex.encoders import Encoder, VectorCache, describe, encoder_parts, load_encoder
+from tagindex.encoders import Encoder, TranslatingEncoder, VectorCache, describe, encoder_parts, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
 from tagindex.learn import LearnedState, learned_manifest, read_learned, write_learned
@@ -35,7 +35,7 @@ from tagindex.store import (
     write_manifest,
 )
 from tagindex.text import product_text, tag_text
-from tagindex.translate import TranslatingEncoder, Vocabulary, target_names
+from tagindex.translate import Vocabulary, target_names
 from tagindex.vector_index import VectorIndex
 from tagindex.version import __version__
 

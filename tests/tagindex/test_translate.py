@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from tagindex.config import EncoderParams, TagIndexParams
-from tagindex.encoders import Encoder
+from tagindex.encoders import Encoder, TranslatingEncoder
 from tagindex.schema import Product, Tag
 from tagindex.store import read_manifest
 from tagindex.translate import (
     TRANSLATION_FILE,
     SenseLexicon,
-    TranslatingEncoder,
     Translator,
     TranslatorOptions,
     Vocabulary,
