@@ -1,10 +1,14 @@
 """Word-by-word dictionary translation of Chinese text into English, for English-only encoders.
 
-A baseline beside the distilled student (``tagindex.distill``): Chinese runs are segmented by greedy
-longest match against a lexicon and each word is replaced by its first English gloss; everything
-else (Latin text, digits, punctuation such as the `` > `` of a category path) is kept. The lexicon is
-built from the same parallel text the distiller reads: the taxonomy's attribute and value names
-first (product vocabulary), then CC-CEDICT's first senses.
+Two translators. :class:`Lexicon` is the first baseline (``minilm-dictionary-translate``): greedy
+longest match against the taxonomy's attribute and value names, then CC-CEDICT's first senses.
+:class:`Translator` is what ``EncoderParams.translate`` uses (through
+:class:`tagindex.encoders.TranslatingEncoder`): every cleaned CC-CEDICT sense plus the optional
+taxonomy glossary, a fewest-words segmentation, and for each word the sense that best fits the
+*target vocabulary* (the English tag names of the index being matched against). Everything that is
+not Chinese (Latin text, digits, punctuation such as the `` > `` of a category path) is kept, so
+English text passes through unchanged. The recipe was chosen on a proxy set
+(``benchmarks/translate_zh.py``), never on the evaluation mapping.
 """
 
 from __future__ import annotations
