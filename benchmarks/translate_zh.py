@@ -190,6 +190,21 @@ def main(argv: list[str] | None = None) -> int:
             Translator(full, product_words, TranslatorOptions("jieba", "vocabulary")),
         ),
         (
+            "dp-vocab-fw",
+            "as dp-vocab; a word whose first sense is a function word ('and') keeps it",
+            Translator(full, target, TranslatorOptions("dp", "vocabulary", function_words=True)),
+        ),
+        *[
+            (
+                f"dp-vocab-fw-prior{p}",
+                f"as dp-vocab-fw, fit minus {p} per place in the dictionary's order",
+                Translator(
+                    full, target, TranslatorOptions("dp", "vocabulary", function_words=True, rank_penalty=p)
+                ),
+            )
+            for p in (0.25, 0.5, 1.0)
+        ],
+        (
             "dp-vocab-glossary-wins",
             "fewest words, target-vocabulary sense; a taxonomy word keeps only its taxonomy names",
             Translator(
