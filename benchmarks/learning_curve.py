@@ -22,6 +22,7 @@ queue settings); ``--eval validation`` (the default) on MWPD validation, which n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -91,8 +92,11 @@ def simulate(
     qparams: QueueParams,
     suggestions: int,
     keep_index_at: int | None,
+    exemplar_overrides: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], TagIndex | None, list[Product]]:
     index = TagIndex.load(base_dir)
+    if exemplar_overrides:
+        index.params.exemplars = dataclasses.replace(index.params.exemplars, **exemplar_overrides)
     by_id = {p.id: (i, p) for i, p in enumerate(pool)}
     leaves = {t.id for t in index.tags}
     judged: list[str] = []
@@ -161,6 +165,7 @@ def retrain_point(
     config: dict[str, Any] | None,
     pool: list[Product] | None = None,
     pool_vecs: np.ndarray | None = None,
+    exemplar_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes on the judged products, rebuilds the index, re-learns the judgements, evaluates.
 
@@ -202,6 +207,8 @@ def retrain_point(
     params = TagIndexParams()
     params.encoder.backend = backend
     params.encoder.model = str(model_dir)
+    if exemplar_overrides:
+        params.exemplars = dataclasses.replace(params.exemplars, **exemplar_overrides)
     new = TagIndex.build(tags, params)
     assert index.learned is not None
     ids = [p.id for p in judged]
@@ -289,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         help="--retrain-at also trains on the pool products the judged index labels confidently",
     )
     ap.add_argument("--queue", default="{}", help="QueueParams overrides as JSON")
+    ap.add_argument(
+        "--exemplars", default="{}", help="ExemplarParams overrides as JSON (base and re-trained index)"
+    )
     ap.add_argument("--name", default="learning_curve")
     ap.add_argument(
         "--merge-retrained", default=None, help="results JSON of a --retrain-at run whose points to include"
@@ -330,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_ids = [p.id for p in eval_products]
     eval_gold = {p.id: list(p.tags) for p in eval_products}
     qparams = QueueParams(**json.loads(args.queue))
+    exemplar_overrides = json.loads(args.exemplars)
     result: dict[str, Any] = {
         "eval": f"MWPD {'validation' if args.eval == 'validation' else 'dev split of train (20%, seed 13)'}",
         "n_eval": len(eval_products),
@@ -338,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "suggestions": args.suggestions,
         "queue_params": qparams.__dict__,
+        "exemplar_overrides": exemplar_overrides,
         "curves": {},
         "retrained": {},
         "uptime_before": up_before,
@@ -370,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 qparams,
                 args.suggestions,
                 keep,
+                exemplar_overrides,
             )
             if kept is not None:
                 config = json.loads(Path(args.retrain_config).read_text()) if args.retrain_config else None
@@ -385,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                     config,
                     pool if args.self_train else None,
                     pool_vecs if args.self_train else None,
+                    exemplar_overrides,
                 )
                 result["retrained"].setdefault(strategy, []).append({"seed": seed, **point})
                 if args.max_judged > keep:  # the online curve continues from a fresh run of the same seed
@@ -403,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                         qparams,
                         args.suggestions,
                         None,
+                        exemplar_overrides,
                     )
             result["curves"].setdefault(strategy, []).append({"seed": seed, "curve": curve})
             save()

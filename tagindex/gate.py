@@ -100,16 +100,18 @@ def fit_gate(
         [exemplars.labels[i] for i in pool_rows],
         exemplars.vectors[pool_rows],
     )
-    scorer = ExemplarScorer(tags, tag_vectors, pool, params)
+    # Scored as the index will score them: the regime follows the full exemplar count.
+    regime = params.for_exemplars(len(exemplars))
+    scorer = ExemplarScorer(tags, tag_vectors, pool, regime)
     col = {t: j for j, t in enumerate(scorer.targets)}
 
     def components(rows: list[int]) -> tuple[np.ndarray, ...]:
         q = exemplars.vectors[rows]  # (b, dim)
         lam = scorer.lam[None, :]
         base = (1.0 - lam) * (q @ scorer.target_vectors.T) + lam * (q @ scorer.prototypes.T)  # (b, n_targets)
-        votes = scorer.votes(q) if scorer.n_rows and params.k > 0 else np.zeros_like(base)
+        votes = scorer.votes(q) if scorer.n_rows and regime.k > 0 else np.zeros_like(base)
         return (
-            base + params.vote_weight * votes,
+            base + regime.vote_weight * votes,
             np.broadcast_to(1.0 - lam, base.shape),
             scorer.sibling_votes(votes),
         )

@@ -381,6 +381,7 @@ class TagIndex:
         if exemplars is None:
             return None
         if self._scorer is None:
+            params = params.for_exemplars(len(exemplars))
             self._scorer = ExemplarScorer(self._tags, self._vectors, exemplars, params)
         return self._scorer
 

@@ -209,3 +209,33 @@ def test_leave_one_out_scores_an_exemplar_as_if_it_were_not_stored() -> None:
     # Without leaving it out, the exemplar's own vector pulls its tags up.
     assert not np.allclose(scorer.score(vectors[:1]), scorer.score(vectors[:1], exclude=np.array([0])))
     assert scorer.exemplar_rows(["e3", "nope"]).tolist() == [3, -1]
+
+
+def test_few_exemplars_score_with_the_few_shot_settings() -> None:
+    params = ExemplarParams(k=20, vote_weight=0.5, few_shot_below=3, few_shot_k=2, few_shot_vote_weight=0.1)
+    few = params.for_exemplars(2)
+    assert (few.k, few.vote_weight) == (2, 0.1) and few.temperature == params.temperature
+    assert params.for_exemplars(3) is params  # at the threshold the regular settings score
+    assert ExemplarParams(few_shot_below=0).for_exemplars(1).k == ExemplarParams().k  # 0 turns it off
+
+
+def test_the_index_scorer_follows_the_exemplar_count(encoder) -> None:
+    from tagindex.config import TagIndexParams
+    from tagindex.index import TagIndex
+
+    tags = [Tag("kettle", "Kettles"), Tag("toaster", "Toasters")]
+    train = [
+        Product("1", "cordless jug 1.7L", tags=["kettle"]),
+        Product("2", "2-slice bread toaster", tags=["toaster"]),
+        Product("3", "water boiler", tags=["kettle"]),
+    ]
+    params = TagIndexParams()
+    params.exemplars = ExemplarParams(k=20, vote_weight=0.5, few_shot_below=4, few_shot_k=2, fit_gate=False)
+    index = TagIndex.build(tags, params, encoder=encoder)
+    index.add_exemplars(train)
+    scorer = index.scorer()
+    assert scorer is not None and (scorer.params.k, scorer.params.vote_weight) == (2, 0.15)
+    index.add_exemplars([Product("4", "toaster oven", tags=["toaster"])])
+    scorer = index.scorer()
+    assert scorer is not None and (scorer.params.k, scorer.params.vote_weight) == (20, 0.5)
+    assert index.params.exemplars.k == 20  # the stored settings are unchanged
