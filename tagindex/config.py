@@ -60,6 +60,18 @@ class EncoderParams(_Params):
     batch_size: int = 64
     max_seq_length: int = 128
     device: str | None = None
+    # Render text in this language in English before encoding (tagindex.translate: CC-CEDICT senses
+    # chosen to fit the index's English tag names), for English-only models; e.g. "zh-CN". None: off.
+    translate: str | None = None
+    # With translate: a Shopify product-taxonomy checkout whose attribute/value localisations join
+    # the dictionary (product names; copied into the index, so the path is read only at build time).
+    translate_glossary: str | None = None
+    # A second encoder backend (e.g. "use-multilingual") that reads the original, untranslated text;
+    # its unit vector is appended to the first's, the two scaled so that a cosine is
+    # (1 - ensemble_weight) * first cosine + ensemble_weight * second cosine
+    # (tagindex.encoders.EnsembleEncoder).
+    ensemble_backend: str | None = None
+    ensemble_weight: float = 0.5
 
 
 @dataclass

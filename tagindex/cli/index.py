@@ -27,6 +27,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     add_option(p, "--cache", help="directory caching product vectors (exemplars, graph neighbour pool)")
     add_option(p, "--config")
+    add_option(p, "--translate")
+    add_option(p, "--translate-glossary")
     add_option(p, "--description-chars")
     p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
     p.add_argument(
