@@ -10,6 +10,12 @@ architecture change):
     cd /work/main && .venv/bin/python /path/to/benchmarks/contract.py \\
         --data ../shared/data --out /path/to/tests/data/contract
 
+One deliberate change since: the exemplar scorer's few-shot regime (``ExemplarParams.few_shot_below``,
+docs/learning.md) scores this slice's 300-exemplar index with k = 5 and vote weight 0.15, so the six
+outputs that go through that index (``tag_exemplars``, ``tag_rerank``, ``tag_rerank_decide``,
+``explain``, ``evaluate.txt``/``.json``) were rewritten by this script at the commit that made it;
+the other six are still the pre-architecture bytes. Formats and fields did not change.
+
 The script only calls the command line (``tagindex.cli.main``) so it runs unchanged on either side.
 Every path the commands see is relative to the work directory, since ``evaluate`` records them.
 """
