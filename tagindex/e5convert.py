@@ -118,7 +118,9 @@ def dequantize_q4_0(raw: bytes | np.ndarray, rows: int, cols: int) -> np.ndarray
     n_blocks = rows * cols // QK
     buf = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, bytes | bytearray) else raw
     if buf.size != n_blocks * _BLOCK_BYTES:
-        raise ArtifactError(f"Q4_0 tensor of {rows}x{cols} needs {n_blocks * _BLOCK_BYTES} bytes, got {buf.size}")
+        raise ArtifactError(
+            f"Q4_0 tensor of {rows}x{cols} needs {n_blocks * _BLOCK_BYTES} bytes, got {buf.size}"
+        )
     blocks = buf.reshape(n_blocks, _BLOCK_BYTES)
     scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (n_blocks, 1)
     qs = blocks[:, 2:]
@@ -220,7 +222,8 @@ def read_e5_file(path: str | os.PathLike[str]) -> E5Checkpoint:
             array = raw.view("<f4").astype(np.float32).reshape(rows, cols)
         else:
             raise ArtifactError(f"{path}: tensor {name} has unknown dtype {dtype}")
-        ck.tensors[name] = array if rows > 1 or name.startswith("emb.") else array.reshape(cols)
+        table = name in ("emb.word", "emb.pos", "emb.type")
+        ck.tensors[name] = array.reshape(cols) if rows == 1 and not table else array  # biases, norms: 1-D
     needed = ["emb.word", "emb.pos", "emb.type", "emb.ln.w", "emb.ln.b"] + [
         f"l{i}.{part}.{wb}"
         for i in range(layers)
@@ -322,7 +325,9 @@ def build_bert(ck: E5Checkpoint) -> Any:
     # position_ids is a buffer BertModel builds itself; anything else missing is a conversion bug.
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ModelError(f"BERT weights did not map onto the checkpoint: missing {missing}, extra {unexpected}")
+        raise ModelError(
+            f"BERT weights did not map onto the checkpoint: missing {missing}, extra {unexpected}"
+        )
     return model.eval()
 
 
