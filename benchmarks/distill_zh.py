@@ -80,7 +80,11 @@ def main() -> None:
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.distill_zh "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v is not False and v is not None
+        ),
         "out": args.out,
         "params": params.to_dict(),
         "threads": args.threads,
