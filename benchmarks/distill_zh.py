@@ -39,6 +39,14 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=48)
     parser.add_argument("--english-share", type=float, default=0.25)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds (see DistillParams)")
+    parser.add_argument(
+        "--student",
+        default=None,
+        help="student init: a model directory or packaged:multilingual-e5-small (default: the teacher)",
+    )
+    parser.add_argument("--align", default="auto", choices=["auto", "linear", "none"])
+    parser.add_argument("--align-pairs", type=int, default=4000)
+    parser.add_argument("--freeze-embeddings", action="store_true", help="keep the token embeddings fixed")
     parser.add_argument("--results", default="benchmarks/results/distill-zh.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -56,6 +64,9 @@ def main() -> None:
         max_seq_length=args.max_seq_length,
         english_share=args.english_share,
         time_budget_s=args.time_budget,
+        align=args.align,
+        align_pairs=args.align_pairs,
+        freeze_embeddings=args.freeze_embeddings,
     )
     languages = args.languages.split(",")
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -63,13 +74,17 @@ def main() -> None:
     start = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     pairs = gather_pairs(Path(args.data) / "shopify-taxonomy", languages, params)
-    report = distill(pairs, args.out, params=params, languages=languages)
+    report = distill(pairs, args.out, student=args.student, params=params, languages=languages)
     wall = time.perf_counter() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.distill_zh "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v is not False and v is not None
+        ),
         "out": args.out,
         "params": params.to_dict(),
         "threads": args.threads,

