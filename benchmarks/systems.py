@@ -760,3 +760,13 @@ class TranslateUseEnsemble(MiniLMVocabTranslate):
         params.encoder.ensemble_backend = "use-multilingual"
         params.encoder.ensemble_weight = 0.5
         return params
+
+
+@register("hybrid-translate-use-distilled")
+class HybridTranslateUseDistilled(_Hybrid):
+    name = "hybrid-translate-use-distilled"
+    description = (
+        "mean of minilm-vocab-translate, use-multilingual and tagindex-distilled-zh cosine scores "
+        "(equal weights, fixed a priori)"
+    )
+    parts = (MiniLMVocabTranslate, UseMultilingual, TagIndexDistilledZh)
