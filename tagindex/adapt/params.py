@@ -37,11 +37,14 @@ class AdaptParams(_Params):
     # of the catalog: per-tag penalties (stored in the index) so that no tag is in the top
     # ``occurrence_k`` of more than max(occurrence_limit, occurrence_prevalence_factor x its
     # prevalence) of the catalog; prevalence = the tag's share of the catalog's top-1 answers
-    # before the cap (no label). A tag never above its cap keeps its scores.
+    # before the cap (no label); with occurrence_prevalence "family", the summed share of the tags
+    # with the same parent (siblings confused with each other share their family's share). A tag
+    # never above its cap keeps its scores.
     occurrence_cap: bool = False
     occurrence_k: int = 5
     occurrence_limit: float = 0.05
     occurrence_prevalence_factor: float = 2.0
+    occurrence_prevalence: Literal["tag", "family"] = "tag"
     occurrence_iterations: int = 100  # update steps at most (one pass over the catalog's candidates)
     # 2. Hierarchy-aware decoding: a tag's score mixes its own and its ancestors' (path aggregation).
     hierarchy: bool = True

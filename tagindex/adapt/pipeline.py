@@ -82,6 +82,8 @@ def cap_occurrences(
 ) -> dict[str, Any]:
     """Fits the k-occurrence cap on the catalog's final adapted scores into ``adjuster.penalty``."""
     rankable = adjuster.rankable
+    parents = adjuster.parents[rankable]
+    family = np.where(parents >= 0, parents, rankable) if params.occurrence_prevalence == "family" else None
 
     def scores(rows: np.ndarray) -> np.ndarray:
         return adjuster.adjust(catalog[rows] @ tag_vectors.T, penalise=False)[:, rankable]
@@ -94,6 +96,7 @@ def cap_occurrences(
         params.occurrence_limit,
         params.occurrence_prevalence_factor,
         params.occurrence_iterations,
+        groups=family,
     )
     adjuster.penalty = np.zeros(len(adjuster), dtype=np.float32)
     adjuster.penalty[rankable] = penalty

@@ -130,6 +130,13 @@ def test_occurrence_cap_respects_prevalence_and_is_deterministic() -> None:
     after = _top_k_share(scores, a, 2)
     assert after[5] >= 0.3 and a[5] == 0  # within factor x prevalence: untouched
     assert after[0] <= 0.05
+    # Family prevalence: the hub shares tag 5's family, so it may reach twice the family's top-1 share.
+    groups = np.arange(40)
+    groups[0] = 5
+    pen, rep = fit_occurrence_cap(lambda rows: scores[rows], len(scores), 40, k=2, limit=0.05, groups=groups)
+    family = (np.argmax(scores, axis=1)[:, None] == [0, 5]).any(axis=1).mean()
+    share = _top_k_share(scores, pen, 2)
+    assert 0.05 < share[0] <= 2 * family and pen[0] < a[0]
     # Too few top-k places for the caps (k = 2 of 3 tags): the floor rises to fit, caps still hold.
     pen, rep = fit_occurrence_cap(lambda rows: scores[rows][:, :3], len(scores), 3, k=2, limit=0.05)
     assert rep["limit_raised_to"] == pytest.approx(2 / 3) and rep["tags_over_cap_after"] == 0
