@@ -20,7 +20,14 @@ from tagindex.io import load_products, load_tags
 from tagindex.store import IndexFormatError, read_manifest
 from tagindex.text import ancestors, tag_text
 
-OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
+OFF = {
+    "hubness": "none",
+    "hierarchy": False,
+    "leaves_only": False,
+    "enrich": False,
+    "rounds": 0,
+    "occurrence_cap": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +235,9 @@ def test_adapted_index_round_trip_and_single_products(
     encoder, tags: list[Tag], catalog: list[Product], tmp_path: Path
 ) -> None:
     leaves = {t.id for t in tags} - {t.parent for t in tags if t.parent}
-    params = AdaptParams(rounds=2, occurrence_cap=True, occurrence_limit=0.1)
+    params = AdaptParams(
+        rounds=2, occurrence_limit=0.1, occurrence_prevalence="tag", occurrence_prevalence_factor=2.0
+    )
     index, report = adapt(tags, catalog, params, encoder=encoder)
     assert report["adapt"]["n_catalog"] == len(catalog)
     # The cap holds on the catalog it was fitted on, through the index's own tagging path.
