@@ -250,7 +250,8 @@ def test_adapted_index_round_trip_and_single_products(
     index.adjuster.penalty = penalty
     shares = k_occurrence(top5)
     assert all(s <= max(0.1, 2.0 * won.get(t, 0.0)) + 1e-9 for t, s in shares.items())
-    assert max(shares.values()) < max(uncapped.values())
+    # Fewer tags above the limit (the largest may grow: it wins enough top-1 answers to be allowed).
+    assert sum(s > 0.1 for s in shares.values()) < sum(s > 0.1 for s in uncapped.values())
     queries = catalog[:5]
     before = [r.to_dict() for r in index.tag(queries, top_k=5)]
     assert all(t["tag"] in leaves for r in before for t in r["tags"])
