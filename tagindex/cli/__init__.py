@@ -49,6 +49,7 @@ REGISTRY: dict[str, str] = {
     "similar": "tagindex.cli.vocab",
     "convert": "tagindex.cli.vocab",
     "train": "tagindex.cli.train",
+    "transfer": "tagindex.cli.train",
     "update": "tagindex.cli.vocab",
     "evaluate": "tagindex.cli.tagging",
     "optimize": "tagindex.cli.optimize",

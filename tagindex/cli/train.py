@@ -1,4 +1,4 @@
-"""Training and data-preparation commands: ``tagindex train``, ``split`` and ``config``."""
+"""Training and data-preparation commands: ``tagindex train``, ``transfer``, ``split`` and ``config``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,67 @@ def run_train(args: argparse.Namespace) -> int:
                 "out": args.out,
                 "best_epoch": report.best_epoch,
                 "dev": best,
+                "seconds": round(report.seconds, 1),
+            }
+        )
+    )
+    return 0
+
+
+# ---- transfer ---------------------------------------------------------------------------------------
+def configure_transfer(p: argparse.ArgumentParser) -> None:
+    """Options of ``tagindex transfer``."""
+    from tagindex.transfer import SOURCES
+
+    add_option(p, "--out", required=True, help="model directory to write (usable wherever --model is)")
+    p.add_argument(
+        "--data",
+        help="public data directory holding shopify-taxonomy/ and attribute-tags/ (sources mapping, "
+        "attribute-tags)",
+    )
+    add_option(
+        p, "--products", help="the unlabelled catalog (source breadcrumbs: its `breadcrumb` attribute)"
+    )
+    p.add_argument(
+        "--sources",
+        default=",".join(SOURCES),
+        help=f"comma list of {', '.join(SOURCES)} (default: all)",
+    )
+    p.add_argument("--base", help="model to start from (default: packaged MiniLM)")
+    add_option(p, "--config", help="JSON training parameters (TrainParams fields; others keep defaults)")
+    add_option(p, "--seed", help="random seed (default from the config)")
+    add_option(p, "--on-error")
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    """Fine-tunes the bi-encoder on the transfer sources and prints the kept epoch's dev figures."""
+    from tagindex.io import load_products
+    from tagindex.train import TrainParams, train
+    from tagindex.transfer import transfer_corpus
+
+    params = TrainParams.transfer()
+    if args.config:
+        try:
+            params = TrainParams.from_dict({**params.to_dict(), **json.loads(Path(args.config).read_text())})
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
+    if args.seed is not None:
+        params.seed = args.seed
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if "breadcrumbs" in sources and not args.products:
+        raise ValueError("source 'breadcrumbs' needs --products (the unlabelled catalog)")
+    catalog = load_products(args.products, on_error=args.on_error) if args.products else []
+    products, tags = transfer_corpus(sources, args.data, catalog)
+    report = train(products, tags, args.out, base=args.base, params=params, show_progress=not args.quiet)
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "sources": sources,
+                "n_products": len(products),
+                "n_tags": len(tags),
+                "best_epoch": report.best_epoch,
+                "dev": report.epochs[report.best_epoch],
                 "seconds": round(report.seconds, 1),
             }
         )
@@ -118,6 +179,12 @@ COMMANDS = {
         "fine-tune the bi-encoder contrastively on labelled products; --model loads it",
         configure_train,
         run_train,
+    ),
+    "transfer": Command(
+        "fine-tune the bi-encoder on other public sources and the catalog's breadcrumbs (no label of "
+        "your vocabulary) as a starting point for `adapt --model`",
+        configure_transfer,
+        run_transfer,
     ),
     "split": Command(
         "write a seeded evaluation split (mwpd-zeroshot, dev, cross-dataset, tag-similarity)",
