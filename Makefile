@@ -37,7 +37,8 @@ $(WORK)/shopify-index/manifest.json: $(WORK)/shopify/tags.jsonl
 # packaged MiniLM; prints a readable sample with scores. (`--include all` adds 20k attribute values.)
 # Then the same offers against an index adapted (`tagindex adapt`, no label read) to DEMO_CATALOG
 # other MWPD offers (train split, labels ignored): hubness normalisation, hierarchy-aware decoding,
-# tag text enrichment and self-training; the answers the two print can be compared side by side.
+# tag text enrichment, self-training and a k-occurrence cap on hubs; the answers the two print can
+# be compared side by side.
 DEMO_CATALOG ?= 2000
 
 $(WORK)/shopify-adapted/manifest.json: $(WORK)/shopify/tags.jsonl $(WORK)/mwpd/tags.jsonl

@@ -46,7 +46,16 @@ from tagindex.schema import Product
 logger = logging.getLogger("benchmarks.adapt")
 REPO = Path(__file__).resolve().parents[1]
 
-OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
+OFF = {
+    "hubness": "none",
+    "hierarchy": False,
+    "leaves_only": False,
+    "enrich": False,
+    "rounds": 0,
+    "occurrence_cap": False,
+}
+# The k-occurrence cap with the per-tag prevalence estimate (its top-1 share) at a given factor.
+TAG_CAP = {"occurrence_cap": True, "occurrence_prevalence": "tag"}
 # name -> (encoder backend, None for the default MiniLM or "model" for --model, AdaptParams overrides)
 ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "adapt: nothing (cosine)": (None, OFF),
@@ -66,6 +75,14 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full -enrich": (None, {"enrich": False}),
     "full -selftrain": (None, {"rounds": 0}),
     "full +propagate": (None, {"propagate": True}),
+    # k-occurrence cap (per-tag penalties on the final scores; cap = max(5%, factor x prevalence)).
+    "+occurrence cap": (None, {**OFF, "occurrence_cap": True}),
+    "+occurrence cap tag x2": (None, {**OFF, **TAG_CAP, "occurrence_prevalence_factor": 2.0}),
+    "full -occurrence cap": (None, {"occurrence_cap": False}),
+    "full occurrence cap tag x1": (None, {**TAG_CAP, "occurrence_prevalence_factor": 1.0}),
+    "full occurrence cap tag x2": (None, {**TAG_CAP, "occurrence_prevalence_factor": 2.0}),
+    "full occurrence cap tag x3": (None, {**TAG_CAP, "occurrence_prevalence_factor": 3.0}),
+    "full occurrence cap family x2": (None, {"occurrence_prevalence_factor": 2.0}),
     # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),

@@ -1,4 +1,5 @@
-"""The query-time part of an adapted index: hubness normalisation and hierarchy-aware decoding.
+"""The query-time part of an adapted index: hubness normalisation, hierarchy-aware decoding and the
+k-occurrence cap's per-tag penalties.
 
 :class:`ScoreAdjuster` is saved under ``adapt/`` in the index directory (listed in the manifest and
 its checksums) and applied by ``TagIndex.tag`` to every request, a single product included.
@@ -20,6 +21,8 @@ from tagindex.schema import Tag
 from tagindex.store import IndexFormatError
 
 _DIR = "adapt"
+# describe() keys recomputed from the arrays and settings, not carried in ``info``.
+_DERIVED = ("hierarchy_weight", "leaves_only", "n_tags", "penalised_tags")
 
 
 class ScoreAdjuster:
@@ -31,6 +34,8 @@ class ScoreAdjuster:
         parents: Row of each tag's parent, -1 for roots.
         hierarchy_weight: Own-score weight of path aggregation (1.0: no aggregation).
         leaves_only: Rank only tags without children.
+        penalty: Per-tag value subtracted from the final (path-aggregated) score: the k-occurrence
+            cap (:func:`tagindex.adapt.hubness.fit_occurrence_cap`); zeros when absent.
         info: JSON-ready description (method, fitted on how many products) kept in the manifest.
     """
 
@@ -42,14 +47,18 @@ class ScoreAdjuster:
         hierarchy_weight: float = 1.0,
         leaves_only: bool = False,
         info: dict[str, Any] | None = None,
+        penalty: np.ndarray | None = None,
     ) -> None:
-        if not (len(bias) == len(scale) == len(parents)):
-            raise ValueError("bias, scale and parents must have one entry per tag")
+        if penalty is None:
+            penalty = np.zeros(len(bias), dtype=np.float32)
+        if not (len(bias) == len(scale) == len(parents) == len(penalty)):
+            raise ValueError("bias, scale, parents and penalty must have one entry per tag")
         self.bias = np.asarray(bias, dtype=np.float32)
         self.scale = np.asarray(scale, dtype=np.float32)
         self.parents = np.asarray(parents, dtype=np.int64)
         self.hierarchy_weight = float(hierarchy_weight)
         self.leaves_only = bool(leaves_only)
+        self.penalty = np.asarray(penalty, dtype=np.float32)
         self.info = dict(info or {})
         self._rankable = np.flatnonzero(leaves_mask(self.parents)) if leaves_only else None
 
@@ -68,10 +77,22 @@ class ScoreAdjuster:
     def __len__(self) -> int:
         return len(self.bias)
 
-    def adjust(self, sims: np.ndarray) -> np.ndarray:
-        """Adapted scores (n, tags) from cosine similarities (n, tags)."""
-        scores = (sims - self.bias) / self.scale
-        return path_scores(scores, self.parents, self.hierarchy_weight)
+    @property
+    def rankable(self) -> np.ndarray:
+        """Rows of the tags that :meth:`top` ranks (all, or the leaves with ``leaves_only``)."""
+        return self._rankable if self._rankable is not None else np.arange(len(self))
+
+    def adjust(self, sims: np.ndarray, penalise: bool = True) -> np.ndarray:
+        """Adapted scores (n, tags) from cosine similarities (n, tags).
+
+        Args:
+            sims: Cosine similarities.
+            penalise: Subtract the k-occurrence cap's penalties (False: the scores the cap is fitted on).
+        """
+        scores = path_scores((sims - self.bias) / self.scale, self.parents, self.hierarchy_weight)
+        if penalise and self.penalty.any():
+            scores = scores - self.penalty
+        return scores
 
     def top(self, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` rankable tags per row: scores (n, k') and tag rows (n, k'), best first."""
@@ -94,6 +115,7 @@ class ScoreAdjuster:
             "hierarchy_weight": self.hierarchy_weight,
             "leaves_only": self.leaves_only,
             "n_tags": len(self),
+            "penalised_tags": int((self.penalty != 0).sum()),
         }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -101,7 +123,7 @@ class ScoreAdjuster:
         out = Path(directory) / _DIR
         out.mkdir(parents=True, exist_ok=True)
         save_file(
-            {"bias": self.bias, "scale": self.scale, "parents": self.parents},
+            {"bias": self.bias, "scale": self.scale, "parents": self.parents, "penalty": self.penalty},
             str(out / "adjuster.safetensors"),
         )
         (out / "adjuster.json").write_text(json.dumps(self.describe(), indent=2, sort_keys=True) + "\n")
@@ -110,6 +132,8 @@ class ScoreAdjuster:
     def load(cls, directory: str | os.PathLike[str], n_tags: int) -> ScoreAdjuster:
         """Reads what :meth:`save` wrote; ``n_tags`` must match the index's tag count.
 
+        Adjusters saved before the k-occurrence cap existed have no ``penalty`` array: zeros.
+
         Raises:
             IndexFormatError: Files missing, unreadable or for another vocabulary size.
         """
@@ -117,16 +141,17 @@ class ScoreAdjuster:
         try:
             arrays = load_file(str(src / "adjuster.safetensors"))
             info = json.loads((src / "adjuster.json").read_text())
-        except (OSError, ValueError) as exc:
+            adjuster = cls(
+                arrays["bias"],
+                arrays["scale"],
+                arrays["parents"],
+                float(info.get("hierarchy_weight", 1.0)),
+                bool(info.get("leaves_only", False)),
+                {k: v for k, v in info.items() if k not in _DERIVED},
+                arrays.get("penalty"),
+            )
+        except (OSError, ValueError, KeyError) as exc:
             raise IndexFormatError(f"{src}: unreadable score adjuster: {exc}") from None
-        adjuster = cls(
-            arrays["bias"],
-            arrays["scale"],
-            arrays["parents"],
-            float(info.get("hierarchy_weight", 1.0)),
-            bool(info.get("leaves_only", False)),
-            {k: v for k, v in info.items() if k not in ("hierarchy_weight", "leaves_only", "n_tags")},
-        )
         if len(adjuster) != n_tags:
             raise IndexFormatError(f"{src}: score adjuster covers {len(adjuster)} tags, the index {n_tags}")
         return adjuster

@@ -2,7 +2,8 @@
 
 Steps (each switchable in :class:`AdaptParams`, measured one by one in benchmarks/adapt_ablation.py):
 
-1. hubness statistics of every tag over the catalog (:mod:`tagindex.adapt.hubness`);
+1. hubness statistics of every tag over the catalog (:mod:`tagindex.adapt.hubness`), and last, on
+   the final adapted scores, the optional k-occurrence cap (per-tag penalties);
 2. hierarchy-aware decoding (:mod:`tagindex.adapt.hierarchy`);
 3. tag text enrichment with mined class-indicative terms (:mod:`tagindex.adapt.enrich`);
 4. self-training rounds: pseudo-labels -> tag prototypes (:mod:`tagindex.adapt.selftrain`), optionally
@@ -28,7 +29,7 @@ import numpy as np
 from tagindex.adapt.adjust import ScoreAdjuster
 from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
 from tagindex.adapt.hierarchy import parent_rows
-from tagindex.adapt.hubness import fit_hubness
+from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
 from tagindex.adapt.params import AdaptParams
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -74,6 +75,34 @@ def fit_adjuster(
             "n_catalog": len(catalog),
         },
     )
+
+
+def cap_occurrences(
+    adjuster: ScoreAdjuster, catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
+) -> dict[str, Any]:
+    """Fits the k-occurrence cap on the catalog's final adapted scores into ``adjuster.penalty``."""
+    rankable = adjuster.rankable
+    parents = adjuster.parents[rankable]
+    family = np.where(parents >= 0, parents, rankable) if params.occurrence_prevalence == "family" else None
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        return adjuster.adjust(catalog[rows] @ tag_vectors.T, penalise=False)[:, rankable]
+
+    penalty, report = fit_occurrence_cap(
+        scores,
+        len(catalog),
+        len(rankable),
+        params.occurrence_k,
+        params.occurrence_limit,
+        params.occurrence_prevalence_factor,
+        params.occurrence_iterations,
+        groups=family,
+    )
+    adjuster.penalty = np.zeros(len(adjuster), dtype=np.float32)
+    adjuster.penalty[rankable] = penalty
+    adjuster.info["occurrence_cap"] = report
+    logger.info("occurrence cap: %s", report)
+    return report
 
 
 def score_catalog(
@@ -179,6 +208,8 @@ def adapt_vectors(
         if agreement is not None and agreement >= params.min_agreement:
             break
     adjuster = fit_adjuster(tags, catalog, vectors, params)
+    if params.occurrence_cap and len(catalog):
+        report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return AdaptResult(vectors, texts, adjuster, labels, mask, report)
 

@@ -13,14 +13,21 @@ from tagindex import Product, Tag, TagIndex
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt, adapt_vectors
 from tagindex.adapt.enrich import drift_guard, mine_terms, tokens
 from tagindex.adapt.hierarchy import depth_order, leaves_mask, parent_rows, path_scores
-from tagindex.adapt.hubness import fit_hubness, k_occurrence
+from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap, k_occurrence
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
 from tagindex.io import load_products, load_tags
 from tagindex.store import IndexFormatError, read_manifest
 from tagindex.text import ancestors, tag_text
 
-OFF = {"hubness": "none", "hierarchy": False, "leaves_only": False, "enrich": False, "rounds": 0}
+OFF = {
+    "hubness": "none",
+    "hierarchy": False,
+    "leaves_only": False,
+    "enrich": False,
+    "rounds": 0,
+    "occurrence_cap": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +91,63 @@ def test_hubness_correction_lowers_the_worst_hub(vectors: dict, method: str) -> 
     assert fit_hubness(cat, tag_vecs, "none")[0].tolist() == [0.0] * len(tag_vecs)
     with pytest.raises(ValueError, match="unknown hubness"):
         fit_hubness(cat, tag_vecs, "softmax")
+
+
+# ---- k-occurrence cap (synthetic scores: the logic, exact counts checked by brute force) --------------
+def _hub_scores(n: int = 400, n_tags: int = 40, seed: int = 0) -> np.ndarray:
+    """Product i belongs to tag i % n_tags (clear winner); tag 0 is a hub, runner-up of everybody."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(scale=0.1, size=(n, n_tags)).astype(np.float32)
+    scores[np.arange(n), np.arange(n) % n_tags] += 2.0
+    scores[:, 0] += 1.0
+    return scores
+
+
+def _top_k_share(scores: np.ndarray, penalty: np.ndarray, k: int) -> np.ndarray:
+    top = np.argsort(-(scores - penalty), axis=1, kind="stable")[:, :k]
+    return np.bincount(top.ravel(), minlength=scores.shape[1]) / len(scores)
+
+
+@pytest.mark.parametrize("candidates", [1, 64])
+def test_occurrence_cap_holds_on_its_catalog_and_spares_tags_under_it(candidates: int) -> None:
+    scores = _hub_scores()
+    before = _top_k_share(scores, np.zeros(40), 2)
+    assert before[0] == 1.0  # the hub is in everybody's top 2
+    # One candidate beyond k forces the exact fallback (full rescoring of the rows that need it).
+    penalty, report = fit_occurrence_cap(
+        lambda rows: scores[rows], len(scores), 40, k=2, limit=0.1, factor=2.0, candidates=candidates
+    )
+    after = _top_k_share(scores, penalty, 2)
+    prevalence = np.bincount(np.argmax(scores, axis=1), minlength=40) / len(scores)
+    assert (after <= np.maximum(0.1, 2.0 * prevalence) + 1e-9).all()
+    assert penalty[0] > 0 and after[0] <= 0.1
+    # Every other tag stays under its cap (own products + a share of the freed runner-up places).
+    assert (before[1:] <= 0.1).all() and (penalty[1:] == 0).all()
+    assert report["tags_over_cap_before"] == 1 and report["tags_over_cap_after"] == 0
+    assert report["penalised_tags"] == 1 and report["max_share_after"] == pytest.approx(after.max())
+
+
+def test_occurrence_cap_respects_prevalence_and_is_deterministic() -> None:
+    scores = _hub_scores(seed=1)
+    scores[:120, 5] += 5.0  # tag 5 wins 30% of the catalog: a head, not a hub
+    fit = lambda: fit_occurrence_cap(lambda rows: scores[rows], len(scores), 40, k=2, limit=0.05)  # noqa: E731
+    (a, rep_a), (b, rep_b) = fit(), fit()
+    np.testing.assert_array_equal(a, b)
+    assert rep_a == rep_b
+    after = _top_k_share(scores, a, 2)
+    assert after[5] >= 0.3 and a[5] == 0  # within factor x prevalence: untouched
+    assert after[0] <= 0.05
+    # Family prevalence: the hub shares tag 5's family, so it may reach twice the family's top-1 share.
+    groups = np.arange(40)
+    groups[0] = 5
+    pen, rep = fit_occurrence_cap(lambda rows: scores[rows], len(scores), 40, k=2, limit=0.05, groups=groups)
+    family = (np.argmax(scores, axis=1)[:, None] == [0, 5]).any(axis=1).mean()
+    share = _top_k_share(scores, pen, 2)
+    assert 0.05 < share[0] <= 2 * family and pen[0] < a[0]
+    # Too few top-k places for the caps (k = 2 of 3 tags): the floor rises to fit, caps still hold.
+    pen, rep = fit_occurrence_cap(lambda rows: scores[rows][:, :3], len(scores), 3, k=2, limit=0.05)
+    assert rep["limit_raised_to"] == pytest.approx(2 / 3) and rep["tags_over_cap_after"] == 0
+    assert fit_occurrence_cap(lambda rows: scores[rows][:, :2], len(scores), 2, k=2)[0].tolist() == [0, 0]
 
 
 # ---- enrichment -------------------------------------------------------------------------------------
@@ -170,11 +234,26 @@ def test_adapt_vectors_is_deterministic_and_reports_rounds(vectors: dict, tags: 
 def test_adapted_index_round_trip_and_single_products(
     encoder, tags: list[Tag], catalog: list[Product], tmp_path: Path
 ) -> None:
-    index, report = adapt(tags, catalog, AdaptParams(rounds=2), encoder=encoder)
+    leaves = {t.id for t in tags} - {t.parent for t in tags if t.parent}
+    params = AdaptParams(
+        rounds=2, occurrence_limit=0.1, occurrence_prevalence="tag", occurrence_prevalence_factor=2.0
+    )
+    index, report = adapt(tags, catalog, params, encoder=encoder)
     assert report["adapt"]["n_catalog"] == len(catalog)
+    # The cap holds on the catalog it was fitted on, through the index's own tagging path.
+    cap = report["adapt"]["occurrence_cap"]
+    assert cap["tags_over_cap_before"] > 0 and cap["tags_over_cap_after"] == 0
+    top5 = [[t.tag for t in r.tags if t.tag in leaves] for r in index.tag(catalog, top_k=5)]
+    penalty, index.adjuster.penalty = index.adjuster.penalty, np.zeros_like(index.adjuster.penalty)
+    won = k_occurrence([[t.tag for t in r.tags if t.tag in leaves] for r in index.tag(catalog, top_k=1)], 1)
+    uncapped = k_occurrence([[t.tag for t in r.tags if t.tag in leaves] for r in index.tag(catalog, top_k=5)])
+    index.adjuster.penalty = penalty
+    shares = k_occurrence(top5)
+    assert all(s <= max(0.1, 2.0 * won.get(t, 0.0)) + 1e-9 for t, s in shares.items())
+    # Fewer tags above the limit (the largest may grow: it wins enough top-1 answers to be allowed).
+    assert sum(s > 0.1 for s in shares.values()) < sum(s > 0.1 for s in uncapped.values())
     queries = catalog[:5]
     before = [r.to_dict() for r in index.tag(queries, top_k=5)]
-    leaves = {t.id for t in tags} - {t.parent for t in tags if t.parent}
     assert all(t["tag"] in leaves for r in before for t in r["tags"])
     single = index.tag_one(queries[0], top_k=5).to_dict()
     assert [t["tag"] for t in single["tags"]] == [t["tag"] for t in before[0]["tags"]]
@@ -184,8 +263,10 @@ def test_adapted_index_round_trip_and_single_products(
     assert manifest["adapt"]["hubness"] == "zscore"
     assert manifest["adapt"]["hubness_weight"] == 0.3  # the strength for a hierarchical vocabulary
     assert {"adapt/adjuster.safetensors", "adapt/adjuster.json"} <= set(manifest["files"])
+    assert manifest["adapt"]["penalised_tags"] == int((index.adjuster.penalty > 0).sum()) > 0
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
     assert isinstance(loaded.adjuster, ScoreAdjuster)
+    np.testing.assert_array_equal(loaded.adjuster.penalty, index.adjuster.penalty)
     after = [r.to_dict() for r in loaded.tag(queries, top_k=5)]
     assert after == before
     assert loaded.get(tags[0].id).name == tags[0].name
@@ -196,6 +277,32 @@ def test_adapted_index_round_trip_and_single_products(
 
     loaded.add_tags([Tag("new-tag", "Garden Gnomes")])
     assert loaded.adjuster is None  # per-tag statistics no longer fit the tag rows
+
+
+def test_adjuster_penalties_rank_save_and_load(tmp_path: Path) -> None:
+    sims = np.array([[0.9, 0.1, 0.5, 0.4]], dtype=np.float32)
+    adj = ScoreAdjuster(np.zeros(4), np.ones(4), np.full(4, -1), penalty=np.array([0.6, 0, 0, 0]))
+    assert adj.top(sims, 2)[1].tolist() == [[2, 1 + 2]]  # the penalised tag 0 drops out of the top 2
+    assert adj.adjust(sims, penalise=False)[0, 0] == pytest.approx(0.9)
+    adj.save(tmp_path)
+    loaded = ScoreAdjuster.load(tmp_path, 4)
+    np.testing.assert_array_equal(loaded.penalty, adj.penalty)
+    assert loaded.describe() == adj.describe() and loaded.describe()["penalised_tags"] == 1
+    # An adjuster written before the cap existed (no penalty array) loads with zero penalties.
+    from safetensors.numpy import save_file
+
+    save_file(
+        {"bias": adj.bias, "scale": adj.scale, "parents": adj.parents},
+        str(tmp_path / "adapt" / "adjuster.safetensors"),
+    )
+    old = ScoreAdjuster.load(tmp_path, 4)
+    assert old.penalty.tolist() == [0.0] * 4 and old.top(sims, 1)[1].tolist() == [[0]]
+    save_file(
+        {"bias": adj.bias, "scale": adj.scale, "parents": adj.parents, "penalty": np.zeros(2)},
+        str(tmp_path / "adapt" / "adjuster.safetensors"),
+    )
+    with pytest.raises(IndexFormatError, match="one entry per tag"):
+        ScoreAdjuster.load(tmp_path, 4)
 
 
 def test_adjuster_load_rejects_a_different_vocabulary(tmp_path: Path) -> None:
