@@ -66,6 +66,21 @@ _SHARED: dict[str, dict[str, Any]] = {
         "help": "with --translate: a Shopify product-taxonomy checkout whose attribute and value "
         "localisations join the dictionary (copied into the index)",
     },
+    "--ensemble-backend": {
+        "default": None,
+        "metavar": "NAME",
+        "help": "a second encoder backend (e.g. use-multilingual) that reads the original, untranslated "
+        "text: its unit vector is appended to the first encoder's and one FAISS index ranks by "
+        "(1 - W) * first cosine + W * second cosine (stored in the index; use-multilingual needs the "
+        "fast-encoders extra)",
+    },
+    "--ensemble-weight": {
+        "type": float,
+        "default": None,
+        "metavar": "W",
+        "help": "with --ensemble-backend: the second encoder's share W of the score, strictly between "
+        "0 and 1 (default 0.5)",
+    },
     "--cache": {"help": "directory caching product vectors between runs"},
     "--description-chars": {
         "type": int,
@@ -132,6 +147,13 @@ def add_global_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None
     p.add_argument("-v", "--verbose", action="store_true", **{"help": "debug logging", **extra})
 
 
+def add_ensemble_options(p: argparse.ArgumentParser) -> None:
+    """``--ensemble-backend`` (its help listing the registered backends) and ``--ensemble-weight``."""
+    backend_help = _SHARED["--ensemble-backend"]["help"] + "; one of: " + ", ".join(encoder_backends())
+    add_option(p, "--ensemble-backend", help=backend_help)
+    add_option(p, "--ensemble-weight")
+
+
 def encoder_backends() -> list[str]:
     """Encoder backend names from the encoder registry, default first (imports no backend)."""
     from tagindex.registry import ENCODERS
@@ -169,7 +191,43 @@ def load_params(args: argparse.Namespace) -> Any:
         if not params.encoder.translate:
             raise ValueError("--translate-glossary: give the language with --translate (e.g. zh-CN)")
         params.encoder.translate_glossary = args.translate_glossary
+    _ensemble_params(args, params)
     return params
+
+
+def _ensemble_params(args: argparse.Namespace, params: Any) -> None:
+    """Sets ``--ensemble-backend`` / ``--ensemble-weight`` on ``params.encoder`` and checks the result
+    (flags or ``--config``) before any file or model is read.
+
+    Raises:
+        InputError: An unknown backend, a weight outside (0, 1), or a weight without a backend.
+    """
+    from tagindex.errors import InputError
+    from tagindex.registry import ENCODERS
+
+    encoder = params.encoder
+    backend, weight = getattr(args, "ensemble_backend", None), getattr(args, "ensemble_weight", None)
+    config = getattr(args, "config", None)
+    source = "--ensemble-backend" if backend else f"{config}: encoder.ensemble_backend"
+    if backend:
+        encoder.ensemble_backend = backend
+    if encoder.ensemble_backend and encoder.ensemble_backend not in ENCODERS:
+        raise InputError(
+            f"{source}: unknown encoder backend '{encoder.ensemble_backend}' "
+            f"(known: {', '.join(ENCODERS.names())})"
+        )
+    if weight is not None:
+        if not encoder.ensemble_backend:
+            raise InputError(
+                "--ensemble-weight: give the second encoder with --ensemble-backend (e.g. use-multilingual)"
+            )
+        encoder.ensemble_weight = weight
+    share = encoder.ensemble_weight
+    if encoder.ensemble_backend and (
+        isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share < 1.0
+    ):
+        where = "--ensemble-weight" if weight is not None else f"{config}: encoder.ensemble_weight"
+        raise InputError(f"{where} {share!r}: must lie strictly between 0 and 1")
 
 
 def add_kind_options(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tagindex.cli.common import Command, add_option, encoder_backends, load_params, logger
+from tagindex.cli.common import (
+    Command,
+    add_ensemble_options,
+    add_option,
+    encoder_backends,
+    load_params,
+    logger,
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -29,6 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_option(p, "--config")
     add_option(p, "--translate")
     add_option(p, "--translate-glossary")
+    add_ensemble_options(p)
     add_option(p, "--description-chars")
     p.add_argument("--batch-size", type=int, default=None, help="encoder batch size")
     p.add_argument(
@@ -174,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
     from tagindex.index import TagIndex
     from tagindex.io import load_tags
 
+    params = load_params(args)  # option errors before a large tags file is read
     tags = load_tags(args.tags, on_error=args.on_error)
-    params = load_params(args)
     if not args.backend and not _config_names_backend(args.config):
         from tagindex.backends import preferred_index_backend
 
