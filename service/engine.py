@@ -294,6 +294,14 @@ class Engine:
             "encoder_backend": params.encoder.backend,
             "index_kind": params.index.kind,
             "description_chars": params.text.description_chars,
+            # EncoderParams.translate: text in this language is rendered in English before encoding
+            "translate": params.encoder.translate,
+            # EncoderParams.ensemble_*: a second encoder reading the untranslated text, and its share
+            "ensemble": (
+                {"backend": params.encoder.ensemble_backend, "weight": params.encoder.ensemble_weight}
+                if params.encoder.ensemble_backend
+                else None
+            ),
             "fingerprint": self.fingerprint,
             "version": self.version,
             # tagindex.learn's version of the saved index: bumped by every learned or undone judgement
