@@ -1,5 +1,6 @@
 """An index built with ``tagindex index --translate zh-CN``, served by a real uvicorn server over HTTP:
-Chinese titles find English tags, ``?lang=`` names, ``/v1/info`` shows the setting."""
+Chinese titles find English tags, ``?lang=`` names, ``/v1/info`` shows the setting; and (in process)
+an index built with ``--ensemble-backend use-multilingual`` as well."""
 
 from __future__ import annotations
 
