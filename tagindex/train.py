@@ -22,6 +22,7 @@ config, data fingerprints, dev metrics), loadable everywhere with ``--model MODE
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -29,6 +30,7 @@ import logging
 import os
 import random
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -441,7 +443,6 @@ def train(
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
 
     params = params or TrainParams()
     index_params = index_params or TagIndexParams()
@@ -512,7 +513,7 @@ def train(
                 data_seed=params.seed + epoch,
                 save_strategy="no",
                 report_to="none",
-                logging_steps=max(1, len(rows) // params.batch_size // 10),
+                logging_strategy="no",  # the loss keeps its own history
                 disable_tqdm=not show_progress,
                 bf16=use_cuda and torch.cuda.is_bf16_supported(),
                 dataloader_drop_last=False,
@@ -520,9 +521,9 @@ def train(
             )
             before = len(loss.history)
             trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
-            # Without progress bars transformers prints each log dict to stdout, where the CLI's JSON goes.
-            trainer.remove_callback(PrinterCallback)
-            trainer.train()
+            # transformers prints its run summary to stdout, where the CLI's JSON goes.
+            with contextlib.redirect_stdout(sys.stderr):
+                trainer.train()
             epoch_losses = loss.history[before:]
             report.losses.extend(epoch_losses)
             metrics = evaluate_dev(model, tags, dev_fit, dev, text_params)
