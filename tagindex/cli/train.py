@@ -58,7 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
 # ---- transfer ---------------------------------------------------------------------------------------
 def configure_transfer(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex transfer``."""
-    from tagindex.transfer import SOURCES
+    from tagindex.transfer import DEFAULT_SOURCES, SOURCES
 
     add_option(p, "--out", required=True, help="model directory to write (usable wherever --model is)")
     p.add_argument(
@@ -71,8 +71,8 @@ def configure_transfer(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--sources",
-        default=",".join(SOURCES),
-        help=f"comma list of {', '.join(SOURCES)} (default: all)",
+        default=",".join(DEFAULT_SOURCES),
+        help=f"comma list of {', '.join(SOURCES)} (default: {','.join(DEFAULT_SOURCES)})",
     )
     p.add_argument("--base", help="model to start from (default: packaged MiniLM)")
     add_option(p, "--config", help="JSON training parameters (TrainParams fields; others keep defaults)")
@@ -181,8 +181,8 @@ COMMANDS = {
         run_train,
     ),
     "transfer": Command(
-        "fine-tune the bi-encoder on other public sources and the catalog's breadcrumbs (no label of "
-        "your vocabulary) as a starting point for `adapt --model`",
+        "fine-tune the bi-encoder on other public labelled sources (no label of your vocabulary) as "
+        "a starting point for `adapt --model`",
         configure_transfer,
         run_transfer,
     ),
