@@ -28,7 +28,7 @@ from pathlib import Path
 from tagindex.convert import google_categories
 from tagindex.errors import InputError
 from tagindex.schema import Product, Tag
-from tagindex.text import normalize_text
+from tagindex.text import normalize_text, tag_path
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def mapping_corpus(taxonomy: Path) -> tuple[list[Product], list[Tag]]:
     if not path.exists():
         raise InputError(f"{taxonomy}: no shopify_to_google_dev.jsonl (the Shopify->Google mapping)")
     tags = google_categories(taxonomy)
-    id_of = {_path_of(t, {x.id: x for x in tags}): t.id for t in tags}
+    by_id = {t.id: t for t in tags}
+    id_of = {" > ".join(tag_path(t, by_id)): t.id for t in tags}
     products = []
     for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
@@ -60,14 +61,6 @@ def mapping_corpus(taxonomy: Path) -> tuple[list[Product], list[Tag]]:
         if gold and leaf:
             products.append(Product(id=f"mapping:{line}", title=leaf, tags=gold))
     return products, tags
-
-
-def _path_of(tag: Tag, by_id: dict[str, Tag]) -> str:
-    names = [tag.name]
-    while tag.parent is not None:
-        tag = by_id[tag.parent]
-        names.append(tag.name)
-    return " > ".join(reversed(names))
 
 
 def attribute_tag_corpus(root: Path) -> tuple[list[Product], list[Tag]]:

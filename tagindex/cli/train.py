@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tagindex.cli.common import Command, add_option
+
+if TYPE_CHECKING:
+    from tagindex.train import TrainParams
 
 
 # ---- train ------------------------------------------------------------------------------------------
@@ -23,12 +27,10 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     add_option(p, "--on-error")
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Fine-tunes the bi-encoder and prints the best epoch's dev figures as JSON."""
-    from tagindex.io import load_products, load_tags
-    from tagindex.train import TrainParams, train
+def _train_params(params: TrainParams, args: argparse.Namespace) -> TrainParams:
+    """``params`` with the ``--config`` file's fields and ``--seed`` laid over them."""
+    from tagindex.train import TrainParams
 
-    params = TrainParams.fast() if args.fast else TrainParams()
     if args.config:
         try:
             params = TrainParams.from_dict({**params.to_dict(), **json.loads(Path(args.config).read_text())})
@@ -36,6 +38,15 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.config}: cannot read config: {exc}") from None
     if args.seed is not None:
         params.seed = args.seed
+    return params
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Fine-tunes the bi-encoder and prints the best epoch's dev figures as JSON."""
+    from tagindex.io import load_products, load_tags
+    from tagindex.train import TrainParams, train
+
+    params = _train_params(TrainParams.fast() if args.fast else TrainParams(), args)
     if args.epochs is not None:
         params.epochs = args.epochs
     tags = load_tags(args.tags, on_error=args.on_error)
@@ -86,14 +97,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from tagindex.train import TrainParams, train
     from tagindex.transfer import transfer_corpus
 
-    params = TrainParams.transfer()
-    if args.config:
-        try:
-            params = TrainParams.from_dict({**params.to_dict(), **json.loads(Path(args.config).read_text())})
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"{args.config}: cannot read config: {exc}") from None
-    if args.seed is not None:
-        params.seed = args.seed
+    params = _train_params(TrainParams.transfer(), args)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     if "breadcrumbs" in sources and not args.products:
         raise ValueError("source 'breadcrumbs' needs --products (the unlabelled catalog)")
