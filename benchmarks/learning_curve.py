@@ -166,8 +166,12 @@ def retrain_point(
     pool: list[Product] | None = None,
     pool_vecs: np.ndarray | None = None,
     exemplar_overrides: dict[str, Any] | None = None,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes on the judged products, rebuilds the index, re-learns the judgements, evaluates.
+
+    ``base_model`` is the encoder the judged index was built with (default: the packaged MiniLM);
+    re-training fine-tunes it, as ``tagindex retrain`` fine-tunes the index's own encoder.
 
     With ``pool``, the unjudged pool products the judged index labels confidently are added to the
     training data (:func:`tagindex.retrain.pseudo_label`, as ``tagindex retrain --pool`` does).
@@ -202,7 +206,7 @@ def retrain_point(
         )
         logger.info("reusing %s (same judged products and settings)", model_dir)
     else:
-        report = train(fit, tags, model_dir, params=params_, rejected=rejected)
+        report = train(fit, tags, model_dir, params=params_, rejected=rejected, base=base_model)
     t_train = report.seconds or (time.perf_counter() - start)
     params = TagIndexParams()
     params.encoder.backend = backend
@@ -277,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="work/lc", help="working directory (base index, models)")
     ap.add_argument("--cache", default=None, help="product vector cache (default WORK/cache)")
     ap.add_argument("--backend", default="onnx-int8", help="encoder backend")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="encoder model directory to start from (e.g. from tagindex transfer; default: packaged MiniLM)",
+    )
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--max-judged", type=int, default=1000)
     ap.add_argument("--suggestions", type=int, default=5, help="tags shown per product")
@@ -325,10 +334,14 @@ def main(argv: list[str] | None = None) -> int:
         pool, eval_products = train_products, load_products(data / "validation.jsonl")
     if args.eval_limit:
         eval_products = eval_products[: args.eval_limit]
-    base_dir = work / f"base-index-{args.backend}"
+    # Each starting encoder gets its own base index and re-trained models (named after its directory).
+    model_slug = f"-{Path(args.model).name}" if args.model else ""
+    base_dir = work / f"base-index-{args.backend}{model_slug}"
     if not ((base_dir / "CURRENT").exists() or (base_dir / "manifest.json").exists()):
         params = TagIndexParams()
         params.encoder.backend = args.backend
+        if args.model:
+            params.encoder.model = args.model
         TagIndex.build(tags, params).save(base_dir)
     base = TagIndex.load(base_dir)
     t0 = time.perf_counter()
@@ -346,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_eval": len(eval_products),
         "n_pool": len(pool),
         "backend": args.backend,
+        "model": args.model,
         "batch": args.batch,
         "suggestions": args.suggestions,
         "queue_params": qparams.__dict__,
@@ -393,12 +407,13 @@ def main(argv: list[str] | None = None) -> int:
                     eval_products,
                     eval_gold,
                     work,
-                    f"{strategy}-{seed}-{keep}",
+                    f"{strategy}-{seed}-{keep}{model_slug}",
                     args.backend,
                     config,
                     pool if args.self_train else None,
                     pool_vecs if args.self_train else None,
                     exemplar_overrides,
+                    args.model,
                 )
                 result["retrained"].setdefault(strategy, []).append({"seed": seed, **point})
                 if args.max_judged > keep:  # the online curve continues from a fresh run of the same seed

@@ -84,7 +84,11 @@ function renderInfo() {
   const ix = info.index;
   const stage = info.stage;
   $("index-info").textContent =
-    `${ix.n_tags} tags · ${ix.encoder_backend} encoder · ${ix.index_kind} index · version ${ix.version} · ` +
+    `${ix.n_tags} tags · ${ix.encoder_backend} encoder` +
+    // Non-English text is translated for the encoder, or read by a second (multilingual) encoder too.
+    (ix.translate ? ` (${ix.translate} text translated)` : "") +
+    (ix.ensemble ? ` + ${ix.ensemble.backend} (weight ${ix.ensemble.weight})` : "") +
+    ` · ${ix.index_kind} index · version ${ix.version} · ` +
     `${info.feedback_rows} feedback rows` +
     (stage && stage.reranker ? ` · reranker (depth ${stage.rerank_depth})` : "") +
     (stage && stage.calibration ? " · calibrated decisions" : "");

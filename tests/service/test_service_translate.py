@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import KEY, make_settings, serve_in_thread
+from service_support import CHROMIUM, CHROMIUM_ARGS, KEY, make_settings, serve_in_thread
 
 pytestmark = pytest.mark.slow  # the real encoder and CC-CEDICT
 
@@ -94,6 +94,26 @@ def test_info_shows_the_translate_setting(base_url: str) -> None:
         index = httpx.get(f"{base_url}/v1/info", headers=headers).json()["index"]
         assert index["translate"] == "zh-CN" and index["ensemble"] is None
         assert index["encoder_backend"] == "sentence-transformers" and index["dim"] == 384
+
+
+def test_page_header_shows_the_translate_setting(base_url: str) -> None:
+    """The page's header says the encoder reads Chinese through translation (from /v1/info)."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (no browser download)"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(base_url)
+            info = page.locator("#index-info")
+            sync_api.expect(info).to_contain_text(
+                "6 tags · sentence-transformers encoder (zh-CN text translated) · "
+            )
+        finally:
+            browser.close()
 
 
 def test_info_shows_the_ensemble_and_the_service_uses_it(tmp_path: Path) -> None:
