@@ -106,6 +106,22 @@ def test_transfer_cli_writes_a_model_and_refuses_bad_input(
     assert manifest["data"]["n_tags"] == 22 and manifest["train_params"]["max_rows"] == 64
     assert (out / "config.json").exists()
 
+    # The first hour from it: an index on the transfer encoder learns a judgement at once.
+    tags, judged, idx = tmp_path / "tags.jsonl", tmp_path / "judged.jsonl", tmp_path / "index"
+    tags.write_text("".join(json.dumps({"id": t, "name": t}) + "\n" for t in ("Hiking Boots", "Frying Pans")))
+    judged.write_text(json.dumps({"id": "j1", "title": "Trailblazer GTX", "tags": ["Frying Pans"]}) + "\n")
+    assert _cli("index", "--tags", tags, "--model", out, "--out", idx).returncode == 0
+    learned = _cli("learn", "--index", idx, "--products", judged)
+    assert learned.returncode == 0, learned.stderr
+    run = tmp_path / "run.jsonl"
+    assert _cli("tag", "--index", idx, "--products", judged, "--out", run).returncode == 0
+    assert json.loads(run.read_text())["tags"][0]["tag"] == "Frying Pans"  # the judged product follows it
+    from tagindex.backends import trainable_model
+    from tagindex.index import TagIndex
+
+    # The index keeps an int8 export of the transfer encoder; `retrain` fine-tunes the encoder itself.
+    assert trainable_model(TagIndex.load(idx).params.encoder.model) == str(out)
+
     missing = _cli("transfer", "--sources", "breadcrumbs", "--out", tmp_path / "m2")
     assert missing.returncode == 2 and "--products" in missing.stderr and "Traceback" not in missing.stderr
     unknown = _cli("transfer", "--data", shared_data, "--sources", "nope", "--out", tmp_path / "m3")
