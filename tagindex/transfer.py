@@ -9,6 +9,9 @@ exists (:func:`tagindex.train.train`) fine-tunes on them unchanged:
   (``shopify_to_google_dev.jsonl``); the product text is the Shopify leaf name, the tag the Google
   category (its path is the tag text), so the model learns to climb to a broader, differently
   worded category;
+- ``mapping-context``: the same pairs, but a leaf name that several Shopify categories share gets
+  its parent's name as the description ("T-Shirts" under "Baby & Toddler Tops"), so a shared name
+  alone never teaches one of its meanings;
 - ``attribute-tags``: AE-110K and OA-Mine *train* titles -> their product category (20 categories);
 - ``breadcrumbs``: the unlabelled catalog's own shop breadcrumbs (a product's ``breadcrumb``
   attribute) as its tag, with the breadcrumb removed from the product text: seller categories are
@@ -32,18 +35,33 @@ from tagindex.text import normalize_text, tag_path
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("mapping", "attribute-tags", "breadcrumbs")
+SOURCES = ("mapping", "mapping-context", "attribute-tags", "breadcrumbs")
 # Chosen on 100 labelled MWPD *train* offers (dev100): with `adapt`'s defaults, R@1 + R@5 + F1 of
 # 1.379 without the breadcrumbs vs 1.179 with them (benchmarks/results/adapt_transfer_*.json).
 DEFAULT_SOURCES = ("mapping", "attribute-tags")
 BREADCRUMB = "breadcrumb"
 
 
-def mapping_corpus(taxonomy: Path) -> tuple[list[Product], list[Tag]]:
-    """Shopify leaf names labelled with the Google categories they were mapped to."""
+def mapping_corpus(taxonomy: Path, context: bool = False) -> tuple[list[Product], list[Tag]]:
+    """Shopify leaf names labelled with the Google categories they were mapped to.
+
+    Args:
+        taxonomy: The Shopify taxonomy checkout (``shopify_to_google_dev.jsonl`` inside).
+        context: Give a leaf whose name several Shopify categories share (e.g. "T-Shirts" under
+            "Baby & Toddler Tops" and under "Clothing Tops") its parent's name as the product's
+            description. Alone, such a name teaches the encoder that every T-shirt is a baby top.
+    """
     path = taxonomy / "shopify_to_google_dev.jsonl"
     if not path.exists():
         raise InputError(f"{taxonomy}: no shopify_to_google_dev.jsonl (the Shopify->Google mapping)")
+    shared_names: set[str] = set()
+    if context:
+        from collections import Counter
+
+        from tagindex.convert import shopify_categories
+
+        counts = Counter(t.name for t in shopify_categories(taxonomy))
+        shared_names = {name for name, n in counts.items() if n > 1}
     tags = google_categories(taxonomy)
     by_id = {t.id: t for t in tags}
     id_of = {" > ".join(tag_path(t, by_id)): t.id for t in tags}
@@ -57,9 +75,11 @@ def mapping_corpus(taxonomy: Path) -> tuple[list[Product], list[Tag]]:
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path}:{line}: not a mapping row ({type(exc).__name__})") from None
         gold = [id_of[g] for g in google if g in id_of]
-        leaf = shopify.split(" > ")[-1].strip()
+        names = [n.strip() for n in shopify.split(" > ")]
+        leaf = names[-1]
         if gold and leaf:
-            products.append(Product(id=f"mapping:{line}", title=leaf, tags=gold))
+            parent = names[-2] if leaf in shared_names and len(names) > 1 else ""
+            products.append(Product(id=f"mapping:{line}", title=leaf, description=parent, tags=gold))
     return products, tags
 
 
@@ -153,11 +173,10 @@ def transfer_corpus(
             if data is None:
                 raise InputError(f"transfer source '{source}' needs the public data directory (--data)")
             root = Path(data)
-            p, t = (
-                mapping_corpus(root / "shopify-taxonomy")
-                if source == "mapping"
-                else attribute_tag_corpus(root / "attribute-tags")
-            )
+            if source.startswith("mapping"):
+                p, t = mapping_corpus(root / "shopify-taxonomy", context=source == "mapping-context")
+            else:
+                p, t = attribute_tag_corpus(root / "attribute-tags")
         logger.info("transfer source %s: %d products, %d tags", source, len(p), len(t))
         products += p
         tags += t

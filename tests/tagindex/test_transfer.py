@@ -63,6 +63,17 @@ def test_mapping_pairs_climb_to_a_differently_named_google_category(shared_data:
     assert same / len(products) < 0.02
 
 
+def test_mapping_context_names_the_parent_of_shared_leaf_names_only(shared_data: Path) -> None:
+    plain, _ = mapping_corpus(shared_data / "shopify-taxonomy")
+    products, _ = mapping_corpus(shared_data / "shopify-taxonomy", context=True)
+    assert [p.title for p in products] == [p.title for p in plain] and not any(p.description for p in plain)
+    described = {p.title: p.description for p in products if p.description}
+    # "Hoodies" is a leaf under baby, activewear and clothing tops: each row says which one it is.
+    hoodies = sorted(p.description for p in products if p.title == "Hoodies")
+    assert "Baby & Toddler Tops" in hoodies and len(hoodies) == len(set(hoodies)) > 1
+    assert 0 < len(described) < len(products) / 10  # unique leaf names stay bare
+
+
 def test_attribute_tag_corpus_reads_train_splits_only(shared_data: Path) -> None:
     products, tags = transfer_corpus(["attribute-tags"], shared_data)
     assert len(tags) == 20
