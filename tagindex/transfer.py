@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from tagindex.convert import google_categories
+from tagindex.convert import google_categories, shopify_categories
 from tagindex.errors import InputError
 from tagindex.schema import Product, Tag
 from tagindex.text import normalize_text, tag_path
@@ -56,10 +57,6 @@ def mapping_corpus(taxonomy: Path, context: bool = False) -> tuple[list[Product]
         raise InputError(f"{taxonomy}: no shopify_to_google_dev.jsonl (the Shopify->Google mapping)")
     shared_names: set[str] = set()
     if context:
-        from collections import Counter
-
-        from tagindex.convert import shopify_categories
-
         counts = Counter(t.name for t in shopify_categories(taxonomy))
         shared_names = {name for name, n in counts.items() if n > 1}
     tags = google_categories(taxonomy)
