@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import random
@@ -83,12 +84,13 @@ def main() -> int:
         "git": git_commit(REPO),
         "rows": {},
     }
+    inner = load_encoder(EncoderParams(model=args.model))  # loaded once, shared by both indexes
     if args.mode == "transfer":
         products, ttags = transfer_corpus(["mapping", "attribute-tags"], args.data)
-        tindex = TagIndex.build(ttags, TagIndexParams(encoder=EncoderParams(model=args.model)))
+        tindex = TagIndex.build(ttags, TagIndexParams(encoder=copy.deepcopy(inner.params)), encoder=inner)
         reranker = train_reranker(tindex, products, RerankerParams(max_products=args.max_products, seed=13))
         reranker.info.pop("fusion", None)  # fitted on the transfer index's scores, not adapt's
-    encoder = CachingEncoder(load_encoder(EncoderParams(model=args.model)), args.cache / "tags")
+    encoder = CachingEncoder(inner, args.cache / "tags")
     system = AdaptSystem("full", encoder, {}, 0)
     system.fit(task, ctx)
     index = system.index
