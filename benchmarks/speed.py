@@ -145,7 +145,9 @@ def leaf_recall(
     index: TagIndex, products: Sequence[Product], vectors: np.ndarray, tags: Sequence[Tag], depth: int
 ) -> dict[str, float]:
     """recall@1/5/10 of the level-3 tag and overall recall@5 over all gold tags, from precomputed vectors."""
-    results = index.tag_vectors([p.id for p in products], vectors, top_k=depth)
+    results = index.tag_vectors(
+        [p.id for p in products], vectors, top_k=depth, titles=[p.title for p in products]
+    )
     report = evaluate(run_from_results(results), gold_from_products(products), tags=tags, ks=(1, 5, 10))
     leaf = report["levels"]["3"]
     return {

@@ -158,7 +158,12 @@ class Engine:
             if not len(self.index):
                 raise LookupError("the index holds no tags")
             results = self.index.tag_vectors(
-                [p.id for p in products], vectors, top_k, threshold, include_ancestors
+                [p.id for p in products],
+                vectors,
+                top_k,
+                threshold,
+                include_ancestors,
+                titles=[p.title for p in products],
             )
         return results, texts, vectors
 

@@ -482,7 +482,13 @@ class TagIndex:
                 return [t.result for t in tagged]
         vectors = self.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
         return self.tag_vectors(
-            [p.id for p in products], vectors, top_k, threshold, include_ancestors, leave_one_out
+            [p.id for p in products],
+            vectors,
+            top_k,
+            threshold,
+            include_ancestors,
+            leave_one_out,
+            titles=[p.title for p in products],
         )
 
     def tag_vectors(
@@ -493,11 +499,17 @@ class TagIndex:
         threshold: float | None = None,
         include_ancestors: bool = False,
         leave_one_out: bool = False,
+        titles: Sequence[str] | None = None,
     ) -> list[TagResult]:
         """Like :meth:`tag` for products already encoded (vectors (n, dim)).
 
         With exemplars, the most specific tags are ranked by :class:`ExemplarScorer` (scores are then
-        that rule's values, not plain cosines); without, by cosine similarity to the tag texts.
+        that rule's values, not plain cosines); without, by cosine similarity to the tag texts, or
+        by the adapted scores of an index written by ``tagindex adapt``, which also match the
+        products' ``titles`` against the tag names (required then; see :mod:`tagindex.adapt.lexical`).
+
+        Raises:
+            ValueError: An adapted index that matches titles, called without them.
         """
         scorer = self.scorer()
         # Rejected tags of near-identical judged products are dropped, so fetch that many more.
@@ -507,7 +519,8 @@ class TagIndex:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
             scores, ids = scorer.top(vectors, fetch, exclude)
         elif self.adjuster is not None:
-            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, fetch)
+            match = self.adjuster.match(titles) if titles is not None else None
+            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, fetch, lexical=match)
             scores, ids = adj_scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
         else:
             scores, ids = self.search(vectors, fetch)
@@ -708,7 +721,7 @@ class TagIndex:
         if manifest.get("adapt"):
             from tagindex.adapt.adjust import ScoreAdjuster
 
-            index.adjuster = ScoreAdjuster.load(directory, len(tags))
+            index.adjuster = ScoreAdjuster.load(directory, len(tags), [t.name for t in tags])
         return index
 
     def describe(self) -> dict[str, Any]:

@@ -266,7 +266,11 @@ class TaggingPipeline:
             vectors = index.encode_products(products, cache_dir=cache_dir, show_progress=show_progress)
         ranked = from_bi_encoder(
             index.tag_vectors(
-                [p.id for p in products], vectors, max(top_k, depth or 0), leave_one_out=leave_one_out
+                [p.id for p in products],
+                vectors,
+                max(top_k, depth or 0),
+                leave_one_out=leave_one_out,
+                titles=[p.title for p in products],
             )
         )
         if reranker is not None:

@@ -1,5 +1,5 @@
-"""The query-time part of an adapted index: hubness normalisation, hierarchy-aware decoding and the
-k-occurrence cap's per-tag penalties.
+"""The query-time part of an adapted index: hubness normalisation, hierarchy-aware decoding, the
+product-type match of titles against tag names and the k-occurrence cap's per-tag penalties.
 
 :class:`ScoreAdjuster` is saved under ``adapt/`` in the index directory (listed in the manifest and
 its checksums) and applied by ``TagIndex.tag`` to every request, a single product included.
@@ -11,18 +11,22 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows, path_scores
+from tagindex.adapt.lexical import TypeLexicon
 from tagindex.schema import Tag
 from tagindex.store import IndexFormatError
 
+if TYPE_CHECKING:
+    from scipy import sparse
+
 _DIR = "adapt"
 # describe() keys recomputed from the arrays and settings, not carried in ``info``.
-_DERIVED = ("hierarchy_weight", "leaves_only", "n_tags", "penalised_tags")
+_DERIVED = ("hierarchy_weight", "leaves_only", "n_tags", "penalised_tags", "lexical")
 
 
 class ScoreAdjuster:
@@ -37,6 +41,11 @@ class ScoreAdjuster:
         penalty: Per-tag value subtracted from the final (path-aggregated) score: the k-occurrence
             cap (:func:`tagindex.adapt.hubness.fit_occurrence_cap`); zeros when absent.
         info: JSON-ready description (method, fitted on how many products) kept in the manifest.
+        lexicon: Head nouns of the tag names (:class:`tagindex.adapt.lexical.TypeLexicon`); with
+            ``lexical_weight`` > 0 each product's title match is added to its scores.
+        lexical_weight: Weight of the title match, in units of the product's own score spread
+            (standard deviation over the rankable tags), so it means the same for any encoder.
+        lexical_other_word: Match strength of a tag head found elsewhere in the title's product phrase.
     """
 
     def __init__(
@@ -48,6 +57,9 @@ class ScoreAdjuster:
         leaves_only: bool = False,
         info: dict[str, Any] | None = None,
         penalty: np.ndarray | None = None,
+        lexicon: TypeLexicon | None = None,
+        lexical_weight: float = 0.0,
+        lexical_other_word: float = 0.25,
     ) -> None:
         if penalty is None:
             penalty = np.zeros(len(bias), dtype=np.float32)
@@ -61,6 +73,11 @@ class ScoreAdjuster:
         self.penalty = np.asarray(penalty, dtype=np.float32)
         self.info = dict(info or {})
         self._rankable = np.flatnonzero(leaves_mask(self.parents)) if leaves_only else None
+        if lexical_weight > 0 and (lexicon is None or lexicon.n_tags != len(bias)):
+            raise ValueError("a lexical weight needs a lexicon of the same tags")
+        self.lexicon = lexicon if lexical_weight > 0 else None
+        self.lexical_weight = float(lexical_weight)
+        self.lexical_other_word = float(lexical_other_word)
 
     @classmethod
     def for_tags(
@@ -71,8 +88,24 @@ class ScoreAdjuster:
         hierarchy_weight: float,
         leaves_only: bool,
         info: dict[str, Any] | None = None,
+        lexical_weight: float = 0.0,
+        lexical_other_word: float = 0.25,
+        lexical_generic_df: int = 5,
     ) -> ScoreAdjuster:
-        return cls(bias, scale, parent_rows(tags), hierarchy_weight, leaves_only, info)
+        lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df) if lexical_weight > 0 else None
+        info = {**(info or {}), "lexical_generic_df": lexical_generic_df}
+        return cls(
+            bias,
+            scale,
+            parent_rows(tags),
+            hierarchy_weight,
+            leaves_only,
+            info,
+            None,
+            lexicon,
+            lexical_weight,
+            lexical_other_word,
+        )
 
     def __len__(self) -> int:
         return len(self.bias)
@@ -82,21 +115,40 @@ class ScoreAdjuster:
         """Rows of the tags that :meth:`top` ranks (all, or the leaves with ``leaves_only``)."""
         return self._rankable if self._rankable is not None else np.arange(len(self))
 
-    def adjust(self, sims: np.ndarray, penalise: bool = True) -> np.ndarray:
+    def match(self, titles: Sequence[str]) -> sparse.csr_matrix | None:
+        """Title match strengths (n, tags) for :meth:`adjust`; None when the index does not use them."""
+        if self.lexicon is None:
+            return None
+        return self.lexicon.scores(titles, self.lexical_other_word)
+
+    def adjust(
+        self, sims: np.ndarray, penalise: bool = True, lexical: sparse.csr_matrix | None = None
+    ) -> np.ndarray:
         """Adapted scores (n, tags) from cosine similarities (n, tags).
 
         Args:
             sims: Cosine similarities.
             penalise: Subtract the k-occurrence cap's penalties (False: the scores the cap is fitted on).
+            lexical: The products' :meth:`match` (required when the adjuster has a lexical weight).
+
+        Raises:
+            ValueError: The adjuster matches titles but ``lexical`` is missing or of another shape.
         """
         scores = path_scores((sims - self.bias) / self.scale, self.parents, self.hierarchy_weight)
+        if self.lexicon is not None:
+            if lexical is None or lexical.shape != scores.shape:
+                raise ValueError("this adapted index matches product titles: pass their match()")
+            spread = scores[:, self.rankable].std(axis=1, keepdims=True)  # (n, 1)
+            scores = scores + self.lexical_weight * spread * lexical.toarray()
         if penalise and self.penalty.any():
             scores = scores - self.penalty
         return scores
 
-    def top(self, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(
+        self, sims: np.ndarray, k: int, lexical: sparse.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` rankable tags per row: scores (n, k') and tag rows (n, k'), best first."""
-        scores = self.adjust(sims)
+        scores = self.adjust(sims, lexical=lexical)
         rows = self._rankable
         if rows is not None:
             scores = scores[:, rows]
@@ -116,6 +168,7 @@ class ScoreAdjuster:
             "leaves_only": self.leaves_only,
             "n_tags": len(self),
             "penalised_tags": int((self.penalty != 0).sum()),
+            "lexical": {"weight": self.lexical_weight, "other_word": self.lexical_other_word},
         }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -129,10 +182,14 @@ class ScoreAdjuster:
         (out / "adjuster.json").write_text(json.dumps(self.describe(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], n_tags: int) -> ScoreAdjuster:
+    def load(
+        cls, directory: str | os.PathLike[str], n_tags: int, names: Sequence[str] | None = None
+    ) -> ScoreAdjuster:
         """Reads what :meth:`save` wrote; ``n_tags`` must match the index's tag count.
 
-        Adjusters saved before the k-occurrence cap existed have no ``penalty`` array: zeros.
+        Adjusters saved before the k-occurrence cap existed have no ``penalty`` array: zeros; before
+        the title match, no ``lexical`` entry: weight 0. The lexicon is rebuilt from the tag
+        ``names`` (index row order), which a lexical weight requires.
 
         Raises:
             IndexFormatError: Files missing, unreadable or for another vocabulary size.
@@ -141,6 +198,13 @@ class ScoreAdjuster:
         try:
             arrays = load_file(str(src / "adjuster.safetensors"))
             info = json.loads((src / "adjuster.json").read_text())
+            lexical = info.get("lexical") or {}
+            weight = float(lexical.get("weight", 0.0))
+            lexicon = None
+            if weight > 0:
+                if names is None or len(names) != n_tags:
+                    raise ValueError("its title match needs the index's tag names")
+                lexicon = TypeLexicon(names, int(info.get("lexical_generic_df", 5)))
             adjuster = cls(
                 arrays["bias"],
                 arrays["scale"],
@@ -149,6 +213,9 @@ class ScoreAdjuster:
                 bool(info.get("leaves_only", False)),
                 {k: v for k, v in info.items() if k not in _DERIVED},
                 arrays.get("penalty"),
+                lexicon,
+                weight,
+                float(lexical.get("other_word", 0.25)),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise IndexFormatError(f"{src}: unreadable score adjuster: {exc}") from None

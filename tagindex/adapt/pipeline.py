@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from tagindex.adapt.adjust import ScoreAdjuster
 from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
 from tagindex.adapt.hierarchy import parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
+from tagindex.adapt.lexical import TypeLexicon
 from tagindex.adapt.params import AdaptParams
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -38,6 +39,9 @@ from tagindex.encoders import Encoder
 from tagindex.index import TagIndex
 from tagindex.schema import Product, Tag
 from tagindex.text import tag_text
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,18 @@ def fit_adjuster(
             "hubness_weight": weight,
             "n_catalog": len(catalog),
         },
+        params.lexical_weight,
+        params.lexical_other_word,
+        params.lexical_generic_df,
     )
 
 
 def cap_occurrences(
-    adjuster: ScoreAdjuster, catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
+    adjuster: ScoreAdjuster,
+    catalog: np.ndarray,
+    tag_vectors: np.ndarray,
+    params: AdaptParams,
+    lexical: sparse.csr_matrix | None = None,
 ) -> dict[str, Any]:
     """Fits the k-occurrence cap on the catalog's final adapted scores into ``adjuster.penalty``."""
     rankable = adjuster.rankable
@@ -86,7 +97,8 @@ def cap_occurrences(
     family = np.where(parents >= 0, parents, rankable) if params.occurrence_prevalence == "family" else None
 
     def scores(rows: np.ndarray) -> np.ndarray:
-        return adjuster.adjust(catalog[rows] @ tag_vectors.T, penalise=False)[:, rankable]
+        match = lexical[rows] if lexical is not None else None
+        return adjuster.adjust(catalog[rows] @ tag_vectors.T, penalise=False, lexical=match)[:, rankable]
 
     penalty, report = fit_occurrence_cap(
         scores,
@@ -106,12 +118,21 @@ def cap_occurrences(
 
 
 def score_catalog(
-    adjuster: ScoreAdjuster, catalog: np.ndarray, tag_vectors: np.ndarray, k: int = 2
+    adjuster: ScoreAdjuster,
+    catalog: np.ndarray,
+    tag_vectors: np.ndarray,
+    k: int = 2,
+    lexical: sparse.csr_matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` adapted scores and tag rows of every catalog product, in chunks."""
+    """Top-``k`` adapted scores and tag rows of every catalog product, in chunks.
+
+    ``lexical`` is the catalog titles' match (:meth:`ScoreAdjuster.match`) when the adjuster uses it.
+    """
     scores, rows = [], []
     for start in range(0, len(catalog), _CHUNK):
-        s, r = adjuster.top(catalog[start : start + _CHUNK] @ tag_vectors.T, k)
+        stop = start + _CHUNK
+        match = lexical[start:stop] if lexical is not None else None
+        s, r = adjuster.top(catalog[start:stop] @ tag_vectors.T, k, lexical=match)
         scores.append(s)
         rows.append(r)
     return np.concatenate(scores), np.concatenate(rows)
@@ -133,7 +154,7 @@ def adapt_vectors(
         texts: The tags' encoder texts.
         tag_vectors: Unit tag vectors (tags, dim).
         catalog: Unit vectors of the unlabelled catalog products (n, dim).
-        catalog_texts: Product titles (mined for enrichment terms).
+        catalog_texts: Product titles (mined for enrichment terms, matched against the tag names).
         params: What to do.
         encode: Encodes tag texts with the same encoder (for enrichment).
     """
@@ -142,9 +163,16 @@ def adapt_vectors(
     parents = parent_rows(tags)
     report: dict[str, Any] = {"n_catalog": len(catalog), "n_tags": len(tags), "rounds": []}
     text_vectors = np.array(tag_vectors, dtype=np.float32, copy=True)
+    # The title match depends on names and titles only: computed once, sparse (n, tags).
+    lexical = None
+    if params.lexical_weight > 0:
+        lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
+        lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
+        matched = float((lexical.getnnz(axis=1) > 0).mean()) if len(catalog) else 0.0
+        report["lexical"] = {"titles_matched": round(matched, 4)}
     if params.enrich and len(catalog):
         adjuster = fit_adjuster(tags, catalog, text_vectors, params)
-        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, text_vectors))
+        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, text_vectors, lexical=lexical))
         terms = mine_terms(
             catalog_texts,
             labels,
@@ -178,7 +206,7 @@ def adapt_vectors(
     mask = np.zeros(len(catalog), dtype=bool)
     for r in range(params.rounds if len(catalog) else 0):
         adjuster = fit_adjuster(tags, catalog, vectors, params)
-        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, vectors))
+        labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, vectors, lexical=lexical))
         agreement = None if previous is None else float((labels == previous).mean())
         used, strength = labels, margin
         if graph is not None:
@@ -209,7 +237,7 @@ def adapt_vectors(
             break
     adjuster = fit_adjuster(tags, catalog, vectors, params)
     if params.occurrence_cap and len(catalog):
-        report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params)
+        report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return AdaptResult(vectors, texts, adjuster, labels, mask, report)
 

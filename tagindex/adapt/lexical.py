@@ -1,0 +1,137 @@
+"""Product-type matching: a title's head noun against the tags' head nouns.
+
+English product titles name the product type last, before the first qualifier ("Drake Bulldogs
+Pullover Hoodie - Gunmetal", "Pendant Necklace on a Red Ribbon"), and a concrete category vocabulary
+names its leaves the same way ("Hoodies", "Pendant Necklaces"). A dense encoder reads the whole
+title and is pulled by its other words (team names toward sports equipment); this score only says
+whether a tag names the thing the title names. It is computed from the tag names and the title,
+needs no label and no fitting, and is added to the adapted scores at query time
+(:class:`tagindex.adapt.adjust.ScoreAdjuster`).
+
+Matching is on word keys: lower case, English plural and -ie/-y endings folded ("hoodies",
+"hoodie" -> "hoodi"; "dresses" -> "dress"), so no stemmer dependency is needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+
+_WORD = re.compile(r"[a-z][a-z0-9'-]*[a-z]|[a-z]")
+# Where a title's product phrase ends: a qualifier, a variant, a size or a seller's suffix follows.
+_CUT = re.compile(r"\s[-|/–:]\s|[,(\[;]|\s(?:by|for|with|on|in|from|featuring|feat|w/)\s", re.IGNORECASE)
+# Alternatives inside one tag name ("Bags/Cases", "Sweatshirts & Hoodies", "Tents or Shelters").
+_ALT = re.compile(r"\s*(?:/|&|,|\band\b|\bor\b)\s*", re.IGNORECASE)
+_STOP = frozenset({"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s", "men", "women"})
+
+
+def word_key(word: str) -> str:
+    """Folds English plurals and -ie/-y endings so both forms of a noun share one key."""
+    w = word.lower().strip("'-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "i"
+    elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes", "zes")):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is", "'s")):
+        w = w[:-1]
+    if len(w) > 3 and w.endswith("ie"):
+        w = w[:-2] + "i"
+    elif len(w) > 3 and w.endswith("y"):
+        w = w[:-1] + "i"
+    return w
+
+
+def _keys(text: str) -> list[str]:
+    out = []
+    for word in _WORD.findall(text.lower()):
+        # "T-Shirt" and "Sweat-Shirt" are matched on their last part as well as whole.
+        key = word_key(word.split("-")[-1]) if "-" in word else word_key(word)
+        if key not in _STOP:
+            out.append(key)
+    return out
+
+
+def title_head(title: str) -> tuple[str | None, frozenset[str]]:
+    """The head key of a title's product phrase (its last word key) and the phrase's keys."""
+    phrase = _CUT.split(title, maxsplit=1)[0]
+    keys = _keys(phrase)
+    if not keys:  # the cut left nothing (a title starting with a qualifier): use the whole title
+        keys = _keys(title)
+    return (keys[-1] if keys else None), frozenset(keys)
+
+
+class TypeLexicon:
+    """Head-noun index of a tag vocabulary.
+
+    Args:
+        names: Tag names, in the index's row order.
+        generic_df: A head key shared by more than this many tags ("Accessories", "Units", "Tops")
+            is generic: a tag with that head and modifiers ("Laundry Combo Units") counts
+            ``generic_df / df`` unless the title has its modifiers too ("Tank Tops").
+    """
+
+    def __init__(self, names: Sequence[str], generic_df: int = 5) -> None:
+        self.n_tags = len(names)
+        # Per tag: [(head key, modifier keys)] for each alternative of its name.
+        self._alternatives: list[list[tuple[str, frozenset[str]]]] = []
+        by_head: dict[str, list[int]] = {}
+        for row, name in enumerate(names):
+            parts = [k for k in (_keys(p) for p in _ALT.split(name)) if k]
+            alts = []
+            shared: list[str] = []
+            for i, keys in enumerate(parts):
+                # "Flag & Windsock Accessories", "Table & Bar Stools": a lone word before a longer
+                # alternative shares its head, so it is a modifier, not a product type of its own.
+                if len(keys) == 1 and any(len(later) > 1 for later in parts[i + 1 :]):
+                    shared.extend(keys)
+                    continue
+                alts.append((keys[-1], frozenset(keys[:-1]) | frozenset(shared)))
+                by_head.setdefault(keys[-1], []).append(row)
+                shared = []
+            self._alternatives.append(alts)
+        self._by_head = {h: sorted(set(rows)) for h, rows in by_head.items()}
+        df = Counter({h: len(rows) for h, rows in self._by_head.items()})
+        self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
+
+    def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
+        """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
+
+        1 when a tag's head is the title's head noun, ``other_word`` when it is another word of the
+        title's product phrase; times ``g + (1 - g) x share``, where ``share`` is the share of the
+        tag's modifiers in the phrase (1 for a tag without modifiers) and ``g`` the head's weight
+        (1 up to ``generic_df`` tags with that head).
+        """
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for i, title in enumerate(titles):
+            head, keys = title_head(title)
+            if head is None:
+                continue
+            best: dict[int, float] = {}
+            for key in keys:
+                base = 1.0 if key == head else other_word
+                generic = self._weight.get(key, 0.0)
+                for row in self._by_head.get(key, ()):
+                    for alt_head, modifiers in self._alternatives[row]:
+                        if alt_head != key:
+                            continue
+                        share = len(modifiers & keys) / len(modifiers) if modifiers else 1.0
+                        value = base * (generic + (1.0 - generic) * share)
+                        if value > best.get(row, 0.0):
+                            best[row] = value
+            rows.extend([i] * len(best))
+            cols.extend(best)
+            vals.extend(best.values())
+        coords = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
+        return sparse.csr_matrix(
+            (np.asarray(vals, dtype=np.float32), coords),
+            shape=(len(titles), self.n_tags),
+            dtype=np.float32,
+        )

@@ -1,0 +1,131 @@
+"""The product-type match of `tagindex adapt` (tagindex.adapt.lexical): head nouns of titles against
+tag names, on real Shopify category names and MWPD titles, and its place in the adapted index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagindex import Product, Tag, TagIndex
+from tagindex.active import QueueParams, review_queue
+from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
+from tagindex.adapt.lexical import TypeLexicon, title_head, word_key
+from tagindex.convert import convert
+from tagindex.io import load_products, load_tags
+
+
+@pytest.fixture(scope="module")
+def shopify_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Shopify taxonomy converted by the real converter."""
+    out = tmp_path_factory.mktemp("shopify")
+    convert("shopify", shared_data / "shopify-taxonomy", out)
+    return out
+
+
+def test_word_key_folds_plurals_and_ie_y_endings() -> None:
+    assert word_key("Hoodies") == word_key("hoodie") == "hoodi"
+    assert word_key("Dresses") == word_key("dress") == "dress"
+    assert word_key("Necklaces") == word_key("necklace")
+    assert word_key("Watches") == word_key("watch")
+    assert word_key("Bodies") == word_key("body")
+    assert word_key("Women's") == "women"
+    assert word_key("glass") == "glass" and word_key("bus") == "bus"  # not plurals
+
+
+@pytest.mark.parametrize(
+    ("title", "head"),
+    [
+        ("Drake Bulldogs All-American Primary Pullover Hoodie - Gunmetal", "hoodi"),
+        ("Red Rose and Crystal Pendant Necklace on a Red Ribbon Necklace", "necklace"),
+        ("Troy University Trojans Ladies Team Arch Classic Fit T-Shirt - Cardinal", "shirt"),
+        ("Nature's Promise Rabbit Pellets - 5 lb.", "pellet"),
+        ("Women's Slash Neck Long Sleeve Crop Top", "top"),
+        ("- Gunmetal", "gunmetal"),  # nothing before the cut: the whole title
+        ("12 - 34", None),
+    ],
+)
+def test_title_head_is_the_last_word_before_the_first_qualifier(title: str, head: str | None) -> None:
+    assert title_head(title)[0] == head
+
+
+def test_a_lone_word_before_a_longer_alternative_is_a_modifier() -> None:
+    lex = TypeLexicon(["Flag & Windsock Accessories", "Flags & Windsocks", "Table & Bar Stools", "Tables"])
+    scores = lex.scores(["Iowa State Cyclones Burlap House Flag", "Modernus Cocktail Table"]).toarray()
+    assert scores.shape == (2, 4)
+    assert scores[0].argmax() == 1 and scores[0, 0] < scores[0, 1]  # a flag is not a flag accessory
+    assert scores[1].argmax() == 3 and scores[1, 2] < scores[1, 3]
+
+
+def test_generic_heads_count_only_with_their_modifiers() -> None:
+    names = [f"{m} Tops" for m in ("Tank", "Crop", "Tube", "Spinning", "Battle", "Vehicle Soft")] + ["Tops"]
+    scores = TypeLexicon(names, generic_df=5).scores(["Purdue Womens Black Swing Tank Top"]).toarray()[0]
+    assert scores[0] == pytest.approx(1.0)  # "Tank Tops": head and modifier in the title
+    assert scores[6] == pytest.approx(1.0)  # "Tops": no modifier to miss
+    assert 0 < scores[1] < 1 and scores[1] == pytest.approx(5 / 7)  # "Crop Tops": 7 tags share "top"
+    other = TypeLexicon(["Hoodies", "Logos"]).scores(["Michigan State Big Logo Hoodie"]).toarray()[0]
+    assert other[0] == 1.0 and other[1] == pytest.approx(0.25)  # another word of the phrase
+
+
+def test_real_shopify_names_match_real_mwpd_titles(shopify_dir: Path, mwpd_dir: Path) -> None:
+    tags = load_tags(shopify_dir / "tags.jsonl")
+    names = [t.name for t in tags if t.kind == "category"]
+    titles = {p.title for p in load_products(mwpd_dir / "validation.jsonl")}
+    lex = TypeLexicon(names)
+    for title, expected in [
+        ("Mens Michigan State Spartans Green Big Logo Hoodie", "Hoodies"),
+        ("HoMedics Personal/Portable Ultrasonic Cool Mist Humidifier", "Humidifiers"),
+        ("Red Rose and Crystal Pendant Necklace on a Red Ribbon Necklace", "Necklaces"),
+    ]:
+        if title not in titles:
+            pytest.skip("the MWPD slice changed")
+        row = lex.scores([title]).toarray()[0]
+        assert expected in {names[j] for j in np.flatnonzero(row == row.max())}
+
+
+def test_adjuster_adds_the_match_in_units_of_each_products_spread(tmp_path: Path) -> None:
+    tags = [Tag("a", "Hoodies"), Tag("b", "Basketballs"), Tag("c", "Hoodie Strings")]
+    adj = ScoreAdjuster.for_tags(tags, np.zeros(3), np.ones(3), 1.0, False, lexical_weight=2.0)
+    sims = np.array([[0.40, 0.55, 0.30]], dtype=np.float32)  # (1, tags): the encoder prefers the ball
+    with pytest.raises(ValueError, match="titles"):
+        adj.top(sims, 1)
+    match = adj.match(["Dayton Flyers Basketball Pullover Hoodie"])
+    assert adj.top(sims, 1, lexical=match)[1].tolist() == [[0]]
+    expected = sims[0, 0] + 2.0 * sims[0].std() * 1.0
+    assert adj.adjust(sims, lexical=match)[0, 0] == pytest.approx(expected, rel=1e-5)
+    adj.save(tmp_path)
+    with pytest.raises(Exception, match="tag names"):
+        ScoreAdjuster.load(tmp_path, 3)
+    loaded = ScoreAdjuster.load(tmp_path, 3, [t.name for t in tags])
+    assert loaded.describe() == adj.describe() and loaded.lexical_weight == 2.0
+    np.testing.assert_array_equal(loaded.adjust(sims, lexical=match), adj.adjust(sims, lexical=match))
+    off = ScoreAdjuster.for_tags(tags, np.zeros(3), np.ones(3), 1.0, False)
+    assert off.match(["anything"]) is None and off.top(sims, 1)[1].tolist() == [[1]]
+
+
+def test_adapted_index_matches_titles_through_every_entry_point(
+    encoder, shopify_dir: Path, mwpd_dir: Path, tmp_path: Path
+) -> None:
+    categories = [t for t in load_tags(shopify_dir / "tags.jsonl") if t.kind == "category"]
+    tags = [t for t in categories if t.id.startswith("aa")][:400]  # apparel: Clothing's subtree first
+    catalog = [Product(p.id, p.title) for p in load_products(mwpd_dir / "train.jsonl")[:120]]
+    queries = [Product("q1", "Northern Illinois Huskies Youth Basic Arch Pullover Hoodie - Cardinal")]
+    params = {"rounds": 1, "enrich": False}
+    plain, _ = adapt(tags, catalog, AdaptParams(**params, lexical_weight=0.0), encoder=encoder)
+    index, report = adapt(tags, catalog, AdaptParams(**params), encoder=encoder)
+    assert 0 < report["adapt"]["lexical"]["titles_matched"] <= 1
+    top = index.tag(queries, top_k=3)[0].to_dict()["tags"]
+    assert index.get(top[0]["tag"]).name == "Hoodies"
+    assert plain.tag(queries, top_k=3)[0].to_dict()["tags"] != top  # the match changed the ranking
+    vectors = index.encode_products(queries)
+    with pytest.raises(ValueError, match="titles"):
+        index.tag_vectors(["q1"], vectors, 3)
+    index.save(tmp_path / "idx")
+    loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
+    assert loaded.tag(queries, top_k=3)[0].to_dict()["tags"] == top
+    # The review queue suggests what `tag` would answer (adapted scores with the title match).
+    pool = catalog[:12] + queries
+    by_product = {r.id: [t.tag for t in r.tags] for r in index.tag(pool, top_k=2)}
+    for pick in review_queue(index, pool, 5, params=QueueParams(suggestions=2)):
+        assert [t.tag for t in pick.tags] == by_product[pick.id]
