@@ -69,6 +69,10 @@ def title_head(title: str) -> tuple[str | None, frozenset[str]]:
 class TypeLexicon:
     """Head-noun index of a tag vocabulary.
 
+    An attribute-value name ("Color: Red Patent", "Item: Spinner Bait") is read as its value: the
+    value's head noun is matched like a category's, and a value whose words all occur anywhere in
+    the title (a colour after the dash, a material) matches with strength 1.
+
     Args:
         names: Tag names, in the index's row order.
         generic_df: A head key shared by more than this many tags ("Accessories", "Units", "Tops")
@@ -81,7 +85,19 @@ class TypeLexicon:
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
         self._alternatives: list[list[tuple[str, frozenset[str]]]] = []
         by_head: dict[str, list[int]] = {}
+        # Per attribute-value tag: its value's keys; indexed by each key.
+        self._values: dict[int, frozenset[str]] = {}
+        by_value_key: dict[str, list[int]] = {}
         for row, name in enumerate(names):
+            attribute, sep, value = name.partition(": ")
+            if sep and attribute and value:
+                keys = frozenset(_keys(value))
+                # A bare size letter or code ("14 M US") matches nothing: too many titles share it.
+                name = value if any(len(k) >= 3 for k in keys) else ""
+                if name:
+                    self._values[row] = keys
+                    for key in keys:
+                        by_value_key.setdefault(key, []).append(row)
             parts = [k for k in (_keys(p) for p in _ALT.split(name)) if k]
             alts = []
             shared: list[str] = []
@@ -96,16 +112,18 @@ class TypeLexicon:
                 shared = []
             self._alternatives.append(alts)
         self._by_head = {h: sorted(set(rows)) for h, rows in by_head.items()}
+        self._by_value_key = by_value_key
         df = Counter({h: len(rows) for h, rows in self._by_head.items()})
         self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
 
-        1 when a tag's head is the title's head noun, ``other_word`` when it is another word of the
-        title's product phrase; times ``g + (1 - g) x share``, where ``share`` is the share of the
-        tag's modifiers in the phrase (1 for a tag without modifiers) and ``g`` the head's weight
-        (1 up to ``generic_df`` tags with that head).
+        1 when a tag's head is the title's head noun or all words of its attribute value are in the
+        title, ``other_word`` when its head is another word of the title's product phrase; times
+        ``g + (1 - g) x share``, where ``share`` is the share of the tag's modifiers in the phrase (1
+        for a tag without modifiers) and ``g`` the head's weight (1 up to ``generic_df`` tags with
+        that head).
         """
         rows: list[int] = []
         cols: list[int] = []
@@ -126,6 +144,12 @@ class TypeLexicon:
                         value = base * (generic + (1.0 - generic) * share)
                         if value > best.get(row, 0.0):
                             best[row] = value
+            if self._values:
+                words = frozenset(_keys(title))
+                for key in words:
+                    for row in self._by_value_key.get(key, ()):
+                        if best.get(row, 0.0) < 1.0 and self._values[row] <= words:
+                            best[row] = 1.0
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())

@@ -129,3 +129,20 @@ def test_adapted_index_matches_titles_through_every_entry_point(
     by_product = {r.id: [t.tag for t in r.tags] for r in index.tag(pool, top_k=2)}
     for pick in review_queue(index, pool, 5, params=QueueParams(suggestions=2)):
         assert [t.tag for t in pick.tags] == by_product[pick.id]
+
+
+def test_attribute_values_match_as_their_value_anywhere_in_the_title() -> None:
+    names = [
+        "Color: Red Patent",
+        "Item: Spinner Bait",
+        "Size: 14 M US",
+        "Brand: Ellie Shoes",
+        "Color: Red",
+        "Color: Blue",
+    ]
+    lex = TypeLexicon(names)
+    scores = lex.scores(["Ellie Shoes Womens Pump - Red Patent", "Booyah Spinner Bait, 1/2 oz"]).toarray()
+    assert scores[0].tolist() == [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # every value word after the dash too
+    assert scores[1].tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # the value's head is the title's head
+    # "Color" is the attribute, not a word the title must contain; a size code alone never matches.
+    assert lex.scores(["Size 14 M US Red Pump"]).toarray()[0].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
