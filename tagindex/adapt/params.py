@@ -54,10 +54,11 @@ class AdaptParams(_Params):
     hierarchy_weight: float = 0.5  # weight of the tag's own score; the rest is its ancestors' mean
     leaves_only: bool = True  # rank only tags without children (ancestors follow from the path)
     # 2b. Product-type match (tagindex.adapt.lexical): a tag whose head noun is the title's head noun
-    # ("... Pullover Hoodie - Gunmetal" -> "Hoodies") gets ``lexical_weight`` x the product's score
-    # spread added, in self-training, in the cap's fit and at query time. 0 switches it off. Chosen
-    # on AE->OA / OA->AE and the Shopify demo (w = 2: R@10 +2.6 / +2.7, demo top-1 12 -> 23 of 50
-    # judged acceptable); on MWPD dev100 neutral (GS1 names are abstract, 16% of titles match).
+    # ("... Pullover Hoodie - Gunmetal" -> "Hoodies"), or an attribute value all of whose words are in
+    # the title, gets ``lexical_weight`` x the product's score spread added, in self-training, in the
+    # cap's fit and at query time; 0 switches it off. Chosen on AE->OA / OA->AE and the Shopify demo
+    # (w = 2: R@10 0.425 -> 0.572 / 0.336 -> 0.482; demo top-1 12 -> 27 of 50 judged acceptable); on
+    # MWPD dev100 within noise (GS1 names are abstract: 20% of titles match). adapt_lexical.json.
     lexical_weight: float = 2.0
     lexical_other_word: float = 0.25  # strength when the tag's head is another word of the phrase
     lexical_generic_df: int = 5  # heads of more tags than this are generic unless modifiers match
