@@ -40,6 +40,31 @@ def test_tag_single_matches_the_library(client, index_dir, svc_encoder):
     assert first["path"][-1] == first["name"] and first["decision"] is None and first["explanation"] is None
 
 
+def test_an_adapted_index_answers_as_the_library_title_match_included(mwpd_converted, svc_encoder, tmp_path):
+    from tagindex.adapt import AdaptParams, adapt
+    from tagindex.io import load_products, load_tags
+
+    catalog = [Product(p.id, p.title) for p in load_products(mwpd_converted / "train.jsonl")[:150]]
+    index, _ = adapt(
+        load_tags(mwpd_converted / "tags.jsonl"),
+        catalog,
+        AdaptParams(rounds=1, enrich=False),
+        encoder=svc_encoder,
+    )
+    assert index.adjuster is not None and index.adjuster.lexical_weight > 0
+    index.save(tmp_path / "adapted")
+    products = [LOCKET, {"id": "p2", "title": "Organic Lavender Shampoo"}]
+    with TestClient(create_app(make_settings(tmp_path / "adapted"), encoder=svc_encoder)) as c:
+        r = c.post("/v1/tag", json={"products": products, "top_k": 5, "explain": True})
+    assert r.status_code == 200, r.text
+    direct = TagIndex.load(tmp_path / "adapted", encoder=svc_encoder).tag(
+        [Product(p["id"], p["title"], p.get("description", "")) for p in products], top_k=5
+    )
+    for served, lib in zip(r.json()["results"], direct, strict=True):
+        assert [t["tag"] for t in served["tags"]] == [t.tag for t in lib.tags]
+        assert np.allclose([t["score"] for t in served["tags"]], [t.score for t in lib.tags], atol=1e-5)
+
+
 def test_tag_batch_keeps_order_and_derives_missing_ids(client, sample_products):
     batch = sample_products[:5] + [{"title": "Nike running shoe, men's size 10"}]
     r = client.post("/v1/tag", json={"products": batch, "top_k": 3})
