@@ -146,3 +146,11 @@ def test_attribute_values_match_as_their_value_anywhere_in_the_title() -> None:
     assert scores[1].tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # the value's head is the title's head
     # "Color" is the attribute, not a word the title must contain; a size code alone never matches.
     assert lex.scores(["Size 14 M US Red Pump"]).toarray()[0].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_titles_and_names_without_latin_words_match_nothing_and_never_fail() -> None:
+    lex = TypeLexicon(["Hoodies", "", "1234", "连帽衫", "Color: 红色", "Size: XL"])
+    scores = lex.scores(["", "   ", "----", "男士连帽衫 红色", "12345", "Hoodie"]).toarray()
+    assert scores.shape == (6, 6)
+    assert scores[:5].sum() == 0 and scores[5].tolist() == [1.0, 0, 0, 0, 0, 0]
+    assert TypeLexicon([]).scores(["Hoodie"]).shape == (1, 0)
