@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "adapt": Command(
-        "fit an index to an unlabelled catalog (hubness, hierarchy, self-training)", configure, run
+        "fit an index to an unlabelled catalog (hubness, hierarchy, self-training, title match)",
+        configure,
+        run,
     )
 }
