@@ -5,8 +5,8 @@ Pullover Hoodie - Gunmetal", "Pendant Necklace on a Red Ribbon"), and a concrete
 names its leaves the same way ("Hoodies", "Pendant Necklaces"). A dense encoder reads the whole
 title and is pulled by its other words (team names toward sports equipment); this score only says
 whether a tag names the thing the title names. It is computed from the tag names and the title,
-needs no label and no fitting, and is added to the adapted scores at query time
-(:class:`tagindex.adapt.adjust.ScoreAdjuster`).
+needs no label and no fitting, and is added to the adapted scores in self-training, in the
+k-occurrence cap's fit and at query time (:class:`tagindex.adapt.adjust.ScoreAdjuster`).
 
 Matching is on word keys: lower case, English plural and -ie/-y endings folded ("hoodies",
 "hoodie" -> "hoodi"; "dresses" -> "dress"), so no stemmer dependency is needed.
@@ -50,7 +50,7 @@ def word_key(word: str) -> str:
 def _keys(text: str) -> list[str]:
     out = []
     for word in _WORD.findall(text.lower()):
-        # "T-Shirt" and "Sweat-Shirt" are matched on their last part as well as whole.
+        # "T-Shirt" is matched on its last part, so it meets "Shirts" and "T-Shirts" alike.
         key = word_key(word.split("-")[-1]) if "-" in word else word_key(word)
         if key not in _STOP:
             out.append(key)
