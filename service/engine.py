@@ -203,6 +203,18 @@ class Engine:
                 ][:k]
             return out
 
+    def title_match(self, product: Product, vector: np.ndarray, tag_ids: Sequence[str]) -> dict[str, float]:
+        """What an adapted index's title match added to each given tag's score for this product
+        (``vector`` (dim,)); empty for an index that does not match titles."""
+        with self._lock.read():
+            adjuster = self.index.adjuster
+            if adjuster is None or adjuster.lexicon is None:
+                return {}
+            sims = vector[None, :] @ self.index.tag_vectors_matrix.T  # (1, tags)
+            part = adjuster.lexical_part(sims, adjuster.match([product.title]))[0]
+            rows = {t.id: i for i, t in enumerate(self.index.tags)}
+            return {t: float(part[rows[t]]) for t in tag_ids if t in rows}
+
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""
         vocab = self._vocab

@@ -142,6 +142,7 @@ class SimilarityExplainer:
     def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]:
         ranked = [t for t in ctx.result.tags if t.ancestor_of is None]
         near = self.engine.neighbours([t.tag for t in ranked], self.k, ctx.vector)
+        matched = self.engine.title_match(ctx.product, ctx.vector, [t.tag for t in ranked])
         product_terms = terms(ctx.text)
         out: dict[str, TagExplanation] = {}
         for t in ctx.result.tags:
@@ -155,10 +156,17 @@ class SimilarityExplainer:
                 )
                 continue
             shared = sorted(product_terms & terms(self.engine.tag_text(t.tag)))
+            parts = {"bi_encoder_similarity": t.score}
+            notes = []
+            if t.tag in matched:  # an adapted index: the score includes the title match's share
+                parts["title_match"] = matched[t.tag]
+                if matched[t.tag] > 0:
+                    notes.append("the title names this tag's product type (head noun or attribute value)")
             out[t.tag] = TagExplanation(
-                parts={"bi_encoder_similarity": t.score},
+                parts=parts,
                 path=path,
                 matched_terms=shared,
+                notes=notes,
                 neighbours=[
                     {
                         "tag": n.tag,

@@ -136,13 +136,26 @@ class ScoreAdjuster:
         """
         scores = path_scores((sims - self.bias) / self.scale, self.parents, self.hierarchy_weight)
         if self.lexicon is not None:
-            if lexical is None or lexical.shape != scores.shape:
-                raise ValueError("this adapted index matches product titles: pass their match()")
-            spread = scores[:, self.rankable].std(axis=1, keepdims=True)  # (n, 1)
-            scores = scores + self.lexical_weight * spread * lexical.toarray()
+            scores = scores + self._lexical_part(scores, lexical)
         if penalise and self.penalty.any():
             scores = scores - self.penalty
         return scores
+
+    def lexical_part(self, sims: np.ndarray, lexical: sparse.csr_matrix) -> np.ndarray | None:
+        """What the title match adds to each adapted score (n, tags); None when the index has none.
+
+        For explanations: :meth:`adjust` adds exactly this.
+        """
+        if self.lexicon is None:
+            return None
+        base = path_scores((sims - self.bias) / self.scale, self.parents, self.hierarchy_weight)
+        return self._lexical_part(base, lexical)
+
+    def _lexical_part(self, scores: np.ndarray, lexical: sparse.csr_matrix | None) -> np.ndarray:
+        if lexical is None or lexical.shape != scores.shape:
+            raise ValueError("this adapted index matches product titles: pass their match()")
+        spread = scores[:, self.rankable].std(axis=1, keepdims=True)  # (n, 1)
+        return self.lexical_weight * spread * lexical.toarray()
 
     def top(
         self, sims: np.ndarray, k: int, lexical: sparse.csr_matrix | None = None

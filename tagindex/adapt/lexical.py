@@ -24,8 +24,9 @@ from scipy import sparse
 _WORD = re.compile(r"[a-z][a-z0-9'-]*[a-z]|[a-z]")
 # Where a title's product phrase ends: a qualifier, a variant, a size or a seller's suffix follows.
 _CUT = re.compile(r"\s[-|/–:]\s|[,(\[;]|\s(?:by|for|with|on|in|from|featuring|feat|w/)\s", re.IGNORECASE)
-# Alternatives inside one tag name ("Bags/Cases", "Sweatshirts & Hoodies", "Tents or Shelters").
-_ALT = re.compile(r"\s*(?:/|&|,|\band\b|\bor\b)\s*", re.IGNORECASE)
+# Alternatives inside one tag name ("Bags/Cases", "Sweatshirts & Hoodies", "Tents or Shelters"); the
+# separator is kept: "/" lists alternatives, "A/V" (one letter a side) is a word.
+_ALT = re.compile(r"\s*((?<=[a-z]{2})/(?=[a-z]{2})|&|,|\band\b|\bor\b)\s*", re.IGNORECASE)
 _STOP = frozenset({"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s", "men", "women"})
 
 
@@ -98,13 +99,19 @@ class TypeLexicon:
                     self._values[row] = keys
                     for key in keys:
                         by_value_key.setdefault(key, []).append(row)
-            parts = [k for k in (_keys(p) for p in _ALT.split(name)) if k]
+            pieces = _ALT.split(name)  # [text, separator, text, ...]
+            parts = [
+                (k, pieces[j + 1] if j + 1 < len(pieces) else "")
+                for j in range(0, len(pieces), 2)
+                if (k := _keys(pieces[j]))
+            ]
             alts = []
             shared: list[str] = []
-            for i, keys in enumerate(parts):
+            for i, (keys, sep) in enumerate(parts):
                 # "Flag & Windsock Accessories", "Table & Bar Stools": a lone word before a longer
                 # alternative shares its head, so it is a modifier, not a product type of its own.
-                if len(keys) == 1 and any(len(later) > 1 for later in parts[i + 1 :]):
+                # GS1's "/" lists alternatives instead ("Tents/Weather Structures").
+                if sep != "/" and len(keys) == 1 and any(len(later) > 1 for later, _ in parts[i + 1 :]):
                     shared.extend(keys)
                     continue
                 alts.append((keys[-1], frozenset(keys[:-1]) | frozenset(shared)))

@@ -53,7 +53,7 @@ def test_an_adapted_index_answers_as_the_library_title_match_included(mwpd_conve
     )
     assert index.adjuster is not None and index.adjuster.lexical_weight > 0
     index.save(tmp_path / "adapted")
-    products = [LOCKET, {"id": "p2", "title": "Organic Lavender Shampoo"}]
+    products = [LOCKET, {"id": "p2", "title": "Coleman Sundome 4-Person Dome Tent"}]
     with TestClient(create_app(make_settings(tmp_path / "adapted"), encoder=svc_encoder)) as c:
         r = c.post("/v1/tag", json={"products": products, "top_k": 5, "explain": True})
     assert r.status_code == 200, r.text
@@ -63,6 +63,12 @@ def test_an_adapted_index_answers_as_the_library_title_match_included(mwpd_conve
     for served, lib in zip(r.json()["results"], direct, strict=True):
         assert [t["tag"] for t in served["tags"]] == [t.tag for t in lib.tags]
         assert np.allclose([t["score"] for t in served["tags"]], [t.score for t in lib.tags], atol=1e-5)
+    # The explanation says how much of a score the title match added: the tent's head noun names a tag.
+    tent = r.json()["results"][1]["tags"]
+    assert all(t["explanation"]["parts"]["title_match"] >= 0 for t in tent)
+    first = tent[0]
+    assert first["name"] == "Tents/Weather Structures" and first["explanation"]["parts"]["title_match"] > 0
+    assert any("product type" in n for n in first["explanation"]["notes"])
 
 
 def test_tag_batch_keeps_order_and_derives_missing_ids(client, sample_products):
