@@ -212,8 +212,7 @@ class Engine:
                 return {}
             sims = vector[None, :] @ self.index.tag_vectors_matrix.T  # (1, tags)
             part = adjuster.lexical_part(sims, adjuster.match([product.title]))[0]
-            rows = {t.id: i for i, t in enumerate(self.index.tags)}
-            return {t: float(part[rows[t]]) for t in tag_ids if t in rows}
+            return {t: float(part[self.index.row(t)]) for t in tag_ids if t in self.index}
 
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""

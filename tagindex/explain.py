@@ -6,7 +6,8 @@ For every assigned tag (or, without a calibration, every top-ranked tag) an expl
   vector similarity; the graph part is ``None`` for an index without graph fusion), the first-stage
   score the candidate was ranked by, the cross-encoder logit, the rerank stage's logit (fused with
   the first-stage score when the reranker carries fusion weights) and its sigmoid, calibrated
-  probability, rank among the candidates;
+  probability, rank among the candidates; for an index written by ``tagindex adapt`` that matches
+  titles, the part of the score the product-type match added (``title_match``);
 - the nearest labelled products carrying the tag (bi-encoder cosine between product vectors);
 - the product words that matter most, by occlusion: the drop in the cross-encoder logit (or, without
   a reranker, the bi-encoder cosine) when one word is left out of the product text.
@@ -227,6 +228,7 @@ class Explainer:
         tag_ids = [a.tag for a in chosen]
         logits, cross_logits = self._logits(product, tag_ids, by_tag)
         words = self._occlusion(product, vector, tag_ids)
+        title_match = self._title_match(product, vector)
         items = []
         for a in chosen:
             rank, cand = by_tag.get(a.tag, (None, None))
@@ -261,6 +263,11 @@ class Explainer:
                         "calibrated_probability": _r(own_prob),
                         "rank": None if rank is None else rank + 1,
                         "score": _r(cand.score) if cand is not None else None,
+                        **(
+                            {"title_match": _r(float(title_match[index.row(a.tag)]))}
+                            if title_match is not None
+                            else {}
+                        ),
                     },
                     "neighbours": self._neighbours(vector, a.tag, exclude=product.id),
                     "words": words[a.tag],
@@ -273,6 +280,14 @@ class Explainer:
             "decision": "calibrated" if self.calibration is not None else "top-ranked (no calibration)",
             "assigned": items,
         }
+
+    def _title_match(self, product: Product, vector: np.ndarray) -> np.ndarray | None:
+        """What an adapted index's product-type match added to each tag's score (tags,), or None."""
+        adjuster = self.index.adjuster
+        if adjuster is None or adjuster.lexicon is None:
+            return None
+        sims = vector[None, :] @ self.index.tag_vectors_matrix.T  # (1, tags)
+        return adjuster.lexical_part(sims, adjuster.match([product.title]))[0]
 
     def _choose(self, r: RankedCandidates) -> list[Assigned]:
         by_id = self.index.by_id

@@ -161,6 +161,17 @@ class TagIndex:
     def tags(self) -> list[Tag]:
         return list(self._tags)
 
+    def row(self, tag_id: str) -> int:
+        """The tag's row in :attr:`tags` and :attr:`tag_vectors_matrix`.
+
+        Raises:
+            KeyError: Unknown tag id.
+        """
+        try:
+            return self._row_of[tag_id]
+        except KeyError:
+            raise KeyError(f"unknown tag id '{tag_id}'") from None
+
     def get(self, tag_id: str) -> Tag:
         try:
             return self._tags[self._row_of[tag_id]]

@@ -92,12 +92,12 @@ class TypeLexicon:
         for row, name in enumerate(names):
             attribute, sep, value = name.partition(": ")
             if sep and attribute and value:
-                keys = frozenset(_keys(value))
+                value_keys = frozenset(_keys(value))
                 # A bare size letter or code ("14 M US") matches nothing: too many titles share it.
-                name = value if any(len(k) >= 3 for k in keys) else ""
+                name = value if any(len(k) >= 3 for k in value_keys) else ""
                 if name:
-                    self._values[row] = keys
-                    for key in keys:
+                    self._values[row] = value_keys
+                    for key in value_keys:
                         by_value_key.setdefault(key, []).append(row)
             pieces = _ALT.split(name)  # [text, separator, text, ...]
             parts = [

@@ -13,6 +13,7 @@ from tagindex.active import QueueParams, review_queue
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
 from tagindex.adapt.lexical import TypeLexicon, title_head, word_key
 from tagindex.convert import convert
+from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
 
 
@@ -124,6 +125,10 @@ def test_adapted_index_matches_titles_through_every_entry_point(
     index.save(tmp_path / "idx")
     loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
     assert loaded.tag(queries, top_k=3)[0].to_dict()["tags"] == top
+    # Explanations give the part of each score that the title match added.
+    explained = Explainer(loaded).explain(queries)[0]["assigned"]
+    assert explained[0]["tag"] == top[0]["tag"] and explained[0]["parts"]["title_match"] > 0
+    assert all(item["parts"]["title_match"] >= 0 for item in explained)
     # The review queue suggests what `tag` would answer (adapted scores with the title match).
     pool = catalog[:12] + queries
     by_product = {r.id: [t.tag for t in r.tags] for r in index.tag(pool, top_k=2)}
