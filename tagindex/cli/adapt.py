@@ -74,13 +74,15 @@ def run(args: argparse.Namespace) -> int:
     )
     index.save(args.out)
     rounds = report["adapt"]["rounds"]
+    lexical = report["adapt"].get("lexical")
     logger.info(
-        "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s) -> %s",
+        "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s%s) -> %s",
         len(index),
         len(products),
         time.perf_counter() - start,
         len(rounds),
         rounds[-1]["agreement_with_previous"] if rounds else None,
+        f"; titles naming a tag: {lexical['titles_matched']:.0%}" if lexical else "",
         args.out,
     )
     return 0
