@@ -91,8 +91,12 @@ class ScoreAdjuster:
         lexical_weight: float = 0.0,
         lexical_other_word: float = 0.25,
         lexical_generic_df: int = 5,
+        lexicon: TypeLexicon | None = None,
     ) -> ScoreAdjuster:
-        lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df) if lexical_weight > 0 else None
+        """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
+        (built with ``lexical_generic_df``) when the caller has it."""
+        if lexical_weight > 0 and lexicon is None:
+            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df)
         info = {**(info or {}), "lexical_generic_df": lexical_generic_df}
         return cls(
             bias,

@@ -61,9 +61,14 @@ class AdaptResult:
 
 
 def fit_adjuster(
-    tags: Sequence[Tag], catalog: np.ndarray, tag_vectors: np.ndarray, params: AdaptParams
+    tags: Sequence[Tag],
+    catalog: np.ndarray,
+    tag_vectors: np.ndarray,
+    params: AdaptParams,
+    lexicon: TypeLexicon | None = None,
 ) -> ScoreAdjuster:
-    """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings."""
+    """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings (and the
+    tags' ``lexicon`` for the title match, built here when not given)."""
     weight = params.resolved_hubness_weight(any(t.parent is not None for t in tags))
     bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, weight)
     return ScoreAdjuster.for_tags(
@@ -81,6 +86,7 @@ def fit_adjuster(
         params.lexical_weight,
         params.lexical_other_word,
         params.lexical_generic_df,
+        lexicon,
     )
 
 
@@ -164,14 +170,14 @@ def adapt_vectors(
     report: dict[str, Any] = {"n_catalog": len(catalog), "n_tags": len(tags), "rounds": []}
     text_vectors = np.array(tag_vectors, dtype=np.float32, copy=True)
     # The title match depends on names and titles only: computed once, sparse (n, tags).
-    lexical = None
+    lexical = lexicon = None
     if params.lexical_weight > 0:
         lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
         lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
         matched = float((lexical.getnnz(axis=1) > 0).mean()) if len(catalog) else 0.0
         report["lexical"] = {"titles_matched": round(matched, 4)}
     if params.enrich and len(catalog):
-        adjuster = fit_adjuster(tags, catalog, text_vectors, params)
+        adjuster = fit_adjuster(tags, catalog, text_vectors, params, lexicon)
         labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, text_vectors, lexical=lexical))
         terms = mine_terms(
             catalog_texts,
@@ -205,7 +211,7 @@ def adapt_vectors(
     labels = np.full(len(catalog), -1, dtype=np.int64)
     mask = np.zeros(len(catalog), dtype=bool)
     for r in range(params.rounds if len(catalog) else 0):
-        adjuster = fit_adjuster(tags, catalog, vectors, params)
+        adjuster = fit_adjuster(tags, catalog, vectors, params, lexicon)
         labels, margin = pseudo_labels(*score_catalog(adjuster, catalog, vectors, lexical=lexical))
         agreement = None if previous is None else float((labels == previous).mean())
         used, strength = labels, margin
@@ -235,7 +241,7 @@ def adapt_vectors(
         previous = labels
         if agreement is not None and agreement >= params.min_agreement:
             break
-    adjuster = fit_adjuster(tags, catalog, vectors, params)
+    adjuster = fit_adjuster(tags, catalog, vectors, params, lexicon)
     if params.occurrence_cap and len(catalog):
         report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
