@@ -119,7 +119,12 @@ class TypeLexicon:
                 shared = []
             self._alternatives.append(alts)
         self._by_head = {h: sorted(set(rows)) for h, rows in by_head.items()}
-        self._by_value_key = by_value_key
+        # Each value is looked up under its rarest word only: all its words must be in the title, so
+        # that one is too, and a common word ("black") does not make every title check every value.
+        self._by_value_key: dict[str, list[int]] = {}
+        for row, value_keys in self._values.items():
+            rarest = min(value_keys, key=lambda k: (len(by_value_key[k]), k))
+            self._by_value_key.setdefault(rarest, []).append(row)
         df = Counter({h: len(rows) for h, rows in self._by_head.items()})
         self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
 
