@@ -207,12 +207,10 @@ class Engine:
         """What an adapted index's title match added to each given tag's score for this product
         (``vector`` (dim,)); empty for an index that does not match titles."""
         with self._lock.read():
-            adjuster = self.index.adjuster
-            if adjuster is None or adjuster.lexicon is None:
+            part = self.index.title_match(vector[None, :], [product.title])  # (1, tags) or None
+            if part is None:
                 return {}
-            sims = vector[None, :] @ self.index.tag_vectors_matrix.T  # (1, tags)
-            part = adjuster.lexical_part(sims, adjuster.match([product.title]))[0]
-            return {t: float(part[self.index.row(t)]) for t in tag_ids if t in self.index}
+            return {t: float(part[0, self.index.row(t)]) for t in tag_ids if t in self.index}
 
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""

@@ -169,14 +169,8 @@ def review_queue(
     if scorer is not None:
         scores, ids = scorer.top(x, depth)
         counts = dict(zip(scorer.targets, scorer.counts.tolist(), strict=True))
-    elif index.adjuster is not None:  # an adapted index: the scores `tag` shows, title match included
-        match = index.adjuster.match([q.title for q in pool])
-        scores, rows = index.adjuster.top(x @ index.tag_vectors_matrix.T, depth, lexical=match)
-        tags = index.tags
-        ids = [[tags[r].id for r in row] for row in rows.tolist()]
-        counts = {}
-    else:
-        scores, ids = index.search(x, depth)
+    else:  # the scores `tag` shows: an adapted index's (title match included), else cosine
+        scores, ids = index.nearest_tags(x, depth, [q.title for q in pool])
         counts = {}
     margin = scores[:, 0] - scores[:, 1]  # (m,)
     # Cosine to the nearest labelled product (m,); 0 when nothing is labelled yet.

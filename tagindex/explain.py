@@ -228,7 +228,7 @@ class Explainer:
         tag_ids = [a.tag for a in chosen]
         logits, cross_logits = self._logits(product, tag_ids, by_tag)
         words = self._occlusion(product, vector, tag_ids)
-        title_match = self._title_match(product, vector)
+        title_match = index.title_match(vector[None, :], [product.title])  # (1, tags) or None
         items = []
         for a in chosen:
             rank, cand = by_tag.get(a.tag, (None, None))
@@ -264,7 +264,7 @@ class Explainer:
                         "rank": None if rank is None else rank + 1,
                         "score": _r(cand.score) if cand is not None else None,
                         **(
-                            {"title_match": _r(float(title_match[index.row(a.tag)]))}
+                            {"title_match": _r(float(title_match[0, index.row(a.tag)]))}
                             if title_match is not None
                             else {}
                         ),
@@ -280,14 +280,6 @@ class Explainer:
             "decision": "calibrated" if self.calibration is not None else "top-ranked (no calibration)",
             "assigned": items,
         }
-
-    def _title_match(self, product: Product, vector: np.ndarray) -> np.ndarray | None:
-        """What an adapted index's product-type match added to each tag's score (tags,), or None."""
-        adjuster = self.index.adjuster
-        if adjuster is None or adjuster.lexicon is None:
-            return None
-        sims = vector[None, :] @ self.index.tag_vectors_matrix.T  # (1, tags)
-        return adjuster.lexical_part(sims, adjuster.match([product.title]))[0]
 
     def _choose(self, r: RankedCandidates) -> list[Assigned]:
         by_id = self.index.by_id

@@ -529,12 +529,8 @@ class TagIndex:
         if scorer is not None:
             exclude = scorer.exemplar_rows(product_ids) if leave_one_out else None
             scores, ids = scorer.top(vectors, fetch, exclude)
-        elif self.adjuster is not None:
-            match = self.adjuster.match(titles) if titles is not None else None
-            adj_scores, rows = self.adjuster.top(vectors @ self._vectors.T, fetch, lexical=match)
-            scores, ids = adj_scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
         else:
-            scores, ids = self.search(vectors, fetch)
+            scores, ids = self.nearest_tags(vectors, fetch, titles)
         # The id -> Tag dict is rebuilt per call only when ancestors are wanted: it costs O(tags).
         by_id = self.by_id if include_ancestors else None
         tags, row_of = self._tags, self._row_of
@@ -558,6 +554,32 @@ class TagIndex:
             rows = [r for r in insert_ancestors(pairs, name, by_id, threshold) if r.tag not in drop]
             results.append(TagResult(pid, rows))
         return results
+
+    def nearest_tags(
+        self, vectors: np.ndarray, k: int, titles: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Best ``k`` tags per product vector (n, dim), exemplars aside: an adapted index's adjusted
+        scores (its title match needs the products' ``titles``), else cosine (:meth:`search`).
+
+        Returns:
+            Scores (n, k) and tag ids, best first.
+        """
+        if self.adjuster is None:
+            return self.search(vectors, k)
+        match = self.adjuster.match(titles) if titles is not None else None
+        scores, rows = self.adjuster.top(vectors @ self._vectors.T, k, lexical=match)
+        return scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
+
+    def title_match(self, vectors: np.ndarray, titles: Sequence[str]) -> np.ndarray | None:
+        """What an adapted index's product-type match adds to each tag's score, (n, tags) for the
+        products' vectors (n, dim) and titles; None for an index that does not match titles.
+
+        For explanations: :meth:`tag_vectors` ranks by scores that include exactly this.
+        """
+        adjuster = self.adjuster
+        if adjuster is None or adjuster.lexicon is None:
+            return None
+        return adjuster.lexical_part(vectors @ self._vectors.T, adjuster.match(titles))
 
     def tag_one(
         self,
