@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from scipy import sparse
 
 _DIR = "adapt"
+# Names lent to tags by an outside taxonomy (tagindex.adapt.graft); absent when nothing was grafted.
+_GRAFT = "graft.json"
 # describe() keys recomputed from the arrays and settings, not carried in ``info``.
 _DERIVED = ("hierarchy_weight", "leaves_only", "n_tags", "penalised_tags", "lexical")
 
@@ -185,7 +187,11 @@ class ScoreAdjuster:
             "leaves_only": self.leaves_only,
             "n_tags": len(self),
             "penalised_tags": int((self.penalty != 0).sum()),
-            "lexical": {"weight": self.lexical_weight, "other_word": self.lexical_other_word},
+            "lexical": {
+                "weight": self.lexical_weight,
+                "other_word": self.lexical_other_word,
+                "grafted_names": len(self.lexicon.grafted_names) if self.lexicon is not None else 0,
+            },
         }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -197,6 +203,14 @@ class ScoreAdjuster:
             str(out / "adjuster.safetensors"),
         )
         (out / "adjuster.json").write_text(json.dumps(self.describe(), indent=2, sort_keys=True) + "\n")
+        if self.lexicon is not None and self.lexicon.grafted_names:
+            lexicon = self.lexicon
+            graft = {
+                "names": lexicon.grafted_names,
+                "rows": lexicon.grafted_rows,
+                "strength": lexicon.graft_strength,
+            }
+            (out / _GRAFT).write_text(json.dumps(graft, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(
@@ -222,6 +236,9 @@ class ScoreAdjuster:
                 if names is None or len(names) != n_tags:
                     raise ValueError("its title match needs the index's tag names")
                 lexicon = TypeLexicon(names, int(info.get("lexical_generic_df", 5)))
+                if (src / _GRAFT).exists():
+                    graft = json.loads((src / _GRAFT).read_text())
+                    lexicon.graft(graft["names"], graft["rows"], float(graft["strength"]))
             adjuster = cls(
                 arrays["bias"],
                 arrays["scale"],
@@ -234,7 +251,7 @@ class ScoreAdjuster:
                 weight,
                 float(lexical.get("other_word", 0.25)),
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFormatError(f"{src}: unreadable score adjuster: {exc}") from None
         if len(adjuster) != n_tags:
             raise IndexFormatError(f"{src}: score adjuster covers {len(adjuster)} tags, the index {n_tags}")

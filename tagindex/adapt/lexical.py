@@ -127,6 +127,28 @@ class TypeLexicon:
             self._by_value_key.setdefault(rarest, []).append(row)
         df = Counter({h: len(rows) for h, rows in self._by_head.items()})
         self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
+        self.generic_df = generic_df
+        # Names lent by an outside taxonomy (:meth:`graft`): their own lexicon and target rows.
+        self._graft: tuple[TypeLexicon, np.ndarray, float] | None = None
+        self.grafted_names: list[str] = []
+        self.grafted_rows: list[int] = []
+        self.graft_strength = 1.0
+
+    def graft(self, names: Sequence[str], rows: Sequence[int], strength: float = 1.0) -> None:
+        """Lends each of ``names`` to the tag at the same place in ``rows`` (see
+        :mod:`tagindex.adapt.graft`): a title matching a lent name matches that tag with ``strength``
+        times the lent name's match. Replaces earlier grafts; an empty list removes them.
+        """
+        if len(names) != len(rows):
+            raise ValueError("graft: one target row per lent name")
+        if any(not 0 <= r < self.n_tags for r in rows):
+            raise ValueError("graft: target rows outside the vocabulary")
+        self.grafted_names, self.grafted_rows = list(names), [int(r) for r in rows]
+        self.graft_strength = float(strength)
+        self._graft = None
+        if names:
+            lent = TypeLexicon(self.grafted_names, self.generic_df)
+            self._graft = (lent, np.asarray(self.grafted_rows, dtype=np.int64), self.graft_strength)
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
@@ -165,9 +187,27 @@ class TypeLexicon:
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())
-        coords = (np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
-        return sparse.csr_matrix(
-            (np.asarray(vals, dtype=np.float32), coords),
-            shape=(len(titles), self.n_tags),
-            dtype=np.float32,
-        )
+        row_a, col_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        val_a = np.asarray(vals, dtype=np.float32)
+        if self._graft is not None:
+            lent, target, strength = self._graft
+            other = lent.scores(titles, other_word).tocoo()
+            row_a = np.concatenate([row_a, other.row.astype(np.int64)])
+            col_a = np.concatenate([col_a, target[other.col]])
+            val_a = np.concatenate([val_a, strength * other.data.astype(np.float32)])
+            row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
+        return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
+
+
+def _max_per_cell(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (row, col): the largest value (a tag matched by its own and a lent name)."""
+    if not len(rows):
+        return rows, cols, vals
+    key = rows * width + cols
+    order = np.argsort(key, kind="stable")
+    key, vals = key[order], vals[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    best = np.maximum.reduceat(vals, starts)
+    return key[starts] // width, key[starts] % width, best

@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ import numpy as np
 
 from tagindex.adapt.adjust import ScoreAdjuster
 from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
-from tagindex.adapt.hierarchy import parent_rows
+from tagindex.adapt.graft import place_source
+from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
 from tagindex.adapt.lexical import TypeLexicon
 from tagindex.adapt.params import AdaptParams
@@ -144,6 +146,32 @@ def score_catalog(
     return np.concatenate(scores), np.concatenate(rows)
 
 
+def graft_lexicon(
+    lexicon: TypeLexicon,
+    tags: Sequence[Tag],
+    tag_vectors: np.ndarray,
+    source: Sequence[Tag],
+    source_vectors: np.ndarray,
+    params: AdaptParams,
+) -> dict[str, Any]:
+    """Lends the ``source`` taxonomy's names to the tags of ``lexicon`` (:mod:`tagindex.adapt.graft`)
+    and reports what was lent."""
+    parents = parent_rows(tags)
+    rankable = np.flatnonzero(leaves_mask(parents)) if params.leaves_only else np.arange(len(tags))
+    lent = place_source(source, source_vectors, tag_vectors, lexicon, rankable, params.graft_top_k)
+    chosen = np.flatnonzero(lent >= 0).tolist()
+    lexicon.graft([source[i].name for i in chosen], lent[chosen].tolist(), params.graft_strength)
+    counts = Counter(lent[chosen].tolist())
+    return {
+        "source_categories": len(source),
+        "lent": len(chosen),
+        "tags_receiving": len(counts),
+        "examples": [
+            f"{source[i].name} -> {tags[lent[i]].name}" for i in chosen[:: max(1, len(chosen) // 5)][:5]
+        ],
+    }
+
+
 def adapt_vectors(
     tags: Sequence[Tag],
     texts: Sequence[str],
@@ -152,6 +180,7 @@ def adapt_vectors(
     catalog_texts: Sequence[str],
     params: AdaptParams,
     encode: Callable[[list[str]], np.ndarray],
+    graft: tuple[Sequence[Tag], np.ndarray] | None = None,
 ) -> AdaptResult:
     """Runs steps 1-4 on vectors already encoded.
 
@@ -163,8 +192,15 @@ def adapt_vectors(
         catalog_texts: Product titles (mined for enrichment terms, matched against the tag names).
         params: What to do.
         encode: Encodes tag texts with the same encoder (for enrichment).
+        graft: An outside category taxonomy and the unit vectors of its path texts (same encoder),
+            whose names are lent to the tags (:mod:`tagindex.adapt.graft`); needs the title match.
+
+    Raises:
+        ValueError: ``graft`` without the title match (``lexical_weight`` 0).
     """
     start = time.perf_counter()
+    if graft is not None and params.lexical_weight <= 0:
+        raise ValueError("grafting an outside taxonomy needs the title match (lexical_weight > 0)")
     texts = list(texts)
     parents = parent_rows(tags)
     report: dict[str, Any] = {"n_catalog": len(catalog), "n_tags": len(tags), "rounds": []}
@@ -173,6 +209,8 @@ def adapt_vectors(
     lexical = lexicon = None
     if params.lexical_weight > 0:
         lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
+        if graft is not None:
+            report["graft"] = graft_lexicon(lexicon, tags, tag_vectors, *graft, params)
         lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
         matched = float((lexical.getnnz(axis=1) > 0).mean()) if len(catalog) else 0.0
         report["lexical"] = {"titles_matched": round(matched, 4)}
@@ -258,6 +296,7 @@ def adapt(
     encoder: Encoder | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
+    graft: Sequence[Tag] | None = None,
 ) -> tuple[TagIndex, dict[str, Any]]:
     """Builds a TagIndex adapted to an unlabelled catalog (product ``tags`` are never read).
 
@@ -272,6 +311,8 @@ def adapt(
             fine-tuned encoders of later rounds are loaded from their directories.
         work_dir: Where fine-tuned encoders are written (a temporary directory when omitted).
         show_progress: Progress bars while encoding.
+        graft: An outside category taxonomy (e.g. Shopify's) whose names are lent to the tags they
+            match (:mod:`tagindex.adapt.graft`); its path texts are encoded with the index's encoder.
 
     Returns:
         The adapted index (save it with ``index.save``) and a JSON-ready report.
@@ -293,6 +334,13 @@ def adapt(
         by_id = index.by_id
         texts = [tag_text(t, by_id, index_params.text) for t in index.tags]
         catalog = index.encode_products(unlabelled, cache_dir=cache_dir, show_progress=show_progress)
+        source = None
+        if graft:
+            source_by_id = {t.id: t for t in graft}
+            source_texts = [tag_text(t, source_by_id, index_params.text) for t in graft]
+            source_vectors = index.encoder.encode(source_texts)  # (n_source, dim)
+            source_vectors /= np.maximum(np.linalg.norm(source_vectors, axis=1, keepdims=True), 1e-12)
+            source = (graft, source_vectors)
         result = adapt_vectors(
             index.tags,
             texts,
@@ -301,6 +349,7 @@ def adapt(
             titles,
             params,
             index.encoder.encode,
+            source,
         )
         report["adapt"] = result.report
         if ft_round == params.finetune_rounds:

@@ -34,6 +34,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-products", type=int, default=None, help="adapt on a seeded sample of this many products"
     )
+    p.add_argument(
+        "--graft",
+        help="tags file of an outside category taxonomy (e.g. Shopify's, from `tagindex convert shopify "
+        "--include categories`) whose concrete names are lent to the tags they match by name and vector",
+    )
     add_option(p, "--seed", help="random seed (default 0)")
     add_option(p, "--cache")
     add_option(p, "--config")
@@ -47,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
     import random
 
     from tagindex.adapt import AdaptParams, adapt
+    from tagindex.errors import InputError
     from tagindex.io import load_products, load_tags
 
     tags = load_tags(args.tags, on_error=args.on_error)
+    graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
     products = load_products(args.products, on_error=args.on_error)
     params = AdaptParams()
     if args.adapt_config:
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         params.finetune_rounds = args.finetune_rounds
     if args.seed is not None:
         params.seed = args.seed
+    if graft is not None and params.lexical_weight <= 0:
+        raise InputError("--graft: lends names to the title match, which --adapt-config switches off")
     if args.max_products is not None and args.max_products < len(products):
         products = random.Random(params.seed).sample(products, args.max_products)
     labelled = sum(1 for p in products if p.tags)
@@ -70,11 +79,26 @@ def run(args: argparse.Namespace) -> int:
         logger.info("%d products carry tags: adapt ignores them (no label is read)", labelled)
     start = time.perf_counter()
     index, report = adapt(
-        tags, products, params, load_params(args), cache_dir=args.cache, show_progress=not args.quiet
+        tags,
+        products,
+        params,
+        load_params(args),
+        cache_dir=args.cache,
+        show_progress=not args.quiet,
+        graft=graft,
     )
     index.save(args.out)
     rounds = report["adapt"]["rounds"]
     lexical = report["adapt"].get("lexical")
+    grafted = report["adapt"].get("graft")
+    if grafted:
+        logger.info(
+            "graft: %d of %d outside categories lent to %d tags (e.g. %s)",
+            grafted["lent"],
+            grafted["source_categories"],
+            grafted["tags_receiving"],
+            "; ".join(grafted["examples"][:3]),
+        )
     logger.info(
         "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s%s) -> %s",
         len(index),
