@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from tagindex.schema import Tag
+from tagindex.text import word_key
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +73,17 @@ _WORD = re.compile(r"[^\W_]+")
 _STOP = frozenset({"and", "or", "the", "of", "for", "with", "in", "a", "to"})  # no path evidence
 
 
-def _singular(word: str) -> str:
-    # "hoodies" and "hoodie" -> "hoody", "batteries" -> "battery": one stem for -ie and -y words.
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if len(word) > 3 and word.endswith("ie"):
-        word = word[:-2] + "y"
-    return word
+def _plain_words(name: str) -> list[str]:
+    """A name's words as written, case-folded, accents dropped, ``&`` as ``and``."""
+    text = unicodedata.normalize("NFKD", name.replace("&", " and "))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    return _WORD.findall(text)
 
 
 def name_words(name: str) -> list[str]:
-    """A name as comparable words: case-folded, accents dropped, ``&`` as ``and``, plurals singular."""
-    text = unicodedata.normalize("NFKD", name.replace("&", " and "))
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    return [_singular(w) for w in _WORD.findall(text)]
+    """A name as comparable words: case-folded, accents dropped, ``&`` as ``and``, plurals folded
+    (:func:`tagindex.text.word_key`: "Dresses" and "dress", "Hoodies" and "hoodie" are one word)."""
+    return [word_key(w) for w in _plain_words(name)]
 
 
 def name_similarity(a: str, b: str) -> tuple[float, bool]:
@@ -213,13 +211,17 @@ def products_by_tag(labels: Iterable[Sequence[str]]) -> dict[str, set[int]]:
     return out
 
 
-def _path_words(tag: Tag, by_id: Mapping[str, Tag]) -> set[str]:
-    words: set[str] = set()
+def _path_words(tag: Tag, by_id: Mapping[str, Tag]) -> dict[str, str]:
+    """Word key -> the word as first written (case-folded) in the names of the tag's ancestors."""
+    words: dict[str, str] = {}
     parent = tag.parent
     seen: set[str] = set()
     while parent is not None and parent in by_id and parent not in seen:
         seen.add(parent)
-        words.update(w for w in name_words(by_id[parent].name) if w not in _STOP)
+        for word in _plain_words(by_id[parent].name):
+            key = word_key(word)
+            if key not in _STOP:
+                words.setdefault(key, word)
         parent = by_id[parent].parent
     return words
 
@@ -235,12 +237,14 @@ def evidence_of(
     """The evidence that ``a`` and ``b`` are one concept (see the module docstring)."""
     names, equal = name_similarity(a.name, b.name)
     pa, pb = _path_words(a, by_id), _path_words(b, by_id)
-    path = len(pa & pb) / len(pa | pb) if pa and pb else 0.0
+    common = pa.keys() & pb.keys()
+    path = len(common) / len(pa.keys() | pb.keys()) if pa and pb else 0.0
     parts = {"score": max(0.0, min(1.0, score)), "name": names, "path": path}
     reasons = [f"vectors {score:.3f}"]
     reasons.append("same name" if equal else f"names {names:.2f} alike")
-    if pa & pb:
-        reasons.append(f"paths share {', '.join(sorted(pa & pb)[:4])}")
+    if common:
+        # Keys are for matching ("accessori"); the reason shows the words as a's path writes them.
+        reasons.append(f"paths share {', '.join(sorted(pa[k] for k in common)[:4])}")
     shared: int | None = None
     if products is not None:
         ra, rb = products.get(a.id, set()), products.get(b.id, set())

@@ -127,6 +127,41 @@ def html_to_text(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+# ---- word keys ----------------------------------------------------------------------------------
+def word_key(word: str) -> str:
+    """One key for the singular and plural of an English noun, without a stemmer dependency.
+
+    Lower-cases, drops a possessive ``'s`` and folds plurals (``-ies``, ``-sses``/``-shes``/
+    ``-ches``/``-xes``/``-zes``, a plain ``-s``; not ``-ss``, ``-us``, ``-is``: "glass", "bus",
+    "analysis" stay). The ``-ie`` and ``-y`` endings then both become ``-i``, because the plural of a
+    ``-y`` noun ("bodies") and of an ``-ie`` noun ("hoodies") end alike: folding ``-ies`` to either
+    ending alone splits the other noun's singular from its plural ("hoodies" -> "hoody" but "hoodie"
+    stays), while ``-i`` joins both ("Hoodies", "hoodie" -> "hoodi"; "batteries", "battery" ->
+    "batteri"). Keys are for matching and counting, not for display. Every key is its own key
+    (``word_key(word_key(w)) == word_key(w)``), so keys stored by one run can be folded again safely.
+
+    Args:
+        word: One word; callers do their own tokenising (and any accent or case folding first).
+
+    Returns:
+        The word's key ("Dresses" -> "dress", "Watches" -> "watch", "Women's" -> "women").
+    """
+    w = word.lower().strip("'-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "i"
+    elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes", "zes")):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is", "'s")):
+        w = w[:-1]
+    if len(w) > 3 and w.endswith("ie"):
+        w = w[:-2] + "i"
+    elif len(w) > 3 and w.endswith("y"):
+        w = w[:-1] + "i"
+    return w
+
+
 # ---- ids from names -----------------------------------------------------------------------------
 def slug(name: str) -> str:
     """Lower-case word characters joined by ``-`` (letters of any script are kept): ``"Eco-friendly

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from tagindex.errors import InputError, ModelError
-from tagindex.text import has_cjk, normalize_text
+from tagindex.text import has_cjk, normalize_text, word_key
 
 if TYPE_CHECKING:  # the encoders import this module; the distiller imports the encoders
     from tagindex.distill import ParallelPair
@@ -137,20 +137,10 @@ def clean_sense(sense: str) -> str:
     return " ".join(words).strip(" ;,.:") if len(words) <= _MAX_SENSE_WORDS else ""
 
 
-def _stem(token: str) -> str:
-    """Light English plural folding so ``Services`` and ``service`` count as one vocabulary word."""
-    if len(token) > 4 and token.endswith("ies"):
-        return token[:-3] + "y"
-    if len(token) > 4 and token.endswith(("ches", "shes", "sses", "xes")):
-        return token[:-2]
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
 def content_words(text: str) -> list[str]:
-    """Lower-cased, plural-folded words of ``text`` without stopwords (what the vocabulary counts)."""
-    return [_stem(t) for t in _TOKEN.findall(text.casefold()) if t not in _STOPWORDS]
+    """Lower-cased words of ``text`` without stopwords, as :func:`~tagindex.text.word_key` keys
+    (plurals and -ie/-y endings folded: "Hoodies" and "hoodie" count as one vocabulary word)."""
+    return [word_key(t) for t in _TOKEN.findall(text.casefold()) if t not in _STOPWORDS]
 
 
 def read_cedict(path: str | os.PathLike[str], clean: bool = True) -> dict[str, list[str]]:
@@ -237,10 +227,22 @@ class SenseLexicon:
 
 
 class Vocabulary:
-    """How many target names contain each content word (plural-folded); scores glosses by fit."""
+    """How many target names contain each content word (plural-folded); scores glosses by fit.
+
+    Args:
+        counts: Content word -> number of names containing it. Keys are folded again with
+            :func:`~tagindex.text.word_key` (a no-op on the keys :meth:`from_names` makes), so counts
+            saved under the older plural folding (the ``translation.json`` of an index built before
+            ``word_key``: "battery", "hoody") meet the words :meth:`fit` looks up; counts of keys
+            that fold together are added.
+    """
 
     def __init__(self, counts: dict[str, int]) -> None:
-        self.counts = {w: int(c) for w, c in counts.items() if c > 0}
+        self.counts: dict[str, int] = {}
+        for word, count in counts.items():
+            if int(count) > 0:
+                key = word_key(word)
+                self.counts[key] = self.counts.get(key, 0) + int(count)
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> Vocabulary:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
+from tagindex.text import word_key
+
 _WORD = re.compile(r"[a-z][a-z0-9'-]*[a-z]|[a-z]")
 # Where a title's product phrase ends: a qualifier, a variant, a size or a seller's suffix follows.
 _CUT = re.compile(r"\s[-|/–:]\s|[,(\[;]|\s(?:by|for|with|on|in|from|featuring|feat|w/)\s", re.IGNORECASE)
@@ -28,24 +30,6 @@ _CUT = re.compile(r"\s[-|/–:]\s|[,(\[;]|\s(?:by|for|with|on|in|from|featuring|
 # separator is kept: "/" lists alternatives, "A/V" (one letter a side) is a word.
 _ALT = re.compile(r"\s*((?<=[a-z]{2})/(?=[a-z]{2})|&|,|\band\b|\bor\b)\s*", re.IGNORECASE)
 _STOP = frozenset({"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s", "men", "women"})
-
-
-def word_key(word: str) -> str:
-    """Folds English plurals and -ie/-y endings so both forms of a noun share one key."""
-    w = word.lower().strip("'-")
-    if w.endswith("'s"):
-        w = w[:-2]
-    if len(w) > 4 and w.endswith("ies"):
-        w = w[:-3] + "i"
-    elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes", "zes")):
-        w = w[:-2]
-    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is", "'s")):
-        w = w[:-1]
-    if len(w) > 3 and w.endswith("ie"):
-        w = w[:-2] + "i"
-    elif len(w) > 3 and w.endswith("y"):
-        w = w[:-1] + "i"
-    return w
 
 
 def _keys(text: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from tagindex import Product, Tag, TagIndex
 from tagindex.active import QueueParams, review_queue
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
-from tagindex.adapt.lexical import TypeLexicon, title_head, word_key
+from tagindex.adapt.lexical import TypeLexicon, title_head
 from tagindex.convert import convert
 from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
@@ -23,16 +23,6 @@ def shopify_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("shopify")
     convert("shopify", shared_data / "shopify-taxonomy", out)
     return out
-
-
-def test_word_key_folds_plurals_and_ie_y_endings() -> None:
-    assert word_key("Hoodies") == word_key("hoodie") == "hoodi"
-    assert word_key("Dresses") == word_key("dress") == "dress"
-    assert word_key("Necklaces") == word_key("necklace")
-    assert word_key("Watches") == word_key("watch")
-    assert word_key("Bodies") == word_key("body")
-    assert word_key("Women's") == "women"
-    assert word_key("glass") == "glass" and word_key("bus") == "bus"  # not plurals
 
 
 @pytest.mark.parametrize(

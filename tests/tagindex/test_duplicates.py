@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from tagindex.duplicates import find_duplicates, name_similarity, name_words, nearest_pairs
+from tagindex.duplicates import (
+    OTHER,
+    evidence_of,
+    find_duplicates,
+    name_similarity,
+    name_words,
+    nearest_pairs,
+)
 from tagindex.schema import Tag
 
 # Apparel > Tops > Hoodies, Apparel > Sport > Hoodies (the same concept twice), siblings under Tops.
@@ -46,12 +53,31 @@ def vectors() -> np.ndarray:
 
 
 def test_names_normalise_case_plurals_ampersand_and_order() -> None:
-    assert name_words("Sweatshirts & Hoodies") == ["sweatshirt", "and", "hoody"]
+    assert name_words("Sweatshirts & Hoodies") == ["sweatshirt", "and", "hoodi"]
+    # one key for both forms, whatever the ending (the old folder kept "dresse" apart from "dress")
+    for plural, singular in [("Dresses", "dress"), ("Hoodies", "hoodie"), ("Batteries", "battery")]:
+        assert name_words(plural) == name_words(singular)
+        assert name_similarity(f"Summer {plural}", f"summer {singular}") == (1.0, True)
+    assert name_words("Crème Brûlée") == ["creme", "brulee"]  # accents dropped before the fold
     assert name_similarity("Hoodies", "hoodie") == (1.0, True)
     assert name_similarity("Hoodies & Sweatshirts", "Sweatshirts and Hoodies") == (1.0, True)
     same_head, _ = name_similarity("Running Shoes", "Trail Running Shoes")
     other_head, _ = name_similarity("Mice & Trackballs", "Mice & Trackball Accessories")
     assert same_head > 0.6 and other_head < 0.5  # different head word: halved
+
+
+def test_paths_match_on_word_keys_and_the_reason_shows_the_words_as_written() -> None:
+    tags = [
+        Tag("a", "Baby Accessories"),
+        Tag("b", "Accessory & Battery Kits"),
+        Tag("x", "Rattles", parent="a"),
+        Tag("y", "Rattle", parent="b"),
+    ]
+    by_id = {t.id: t for t in tags}
+    pair = evidence_of(by_id["x"], by_id["y"], 0.9, OTHER, by_id, None)
+    assert pair.path_similarity == pytest.approx(1 / 4)  # accessori of {babi, accessori, batteri, kit}
+    assert "paths share accessories" in pair.reasons  # not the key "accessori"
+    assert pair.names_equal
 
 
 def test_family_and_siblings_are_left_out_by_default(vectors: np.ndarray) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from tagindex.config import TagIndexParams, TextParams
 from tagindex.schema import Product, Tag
-from tagindex.text import ancestors, product_text, tag_text
+from tagindex.text import ancestors, product_text, tag_text, word_key
 
 BY_ID = {
     "a": Tag("a", "Personal Accessories"),
@@ -71,3 +71,20 @@ def test_huge_titles_are_clipped_in_encoder_text() -> None:
 
     text = product_text(Product("p", "word " * 1_000_000))
     assert len(text) <= LIMITS.title_chars
+
+
+def test_word_key_folds_plurals_and_ie_y_endings() -> None:
+    assert word_key("Hoodies") == word_key("hoodie") == "hoodi"
+    assert word_key("Dresses") == word_key("dress") == "dress"
+    assert word_key("Necklaces") == word_key("necklace")
+    assert word_key("Watches") == word_key("watch")
+    assert word_key("Bodies") == word_key("body")
+    assert word_key("batteries") == word_key("battery") == "batteri"
+    assert word_key("Women's") == "women"
+    assert word_key("glass") == "glass" and word_key("bus") == "bus"  # not plurals
+
+
+def test_word_key_is_its_own_key() -> None:
+    # Vocabulary counts saved as keys are folded again on load; that must not move them.
+    words = ["Hoodies", "hoodie", "dresses", "batteries", "toys", "boxes", "glasses", "Women's", "analysis"]
+    assert all(word_key(word_key(w)) == word_key(w) for w in words)

@@ -23,6 +23,7 @@ from tagindex.translate import (
     Vocabulary,
     check_language,
     clean_sense,
+    content_words,
     read_cedict,
     target_names,
     taxonomy_glossary,
@@ -129,6 +130,21 @@ def test_keep_joins_the_best_senses_in_order(lexicon: SenseLexicon) -> None:
     vocabulary = Vocabulary.from_names(["Services"])
     translator = Translator(lexicon, vocabulary, TranslatorOptions("dp", "vocabulary", keep=2))
     assert translator.gloss("服务") == "service serve"
+
+
+def test_content_words_fold_both_forms_of_a_noun_to_one_word() -> None:
+    for plural, singular in [("dresses", "dress"), ("Hoodies", "hoodie"), ("batteries", "battery")]:
+        assert content_words(f"the {plural}") == content_words(singular)
+    vocabulary = Vocabulary.from_names(["Hoodies & Sweatshirts", "Dresses"])
+    assert vocabulary.fit("hoodie") == vocabulary.fit("hoodies") > 0 and vocabulary.fit("dress") > 0
+
+
+def test_vocabulary_refolds_counts_saved_under_the_old_folding() -> None:
+    # an index built before word_key saved "battery"/"hoody"/"hoodie" as keys in translation.json
+    old = Vocabulary({"battery": 3, "hoody": 2, "hoodie": 1, "service": 4})
+    new = Vocabulary.from_names(["Batteries"] * 3 + ["Hoodies"] * 2 + ["Hoodie"] + ["Services"] * 4)
+    assert old.counts == new.counts == {"batteri": 3, "hoodi": 3, "service": 4}
+    assert Vocabulary(new.counts).counts == new.counts and old.fit("battery") == new.fit("batteries")
 
 
 def test_vocabulary_counts_names_not_occurrences() -> None:
