@@ -18,7 +18,8 @@ in the target vocabulary and lends it and its descendants to that tag as extra n
 
 The grafted names are matched against titles exactly like the tag's own name
 (:meth:`TypeLexicon.graft`), so a "... Pullover Hoodie" title matches "Upper Body Wear/Tops" through
-"Hoodies". Only rankable target tags (leaves, with leaves-only decoding) receive grafts.
+"Hoodies". Only rankable target tags (leaves, with leaves-only decoding) that are not attribute
+values ("Color: Red") receive grafts.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 # A name match counts as full from this strength up (1.0 exactly, less float noise).
 _FULL = 0.999
+_CHUNK = 1024
 
 
 def place_source(
@@ -65,26 +67,29 @@ def place_source(
     rankable = np.asarray(rankable, dtype=np.int64)
     column = np.full(lexicon.n_tags, -1, dtype=np.int64)
     column[rankable] = np.arange(len(rankable))
-    sims = source_vectors @ target_vectors[rankable].T  # (n_source, rankable)
     k = min(top_k, len(rankable))
-    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(rankable) else None
     names = lexicon.scores([t.name for t in source]).tocsr()
     parents = parent_rows(source)
     placed = np.full(n, -1, dtype=np.int64)
-    for i in range(n):
-        if source[i].parent is None:
-            continue  # a top-level category is too broad to lend its whole subtree to one tag
-        lo, hi = names.indptr[i], names.indptr[i + 1]
-        cols = [
-            column[j]
-            for j, v in zip(names.indices[lo:hi], names.data[lo:hi], strict=True)
-            if v >= _FULL and column[j] >= 0
-        ]
-        if nearest is not None:
-            near = set(nearest[i].tolist())
-            cols = [c for c in cols if c in near]
-        if cols:
-            placed[i] = rankable[max(cols, key=lambda c: sims[i, c])]
+    rankable_tags = target_vectors[rankable]
+    for start in range(0, n, _CHUNK):  # chunks bound the (sources, tags) similarity matrix
+        sims = source_vectors[start : start + _CHUNK] @ rankable_tags.T  # (chunk, rankable)
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(rankable) else None
+        for r in range(len(sims)):
+            i = start + r
+            if source[i].parent is None:
+                continue  # a top-level category is too broad to lend its whole subtree to one tag
+            lo, hi = names.indptr[i], names.indptr[i + 1]
+            cols = [
+                column[j]
+                for j, v in zip(names.indices[lo:hi], names.data[lo:hi], strict=True)
+                if v >= _FULL and column[j] >= 0
+            ]
+            if nearest is not None:
+                near = set(nearest[r].tolist())
+                cols = [c for c in cols if c in near]
+            if cols:
+                placed[i] = rankable[max(cols, key=lambda c: sims[r, c])]
     lent = placed.copy()
     for i in range(n):  # nearest placed ancestor (the parent links may be cyclic: bounded walk)
         node, steps = i, 0

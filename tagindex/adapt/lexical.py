@@ -118,6 +118,11 @@ class TypeLexicon:
         self.grafted_rows: list[int] = []
         self.graft_strength = 1.0
 
+    @property
+    def value_rows(self) -> frozenset[int]:
+        """Rows of the tags read as attribute values ("Color: Red Patent")."""
+        return frozenset(self._values)
+
     def graft(self, names: Sequence[str], rows: Sequence[int], strength: float = 1.0) -> None:
         """Lends each of ``names`` to the tag at the same place in ``rows`` (see
         :mod:`tagindex.adapt.graft`): a title matching a lent name matches that tag with ``strength``

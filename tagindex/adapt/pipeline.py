@@ -158,6 +158,9 @@ def graft_lexicon(
     and reports what was lent."""
     parents = parent_rows(tags)
     rankable = np.flatnonzero(leaves_mask(parents)) if params.leaves_only else np.arange(len(tags))
+    # An attribute value is not a class with kinds below it: only category-like tags receive names.
+    values = lexicon.value_rows
+    rankable = np.array([r for r in rankable.tolist() if r not in values], dtype=np.int64)
     lent = place_source(source, source_vectors, tag_vectors, lexicon, rankable, params.graft_top_k)
     chosen = np.flatnonzero(lent >= 0).tolist()
     lexicon.graft([source[i].name for i in chosen], lent[chosen].tolist(), params.graft_strength)

@@ -13,6 +13,7 @@ from tagindex import Product, Tag, TagIndex
 from tagindex.adapt import AdaptParams, adapt, adapt_vectors
 from tagindex.adapt.graft import place_source
 from tagindex.adapt.lexical import TypeLexicon
+from tagindex.adapt.pipeline import graft_lexicon
 from tagindex.cli import main
 from tagindex.convert import shopify_categories
 from tagindex.io import load_products, load_tags
@@ -186,3 +187,14 @@ def test_cli_adapt_graft(
     assert not (tmp_path / "idx2").exists()
     (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n')
     assert main([*base, "--graft", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "idx3")]) == 2
+
+
+def test_attribute_values_receive_no_names() -> None:
+    names = ["Item: Jerseys", "Upper Body Wear/Tops"]
+    tags = [Tag(str(i), n) for i, n in enumerate(names)]
+    lexicon = TypeLexicon(names)
+    assert lexicon.value_rows == {0}
+    source = [Tag("a", "Apparel"), Tag("a-1", "Jerseys", parent="a"), Tag("a-2", "Clothing Tops", parent="a")]
+    vectors = np.eye(2, dtype=np.float32)
+    report = graft_lexicon(lexicon, tags, vectors, source, _unit([[1, 1], [1, 0], [0, 1]]), AdaptParams())
+    assert report["lent"] == 1 and lexicon.grafted_names == ["Clothing Tops"] and lexicon.grafted_rows == [1]
