@@ -316,6 +316,7 @@ def adapt(
         show_progress: Progress bars while encoding.
         graft: An outside category taxonomy (e.g. Shopify's) whose names are lent to the tags they
             match (:mod:`tagindex.adapt.graft`); its path texts are encoded with the index's encoder.
+            Tags of kind ``attribute_value`` in it are left out.
 
     Returns:
         The adapted index (save it with ``index.save``) and a JSON-ready report.
@@ -338,12 +339,16 @@ def adapt(
         texts = [tag_text(t, by_id, index_params.text) for t in index.tags]
         catalog = index.encode_products(unlabelled, cache_dir=cache_dir, show_progress=show_progress)
         source = None
-        if graft:
-            source_by_id = {t.id: t for t in graft}
-            source_texts = [tag_text(t, source_by_id, index_params.text) for t in graft]
+        # Values (`convert shopify --include all`) are not kinds of anything: categories only.
+        categories = [t for t in graft or () if t.kind != "attribute_value"]
+        if graft is not None and not categories:
+            logger.warning("graft: the outside taxonomy has no categories; nothing is lent")
+        if categories:
+            source_by_id = {t.id: t for t in categories}
+            source_texts = [tag_text(t, source_by_id, index_params.text) for t in categories]
             source_vectors = index.encoder.encode(source_texts)  # (n_source, dim)
             source_vectors /= np.maximum(np.linalg.norm(source_vectors, axis=1, keepdims=True), 1e-12)
-            source = (graft, source_vectors)
+            source = (categories, source_vectors)
         result = adapt_vectors(
             index.tags,
             texts,

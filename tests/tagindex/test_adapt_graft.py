@@ -185,6 +185,13 @@ def test_cli_adapt_graft(
     config.write_text(json.dumps({"rounds": 1, "enrich": False, "lexical_weight": 0}))
     assert main([*base, "--graft", str(source_file), "--out", str(tmp_path / "idx2")]) == 2
     assert not (tmp_path / "idx2").exists()
+    values = tmp_path / "values.jsonl"
+    values.write_text(json.dumps(Tag("v", "Color: Red", kind="attribute_value").to_dict()) + "\n")
+    config.write_text(json.dumps({"rounds": 1, "enrich": False}))
+    with caplog.at_level("INFO"):
+        assert main([*base, "--graft", str(values), "--out", str(tmp_path / "idx4")]) == 0
+    assert "no categories" in caplog.text
+    assert "adapt/graft.json" not in read_manifest(tmp_path / "idx4", "tagindex")["files"]
     (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n')
     assert main([*base, "--graft", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "idx3")]) == 2
 
