@@ -212,6 +212,11 @@ class Engine:
                 return {}
             return {t: float(part[0, self.index.row(t)]) for t in tag_ids if t in self.index}
 
+    def title_match_via(self, product: Product) -> dict[str, str]:
+        """Tags whose title match came from a name lent by ``adapt --graft`` (tag id -> that name)."""
+        with self._lock.read():
+            return self.index.title_match_via(product.title)
+
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""
         vocab = self._vocab

@@ -143,6 +143,7 @@ class SimilarityExplainer:
         ranked = [t for t in ctx.result.tags if t.ancestor_of is None]
         near = self.engine.neighbours([t.tag for t in ranked], self.k, ctx.vector)
         matched = self.engine.title_match(ctx.product, ctx.vector, [t.tag for t in ranked])
+        via = self.engine.title_match_via(ctx.product) if matched else {}
         product_terms = terms(ctx.text)
         out: dict[str, TagExplanation] = {}
         for t in ctx.result.tags:
@@ -160,7 +161,10 @@ class SimilarityExplainer:
             notes = []
             if t.tag in matched:  # an adapted index: the score includes the title match's share
                 parts["title_match"] = matched[t.tag]
-                if matched[t.tag] > 0:
+                if t.tag in via:
+                    lent = via[t.tag]
+                    notes.append(f"the title names '{lent}', a kind of this tag lent by the grafted taxonomy")
+                elif matched[t.tag] > 0:
                     notes.append("the title names this tag's product type (head noun or attribute value)")
             out[t.tag] = TagExplanation(
                 parts=parts,

@@ -581,6 +581,16 @@ class TagIndex:
             return None
         return adjuster.lexical_part(vectors @ self._vectors.T, adjuster.match(titles))
 
+    def title_match_via(self, title: str) -> dict[str, str]:
+        """Tags an adapted index's title match reaches through a name lent by ``adapt --graft``
+        (tag id -> the lent name the title matched): why "... T-Shirt - Navy" names "Upper Body
+        Wear/Tops". Empty for other indexes and titles."""
+        adjuster = self.adjuster
+        if adjuster is None or adjuster.lexicon is None:
+            return {}
+        lent = adjuster.lexicon.lent_match(title, adjuster.lexical_other_word)
+        return {self._tags[row].id: name for row, name in lent.items()}
+
     def tag_one(
         self,
         product: Product,

@@ -146,8 +146,37 @@ class TypeLexicon:
         title, ``other_word`` when its head is another word of the title's product phrase; times
         ``g + (1 - g) x share``, where ``share`` is the share of the tag's modifiers in the phrase (1
         for a tag without modifiers) and ``g`` the head's weight (1 up to ``generic_df`` tags with
-        that head).
+        that head). A tag also matches through the names lent to it (:meth:`graft`), at the graft's
+        strength; the larger match counts.
         """
+        row_a, col_a, val_a = self._own(titles, other_word)
+        if self._graft is not None:
+            lent, target, strength = self._graft
+            other = lent.scores(titles, other_word).tocoo()
+            row_a = np.concatenate([row_a, other.row.astype(np.int64)])
+            col_a = np.concatenate([col_a, target[other.col]])
+            val_a = np.concatenate([val_a, strength * other.data.astype(np.float32)])
+            row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
+        return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
+
+    def lent_match(self, title: str, other_word: float = 0.25) -> dict[int, str]:
+        """The tags a title matches through a lent name rather than their own (row -> that name), for
+        explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""
+        if self._graft is None:
+            return {}
+        lent, target, strength = self._graft
+        _, own_cols, own_vals = self._own([title], other_word)
+        own = dict(zip(own_cols.tolist(), own_vals.tolist(), strict=True))
+        best: dict[int, tuple[float, int]] = {}
+        other = lent.scores([title], other_word).tocoo()
+        for j, value in zip(other.col.tolist(), other.data.tolist(), strict=True):
+            row = int(target[j])
+            if strength * value > max(own.get(row, 0.0), best.get(row, (0.0, -1))[0]):
+                best[row] = (strength * value, j)
+        return {row: self.grafted_names[j] for row, (_, j) in best.items()}
+
+    def _own(self, titles: Sequence[str], other_word: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(title, tag, strength) entries of the tags' own names, one per matched pair."""
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
@@ -176,16 +205,11 @@ class TypeLexicon:
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())
-        row_a, col_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-        val_a = np.asarray(vals, dtype=np.float32)
-        if self._graft is not None:
-            lent, target, strength = self._graft
-            other = lent.scores(titles, other_word).tocoo()
-            row_a = np.concatenate([row_a, other.row.astype(np.int64)])
-            col_a = np.concatenate([col_a, target[other.col]])
-            val_a = np.concatenate([val_a, strength * other.data.astype(np.float32)])
-            row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
-        return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
+        return (
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(cols, dtype=np.int64),
+            np.asarray(vals, dtype=np.float32),
+        )
 
 
 def _max_per_cell(

@@ -40,20 +40,26 @@ def test_tag_single_matches_the_library(client, index_dir, svc_encoder):
     assert first["path"][-1] == first["name"] and first["decision"] is None and first["explanation"] is None
 
 
-def test_an_adapted_index_answers_as_the_library_title_match_included(mwpd_converted, svc_encoder, tmp_path):
+def test_an_adapted_index_answers_as_the_library_title_match_included(
+    mwpd_converted, svc_encoder, shared_data, tmp_path
+):
     from tagindex.adapt import AdaptParams, adapt
+    from tagindex.convert import shopify_categories
     from tagindex.io import load_products, load_tags
 
     catalog = [Product(p.id, p.title) for p in load_products(mwpd_converted / "train.jsonl")[:150]]
+    apparel = [t for t in shopify_categories(shared_data / "shopify-taxonomy") if t.id.startswith("aa")]
     index, _ = adapt(
         load_tags(mwpd_converted / "tags.jsonl"),
         catalog,
         AdaptParams(rounds=1, enrich=False),
         encoder=svc_encoder,
+        graft=apparel,  # Shopify's apparel names lent to the GS1 tags (adapt --graft)
     )
     assert index.adjuster is not None and index.adjuster.lexical_weight > 0
     index.save(tmp_path / "adapted")
-    products = [LOCKET, {"id": "p2", "title": "Coleman Sundome 4-Person Dome Tent"}]
+    shirt = {"id": "p3", "title": "Chicago Bears Men's Sideline Legend Performance T-Shirt - Navy"}
+    products = [LOCKET, {"id": "p2", "title": "Coleman Sundome 4-Person Dome Tent"}, shirt]
     with TestClient(create_app(make_settings(tmp_path / "adapted"), encoder=svc_encoder)) as c:
         r = c.post("/v1/tag", json={"products": products, "top_k": 5, "explain": True})
     assert r.status_code == 200, r.text
@@ -69,6 +75,10 @@ def test_an_adapted_index_answers_as_the_library_title_match_included(mwpd_conve
     first = tent[0]
     assert first["name"] == "Tents/Weather Structures" and first["explanation"]["parts"]["title_match"] > 0
     assert any("product type" in n for n in first["explanation"]["notes"])
+    # GS1 names no T-shirt: the match came through a name the graft lent, and the note says which.
+    top = r.json()["results"][2]["tags"][0]
+    assert top["name"] == "Upper Body Wear/Tops" and top["explanation"]["parts"]["title_match"] > 0
+    assert any("lent by the grafted taxonomy" in n for n in top["explanation"]["notes"])
 
 
 def test_tag_batch_keeps_order_and_derives_missing_ids(client, sample_products):

@@ -16,6 +16,7 @@ from tagindex.adapt.lexical import TypeLexicon
 from tagindex.adapt.pipeline import graft_lexicon
 from tagindex.cli import main
 from tagindex.convert import shopify_categories
+from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
 from tagindex.store import read_manifest
 
@@ -85,6 +86,8 @@ def test_lent_names_match_titles_like_the_tags_own() -> None:
     after = lexicon.scores(titles).toarray()
     assert after[0, 0] == 1.0 and after[0, 1:].max() == 0
     assert after[2].tolist() == before[2].tolist()  # own matches are kept (the larger of the two)
+    assert lexicon.lent_match(TEAM_SHIRT) == {0: "T-Shirts"}
+    assert lexicon.lent_match("Blue Sportswear Tank Tops") == {}  # its own name matches as well
     lexicon.graft(["T-Shirts"], [0], strength=0.5)  # replaces the earlier grafts
     assert lexicon.scores([TEAM_SHIRT]).toarray()[0, 0] == 0.5
     with pytest.raises(ValueError, match="outside"):
@@ -135,6 +138,10 @@ def test_real_shopify_names_graft_onto_real_gs1_clothing(
     assert lent["T-Shirts"] == upper and lent["Hoodies"] == upper
     top = index.tag([Product("q", TEAM_SHIRT)], top_k=1)[0].tags[0].tag
     assert top == by_name["Upper Body Wear/Tops"].id
+    # Explanations name the lent name the title matched.
+    assert index.title_match_via(TEAM_SHIRT)[top] in {"T-Shirts", "Shirts"}
+    explained = Explainer(index).explain([Product("q", TEAM_SHIRT)])[0]["assigned"][0]
+    assert explained["tag"] == top and explained["title_match_via"] == index.title_match_via(TEAM_SHIRT)[top]
     # The lent names are saved with the index and match the same after loading.
     index.save(tmp_path / "idx")
     manifest = read_manifest(tmp_path / "idx", "tagindex")  # files live in the live version
