@@ -289,6 +289,55 @@ def adapt_vectors(
     return AdaptResult(vectors, texts, adjuster, labels, mask, report)
 
 
+def encode_source(index: TagIndex, graft: Sequence[Tag]) -> tuple[list[Tag], np.ndarray] | None:
+    """An outside taxonomy's categories and the unit vectors of their path texts, encoded like the
+    index's tags (None when it has no categories)."""
+    # Values (`convert shopify --include all`) are not kinds of anything: categories only.
+    categories = [t for t in graft if t.kind != "attribute_value"]
+    if not categories:
+        logger.warning("graft: the outside taxonomy has no categories; nothing is lent")
+        return None
+    by_id = {t.id: t for t in categories}
+    vectors = index.encoder.encode([tag_text(t, by_id, index.params.text) for t in categories])  # (n, dim)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return categories, vectors
+
+
+def title_match_index(
+    index: TagIndex, params: AdaptParams, graft: Sequence[Tag] | None = None
+) -> dict[str, Any]:
+    """Gives a plain index the product-type match (and the ``graft``'s lent names) without a
+    catalog: cosine plus ``params.lexical_weight`` x the match x the product's score spread, nothing
+    fitted (``tagindex index --title-match``). Sets ``index.adjuster`` and returns a report.
+
+    Raises:
+        ValueError: ``params.lexical_weight`` is not above 0.
+    """
+    if params.lexical_weight <= 0:
+        raise ValueError("the title match needs a weight above 0")
+    tags = index.tags
+    lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
+    report: dict[str, Any] = {"method": "title match only (no catalog)"}
+    source = encode_source(index, graft) if graft is not None else None
+    if source is not None:
+        vectors = np.stack([index.tag_vector(t.id) for t in tags])  # (tags, dim)
+        report["graft"] = graft_lexicon(lexicon, tags, vectors, *source, params)
+    n = len(tags)
+    index.adjuster = ScoreAdjuster.for_tags(
+        tags,
+        np.zeros(n, dtype=np.float32),
+        np.ones(n, dtype=np.float32),
+        1.0,
+        False,
+        {"method": report["method"], "n_catalog": 0, "adapt_params": params.to_dict()},
+        params.lexical_weight,
+        params.lexical_other_word,
+        params.lexical_generic_df,
+        lexicon,
+    )
+    return report
+
+
 def adapt(
     tags: Sequence[Tag],
     products: Sequence[Product],
@@ -338,17 +387,7 @@ def adapt(
         by_id = index.by_id
         texts = [tag_text(t, by_id, index_params.text) for t in index.tags]
         catalog = index.encode_products(unlabelled, cache_dir=cache_dir, show_progress=show_progress)
-        source = None
-        # Values (`convert shopify --include all`) are not kinds of anything: categories only.
-        categories = [t for t in graft or () if t.kind != "attribute_value"]
-        if graft is not None and not categories:
-            logger.warning("graft: the outside taxonomy has no categories; nothing is lent")
-        if categories:
-            source_by_id = {t.id: t for t in categories}
-            source_texts = [tag_text(t, source_by_id, index_params.text) for t in categories]
-            source_vectors = index.encoder.encode(source_texts)  # (n_source, dim)
-            source_vectors /= np.maximum(np.linalg.norm(source_vectors, axis=1, keepdims=True), 1e-12)
-            source = (categories, source_vectors)
+        source = encode_source(index, graft) if graft is not None else None
         result = adapt_vectors(
             index.tags,
             texts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="how FAISS stores tag vectors (default float32)",
     )
     add_option(p, "--on-error")
+    match = p.add_argument_group("product-type match without a catalog (see `tagindex adapt`)")
+    match.add_argument(
+        "--title-match",
+        type=float,
+        default=None,
+        metavar="WEIGHT",
+        help="add the title/tag-name product-type match to the cosine, WEIGHT x the product's score "
+        "spread (2.0 is adapt's default); nothing fitted, no catalog needed",
+    )
+    match.add_argument(
+        "--graft",
+        help="with --title-match: tags file of an outside category taxonomy (e.g. Shopify's) whose "
+        "concrete names are lent to the tags they match by name and vector",
+    )
     p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
     p.add_argument(
         "--graph-products",
@@ -176,12 +191,28 @@ def _encode_on_ray(index: Any, products: list[Any], args: argparse.Namespace) ->
     return np.concatenate(parts) if parts else np.zeros((0, index.vector_dim), np.float32)
 
 
+def _check_title_match(args: argparse.Namespace) -> None:
+    """The title match ranks tags by adjusted cosines: not with exemplar or graph scoring."""
+    from tagindex.errors import InputError
+
+    if args.graft and args.title_match is None:
+        raise InputError("--graft: lends names to the title match; give --title-match WEIGHT")
+    if args.title_match is None:
+        return
+    if not (math.isfinite(args.title_match) and args.title_match > 0):
+        raise InputError(f"--title-match {args.title_match}: must be a number above 0")
+    for flag, value in (("--products", args.products), ("--graph", args.graph)):
+        if value:
+            raise InputError(f"--title-match: not with {flag} (that scoring does not read titles)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Builds the index (plus exemplars and graph fusion when asked) and saves it to ``--out``."""
     from tagindex.errors import InputError
     from tagindex.index import TagIndex
     from tagindex.io import load_tags
 
+    _check_title_match(args)
     params = load_params(args)  # option errors before a large tags file is read
     tags = load_tags(args.tags, on_error=args.on_error)
     if not args.backend and not _config_names_backend(args.config):
@@ -218,6 +249,18 @@ def run(args: argparse.Namespace) -> int:
         logger.info("stored %d labelled products as exemplars", index.n_exemplars)
         if codes is not None:
             index.compress_exemplars(codes)
+    if args.title_match is not None:
+        from tagindex.adapt import AdaptParams, title_match_index
+
+        graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
+        report = title_match_index(index, AdaptParams(lexical_weight=args.title_match), graft)
+        if "graft" in report:
+            logger.info(
+                "graft: %d of %d outside categories lent to %d tags",
+                report["graft"]["lent"],
+                report["graft"]["source_categories"],
+                report["graft"]["tags_receiving"],
+            )
     index.save(args.out)
     logger.info(
         "indexed %d tags (%s, dim %d) in %.1fs -> %s",
