@@ -30,7 +30,7 @@ $(WORK)/mwpd/tags.jsonl: | install data
 $(WORK)/shopify/tags.jsonl: | install data
 	$(BIN)/tagindex convert shopify --include categories --src $(DATA)/shopify-taxonomy --out $(WORK)/shopify
 
-$(WORK)/shopify-index/manifest.json: $(WORK)/shopify/tags.jsonl
+$(WORK)/shopify-index/CURRENT: $(WORK)/shopify/tags.jsonl
 	$(BIN)/tagindex index --tags $(WORK)/shopify/tags.jsonl --out $(WORK)/shopify-index
 
 # Zero-shot: real MWPD web-shop offers tagged against the 10,595 Shopify taxonomy categories with the
@@ -47,16 +47,17 @@ $(WORK)/shopify-index/manifest.json: $(WORK)/shopify/tags.jsonl
 # agreement figure (`tagindex evaluate`: level 3 recall@1 is top-1 agreement with the gold class).
 DEMO_CATALOG ?= 2000
 
-$(WORK)/shopify-adapted/manifest.json: $(WORK)/shopify/tags.jsonl $(WORK)/mwpd/tags.jsonl
+$(WORK)/shopify-adapted/CURRENT: $(WORK)/shopify/tags.jsonl $(WORK)/mwpd/tags.jsonl
 	$(BIN)/tagindex adapt --tags $(WORK)/shopify/tags.jsonl --products $(WORK)/mwpd/train.jsonl \
-		--max-products $(DEMO_CATALOG) --out $(WORK)/shopify-adapted
+		--max-products $(DEMO_CATALOG) --cache $(WORK)/cache --out $(WORK)/shopify-adapted
 
-$(WORK)/gs1-adapted/manifest.json: $(WORK)/mwpd/tags.jsonl $(WORK)/shopify/tags.jsonl
+$(WORK)/gs1-adapted/CURRENT: $(WORK)/mwpd/tags.jsonl $(WORK)/shopify/tags.jsonl
 	$(BIN)/tagindex adapt --tags $(WORK)/mwpd/tags.jsonl --products $(WORK)/mwpd/train.jsonl \
-		--max-products $(DEMO_CATALOG) --graft $(WORK)/shopify/tags.jsonl --out $(WORK)/gs1-adapted
+		--max-products $(DEMO_CATALOG) --graft $(WORK)/shopify/tags.jsonl --cache $(WORK)/cache \
+		--out $(WORK)/gs1-adapted
 
-demo: $(WORK)/shopify-index/manifest.json $(WORK)/shopify-adapted/manifest.json \
-		$(WORK)/gs1-adapted/manifest.json $(WORK)/mwpd/tags.jsonl
+demo: $(WORK)/shopify-index/CURRENT $(WORK)/shopify-adapted/CURRENT \
+		$(WORK)/gs1-adapted/CURRENT $(WORK)/mwpd/tags.jsonl
 	head -n 200 $(WORK)/mwpd/validation.jsonl > $(WORK)/demo-products.jsonl
 	$(BIN)/tagindex tag --index $(WORK)/shopify-index --products $(WORK)/demo-products.jsonl \
 		--out $(WORK)/demo-run.jsonl --top-k 5
@@ -87,7 +88,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
 
 # HTTP API and merchandiser page over the Shopify index (API key: TAGINDEX_API_KEY, else one is logged).
-serve: $(WORK)/shopify-index/manifest.json
+serve: $(WORK)/shopify-index/CURRENT
 	$(BIN)/tagindex serve --index $(WORK)/shopify-index
 
 # Benchmarks (benchmarks/README.md): every registered system on the same splits, one table per task,

@@ -13,7 +13,8 @@ from tagindex.cli import main
 from tagindex.convert import shopify_categories
 from tagindex.store import read_manifest
 
-HOODIE = "Northern Illinois Huskies Youth Basic Arch Pullover Hoodie - Cardinal"
+DRESS = "Harpa Women Red & Blue Printed A-line Dress"
+CROP_TOP = "Women's Slash Neck Long Sleeve Crop Top"
 OFF = {
     "hubness": "none",
     "hierarchy": False,
@@ -33,20 +34,26 @@ def apparel(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_index_title_match_is_adapt_with_only_the_match(apparel: Path, encoder, tmp_path: Path) -> None:
-    assert main(["index", "--tags", str(apparel), "--out", str(tmp_path / "m"), "--title-match", "2"]) == 0
-    assert main(["index", "--tags", str(apparel), "--out", str(tmp_path / "plain")]) == 0
+    base = ["index", "--tags", str(apparel), "--backend", "sentence-transformers"]  # as `encoder`
+    assert main([*base, "--out", str(tmp_path / "m"), "--title-match", "2"]) == 0
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
     matched = TagIndex.load(tmp_path / "m", encoder=encoder)
     plain = TagIndex.load(tmp_path / "plain", encoder=encoder)
-    queries = [Product("q1", HOODIE), Product("q2", "Cool Mist Humidifier 1.5 Gallon")]
+    queries = [Product("q1", DRESS), Product("q2", CROP_TOP)]
     got = [r.to_dict() for r in matched.tag(queries, top_k=5)]
-    assert matched.get(got[0]["tags"][0]["tag"]).name == "Hoodies"
-    assert got != [r.to_dict() for r in plain.tag(queries, top_k=5)]
+    assert [matched.get(r["tags"][0]["tag"]).name for r in got] == ["Dresses", "Crop Tops"]
+    # Plain cosine ranks other garments first ("Maternity Skirts", "Skirts").
+    assert [plain.get(r.tags[0].tag).name for r in plain.tag(queries, top_k=5)] != ["Dresses", "Crop Tops"]
     # The same as `adapt` with every step but the match off (the ablation's "+lexical" row).
     from tagindex.io import load_tags
 
     adapted, _ = adapt(load_tags(apparel), [Product("c", "x")], AdaptParams(**OFF), encoder=encoder)
     want = [r.to_dict() for r in adapted.tag(queries, top_k=5)]
     assert [[t["tag"] for t in r["tags"]] for r in got] == [[t["tag"] for t in r["tags"]] for r in want]
+    for mine, theirs in zip(got, want, strict=True):
+        assert [t["score"] for t in mine["tags"]] == pytest.approx(
+            [t["score"] for t in theirs["tags"]], abs=1e-5
+        )
     assert read_manifest(tmp_path / "m", "tagindex")["adapt"]["lexical"]["weight"] == 2.0
 
 
@@ -57,3 +64,16 @@ def test_index_title_match_options_are_checked(apparel: Path, tmp_path: Path, sh
     assert main([*base, "--graft", str(apparel)]) == 2  # --graft without --title-match
     assert main([*base, "--title-match", "2", "--products", str(apparel)]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_index_graft_lends_names_without_a_catalog(mwpd_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    source = [t for t in shopify_categories(shared_data / "shopify-taxonomy") if t.id.startswith("aa")]
+    graft = tmp_path / "shopify.jsonl"
+    graft.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in source))
+    out = tmp_path / "gs1"
+    cmd = ["index", "--tags", str(mwpd_dir / "tags.jsonl"), "--out", str(out), "--title-match", "2"]
+    assert main([*cmd, "--graft", str(graft)]) == 0
+    assert "adapt/graft.json" in read_manifest(out, "tagindex")["files"]
+    index = TagIndex.load(out)
+    shirt = Product("q", "Chicago Bears Men's Sideline Legend Performance T-Shirt - Navy")
+    assert index.get(index.tag([shirt], top_k=1)[0].tags[0].tag).name == "Upper Body Wear/Tops"
