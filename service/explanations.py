@@ -27,6 +27,7 @@ import numpy as np
 from tagindex.interfaces import Decider
 from tagindex.registry import DECIDERS, EXPLAINERS
 from tagindex.schema import Product, TagResult
+from tagindex.text import word_key
 
 _WORD = re.compile(r"[^\W_]+")
 _STOP = frozenset(
@@ -120,14 +121,20 @@ class Explainer(Protocol):
     def explain(self, ctx: ExplainContext) -> dict[str, TagExplanation]: ...
 
 
-def terms(text: str) -> set[str]:
-    """Content words, folded, with a trailing plural 's' dropped so 'rings' meets 'ring'."""
-    out = set()
+def terms(text: str) -> dict[str, str]:
+    """Content words by their :func:`tagindex.text.word_key` ("rings" and "ring" share one, as do
+    "accessories" and "accessory"), each with the first form the text writes, which is what is shown."""
+    out: dict[str, str] = {}
     for w in _WORD.findall(text.casefold()):
         if len(w) < 3 or w in _STOP or w.isdigit():
             continue
-        out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+        out.setdefault(word_key(w), w)
     return out
+
+
+def shared_terms(product: dict[str, str], tag: dict[str, str]) -> list[str]:
+    """The product's words (as it writes them) whose keys the tag text has too, sorted."""
+    return sorted(product[key] for key in product.keys() & tag.keys())
 
 
 class SimilarityExplainer:
@@ -156,7 +163,7 @@ class SimilarityExplainer:
                     notes=[f"ancestor of '{t.ancestor_of}'; carries its score"],
                 )
                 continue
-            shared = sorted(product_terms & terms(self.engine.tag_text(t.tag)))
+            shared = shared_terms(product_terms, terms(self.engine.tag_text(t.tag)))
             parts = {"bi_encoder_similarity": t.score}
             notes = []
             if t.tag in matched:  # an adapted index: the score includes the title match's share
