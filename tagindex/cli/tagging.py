@@ -151,6 +151,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}
+    parents: dict[str, str | None] = {}
     if args.index:
         from dataclasses import replace
 
@@ -161,6 +162,7 @@ def run_show(args: argparse.Namespace) -> int:
         if args.language:  # the path in the requested language: rename every tag first
             by_id = {tid: replace(t, name=t.name_in(args.language)) for tid, t in by_id.items()}
         names = {tid: " > ".join(tag_path(t, by_id)) for tid, t in by_id.items()}
+        parents = {tid: t.parent for tid, t in by_id.items()}
     for shown, (line, row) in enumerate(read_run_records(args.run)):
         if shown >= args.n:
             break
@@ -170,7 +172,10 @@ def run_show(args: argparse.Namespace) -> int:
         title = product.title if product else "(product not in --products)"
         print(f"\n{row.get('id')}: {title[:100]}")
         if product and product.tags:
-            print(f"  gold: {', '.join(product.tags)}")
+            # With an index: the gold's deepest tags as paths (their ancestors are in the path).
+            above = {parents.get(t) for t in product.tags}
+            deepest = [t for t in product.tags if t not in above] if names else product.tags
+            print(f"  gold: {('; ' if names else ', ').join(names.get(t, t) for t in deepest)}")
         for hit in row.get("tags", [])[: args.top_k]:
             tag = hit.get("tag")
             print(f"  {hit.get('score', 0):6.3f}  {names.get(tag, tag)}")

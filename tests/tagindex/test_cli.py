@@ -53,6 +53,9 @@ def test_convert_index_tag_show_on_real_sample(mwpd_index: Path, mwpd_sample: Pa
         assert {"tag", "score"} <= set(line["tags"][0])
     shown = run_cli("show", "--run", run, "--products", mwpd_sample, "--index", mwpd_index, "-n", "2")
     assert shown.returncode == 0 and "gold:" in shown.stdout and " > " in shown.stdout
+    # With --index the gold is its deepest tags as paths, not raw ids (MWPD: level 3 under 1 and 2).
+    gold = [line for line in shown.stdout.splitlines() if line.strip().startswith("gold:")]
+    assert gold and all(" > " in line and "_" not in line for line in gold)
 
 
 def test_similar_by_tag_id_and_text(mwpd_index: Path) -> None:
