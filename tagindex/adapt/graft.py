@@ -7,10 +7,11 @@ taxonomy) has the same classes with their kinds spelled out: "Clothing Tops" has
 "T-Shirts", "Hoodies", "Polos". Grafting finds, without any label, where such a source category sits
 in the target vocabulary and lends it and its descendants to that tag as extra names:
 
-1. A source category is *placed* on a target tag when both agree: its name matches the tag's name
-   fully (the tag's head noun and modifiers, as the title match reads them: "Clothing Tops" ->
-   "Upper Body Wear/Tops") **and** the tag is among the ``top_k`` target tags nearest the category's
-   path text in the encoder's space (which rules out "Pet Supplies" -> "Baking/Cooking
+1. A source category is *placed* on a target tag when both agree: its name names the tag (it has
+   the head noun and all the modifiers of one of the tag's alternatives, as the title match reads
+   names: "Clothing Tops" names the "Tops" of "Upper Body Wear/Tops"; "Hardware Pumps" does not name
+   "Fuel Pumps") **and** the tag is among the ``top_k`` target tags nearest the category's path text
+   in the encoder's space (which rules out "Pet Supplies" -> the "Supplies" of "Baking/Cooking
    Mixes/Supplies"). Among several such tags the nearest wins. Top-level source categories are never
    placed: they are too broad to lend all their descendants to one tag.
 2. Every other source category inherits the tag of its nearest placed ancestor ("T-Shirts" under
@@ -35,8 +36,6 @@ from tagindex.schema import Tag
 
 logger = logging.getLogger(__name__)
 
-# A name match counts as full from this strength up (1.0 exactly, less float noise).
-_FULL = 0.999
 _CHUNK = 1024
 
 
@@ -68,7 +67,6 @@ def place_source(
     column = np.full(lexicon.n_tags, -1, dtype=np.int64)
     column[rankable] = np.arange(len(rankable))
     k = min(top_k, len(rankable))
-    names = lexicon.scores([t.name for t in source]).tocsr()
     parents = parent_rows(source)
     placed = np.full(n, -1, dtype=np.int64)
     rankable_tags = target_vectors[rankable]
@@ -79,12 +77,7 @@ def place_source(
             i = start + r
             if source[i].parent is None:
                 continue  # a top-level category is too broad to lend its whole subtree to one tag
-            lo, hi = names.indptr[i], names.indptr[i + 1]
-            cols = [
-                column[j]
-                for j, v in zip(names.indices[lo:hi], names.data[lo:hi], strict=True)
-                if v >= _FULL and column[j] >= 0
-            ]
+            cols = [column[j] for j in lexicon.names_tag(source[i].name) if column[j] >= 0]
             if nearest is not None:
                 near = set(nearest[r].tolist())
                 cols = [c for c in cols if c in near]

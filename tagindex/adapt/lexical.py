@@ -159,6 +159,19 @@ class TypeLexicon:
             row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
         return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
 
+    def names_tag(self, name: str) -> list[int]:
+        """Tags whose name ``name`` names exactly: one of their alternatives has ``name``'s head noun
+        and all its modifiers are words of ``name`` ("Clothing Tops" names the "Tops" of "Upper Body
+        Wear/Tops"; "Hardware Pumps" does not name "Fuel Pumps")."""
+        head, keys = title_head(name)
+        if head is None:
+            return []
+        return [
+            row
+            for row in self._by_head.get(head, ())
+            if any(alt == head and modifiers <= keys for alt, modifiers in self._alternatives[row])
+        ]
+
     def lent_match(self, title: str, other_word: float = 0.25) -> dict[int, str]:
         """The tags a title matches through a lent name rather than their own (row -> that name), for
         explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""

@@ -63,8 +63,8 @@ class AdaptParams(_Params):
     lexical_other_word: float = 0.25  # strength when the tag's head is another word of the phrase
     lexical_generic_df: int = 5  # heads of more tags than this are generic unless modifiers match
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
-    # category taxonomy's names are lent to the target tags they match both by name and by vector
-    # (the tag among the category's ``graft_top_k`` nearest), with their descendants, and matched
+    # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
+    # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched
     # against titles like the tag's own name at ``graft_strength``. Chosen on MWPD dev100 with the
     # Shopify taxonomy (top_k 3 / 5 and strength 0.5 / 1 within noise of each other; top_k 1 loses
     # most of the gain); AE->OA / OA->AE unchanged. adapt_graft.json.
