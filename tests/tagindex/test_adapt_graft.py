@@ -212,3 +212,11 @@ def test_attribute_values_receive_no_names() -> None:
     vectors = np.eye(2, dtype=np.float32)
     report = graft_lexicon(lexicon, tags, vectors, source, _unit([[1, 1], [1, 0], [0, 1]]), AdaptParams())
     assert report["lent"] == 1 and lexicon.grafted_names == ["Clothing Tops"] and lexicon.grafted_rows == [1]
+
+
+def test_a_name_names_a_tag_only_with_all_its_modifiers() -> None:
+    lexicon = TypeLexicon(["Fuel Pumps", "Upper Body Wear/Tops", "Baking/Cooking Mixes/Supplies"])
+    assert lexicon.names_tag("Clothing Tops") == [1]  # the bare "Tops" alternative
+    assert lexicon.names_tag("Hardware Pumps") == []  # "Fuel" is missing
+    assert lexicon.names_tag("Fuel Pumps") == [0]
+    assert lexicon.names_tag("Pet Supplies") == [2]  # by name only: the vectors must also agree
