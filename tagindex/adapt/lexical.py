@@ -112,8 +112,8 @@ class TypeLexicon:
         df = Counter({h: len(rows) for h, rows in self._by_head.items()})
         self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
         self.generic_df = generic_df
-        # Names lent by an outside taxonomy (:meth:`graft`): their own lexicon and target rows.
-        self._graft: tuple[TypeLexicon, np.ndarray, float] | None = None
+        # Names lent by an outside taxonomy (:meth:`graft`), with their own lexicon.
+        self._lent: TypeLexicon | None = None
         self.grafted_names: list[str] = []
         self.grafted_rows: list[int] = []
         self.graft_strength = 1.0
@@ -134,10 +134,7 @@ class TypeLexicon:
             raise ValueError("graft: target rows outside the vocabulary")
         self.grafted_names, self.grafted_rows = list(names), [int(r) for r in rows]
         self.graft_strength = float(strength)
-        self._graft = None
-        if names:
-            lent = TypeLexicon(self.grafted_names, self.generic_df)
-            self._graft = (lent, np.asarray(self.grafted_rows, dtype=np.int64), self.graft_strength)
+        self._lent = TypeLexicon(self.grafted_names, self.generic_df) if names else None
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
@@ -150,12 +147,12 @@ class TypeLexicon:
         strength; the larger match counts.
         """
         row_a, col_a, val_a = self._own(titles, other_word)
-        if self._graft is not None:
-            lent, target, strength = self._graft
-            other = lent.scores(titles, other_word).tocoo()
+        if self._lent is not None:
+            other = self._lent.scores(titles, other_word).tocoo()
+            target = np.asarray(self.grafted_rows, dtype=np.int64)
             row_a = np.concatenate([row_a, other.row.astype(np.int64)])
             col_a = np.concatenate([col_a, target[other.col]])
-            val_a = np.concatenate([val_a, strength * other.data.astype(np.float32)])
+            val_a = np.concatenate([val_a, self.graft_strength * other.data.astype(np.float32)])
             row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
         return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
 
@@ -175,17 +172,16 @@ class TypeLexicon:
     def lent_match(self, title: str, other_word: float = 0.25) -> dict[int, str]:
         """The tags a title matches through a lent name rather than their own (row -> that name), for
         explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""
-        if self._graft is None:
+        if self._lent is None:
             return {}
-        lent, target, strength = self._graft
         _, own_cols, own_vals = self._own([title], other_word)
         own = dict(zip(own_cols.tolist(), own_vals.tolist(), strict=True))
         best: dict[int, tuple[float, int]] = {}
-        other = lent.scores([title], other_word).tocoo()
+        other = self._lent.scores([title], other_word).tocoo()
         for j, value in zip(other.col.tolist(), other.data.tolist(), strict=True):
-            row = int(target[j])
-            if strength * value > max(own.get(row, 0.0), best.get(row, (0.0, -1))[0]):
-                best[row] = (strength * value, j)
+            row, strength = self.grafted_rows[j], self.graft_strength * value
+            if strength > max(own.get(row, 0.0), best.get(row, (0.0, -1))[0]):
+                best[row] = (strength, j)
         return {row: self.grafted_names[j] for row, (_, j) in best.items()}
 
     def _own(self, titles: Sequence[str], other_word: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +163,10 @@ def graft_lexicon(
     lent = place_source(source, source_vectors, tag_vectors, lexicon, rankable, params.graft_top_k)
     chosen = np.flatnonzero(lent >= 0).tolist()
     lexicon.graft([source[i].name for i in chosen], lent[chosen].tolist(), params.graft_strength)
-    counts = Counter(lent[chosen].tolist())
     return {
         "source_categories": len(source),
         "lent": len(chosen),
-        "tags_receiving": len(counts),
+        "tags_receiving": len(set(lent[chosen].tolist())),
         "examples": [
             f"{source[i].name} -> {tags[lent[i]].name}" for i in chosen[:: max(1, len(chosen) // 5)][:5]
         ],

@@ -34,11 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-products", type=int, default=None, help="adapt on a seeded sample of this many products"
     )
-    p.add_argument(
-        "--graft",
-        help="tags file of an outside category taxonomy (e.g. Shopify's, from `tagindex convert shopify "
-        "--include categories`) whose concrete names are lent to the tags they match by name and vector",
-    )
+    add_option(p, "--graft")
     add_option(p, "--seed", help="random seed (default 0)")
     add_option(p, "--cache")
     add_option(p, "--config")

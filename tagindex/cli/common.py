@@ -44,6 +44,11 @@ _SHARED: dict[str, dict[str, Any]] = {
         "name per line, or a SKOS vocabulary (.ttl, .rdf, .skos)"
     },
     "--products": {"help": "products file (CSV, JSONL or Parquet)"},
+    "--graft": {
+        "help": "tags file of an outside category taxonomy (e.g. Shopify's, from `tagindex convert shopify "
+        "--include categories`) whose concrete names are lent to the tags they name and lie near "
+        "(`index` needs --title-match with it)"
+    },
     "--id-col": {"default": None, "help": "products: the column holding the id (default 'id')"},
     "--title-col": {"default": None, "help": "products: the column holding the title (default 'title')"},
     "--description-col": {
@@ -128,8 +133,9 @@ _SHARED: dict[str, dict[str, Any]] = {
 }
 
 
-def add_option(p: argparse.ArgumentParser, flag: str, **overrides: Any) -> argparse.Action:
-    """Adds the shared option ``flag`` to ``p``; ``overrides`` replace its help, default or ``required``."""
+def add_option(p: argparse._ActionsContainer, flag: str, **overrides: Any) -> argparse.Action:
+    """Adds the shared option ``flag`` to ``p`` (a parser or an argument group); ``overrides`` replace
+    its help, default or ``required``."""
     return p.add_argument(flag, **{**_SHARED[flag], **overrides})
 
 

@@ -64,11 +64,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="add the title/tag-name product-type match to the cosine, WEIGHT x the product's score "
         "spread (2.0 is adapt's default); nothing fitted, no catalog needed",
     )
-    match.add_argument(
-        "--graft",
-        help="with --title-match: tags file of an outside category taxonomy (e.g. Shopify's) whose "
-        "concrete names are lent to the tags they match by name and vector",
-    )
+    add_option(match, "--graft")  # needs --title-match: checked with the other options
     p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
     p.add_argument(
         "--graph-products",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.adapt_ablation import ROWS
 from tagindex import Product, TagIndex
 from tagindex.adapt import AdaptParams, adapt
 from tagindex.cli import main
@@ -15,14 +16,6 @@ from tagindex.store import read_manifest
 
 DRESS = "Harpa Women Red & Blue Printed A-line Dress"
 CROP_TOP = "Women's Slash Neck Long Sleeve Crop Top"
-OFF = {
-    "hubness": "none",
-    "hierarchy": False,
-    "leaves_only": False,
-    "enrich": False,
-    "rounds": 0,
-    "occurrence_cap": False,
-}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,8 @@ def test_index_title_match_is_adapt_with_only_the_match(apparel: Path, encoder, 
     # The same as `adapt` with every step but the match off (the ablation's "+lexical" row).
     from tagindex.io import load_tags
 
-    adapted, _ = adapt(load_tags(apparel), [Product("c", "x")], AdaptParams(**OFF), encoder=encoder)
+    match_only = AdaptParams(**ROWS["+lexical"][1])
+    adapted, _ = adapt(load_tags(apparel), [Product("c", "x")], match_only, encoder=encoder)
     want = [r.to_dict() for r in adapted.tag(queries, top_k=5)]
     assert [[t["tag"] for t in r["tags"]] for r in got] == [[t["tag"] for t in r["tags"]] for r in want]
     for mine, theirs in zip(got, want, strict=True):
