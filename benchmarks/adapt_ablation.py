@@ -88,7 +88,6 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full -lexical": (None, {"lexical_weight": 0.0}),
     "full lexical 1.0": (None, {"lexical_weight": 1.0}),
     "full lexical 3.0": (None, {"lexical_weight": 3.0}),
-    "full +inherit": (None, {"lexical_inherit": True}),
     "full occurrence cap tag x1": (None, {**TAG_CAP, "occurrence_prevalence_factor": 1.0}),
     "full occurrence cap tag x2": (None, {**TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full occurrence cap tag x3": (None, {**TAG_CAP, "occurrence_prevalence_factor": 3.0}),
@@ -99,14 +98,11 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),
     "full +graft top_k 5": (None, {"graft": True, "graft_top_k": 5}),
     "full +graft strength 0.5": (None, {"graft": True, "graft_strength": 0.5}),
-    "full +graft +inherit": (None, {"graft": True, "lexical_inherit": True}),
     "transfer: full +graft": ("model", {"graft": True}),
-    "transfer: full +graft +inherit": ("model", {"graft": True, "lexical_inherit": True}),
     # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),
     "transfer: full -lexical": ("model", {"lexical_weight": 0.0}),
-    "transfer: full +inherit": ("model", {"lexical_inherit": True}),
     # The int8 ONNX MiniLM that `tagindex index` builds with by default (adapt's CLI uses PyTorch).
     "onnx-int8: full": ("onnx-int8", {}),
     "onnx-int8: full +graft": ("onnx-int8", {"graft": True}),

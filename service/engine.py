@@ -217,11 +217,6 @@ class Engine:
         with self._lock.read():
             return self.index.title_match_via(product.title)
 
-    def title_match_from(self, product: Product) -> dict[str, str]:
-        """Tags whose title match passed down from an ancestor the title names (tag id -> its id)."""
-        with self._lock.read():
-            return self.index.title_match_from(product.title)
-
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""
         vocab = self._vocab

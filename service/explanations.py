@@ -151,7 +151,6 @@ class SimilarityExplainer:
         near = self.engine.neighbours([t.tag for t in ranked], self.k, ctx.vector)
         matched = self.engine.title_match(ctx.product, ctx.vector, [t.tag for t in ranked])
         via = self.engine.title_match_via(ctx.product) if matched else {}
-        via_parent = self.engine.title_match_from(ctx.product) if matched else {}
         product_terms = terms(ctx.text)
         out: dict[str, TagExplanation] = {}
         for t in ctx.result.tags:
@@ -172,9 +171,6 @@ class SimilarityExplainer:
                 if t.tag in via:
                     lent = via[t.tag]
                     notes.append(f"the title names '{lent}', a kind of this tag lent by the grafted taxonomy")
-                elif t.tag in via_parent:
-                    parent = self.engine.get(via_parent[t.tag]).name
-                    notes.append(f"the title names '{parent}', of which this tag is a kind")
                 elif matched[t.tag] > 0:
                     notes.append("the title names this tag's product type (head noun or attribute value)")
             out[t.tag] = TagExplanation(

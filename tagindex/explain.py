@@ -8,8 +8,7 @@ For every assigned tag (or, without a calibration, every top-ranked tag) an expl
   the first-stage score when the reranker carries fusion weights) and its sigmoid, calibrated
   probability, rank among the candidates; for an index written by ``tagindex adapt`` that matches
   titles, the part of the score the product-type match added (``title_match``) and, when the title
-  matched a name lent by ``adapt --graft``, that name (``title_match_via``), or when the match passed
-  down from an ancestor the title names, that ancestor (``title_match_from``);
+  matched a name lent by ``adapt --graft``, that name (``title_match_via``);
 - the nearest labelled products carrying the tag (bi-encoder cosine between product vectors);
 - the product words that matter most, by occlusion: the drop in the cross-encoder logit (or, without
   a reranker, the bi-encoder cosine) when one word is left out of the product text.
@@ -232,7 +231,6 @@ class Explainer:
         words = self._occlusion(product, vector, tag_ids)
         title_match = index.title_match(vector[None, :], [product.title])  # (1, tags) or None
         via = index.title_match_via(product.title) if title_match is not None else {}
-        via_parent = index.title_match_from(product.title) if title_match is not None else {}
         items = []
         for a in chosen:
             rank, cand = by_tag.get(a.tag, (None, None))
@@ -275,8 +273,6 @@ class Explainer:
                     },
                     # the name lent by `adapt --graft` that the title matched, when that is the match
                     **({"title_match_via": via[a.tag]} if a.tag in via else {}),
-                    # the ancestor whose name the title names, when the match passed down from it
-                    **({"title_match_from": via_parent[a.tag]} if a.tag in via_parent else {}),
                     "neighbours": self._neighbours(vector, a.tag, exclude=product.id),
                     "words": words[a.tag],
                 }

@@ -591,16 +591,6 @@ class TagIndex:
         lent = adjuster.lexicon.lent_match(title, adjuster.lexical_other_word)
         return {self._tags[row].id: name for row, name in lent.items()}
 
-    def title_match_from(self, title: str) -> dict[str, str]:
-        """Tags an adapted index's title match reaches through an ancestor the title names (tag id ->
-        that ancestor's id; ``AdaptParams.lexical_inherit``): why "... Performance Hat" matches
-        "Baseball Caps". Empty for other indexes and titles."""
-        adjuster = self.adjuster
-        if adjuster is None or adjuster.lexicon is None:
-            return {}
-        inherited = adjuster.inherited_match(adjuster.match([title]))
-        return {self._tags[row].id: self._tags[source].id for (_, row), source in inherited.items()}
-
     def tag_one(
         self,
         product: Product,

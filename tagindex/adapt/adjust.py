@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from tagindex.adapt.hierarchy import depth_order, leaves_mask, parent_rows, path_scores
+from tagindex.adapt.hierarchy import leaves_mask, parent_rows, path_scores
 from tagindex.adapt.lexical import TypeLexicon
 from tagindex.schema import Tag
 from tagindex.store import IndexFormatError
@@ -48,10 +48,6 @@ class ScoreAdjuster:
         lexical_weight: Weight of the title match, in units of the product's own score spread
             (standard deviation over the rankable tags), so it means the same for any encoder.
         lexical_other_word: Match strength of a tag head found elsewhere in the title's product phrase.
-        lexical_inherit: With ``leaves_only``, a tag's match passes down to its descendants (the
-            larger of a tag's own and its ancestors' match counts): a title naming an inner tag
-            ("... Performance Hat" names "Hats") matches every kind of it, and the encoder chooses
-            among them, instead of only the leaves that repeat the head word ("Top Hats").
     """
 
     def __init__(
@@ -66,7 +62,6 @@ class ScoreAdjuster:
         lexicon: TypeLexicon | None = None,
         lexical_weight: float = 0.0,
         lexical_other_word: float = 0.25,
-        lexical_inherit: bool = False,
     ) -> None:
         if penalty is None:
             penalty = np.zeros(len(bias), dtype=np.float32)
@@ -85,9 +80,6 @@ class ScoreAdjuster:
         self.lexicon = lexicon if lexical_weight > 0 else None
         self.lexical_weight = float(lexical_weight)
         self.lexical_other_word = float(lexical_other_word)
-        # Only where inner tags are never answers; otherwise a named inner tag is an answer itself.
-        self.lexical_inherit = bool(lexical_inherit) and self.leaves_only and self.lexicon is not None
-        self._levels = depth_order(self.parents)[1:] if self.lexical_inherit else []
 
     @classmethod
     def for_tags(
@@ -102,7 +94,6 @@ class ScoreAdjuster:
         lexical_other_word: float = 0.25,
         lexical_generic_df: int = 5,
         lexicon: TypeLexicon | None = None,
-        lexical_inherit: bool = False,
     ) -> ScoreAdjuster:
         """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
         (built with ``lexical_generic_df``) when the caller has it."""
@@ -120,7 +111,6 @@ class ScoreAdjuster:
             lexicon,
             lexical_weight,
             lexical_other_word,
-            lexical_inherit,
         )
 
     def __len__(self) -> int:
@@ -171,32 +161,7 @@ class ScoreAdjuster:
         if lexical is None or lexical.shape != scores.shape:
             raise ValueError("this adapted index matches product titles: pass their match()")
         spread = scores[:, self.rankable].std(axis=1, keepdims=True)  # (n, 1)
-        return self.lexical_weight * spread * self._inherited(lexical.toarray())
-
-    def _inherited(self, match: np.ndarray) -> np.ndarray:
-        """``match`` (n, tags) with each tag's value raised to its ancestors' (with ``lexical_inherit``);
-        roots first, so a match passes down any number of levels."""
-        for rows in self._levels:
-            match[:, rows] = np.maximum(match[:, rows], match[:, self.parents[rows]])
-        return match
-
-    def inherited_match(self, lexical: sparse.csr_matrix) -> dict[tuple[int, int], int]:
-        """Where a rankable tag's match comes from an ancestor rather than its own name:
-        (product, tag row) -> the ancestor's row, for explanations ("the title names 'Hats'")."""
-        if not self._levels:
-            return {}
-        own = lexical.toarray()
-        source = np.tile(np.arange(own.shape[1]), (own.shape[0], 1))  # (n, tags): whose match counts
-        best = own.copy()
-        for rows in self._levels:
-            par = self.parents[rows]
-            takes = best[:, par] > best[:, rows]
-            best[:, rows] = np.where(takes, best[:, par], best[:, rows])
-            source[:, rows] = np.where(takes, source[:, par], source[:, rows])
-        out: dict[tuple[int, int], int] = {}
-        for i, j in zip(*np.nonzero(source[:, self.rankable] != self.rankable[None, :]), strict=True):
-            out[(int(i), int(self.rankable[j]))] = int(source[i, self.rankable[j]])
-        return out
+        return self.lexical_weight * spread * lexical.toarray()
 
     def top(
         self, sims: np.ndarray, k: int, lexical: sparse.csr_matrix | None = None
@@ -225,7 +190,6 @@ class ScoreAdjuster:
             "lexical": {
                 "weight": self.lexical_weight,
                 "other_word": self.lexical_other_word,
-                "inherit": self.lexical_inherit,
                 "grafted_names": len(self.lexicon.grafted_names) if self.lexicon is not None else 0,
             },
         }
@@ -255,8 +219,8 @@ class ScoreAdjuster:
         """Reads what :meth:`save` wrote; ``n_tags`` must match the index's tag count.
 
         Adjusters saved before the k-occurrence cap existed have no ``penalty`` array: zeros; before
-        the title match, no ``lexical`` entry: weight 0; before inheritance, no ``inherit``: off. The
-        lexicon is rebuilt from the tag ``names`` (index row order), which a lexical weight requires.
+        the title match, no ``lexical`` entry: weight 0. The lexicon is rebuilt from the tag
+        ``names`` (index row order), which a lexical weight requires.
 
         Raises:
             IndexFormatError: Files missing, unreadable or for another vocabulary size.
@@ -286,7 +250,6 @@ class ScoreAdjuster:
                 lexicon,
                 weight,
                 float(lexical.get("other_word", 0.25)),
-                bool(lexical.get("inherit", False)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFormatError(f"{src}: unreadable score adjuster: {exc}") from None

@@ -62,9 +62,6 @@ class AdaptParams(_Params):
     lexical_weight: float = 2.0
     lexical_other_word: float = 0.25  # strength when the tag's head is another word of the phrase
     lexical_generic_df: int = 5  # heads of more tags than this are generic unless modifiers match
-    # With leaves_only: a tag's match passes down to its descendants, so a title naming an inner tag
-    # ("... Performance Hat" -> "Hats") matches all its kinds and the encoder picks among them.
-    lexical_inherit: bool = False
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
     # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
     # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched

@@ -88,7 +88,6 @@ def fit_adjuster(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
-        params.lexical_inherit,
     )
 
 

@@ -95,34 +95,6 @@ def test_adjuster_adds_the_match_in_units_of_each_products_spread(tmp_path: Path
     assert off.match(["anything"]) is None and off.top(sims, 1)[1].tolist() == [[1]]
 
 
-def test_a_named_inner_tag_passes_its_match_to_every_kind_of_it(tmp_path: Path) -> None:
-    tags = [
-        Tag("h", "Hats"),
-        Tag("t", "Top Hats", parent="h"),
-        Tag("b", "Baseball Caps", parent="h"),
-        Tag("x", "Hat Boxes"),  # a leaf elsewhere: its head is "boxes", not named
-    ]
-    sims = np.array([[0.30, 0.35, 0.45, 0.30]], dtype=np.float32)  # (1, tags): the encoder likes caps
-    title = ["Under Armour Stretch Fit Flat Bill Performance Hat"]
-    plain = ScoreAdjuster.for_tags(tags, np.zeros(4), np.ones(4), 1.0, True, lexical_weight=2.0)
-    inherit = {"lexical_weight": 2.0, "lexical_inherit": True}
-    # Without inheritance only the leaf repeating the head word matches: "Top Hats" wins.
-    assert plain.top(sims, 1, lexical=plain.match(title))[1].tolist() == [[1]]
-    adj = ScoreAdjuster.for_tags(tags, np.zeros(4), np.ones(4), 1.0, True, **inherit)
-    match = adj.match(title)
-    part = adj.lexical_part(sims, match)
-    assert part[0, 2] == pytest.approx(part[0, 1]) and part[0, 2] > 0 and part[0, 3] == 0
-    assert adj.top(sims, 1, lexical=match)[1].tolist() == [[2]]  # among the hats, the encoder decides
-    assert adj.inherited_match(match) == {(0, 2): 0}  # "Baseball Caps" matched through "Hats"
-    adj.save(tmp_path)
-    loaded = ScoreAdjuster.load(tmp_path, 4, [t.name for t in tags])
-    assert loaded.lexical_inherit and loaded.describe() == adj.describe()
-    np.testing.assert_array_equal(loaded.adjust(sims, lexical=match), adj.adjust(sims, lexical=match))
-    # Where inner tags are answers themselves (no leaves_only), a named inner tag keeps its match.
-    ranked = ScoreAdjuster.for_tags(tags, np.zeros(4), np.ones(4), 1.0, False, **inherit)
-    assert not ranked.lexical_inherit and ranked.inherited_match(match) == {}
-
-
 def test_adapted_index_matches_titles_through_every_entry_point(
     encoder, shopify_dir: Path, mwpd_dir: Path, tmp_path: Path
 ) -> None:
@@ -152,38 +124,6 @@ def test_adapted_index_matches_titles_through_every_entry_point(
     by_product = {r.id: [t.tag for t in r.tags] for r in index.tag(pool, top_k=2)}
     for pick in review_queue(index, pool, 5, params=QueueParams(suggestions=2)):
         assert [t.tag for t in pick.tags] == by_product[pick.id]
-
-
-def test_an_adapted_index_passes_a_named_parents_match_to_its_kinds(
-    encoder, shopify_dir: Path, mwpd_dir: Path, tmp_path: Path
-) -> None:
-    categories = [t for t in load_tags(shopify_dir / "tags.jsonl") if t.kind == "category"]
-    # Apparel > Clothing Accessories: "Hats" is an inner category; its kinds (Top Hats, ...) are leaves.
-    tags = [t for t in categories if t.id in ("aa", "aa-2") or t.id.startswith("aa-2-")]
-    by_id = {t.id: t for t in tags}
-    hats = next(t.id for t in tags if t.name == "Hats" and t.parent == "aa-2")
-    kinds = {t.id for t in tags if t.parent == hats}
-    catalog = [Product(p.id, p.title) for p in load_products(mwpd_dir / "train.jsonl")[:120]]
-    query = Product("q", "Under Armour Maryland Terrapins Stretch Fit Flat Bill Performance Hat")
-    params = {"rounds": 1, "enrich": False}
-    index, _ = adapt(tags, catalog, AdaptParams(**params, lexical_inherit=True), encoder=encoder)
-    top = index.tag([query], top_k=3)[0].tags
-    assert top[0].tag in kinds  # a kind of hat, whichever the encoder prefers
-    via_parent = index.title_match_from(query.title)
-    # Every kind of hat that its own name does not match is matched through "Hats"; nothing else is.
-    own = index.adjuster.lexicon.scores([query.title]).toarray()[0]
-    assert set(via_parent) == {k for k in kinds if own[index.row(k)] < own[index.row(hats)]}
-    assert set(via_parent.values()) == {hats} and not any(by_id[k].name == "Hats" for k in via_parent)
-    explained = Explainer(index).explain([query])[0]["assigned"]
-    for item in explained:
-        assert item.get("title_match_from") == via_parent.get(item["tag"])
-    # Saved and loaded, the index answers the same; an index without inheritance reaches no hat
-    # through "Hats" and explains nothing of the kind.
-    index.save(tmp_path / "idx")
-    loaded = TagIndex.load(tmp_path / "idx", encoder=encoder)
-    assert loaded.adjuster.lexical_inherit and loaded.tag([query], top_k=3)[0].tags == top
-    plain, _ = adapt(tags, catalog, AdaptParams(**params), encoder=encoder)
-    assert plain.title_match_from(query.title) == {}
 
 
 def test_attribute_values_match_as_their_value_anywhere_in_the_title() -> None:
