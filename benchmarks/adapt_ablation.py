@@ -88,7 +88,6 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full -lexical": (None, {"lexical_weight": 0.0}),
     "full lexical 1.0": (None, {"lexical_weight": 1.0}),
     "full lexical 3.0": (None, {"lexical_weight": 3.0}),
-    "full +later segments": (None, {"lexical_later_segments": True}),
     "full occurrence cap tag x1": (None, {**TAG_CAP, "occurrence_prevalence_factor": 1.0}),
     "full occurrence cap tag x2": (None, {**TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full occurrence cap tag x3": (None, {**TAG_CAP, "occurrence_prevalence_factor": 3.0}),
@@ -99,9 +98,7 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),
     "full +graft top_k 5": (None, {"graft": True, "graft_top_k": 5}),
     "full +graft strength 0.5": (None, {"graft": True, "graft_strength": 0.5}),
-    "full +graft +later segments": (None, {"graft": True, "lexical_later_segments": True}),
     "transfer: full +graft": ("model", {"graft": True}),
-    "transfer: full +graft +later segments": ("model", {"graft": True, "lexical_later_segments": True}),
     # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),

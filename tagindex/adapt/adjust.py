@@ -94,14 +94,12 @@ class ScoreAdjuster:
         lexical_other_word: float = 0.25,
         lexical_generic_df: int = 5,
         lexicon: TypeLexicon | None = None,
-        lexical_later_segments: bool = False,
     ) -> ScoreAdjuster:
         """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
-        (built with ``lexical_generic_df`` and ``lexical_later_segments``) when the caller has it."""
+        (built with ``lexical_generic_df``) when the caller has it."""
         if lexical_weight > 0 and lexicon is None:
-            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df, lexical_later_segments)
-        later = lexicon.later_segments if lexicon is not None else lexical_later_segments
-        info = {**(info or {}), "lexical_generic_df": lexical_generic_df, "lexical_later_segments": later}
+            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df)
+        info = {**(info or {}), "lexical_generic_df": lexical_generic_df}
         return cls(
             bias,
             scale,
@@ -221,8 +219,8 @@ class ScoreAdjuster:
         """Reads what :meth:`save` wrote; ``n_tags`` must match the index's tag count.
 
         Adjusters saved before the k-occurrence cap existed have no ``penalty`` array: zeros; before
-        the title match, no ``lexical`` entry: weight 0; before later segments, none. The lexicon is
-        rebuilt from the tag ``names`` (index row order), which a lexical weight requires.
+        the title match, no ``lexical`` entry: weight 0. The lexicon is rebuilt from the tag
+        ``names`` (index row order), which a lexical weight requires.
 
         Raises:
             IndexFormatError: Files missing, unreadable or for another vocabulary size.
@@ -237,11 +235,7 @@ class ScoreAdjuster:
             if weight > 0:
                 if names is None or len(names) != n_tags:
                     raise ValueError("its title match needs the index's tag names")
-                lexicon = TypeLexicon(
-                    names,
-                    int(info.get("lexical_generic_df", 5)),
-                    bool(info.get("lexical_later_segments", False)),
-                )
+                lexicon = TypeLexicon(names, int(info.get("lexical_generic_df", 5)))
                 if (src / _GRAFT).exists():
                     graft = json.loads((src / _GRAFT).read_text())
                     lexicon.graft(graft["names"], graft["rows"], float(graft["strength"]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -51,21 +51,6 @@ def title_head(title: str) -> tuple[str | None, frozenset[str]]:
     return (keys[-1] if keys else None), frozenset(keys)
 
 
-def product_phrase(title: str, known: Container[str]) -> tuple[str | None, frozenset[str]]:
-    """:func:`title_head`, unless its head is no ``known`` head noun and a later segment's is: a brand
-    or line before a dash ("Scientific Anglers - Mastery Tarpon Taper Line"), or a cut at a word that
-    was part of the name ("... Team On Field 39THIRTY Flex Hat", "... All In T-Shirt - Red"). Then
-    the first such segment is the product phrase."""
-    head, keys = title_head(title)
-    if head is None or head in known:
-        return head, keys
-    for segment in _CUT.split(title)[1:]:
-        later = _keys(segment)
-        if later and later[-1] in known:
-            return later[-1], frozenset(later)
-    return head, keys
-
-
 class TypeLexicon:
     """Head-noun index of a tag vocabulary.
 
@@ -78,11 +63,9 @@ class TypeLexicon:
         generic_df: A head key shared by more than this many tags ("Accessories", "Units", "Tops")
             is generic: a tag with that head and modifiers ("Laundry Combo Units") counts
             ``generic_df / df`` unless the title has its modifiers too ("Tank Tops").
-        later_segments: Read a title's product phrase with :func:`product_phrase` (a later segment
-            when the first names no tag's head) instead of :func:`title_head`.
     """
 
-    def __init__(self, names: Sequence[str], generic_df: int = 5, later_segments: bool = False) -> None:
+    def __init__(self, names: Sequence[str], generic_df: int = 5) -> None:
         self.n_tags = len(names)
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
         self._alternatives: list[list[tuple[str, frozenset[str]]]] = []
@@ -129,8 +112,6 @@ class TypeLexicon:
         df = Counter({h: len(rows) for h, rows in self._by_head.items()})
         self._weight = {h: min(1.0, generic_df / n) for h, n in df.items()}
         self.generic_df = generic_df
-        self.later_segments = later_segments
-        self._known = frozenset(self._by_head)  # head keys a product phrase may end in
         # Names lent by an outside taxonomy (:meth:`graft`), with their own lexicon.
         self._lent: TypeLexicon | None = None
         self.grafted_names: list[str] = []
@@ -154,13 +135,6 @@ class TypeLexicon:
         self.grafted_names, self.grafted_rows = list(names), [int(r) for r in rows]
         self.graft_strength = float(strength)
         self._lent = TypeLexicon(self.grafted_names, self.generic_df) if names else None
-        self._known = frozenset(self._by_head) | (
-            frozenset(self._lent._by_head) if self._lent else frozenset()
-        )
-
-    def phrase(self, title: str) -> tuple[str | None, frozenset[str]]:
-        """The head key and keys of the title's product phrase, as this lexicon reads it."""
-        return product_phrase(title, self._known) if self.later_segments else title_head(title)
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
@@ -172,23 +146,15 @@ class TypeLexicon:
         that head). A tag also matches through the names lent to it (:meth:`graft`), at the graft's
         strength; the larger match counts.
         """
-        phrases = [self.phrase(t) for t in titles]
-        row_a, col_a, val_a = self._own(titles, phrases, other_word)
+        row_a, col_a, val_a = self._own(titles, other_word)
         if self._lent is not None:
-            other = self._lent._sparse(titles, phrases, other_word).tocoo()
+            other = self._lent.scores(titles, other_word).tocoo()
             target = np.asarray(self.grafted_rows, dtype=np.int64)
             row_a = np.concatenate([row_a, other.row.astype(np.int64)])
             col_a = np.concatenate([col_a, target[other.col]])
             val_a = np.concatenate([val_a, self.graft_strength * other.data.astype(np.float32)])
             row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
         return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
-
-    def _sparse(
-        self, titles: Sequence[str], phrases: Sequence[tuple[str | None, frozenset[str]]], other_word: float
-    ) -> sparse.csr_matrix:
-        """This lexicon's own matches (no lent names) for phrases read by the lexicon lending to it."""
-        rows, cols, vals = self._own(titles, phrases, other_word)
-        return sparse.csr_matrix((vals, (rows, cols)), shape=(len(titles), self.n_tags), dtype=np.float32)
 
     def names_tag(self, name: str) -> list[int]:
         """Tags whose name ``name`` names exactly: one of their alternatives has ``name``'s head noun
@@ -208,25 +174,23 @@ class TypeLexicon:
         explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""
         if self._lent is None:
             return {}
-        phrases = [self.phrase(title)]
-        _, own_cols, own_vals = self._own([title], phrases, other_word)
+        _, own_cols, own_vals = self._own([title], other_word)
         own = dict(zip(own_cols.tolist(), own_vals.tolist(), strict=True))
         best: dict[int, tuple[float, int]] = {}
-        other = self._lent._sparse([title], phrases, other_word).tocoo()
+        other = self._lent.scores([title], other_word).tocoo()
         for j, value in zip(other.col.tolist(), other.data.tolist(), strict=True):
             row, strength = self.grafted_rows[j], self.graft_strength * value
             if strength > max(own.get(row, 0.0), best.get(row, (0.0, -1))[0]):
                 best[row] = (strength, j)
         return {row: self.grafted_names[j] for row, (_, j) in best.items()}
 
-    def _own(
-        self, titles: Sequence[str], phrases: Sequence[tuple[str | None, frozenset[str]]], other_word: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _own(self, titles: Sequence[str], other_word: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(title, tag, strength) entries of the tags' own names, one per matched pair."""
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
-        for i, (title, (head, keys)) in enumerate(zip(titles, phrases, strict=True)):
+        for i, title in enumerate(titles):
+            head, keys = title_head(title)
             if head is None:
                 continue
             best: dict[int, float] = {}

@@ -62,9 +62,6 @@ class AdaptParams(_Params):
     lexical_weight: float = 2.0
     lexical_other_word: float = 0.25  # strength when the tag's head is another word of the phrase
     lexical_generic_df: int = 5  # heads of more tags than this are generic unless modifiers match
-    # When the title's first segment names no tag's head, read the first later segment that does
-    # ("Scientific Anglers - Mastery Tarpon Taper Line"; lexical.product_phrase).
-    lexical_later_segments: bool = False
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
     # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
     # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched

@@ -88,7 +88,6 @@ def fit_adjuster(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
-        params.lexical_later_segments,
     )
 
 
@@ -210,9 +209,7 @@ def adapt_vectors(
     # The title match depends on names and titles only: computed once, sparse (n, tags).
     lexical = lexicon = None
     if params.lexical_weight > 0:
-        lexicon = TypeLexicon(
-            [t.name for t in tags], params.lexical_generic_df, params.lexical_later_segments
-        )
+        lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
         if graft is not None:
             report["graft"] = graft_lexicon(lexicon, tags, tag_vectors, *graft, params)
         lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
@@ -317,7 +314,7 @@ def title_match_index(
     if params.lexical_weight <= 0:
         raise ValueError("the title match needs a weight above 0")
     tags = index.tags
-    lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df, params.lexical_later_segments)
+    lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
     report: dict[str, Any] = {"method": "title match only (no catalog)"}
     source = encode_source(index, graft) if graft is not None else None
     if source is not None:
@@ -335,7 +332,6 @@ def title_match_index(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
-        params.lexical_later_segments,
     )
     return report
 

@@ -11,7 +11,7 @@ import pytest
 from tagindex import Product, Tag, TagIndex
 from tagindex.active import QueueParams, review_queue
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
-from tagindex.adapt.lexical import TypeLexicon, product_phrase, title_head
+from tagindex.adapt.lexical import TypeLexicon, title_head
 from tagindex.convert import convert
 from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
@@ -39,33 +39,6 @@ def shopify_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 )
 def test_title_head_is_the_last_word_before_the_first_qualifier(title: str, head: str | None) -> None:
     assert title_head(title)[0] == head
-
-
-def test_a_later_segment_is_the_product_phrase_when_the_first_names_no_type(tmp_path: Path) -> None:
-    line = "Scientific Anglers - Mastery Tarpon Taper Line"
-    assert product_phrase(line, {"line"}) == ("line", frozenset({"masteri", "tarpon", "taper", "line"}))
-    assert product_phrase(line, {"angler", "line"})[0] == "angler"  # the first segment names one: kept
-    assert product_phrase(line, {"hat"}) == title_head(line)  # no segment names one: as before
-    hat = "Men's Denver Broncos Reverse Team On Field 39THIRTY Flex Hat"  # cut at "On", part of the name
-    assert TypeLexicon(["Hats", "Fishing Lines"]).scores([hat, line]).nnz == 0
-    later = TypeLexicon(["Hats", "Fishing Lines"], later_segments=True).scores([hat, line]).toarray()
-    assert later[0].tolist() == [1.0, 0.0] and later[1, 1] > 0
-    # A name lent by a graft is a type the phrase may name: the T-shirt reaches the GS1 class.
-    shirt = "adidas Philadelphia 76ers NBA Draft All In T-Shirt - Red"
-    gs1 = TypeLexicon(["Upper Body Wear/Tops", "Sportswear"], later_segments=True)
-    gs1.graft(["T-Shirts"], [0])
-    assert gs1.scores([shirt]).toarray()[0].tolist() == [1.0, 0.0] and gs1.lent_match(shirt) == {
-        0: "T-Shirts"
-    }
-    # The setting is saved with the adapted index.
-    tags = [Tag("h", "Hats"), Tag("f", "Fishing Lines")]
-    adj = ScoreAdjuster.for_tags(
-        tags, np.zeros(2), np.ones(2), 1.0, False, lexical_weight=2.0, lexical_later_segments=True
-    )
-    adj.save(tmp_path)
-    loaded = ScoreAdjuster.load(tmp_path, 2, [t.name for t in tags])
-    assert loaded.lexicon is not None and loaded.lexicon.later_segments
-    assert (loaded.match([hat]) != adj.match([hat])).nnz == 0 and loaded.match([hat]).nnz == 1
 
 
 def test_a_lone_word_before_a_longer_alternative_is_a_modifier() -> None:
