@@ -31,6 +31,23 @@ _GRAFT = "graft.json"
 _DERIVED = ("hierarchy_weight", "leaves_only", "n_tags", "penalised_tags", "lexical")
 
 
+def read_graft(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The names lent by ``adapt --graft`` as :meth:`ScoreAdjuster.save` wrote them under an index
+    version ``directory`` (names, rows, strength, sources when recorded); None when nothing was lent.
+
+    Raises:
+        IndexFormatError: The file is there but unreadable.
+    """
+    path = Path(directory) / _DIR / _GRAFT
+    if not path.exists():
+        return None
+    try:
+        graft: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: unreadable lent names: {exc}") from None
+    return graft
+
+
 class ScoreAdjuster:
     """Turns cosine similarities (n, tags) into adapted scores and ranks the tags.
 
@@ -209,6 +226,7 @@ class ScoreAdjuster:
                 "names": lexicon.grafted_names,
                 "rows": lexicon.grafted_rows,
                 "strength": lexicon.graft_strength,
+                **({"sources": lexicon.grafted_sources} if lexicon.grafted_sources else {}),
             }
             (out / _GRAFT).write_text(json.dumps(graft, ensure_ascii=False) + "\n")
 
@@ -236,9 +254,11 @@ class ScoreAdjuster:
                 if names is None or len(names) != n_tags:
                     raise ValueError("its title match needs the index's tag names")
                 lexicon = TypeLexicon(names, int(info.get("lexical_generic_df", 5)))
-                if (src / _GRAFT).exists():
-                    graft = json.loads((src / _GRAFT).read_text())
-                    lexicon.graft(graft["names"], graft["rows"], float(graft["strength"]))
+                graft = read_graft(directory)
+                if graft is not None:
+                    lexicon.graft(
+                        graft["names"], graft["rows"], float(graft["strength"]), graft.get("sources")
+                    )
             adjuster = cls(
                 arrays["bias"],
                 arrays["scale"],

@@ -16,6 +16,10 @@ in the target vocabulary and lends it and its descendants to that tag as extra n
    placed: they are too broad to lend all their descendants to one tag.
 2. Every other source category inherits the tag of its nearest placed ancestor ("T-Shirts" under
    "Clothing Tops" -> "Upper Body Wear/Tops"); categories without a placed ancestor stay out.
+3. A merchandiser's exclusions (source category, target tag) are never lent: an excluded placement
+   takes the next tag both rules allow, or none, and its descendants then inherit from higher up;
+   an excluded inherited name is dropped alone. ``tagindex show --index IDX --lent`` lists what an
+   index lends in the format ``--graft-exclude`` reads (:func:`read_exclusions`).
 
 The grafted names are matched against titles exactly like the tag's own name
 (:meth:`TypeLexicon.graft`), so a "... Pullover Hoodie" title matches "Upper Body Wear/Tops" through
@@ -26,12 +30,15 @@ values ("Color: Red") receive grafts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from tagindex.adapt.hierarchy import parent_rows
 from tagindex.adapt.lexical import TypeLexicon
+from tagindex.errors import InputError
 from tagindex.schema import Tag
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ def place_source(
     lexicon: TypeLexicon,
     rankable: np.ndarray,
     top_k: int = 3,
+    exclude: Collection[tuple[int, int]] = (),
 ) -> np.ndarray:
     """Target row lent each source category (-1: none), by the two rules of the module docstring.
 
@@ -56,6 +64,7 @@ def place_source(
         lexicon: The target tags' :class:`TypeLexicon` (names in target row order).
         rankable: Target rows that may receive grafts.
         top_k: A placement needs the tag among this many nearest rankable tags of the category.
+        exclude: (source row, target row) pairs never lent (rule 3).
 
     Returns:
         (n_source,) int64 target rows.
@@ -81,6 +90,7 @@ def place_source(
             if nearest is not None:
                 near = set(nearest[r].tolist())
                 cols = [c for c in cols if c in near]
+            cols = [c for c in cols if (i, int(rankable[c])) not in exclude]
             if cols:
                 placed[i] = rankable[max(cols, key=lambda c: sims[r, c])]
     lent = placed.copy()
@@ -90,6 +100,9 @@ def place_source(
             if placed[node] >= 0:
                 lent[i] = placed[node]
             node, steps = int(parents[node]), steps + 1
+    for i, j in exclude:  # an inherited name the merchandiser rejected
+        if lent[i] == j:
+            lent[i] = -1
     logger.info(
         "graft: %d source categories placed, %d lent (with descendants) to %d tags",
         int((placed >= 0).sum()),
@@ -97,3 +110,50 @@ def place_source(
         len(np.unique(lent[lent >= 0])),
     )
     return lent
+
+
+def read_exclusions(path: str | os.PathLike[str]) -> list[tuple[int, str, str]]:
+    """(line number, source category id, target tag id) of a ``--graft-exclude`` file: one pair a
+    line, tab-separated, further columns ignored (so lines of ``tagindex show --lent`` can be kept
+    as they are); blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        InputError: The file is unreadable or a line has fewer than two columns (with its number).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read graft exclusions: {exc}") from None
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) < 2 or not cols[0] or not cols[1]:
+            raise InputError(
+                f"{path}:{number}: expected 'SOURCE_ID<TAB>TARGET_TAG_ID' (a line of `tagindex show --lent`)"
+            )
+        out.append((number, cols[0], cols[1]))
+    return out
+
+
+def check_exclusions(
+    path: str | os.PathLike[str],
+    rows: Sequence[tuple[int, str, str]],
+    source: Sequence[Tag],
+    tags: Sequence[Tag],
+) -> set[tuple[str, str]]:
+    """The (source id, tag id) pairs of :func:`read_exclusions` rows, each checked against the
+    outside taxonomy and the vocabulary.
+
+    Raises:
+        InputError: A line names a source category or tag that is not there (with its number).
+    """
+    source_ids = {t.id for t in source if t.kind != "attribute_value"}  # values are never lent
+    tag_ids = {t.id for t in tags}
+    for number, src, tag in rows:
+        if src not in source_ids:
+            raise InputError(f"{path}:{number}: '{src}' is no category of the --graft taxonomy")
+        if tag not in tag_ids:
+            raise InputError(f"{path}:{number}: '{tag}' is no tag of the vocabulary")
+    return {(src, tag) for _, src, tag in rows}

@@ -116,6 +116,7 @@ class TypeLexicon:
         self._lent: TypeLexicon | None = None
         self.grafted_names: list[str] = []
         self.grafted_rows: list[int] = []
+        self.grafted_sources: list[str] = []  # ids of the lending categories (empty: not recorded)
         self.graft_strength = 1.0
 
     @property
@@ -123,16 +124,24 @@ class TypeLexicon:
         """Rows of the tags read as attribute values ("Color: Red Patent")."""
         return frozenset(self._values)
 
-    def graft(self, names: Sequence[str], rows: Sequence[int], strength: float = 1.0) -> None:
+    def graft(
+        self,
+        names: Sequence[str],
+        rows: Sequence[int],
+        strength: float = 1.0,
+        sources: Sequence[str] | None = None,
+    ) -> None:
         """Lends each of ``names`` to the tag at the same place in ``rows`` (see
         :mod:`tagindex.adapt.graft`): a title matching a lent name matches that tag with ``strength``
-        times the lent name's match. Replaces earlier grafts; an empty list removes them.
+        times the lent name's match. Replaces earlier grafts; an empty list removes them. ``sources``
+        (the lending categories' ids, for review) is kept alongside when given.
         """
-        if len(names) != len(rows):
-            raise ValueError("graft: one target row per lent name")
+        if len(names) != len(rows) or (sources is not None and len(sources) != len(names)):
+            raise ValueError("graft: one target row (and source id) per lent name")
         if any(not 0 <= r < self.n_tags for r in rows):
             raise ValueError("graft: target rows outside the vocabulary")
         self.grafted_names, self.grafted_rows = list(names), [int(r) for r in rows]
+        self.grafted_sources = list(sources) if sources is not None else []
         self.graft_strength = float(strength)
         self._lent = TypeLexicon(self.grafted_names, self.generic_df) if names else None
 

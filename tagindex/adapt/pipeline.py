@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,19 +152,38 @@ def graft_lexicon(
     source: Sequence[Tag],
     source_vectors: np.ndarray,
     params: AdaptParams,
+    exclude: Collection[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Lends the ``source`` taxonomy's names to the tags of ``lexicon`` (:mod:`tagindex.adapt.graft`)
-    and reports what was lent."""
+    and reports what was lent; ``exclude`` holds (source category id, tag id) pairs never lent.
+
+    Raises:
+        ValueError: An exclusion names a source category or tag that is not there.
+    """
+    source_row = {t.id: i for i, t in enumerate(source)}
+    tag_row = {t.id: i for i, t in enumerate(tags)}
+    unknown = sorted(
+        {s for s, _ in exclude if s not in source_row} | {t for _, t in exclude if t not in tag_row}
+    )
+    if unknown:
+        raise ValueError(f"graft exclusions name ids that are not there: {', '.join(unknown[:5])}")
+    excluded = {(source_row[s], tag_row[t]) for s, t in exclude}
     parents = parent_rows(tags)
     rankable = np.flatnonzero(leaves_mask(parents)) if params.leaves_only else np.arange(len(tags))
     # An attribute value is not a class with kinds below it: only category-like tags receive names.
     values = lexicon.value_rows
     rankable = np.array([r for r in rankable.tolist() if r not in values], dtype=np.int64)
-    lent = place_source(source, source_vectors, tag_vectors, lexicon, rankable, params.graft_top_k)
+    lent = place_source(source, source_vectors, tag_vectors, lexicon, rankable, params.graft_top_k, excluded)
     chosen = np.flatnonzero(lent >= 0).tolist()
-    lexicon.graft([source[i].name for i in chosen], lent[chosen].tolist(), params.graft_strength)
+    lexicon.graft(
+        [source[i].name for i in chosen],
+        lent[chosen].tolist(),
+        params.graft_strength,
+        [source[i].id for i in chosen],
+    )
     return {
         "source_categories": len(source),
+        "excluded": len(excluded),
         "lent": len(chosen),
         "tags_receiving": len(set(lent[chosen].tolist())),
         "examples": [
@@ -182,6 +201,7 @@ def adapt_vectors(
     params: AdaptParams,
     encode: Callable[[list[str]], np.ndarray],
     graft: tuple[Sequence[Tag], np.ndarray] | None = None,
+    graft_exclude: Collection[tuple[str, str]] = (),
 ) -> AdaptResult:
     """Runs steps 1-4 on vectors already encoded.
 
@@ -195,9 +215,11 @@ def adapt_vectors(
         encode: Encodes tag texts with the same encoder (for enrichment).
         graft: An outside category taxonomy and the unit vectors of its path texts (same encoder),
             whose names are lent to the tags (:mod:`tagindex.adapt.graft`); needs the title match.
+        graft_exclude: (source category id, tag id) pairs never lent (a merchandiser's review).
 
     Raises:
-        ValueError: ``graft`` without the title match (``lexical_weight`` 0).
+        ValueError: ``graft`` without the title match (``lexical_weight`` 0), or an exclusion
+            naming an id that is not there.
     """
     start = time.perf_counter()
     if graft is not None and params.lexical_weight <= 0:
@@ -211,7 +233,7 @@ def adapt_vectors(
     if params.lexical_weight > 0:
         lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
         if graft is not None:
-            report["graft"] = graft_lexicon(lexicon, tags, tag_vectors, *graft, params)
+            report["graft"] = graft_lexicon(lexicon, tags, tag_vectors, *graft, params, graft_exclude)
         lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
         matched = float((lexical.getnnz(axis=1) > 0).mean()) if len(catalog) else 0.0
         report["lexical"] = {"titles_matched": round(matched, 4)}
@@ -302,7 +324,10 @@ def encode_source(index: TagIndex, graft: Sequence[Tag]) -> tuple[list[Tag], np.
 
 
 def title_match_index(
-    index: TagIndex, params: AdaptParams, graft: Sequence[Tag] | None = None
+    index: TagIndex,
+    params: AdaptParams,
+    graft: Sequence[Tag] | None = None,
+    graft_exclude: Collection[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Gives a plain index the product-type match (and the ``graft``'s lent names) without a
     catalog: cosine plus ``params.lexical_weight`` x the match x the product's score spread, nothing
@@ -319,7 +344,7 @@ def title_match_index(
     source = encode_source(index, graft) if graft is not None else None
     if source is not None:
         vectors = np.stack([index.tag_vector(t.id) for t in tags])  # (tags, dim)
-        report["graft"] = graft_lexicon(lexicon, tags, vectors, *source, params)
+        report["graft"] = graft_lexicon(lexicon, tags, vectors, *source, params, graft_exclude)
     n = len(tags)
     index.adjuster = ScoreAdjuster.for_tags(
         tags,
@@ -347,6 +372,7 @@ def adapt(
     work_dir: str | os.PathLike[str] | None = None,
     show_progress: bool = False,
     graft: Sequence[Tag] | None = None,
+    graft_exclude: Collection[tuple[str, str]] = (),
 ) -> tuple[TagIndex, dict[str, Any]]:
     """Builds a TagIndex adapted to an unlabelled catalog (product ``tags`` are never read).
 
@@ -364,6 +390,7 @@ def adapt(
         graft: An outside category taxonomy (e.g. Shopify's) whose names are lent to the tags they
             match (:mod:`tagindex.adapt.graft`); its path texts are encoded with the index's encoder.
             Tags of kind ``attribute_value`` in it are left out.
+        graft_exclude: (source category id, tag id) pairs never lent (``--graft-exclude``).
 
     Returns:
         The adapted index (save it with ``index.save``) and a JSON-ready report.
@@ -395,6 +422,7 @@ def adapt(
             params,
             index.encoder.encode,
             source,
+            graft_exclude,
         )
         report["adapt"] = result.report
         if ft_round == params.finetune_rounds:

@@ -7,7 +7,14 @@ import json
 import time
 from pathlib import Path
 
-from tagindex.cli.common import Command, add_option, encoder_backends, load_params, logger
+from tagindex.cli.common import (
+    Command,
+    add_option,
+    encoder_backends,
+    graft_exclusions,
+    load_params,
+    logger,
+)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -35,6 +42,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--max-products", type=int, default=None, help="adapt on a seeded sample of this many products"
     )
     add_option(p, "--graft")
+    add_option(p, "--graft-exclude")
     add_option(p, "--seed", help="random seed (default 0)")
     add_option(p, "--cache")
     add_option(p, "--config")
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     tags = load_tags(args.tags, on_error=args.on_error)
     graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
+    exclude = graft_exclusions(args, graft, tags)
     products = load_products(args.products, on_error=args.on_error)
     params = AdaptParams()
     if args.adapt_config:
@@ -82,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         show_progress=not args.quiet,
         graft=graft,
+        graft_exclude=exclude,
     )
     index.save(args.out)
     rounds = report["adapt"]["rounds"]

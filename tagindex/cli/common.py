@@ -49,6 +49,12 @@ _SHARED: dict[str, dict[str, Any]] = {
         "--include categories`) whose concrete names are lent to the tags they name and lie near "
         "(`index` needs --title-match with it)"
     },
+    "--graft-exclude": {
+        "default": None,
+        "metavar": "FILE",
+        "help": "with --graft: (outside category id, tag id) pairs never lent, tab-separated, one a "
+        "line; lines of `tagindex show --index IDX --lent` can be kept as they are",
+    },
     "--id-col": {"default": None, "help": "products: the column holding the id (default 'id')"},
     "--title-col": {"default": None, "help": "products: the column holding the title (default 'title')"},
     "--description-col": {
@@ -234,6 +240,22 @@ def _ensemble_params(args: argparse.Namespace, params: Any) -> None:
     ):
         where = "--ensemble-weight" if weight is not None else f"{config}: encoder.ensemble_weight"
         raise InputError(f"{where} {share!r}: must lie strictly between 0 and 1")
+
+
+def graft_exclusions(args: argparse.Namespace, graft: Any, tags: Any) -> set[tuple[str, str]]:
+    """The checked ``--graft-exclude`` pairs (empty without the option).
+
+    Raises:
+        InputError: --graft-exclude without --graft, or a bad line (with its number).
+    """
+    from tagindex.adapt.graft import check_exclusions, read_exclusions
+    from tagindex.errors import InputError
+
+    if not args.graft_exclude:
+        return set()
+    if graft is None:
+        raise InputError("--graft-exclude: names pairs of the --graft taxonomy; give --graft too")
+    return check_exclusions(args.graft_exclude, read_exclusions(args.graft_exclude), graft, tags)
 
 
 def add_kind_options(p: argparse.ArgumentParser) -> None:

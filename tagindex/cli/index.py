@@ -14,6 +14,7 @@ from tagindex.cli.common import (
     add_ensemble_options,
     add_option,
     encoder_backends,
+    graft_exclusions,
     load_params,
     logger,
 )
@@ -65,6 +66,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "spread (2.0 is adapt's default); nothing fitted, no catalog needed",
     )
     add_option(match, "--graft")  # needs --title-match: checked with the other options
+    add_option(match, "--graft-exclude")
     p.add_argument("--graph", help="embedding directory from `tagindex graph embed`: fuse graph vectors")
     p.add_argument(
         "--graph-products",
@@ -211,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
     _check_title_match(args)
     params = load_params(args)  # option errors before a large tags file is read
     tags = load_tags(args.tags, on_error=args.on_error)
+    graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
+    exclude = graft_exclusions(args, graft, tags)
     if not args.backend and not _config_names_backend(args.config):
         from tagindex.backends import preferred_index_backend
 
@@ -248,8 +252,7 @@ def run(args: argparse.Namespace) -> int:
     if args.title_match is not None:
         from tagindex.adapt import AdaptParams, title_match_index
 
-        graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
-        report = title_match_index(index, AdaptParams(lexical_weight=args.title_match), graft)
+        report = title_match_index(index, AdaptParams(lexical_weight=args.title_match), graft, exclude)
         if "graft" in report:
             logger.info(
                 "graft: %d of %d outside categories lent to %d tags",

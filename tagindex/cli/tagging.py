@@ -135,19 +135,52 @@ def run_tag(args: argparse.Namespace) -> int:
 # ---- show -------------------------------------------------------------------------------------------
 def configure_show(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex show``."""
-    p.add_argument("--run", required=True, help="run file from `tagindex tag` (.jsonl, .csv or .parquet)")
-    add_option(p, "--products", required=True, help="the products file the run was made from")
+    p.add_argument("--run", help="run file from `tagindex tag` (.jsonl, .csv or .parquet)")
+    add_option(p, "--products", help="the products file the run was made from")
     add_product_columns(p)
     add_option(p, "--index", help="index directory, to print tag names and paths")
     p.add_argument("-n", type=int, default=10, help="products to show (default 10)")
     add_option(p, "--top-k", default=5, help="tags per product to show (default 5)")
     add_option(p, "--language", help="tag names in this language where the index has them")
+    p.add_argument(
+        "--lent",
+        action="store_true",
+        help="instead: every name an index adapted with --graft lends, one tab-separated line each "
+        "(outside category id, tag id, lent name, tag path); keep the wrong ones in a file for "
+        "`adapt --graft-exclude`",
+    )
+
+
+def _show_lent(index_dir: str) -> int:
+    """Prints the names lent by ``adapt --graft``, grouped by the tag receiving them."""
+    from tagindex.index import read_saved_lent_names, read_saved_tags
+    from tagindex.text import tag_path
+
+    by_id = {t.id: t for t in read_saved_tags(index_dir)}
+    lent = read_saved_lent_names(index_dir)
+    if not lent:
+        logger.info("%s lends no names (not adapted with --graft)", index_dir)
+        return 0
+    print("# source_id\ttag_id\tlent name\ttag path")
+    for source, name, tag in sorted(lent, key=lambda r: (r[2], r[1])):
+        print(f"{source}\t{tag}\t{name}\t{' > '.join(tag_path(by_id[tag], by_id))}")
+    logger.info("%d names lent to %d tags", len(lent), len({r[2] for r in lent}))
+    return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Prints the first products of a run with their titles, gold tags and top tags."""
+    """Prints the first products of a run with their titles, gold tags and top tags (or, with
+    ``--lent``, the names an adapted index lends)."""
+    from tagindex.errors import InputError
     from tagindex.io import load_products
     from tagindex.runio import read_run_records
+
+    if args.lent:
+        if not args.index or args.run:
+            raise InputError("--lent: lists what an index lends; give --index and no --run")
+        return _show_lent(args.index)
+    if not args.run or not args.products:
+        raise InputError("show: give --run and --products (or --index with --lent)")
 
     products = {p.id: p for p in load_products(args.products, columns=product_columns(args))}
     names: dict[str, str] = {}

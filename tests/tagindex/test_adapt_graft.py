@@ -11,11 +11,12 @@ import pytest
 
 from tagindex import Product, Tag, TagIndex
 from tagindex.adapt import AdaptParams, adapt, adapt_vectors
-from tagindex.adapt.graft import place_source
+from tagindex.adapt.graft import check_exclusions, place_source, read_exclusions
 from tagindex.adapt.lexical import TypeLexicon
 from tagindex.adapt.pipeline import graft_lexicon
 from tagindex.cli import main
 from tagindex.convert import shopify_categories
+from tagindex.errors import InputError
 from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
 from tagindex.store import read_manifest
@@ -75,6 +76,52 @@ def test_a_source_category_is_placed_only_where_name_and_vector_agree() -> None:
     assert (place_source(_source(), source, target, lexicon, rows, top_k=1) < 0).all()
     # Tags outside the rankable rows never receive names.
     assert 0 not in place_source(_source(), source, target, lexicon, np.array([1, 2, 3]), top_k=3)
+
+
+def test_a_merchandisers_exclusions_are_never_lent() -> None:
+    lexicon = TypeLexicon([*TARGET, "Tops"])  # a 5th tag also named by "Clothing Tops"
+    target = np.eye(5, dtype=np.float32)
+    source = _unit(
+        [
+            [1, 1, 0, 1, 0],
+            [1, 1, 0, 0, 0],
+            [0.6, 0.8, 0, 0.1, 0.5],  # Clothing Tops: Upper Body Wear/Tops first, the 5th tag next
+            [0.5, 0.5, 0, 0, 0],
+            [0.5, 0.5, 0, 0, 0],
+            [0, 0, 0.2, 1, 0],
+            [0.2, 0.1, 0, 1, 0],
+            [0, 0, 0, 1, 0],
+        ]
+    )
+    rows = np.arange(5)
+    assert place_source(_source(), source, target, lexicon, rows).tolist() == [-1, -1, 0, 0, 0, -1, -1, -1]
+    # Rejecting the placement of "Clothing Tops" on row 0: the next tag both rules allow takes it,
+    # and its kinds follow; without another allowed tag, nothing is lent in the subtree.
+    assert place_source(_source(), source, target, lexicon, rows, exclude={(2, 0)}).tolist() == [
+        -1, -1, 4, 4, 4, -1, -1, -1
+    ]  # fmt: skip
+    lone = TypeLexicon(TARGET)
+    assert (place_source(_source(), source[:, :4], target[:4, :4], lone, np.arange(4), 2, {(2, 0)}) < 0).all()
+    # Rejecting one inherited name drops that name alone.
+    assert place_source(_source(), source, target, lexicon, rows, exclude={(4, 0)}).tolist() == [
+        -1, -1, 0, 0, -1, -1, -1, -1
+    ]  # fmt: skip
+
+
+def test_exclusion_files_are_read_with_line_numbers(tmp_path: Path) -> None:
+    tags = [Tag("u", "Upper Body Wear/Tops"), Tag("s", "Sportswear")]
+    good = tmp_path / "exclude.tsv"
+    good.write_text("# source_id\ttag_id\tlent name\ttag path\n\naa-1-1-2\tu\tHoodies\tClothing > Tops\n")
+    assert read_exclusions(good) == [(3, "aa-1-1-2", "u")]  # a `show --lent` line, kept as it is
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("aa-1-1-2 u\n")
+    with pytest.raises(InputError, match=r"bad.tsv:1: expected"):
+        read_exclusions(bad)
+    with pytest.raises(InputError, match=r":1: 'zz' is no category"):
+        check_exclusions("f", [(1, "zz", "u")], _source(), tags)
+    with pytest.raises(InputError, match=r":2: 'x' is no tag"):
+        check_exclusions("f", [(2, "aa-1-1-2", "x")], _source(), tags)
+    assert check_exclusions("f", [(1, "aa-1-1-2", "u")], _source(), tags) == {("aa-1-1-2", "u")}
 
 
 def test_lent_names_match_titles_like_the_tags_own() -> None:
@@ -162,6 +209,7 @@ def test_cli_adapt_graft(
     clothing: tuple[list[Tag], list[Product]],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     tags, catalog = clothing
     tags_file, products_file, source_file = (
@@ -189,6 +237,34 @@ def test_cli_adapt_graft(
     assert (
         "graft:" in caplog.text and "adapt/graft.json" in read_manifest(tmp_path / "idx", "tagindex")["files"]
     )
+    # The review loop: list what is lent, keep the wrong lines, adapt again without them.
+    capsys.readouterr()
+    assert main(["show", "--index", str(tmp_path / "idx"), "--lent"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
+    assert listed and all(len(line.split("\t")) == 4 and line.split("\t")[0] for line in listed)
+    rejected = [listed[0], listed[-1]]
+    exclude = tmp_path / "exclude.tsv"
+    exclude.write_text("# wrong\n" + "\n".join(rejected) + "\n")
+    graft = [*base, "--graft", str(source_file)]
+    assert main([*graft, "--graft-exclude", str(exclude), "--out", str(tmp_path / "idx5")]) == 0
+    capsys.readouterr()
+    assert main(["show", "--index", str(tmp_path / "idx5"), "--lent"]) == 0
+    after = {tuple(line.split("\t")[:2]) for line in capsys.readouterr().out.splitlines()[1:]}
+    pairs = {tuple(line.split("\t")[:2]) for line in listed}
+    gone = {tuple(line.split("\t")[:2]) for line in rejected}
+    assert not after & gone
+    # Everything else stays lent, but for the kinds of a rejected category (they inherit from higher up).
+    parent = {t.id: t.parent for t in source}
+
+    def under_rejected(sid: str | None) -> bool:
+        return sid is not None and (sid in {g[0] for g in gone} or under_rejected(parent.get(sid)))
+
+    assert {p for p in pairs - gone if not under_rejected(p[0])} <= after
+    exclude.write_text("aa-1 no-such-tag\n")
+    assert main([*graft, "--graft-exclude", str(exclude), "--out", str(tmp_path / "idx6")]) == 2
+    assert main([*base, "--graft-exclude", str(exclude), "--out", str(tmp_path / "idx6")]) == 2
+    assert not (tmp_path / "idx6").exists()
+    assert main(["show", "--lent"]) == 2
     config.write_text(json.dumps({"rounds": 1, "enrich": False, "lexical_weight": 0}))
     assert main([*base, "--graft", str(source_file), "--out", str(tmp_path / "idx2")]) == 2
     assert not (tmp_path / "idx2").exists()
