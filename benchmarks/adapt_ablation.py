@@ -28,7 +28,7 @@ import logging
 import random
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from benchmarks.harness import Context, System, Task, git_commit, machine_info, 
 from benchmarks.systems import SemanticSearchRecipe, TagIndexZeroShot
 from benchmarks.tasks import load_task, prepare
 from tagindex.adapt import AdaptParams, adapt
+from tagindex.adapt.graft import read_exclusions
 from tagindex.adapt.hubness import k_occurrence
 from tagindex.config import EncoderParams, TagIndexParams
 from tagindex.convert import shopify_categories
@@ -95,10 +96,12 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     # 2c. Taxonomy grafting (tagindex.adapt.graft): the --graft taxonomy's names lent to the tags.
     "+lexical +graft": (None, {**OFF, "lexical_weight": 2.0, "graft": True}),
     "full +graft": (None, {"graft": True}),
+    "full +graft +review": (None, {"graft": True, "graft_review": True}),
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),
     "full +graft top_k 5": (None, {"graft": True, "graft_top_k": 5}),
     "full +graft strength 0.5": (None, {"graft": True, "graft_strength": 0.5}),
     "transfer: full +graft": ("model", {"graft": True}),
+    "transfer: full +graft +review": ("model", {"graft": True, "graft_review": True}),
     # Step 5, transfer: the encoder given by --model (e.g. `tagindex transfer --out DIR`).
     "transfer: nothing (cosine)": ("model", OFF),
     "transfer: full": ("model", {}),
@@ -154,12 +157,15 @@ class AdaptSystem(System):
         overrides: dict[str, Any],
         seed: int = 0,
         graft: Sequence[Tag] | None = None,
+        graft_exclude: Collection[tuple[str, str]] = (),
     ) -> None:
         self.name = name
         self.description = f"adapt {overrides or 'defaults'} on {encoder.params.backend}"
         self.encoder = encoder
         overrides = dict(overrides)
         self.graft = graft if overrides.pop("graft", False) else None
+        # "+review" rows: the merchandiser's rejected placements (--graft-exclude) are never lent.
+        self.graft_exclude = graft_exclude if overrides.pop("graft_review", False) else ()
         self.params = AdaptParams.from_dict({**AdaptParams().to_dict(), **overrides, "seed": seed})
         self.report: dict[str, Any] = {}
 
@@ -174,6 +180,7 @@ class AdaptSystem(System):
             cache_dir=ctx.cache_dir,
             encoder=self.encoder,
             graft=self.graft,
+            graft_exclude=self.graft_exclude,
         )
 
     def rank(self, products: Sequence[Product], k: int) -> Run:
@@ -243,6 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="tags file lent by the '+graft' rows (default: the Shopify categories under --data)",
     )
+    ap.add_argument(
+        "--graft-exclude",
+        type=Path,
+        default=None,
+        help="MWPD only: (source id, tag id) pairs the '+review' rows never lend (`adapt --graft-exclude`)",
+    )
     ap.add_argument("--set", action="append", default=[], help="AdaptParams override KEY=JSON for all rows")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adapt_ablation.json")
     args = ap.parse_args(argv)
@@ -258,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     graft: list[Tag] | None = None
     if any(ROWS.get(r, (None, {}))[1].get("graft") for r in rows):
         graft = load_tags(args.graft) if args.graft else shopify_categories(args.data / "shopify-taxonomy")
+    exclusions: set[tuple[str, str]] = set()
+    if args.graft_exclude:
+        exclusions = {(s, t) for _, s, t in read_exclusions(args.graft_exclude)}
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise SystemExit(f"unknown row(s) {unknown}; known: {list(ROWS)}")
@@ -290,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     params = EncoderParams() if backend is None else EncoderParams(backend=backend)
                 encoders[backend] = CachingEncoder(load_encoder(params), args.cache / "tags")
-            systems.append(AdaptSystem(row, encoders[backend], {**overrides, **common}, args.seed, graft))
+            exclude = exclusions if task_name == "mwpd" else set()
+            systems.append(
+                AdaptSystem(row, encoders[backend], {**overrides, **common}, args.seed, graft, exclude)
+            )
         entries = []
         for system in systems:
             m = measure(system, task, ctx)

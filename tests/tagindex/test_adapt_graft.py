@@ -246,7 +246,9 @@ def test_cli_adapt_graft(
     exclude = tmp_path / "exclude.tsv"
     exclude.write_text("# wrong\n" + "\n".join(rejected) + "\n")
     graft = [*base, "--graft", str(source_file)]
-    assert main([*graft, "--graft-exclude", str(exclude), "--out", str(tmp_path / "idx5")]) == 0
+    with caplog.at_level("INFO"):
+        assert main([*graft, "--graft-exclude", str(exclude), "--out", str(tmp_path / "idx5")]) == 0
+    assert "2 of 2 exclusions removed a lent name" in caplog.text
     capsys.readouterr()
     assert main(["show", "--index", str(tmp_path / "idx5"), "--lent"]) == 0
     after = {tuple(line.split("\t")[:2]) for line in capsys.readouterr().out.splitlines()[1:]}
