@@ -78,7 +78,7 @@ def place_source(
     k = min(top_k, len(rankable))
     parents = parent_rows(source)
     placed = np.full(n, -1, dtype=np.int64)
-    applied = 0  # exclusions that removed a placement or an inherited name
+    applied: set[tuple[int, int]] = set()  # exclusions that removed a placement or an inherited name
     rankable_tags = target_vectors[rankable]
     for start in range(0, n, _CHUNK):  # chunks bound the (sources, tags) similarity matrix
         sims = source_vectors[start : start + _CHUNK] @ rankable_tags.T  # (chunk, rankable)
@@ -93,7 +93,9 @@ def place_source(
                 cols = [c for c in cols if c in near]
             if exclude and cols:
                 allowed = [c for c in cols if (i, int(rankable[c])) not in exclude]
-                applied += int((i, int(rankable[max(cols, key=lambda c: sims[r, c])])) in exclude)
+                best = (i, int(rankable[max(cols, key=lambda c: sims[r, c])]))
+                if best in exclude:
+                    applied.add(best)
                 cols = allowed
             if cols:
                 placed[i] = rankable[max(cols, key=lambda c: sims[r, c])]
@@ -107,10 +109,10 @@ def place_source(
     for i, j in exclude:  # an inherited name the merchandiser rejected
         if lent[i] == j:
             lent[i] = -1
-            applied += 1
+            applied.add((i, j))
     if exclude:
         # One that removed nothing names a pair not lent this time (another encoder or catalog).
-        logger.info("graft: %d of %d exclusions removed a lent name", applied, len(exclude))
+        logger.info("graft: %d of %d exclusions removed a lent name", len(applied), len(exclude))
     logger.info(
         "graft: %d source categories placed, %d lent (with descendants) to %d tags",
         int((placed >= 0).sum()),
