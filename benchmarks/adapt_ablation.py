@@ -187,8 +187,21 @@ class AdaptSystem(System):
         return run_from_results(self.index.tag(products, top_k=k, cache_dir=self.ctx.vector_cache))
 
 
-def skew(run: Run, gold: dict[str, list[str]], k: int = 5, limit: float = 0.05) -> dict[str, Any]:
-    """k-occurrence: how often each tag is in the top k; hubs are tags above ``limit`` not in the gold."""
+def skew(
+    run: Run,
+    gold: dict[str, list[str]],
+    k: int = 5,
+    limit: float = 0.05,
+    parents: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """k-occurrence: how often each tag is in the top k; hubs are tags above ``limit`` not in the gold.
+
+    With ``parents`` (tag -> parent id) also the hubs *outside their family*: tags in the top k of
+    more than ``limit`` of the products whose gold holds neither the tag nor its parent. A sibling of
+    the gold class in a large family (a clothing class beside "Upper Body Wear/Tops") is a hub by
+    the first count and not by this one; a tag in the top k of unrelated products (Bread Crumbs for
+    a supplement) is a hub by both.
+    """
     occ = k_occurrence([[t for t, _ in ranked] for ranked in run.values()], k)
     n = max(len(gold), 1)
     gold_share: dict[str, float] = {}
@@ -198,13 +211,24 @@ def skew(run: Run, gold: dict[str, list[str]], k: int = 5, limit: float = 0.05) 
     over = {t: s for t, s in occ.items() if s > limit}
     unjustified = {t: s for t, s in over.items() if gold_share.get(t, 0.0) <= limit}
     top = next(iter(occ.items()), (None, 0.0))
-    return {
+    out: dict[str, Any] = {
         "max_share": top[1],
         "max_tag": top[0],
         "tags_over_5pct": len(over),
         "tags_over_5pct_not_gold": len(unjustified),
         "worst_unjustified": sorted(unjustified.items(), key=lambda x: -x[1])[:5],
     }
+    if parents is not None:
+        outside: Counter[str] = Counter()
+        for pid, ranked in run.items():
+            mine = set(gold.get(pid, []))
+            for t, _ in ranked[:k]:
+                if t not in mine and parents.get(t) not in mine:
+                    outside[t] += 1
+        hubs = {t: c / n for t, c in outside.items() if c / n > limit}
+        out["tags_over_5pct_outside_family"] = len(hubs)
+        out["worst_outside_family"] = sorted(hubs.items(), key=lambda x: -x[1])[:5]
+    return out
 
 
 def score(run: Run, task: Task, products: Sequence[Product]) -> dict[str, Any]:
@@ -216,7 +240,11 @@ def score(run: Run, task: Task, products: Sequence[Product]) -> dict[str, Any]:
         "R@5": section.get("recall@5"),
         "R@10": section.get("recall@10"),
         "challenge": report.get("challenge"),
-        "skew": skew({p.id: run.get(p.id, []) for p in products}, gold),
+        "skew": skew(
+            {p.id: run.get(p.id, []) for p in products},
+            gold,
+            parents={t.id: t.parent for t in task.tags if t.parent} if task.level is not None else None,
+        ),
     }
     if task.level is not None:
         # How much of a figure is the largest class (MWPD: "Upper Body Wear/Tops", 31%): R@1 without it.
@@ -340,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def table(entries: list[dict[str, Any]], mwpd: bool) -> str:
     header = ["row", "R@1", "R@5", "R@10"]
     header += ["R@1 w/o largest", "challenge", "dev100 R@1", "dev100 F1"] if mwpd else []
-    header += ["k-occ max", "tags>5%", "not gold", "build s", "peak MB"]
+    header += ["k-occ max", "tags>5%", "not gold"]
+    header += ["outside family"] if mwpd else []
+    header += ["build s", "peak MB"]
     lines = []
     for e in entries:
         t = e.get("test") or {}
@@ -350,6 +380,7 @@ def table(entries: list[dict[str, Any]], mwpd: bool) -> str:
             d = e.get("dev100") or {}
             row += [t.get("R@1 without largest"), t.get("challenge"), d.get("R@1"), d.get("challenge")]
         row += [sk.get("max_share"), sk.get("tags_over_5pct"), sk.get("tags_over_5pct_not_gold")]
+        row += [sk.get("tags_over_5pct_outside_family")] if mwpd else []
         row += [e.get("build_s"), e.get("peak_mb")]
         lines.append(row)
     return format_table(header, lines)

@@ -1,4 +1,5 @@
-"""CLI contract check: the same commands on the same real sample must give byte-identical outputs.
+"""CLI contract check: the same commands on the same real sample must give the same outputs (byte for
+byte outside the numbers; numbers to float rounding across CPUs, see ``tests/test_contract.py``).
 
 Runs ``tagindex index``, ``tag`` (plain, ``--ancestors``, ``--threshold``, an index with exemplars,
 and a tiny trained reranker with a calibration and ``--decide``), ``similar``, ``evaluate`` and

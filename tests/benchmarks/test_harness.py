@@ -115,3 +115,19 @@ def test_registry_and_table() -> None:
     assert lines[0][col["F1/best"]] == 1.0 and lines[1][col["F1/best"]] == 0.5
     assert lines[0][col["prod/s/fastest"]] == 0.25 and lines[1][col["p50 x fastest"]] == 1.0
     assert "skipped" in lines[2][1]
+
+
+def test_skew_tells_siblings_of_the_gold_from_hubs_outside_their_family() -> None:
+    from benchmarks.adapt_ablation import skew
+
+    # 10 products: 8 T-shirts (family "c"), 2 supplements (family "f"). Every T-shirt lists its
+    # sibling "sport"; one supplement lists "crumbs" (a food class, its own family) and "sport".
+    gold = {f"p{i}": ["c", "tops"] for i in range(8)} | {"p8": ["f", "vitamins"], "p9": ["f", "vitamins"]}
+    run = {f"p{i}": [("tops", 1.0), ("sport", 0.5)] for i in range(8)}
+    run |= {"p8": [("vitamins", 1.0), ("crumbs", 0.5), ("sport", 0.4)], "p9": [("vitamins", 1.0)]}
+    parents = {"tops": "c", "sport": "c", "vitamins": "f", "crumbs": "f"}
+    out = skew(run, gold, k=5, limit=0.05, parents=parents)
+    assert out["tags_over_5pct_not_gold"] == 2  # "sport" (9 of 10) and "crumbs" (1 of 10)
+    # Outside its family: "sport" for the supplement only (1 of 10); "crumbs" is in its family's.
+    assert out["tags_over_5pct_outside_family"] == 1 and out["worst_outside_family"] == [("sport", 0.1)]
+    assert "tags_over_5pct_outside_family" not in skew(run, gold)
