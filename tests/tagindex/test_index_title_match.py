@@ -12,6 +12,7 @@ from tagindex import Product, TagIndex
 from tagindex.adapt import AdaptParams, adapt
 from tagindex.cli import main
 from tagindex.convert import shopify_categories
+from tagindex.index import read_saved_lent_names
 from tagindex.store import read_manifest
 
 DRESS = "Harpa Women Red & Blue Printed A-line Dress"
@@ -71,3 +72,17 @@ def test_index_graft_lends_names_without_a_catalog(mwpd_dir: Path, shared_data: 
     index = TagIndex.load(out)
     shirt = Product("q", "Chicago Bears Men's Sideline Legend Performance T-Shirt - Navy")
     assert index.get(index.tag([shirt], top_k=1)[0].tags[0].tag).name == "Upper Body Wear/Tops"
+    # The review loop works the same without a catalog: excluding the categories that lend
+    # "T-Shirts" (Shopify has several) removes that name, and a bad exclusion file is refused.
+    lent = read_saved_lent_names(out)
+    tshirts = [(s, t) for s, name, t in lent if name == "T-Shirts"]
+    assert tshirts
+    exclude = tmp_path / "exclude.tsv"
+    exclude.write_text("".join(f"{s}\t{t}\n" for s, t in tshirts))
+    reviewed = tmp_path / "gs1-reviewed"
+    cmd[4] = str(reviewed)
+    assert main([*cmd, "--graft", str(graft), "--graft-exclude", str(exclude)]) == 0
+    after = read_saved_lent_names(reviewed)
+    assert "T-Shirts" not in {name for _, name, _ in after} and len(after) < len(lent)
+    exclude.write_text("\n\nnot-a-pair\n")
+    assert main([*cmd, "--graft", str(graft), "--graft-exclude", str(exclude)]) == 2
