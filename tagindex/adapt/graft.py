@@ -141,7 +141,8 @@ def read_exclusions(path: str | os.PathLike[str]) -> list[tuple[int, str, str]]:
         cols = [c.strip() for c in line.split("\t")]
         if len(cols) < 2 or not cols[0] or not cols[1]:
             raise InputError(
-                f"{path}:{number}: expected 'SOURCE_ID<TAB>TARGET_TAG_ID' (a line of `tagindex show --lent`)"
+                f"{path}:{number}: expected 'SOURCE_ID<TAB>TARGET_TAG_ID' (a line of `tagindex show "
+                "--lent`; an index adapted before source ids were recorded lists none: adapt it again)"
             )
         out.append((number, cols[0], cols[1]))
     return out
