@@ -45,6 +45,8 @@ $(WORK)/shopify-index/CURRENT: $(WORK)/shopify/tags.jsonl
 # "Hoodies", lent to the abstract tags). No label is read to adapt (the catalog's labels are
 # ignored); the offers' GS1 gold labels are used only to print the sample's gold lines and the
 # agreement figure (`tagindex evaluate`: level 3 recall@1 is top-1 agreement with the gold class).
+# It ends with a sample of the names the graft lent (`tagindex show --lent`), the list a merchandiser
+# reviews before re-adapting with `--graft-exclude` the wrong ones.
 DEMO_CATALOG ?= 2000
 
 $(WORK)/shopify-adapted/CURRENT: $(WORK)/shopify/tags.jsonl $(WORK)/mwpd/tags.jsonl
@@ -78,6 +80,8 @@ demo: $(WORK)/shopify-index/CURRENT $(WORK)/shopify-adapted/CURRENT \
 		--json $(WORK)/demo-eval-gs1.json | awk '$$1 == "products" { n = $$NF } $$1 == "recall@1" { r = $$NF } \
 		END { printf "top-1 agreement with the gold GS1 class (level 3) on %s offers: %s (report: %s)\n", \
 		n, r, "$(WORK)/demo-eval-gs1.json" }'
+	@echo "---- a sample of the names lent (all of them: tagindex show --index $(WORK)/gs1-adapted --lent; reject wrong ones with adapt --graft-exclude) ----"
+	@$(BIN)/tagindex -q show --index $(WORK)/gs1-adapted --lent | awk -F'\t' 'NR > 1 && $$2 ~ /Upper Body Wear|Footwear|Tents/ && c[$$2]++ < 3 { print "  " $$3 "  ->  " $$4 }'
 
 test: install browser
 	$(BIN)/python -m pytest -q
