@@ -77,16 +77,20 @@ def read_saved_tags(directory: str | os.PathLike[str]) -> list[Tag]:
     return read_tag_rows(pq.read_table(root / "tags.parquet").to_pylist())
 
 
-def read_saved_lent_names(directory: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
+def read_saved_lent_names(
+    directory: str | os.PathLike[str], tags: Sequence[Tag] | None = None
+) -> list[tuple[str, str, str]]:
     """(source category id, lent name, tag id) of each name an index adapted with ``--graft`` lends,
-    without loading its encoder; the source id is "" for indexes saved before it was recorded."""
+    without loading its encoder; the source id is "" for indexes saved before it was recorded.
+    ``tags``: the index's :func:`read_saved_tags`, when the caller has them already."""
     from tagindex.adapt.adjust import read_graft
 
     root = read_manifest(directory, _KIND, verify=False).root
     graft = read_graft(root)
     if graft is None:
         return []
-    tags = read_saved_tags(directory)
+    if tags is None:
+        tags = read_saved_tags(directory)
     sources = graft.get("sources") or [""] * len(graft["names"])
     return [
         (str(s), str(name), tags[int(row)].id)

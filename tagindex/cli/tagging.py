@@ -156,8 +156,9 @@ def _show_lent(index_dir: str) -> int:
     from tagindex.index import read_saved_lent_names, read_saved_tags
     from tagindex.text import tag_path
 
-    by_id = {t.id: t for t in read_saved_tags(index_dir)}
-    lent = read_saved_lent_names(index_dir)
+    tags = read_saved_tags(index_dir)
+    by_id = {t.id: t for t in tags}
+    lent = read_saved_lent_names(index_dir, tags)
     if not lent:
         logger.info("%s lends no names (not adapted with --graft)", index_dir)
         return 0
