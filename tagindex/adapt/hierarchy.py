@@ -46,6 +46,24 @@ def leaves_mask(parents: np.ndarray) -> np.ndarray:
     return mask
 
 
+def fixed_depth(parents: np.ndarray, share: float = 0.95) -> bool:
+    """Whether the vocabulary is a fixed-level classification (GS1's segment > family > class,
+    UNSPSC): it has parent links and at least ``share`` of its leaves sit at one depth below the
+    roots. There, products are classified at the bottom level, and an inner tag is a grouping rather
+    than an answer. In a ragged taxonomy (Shopify's, Google's: leaves at depths 1 to 7) an inner
+    category is itself a product type ("Hats" above "Top Hats") and a valid answer.
+    """
+    if not (parents >= 0).any():
+        return False
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for d, rows in enumerate(depth_order(parents)):
+        depth[rows] = d
+    leaf_depths = depth[leaves_mask(parents)]
+    counts = np.bincount(leaf_depths)
+    modal = int(counts.argmax())
+    return bool(modal > 0 and counts[modal] >= share * len(leaf_depths))
+
+
 def path_scores(scores: np.ndarray, parents: np.ndarray, weight: float) -> np.ndarray:
     """Aggregates scores (n, tags) along each tag's path; returns a new (n, tags) array."""
     if not (parents >= 0).any() or weight >= 1.0:

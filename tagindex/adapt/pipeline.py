@@ -72,12 +72,13 @@ def fit_adjuster(
     tags' ``lexicon`` for the title match, built here when not given)."""
     weight = params.resolved_hubness_weight(any(t.parent is not None for t in tags))
     bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, weight)
+    hierarchy, leaves_only = params.decoding(parent_rows(tags))
     return ScoreAdjuster.for_tags(
         tags,
         bias,
         scale,
-        params.hierarchy_weight if params.hierarchy else 1.0,
-        params.leaves_only,
+        params.hierarchy_weight if hierarchy else 1.0,
+        leaves_only,
         {
             "hubness": params.hubness,
             "hubness_k": params.hubness_k,
@@ -169,7 +170,8 @@ def graft_lexicon(
         raise ValueError(f"graft exclusions name ids that are not there: {', '.join(unknown[:5])}")
     excluded = {(source_row[s], tag_row[t]) for s, t in exclude}
     parents = parent_rows(tags)
-    rankable = np.flatnonzero(leaves_mask(parents)) if params.leaves_only else np.arange(len(tags))
+    leaves_only = params.decoding(parents)[1]
+    rankable = np.flatnonzero(leaves_mask(parents)) if leaves_only else np.arange(len(tags))
     # An attribute value is not a class with kinds below it: only category-like tags receive names.
     values = lexicon.value_rows
     rankable = np.array([r for r in rankable.tolist() if r not in values], dtype=np.int64)
@@ -226,7 +228,13 @@ def adapt_vectors(
         raise ValueError("grafting an outside taxonomy needs the title match (lexical_weight > 0)")
     texts = list(texts)
     parents = parent_rows(tags)
-    report: dict[str, Any] = {"n_catalog": len(catalog), "n_tags": len(tags), "rounds": []}
+    hierarchy, leaves_only = params.decoding(parents)
+    report: dict[str, Any] = {
+        "n_catalog": len(catalog),
+        "n_tags": len(tags),
+        "decoding": {"hierarchy": hierarchy, "leaves_only": leaves_only},
+        "rounds": [],
+    }
     text_vectors = np.array(tag_vectors, dtype=np.float32, copy=True)
     # The title match depends on names and titles only: computed once, sparse (n, tags).
     lexical = lexicon = None

@@ -12,7 +12,7 @@ import pytest
 from tagindex import Product, Tag, TagIndex
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt, adapt_vectors
 from tagindex.adapt.enrich import drift_guard, mine_terms, tokens
-from tagindex.adapt.hierarchy import depth_order, leaves_mask, parent_rows, path_scores
+from tagindex.adapt.hierarchy import depth_order, fixed_depth, leaves_mask, parent_rows, path_scores
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap, k_occurrence
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -71,6 +71,48 @@ def test_path_scores_mix_each_tag_with_its_ancestors_mean(tags: list[Tag]) -> No
     np.testing.assert_array_equal(out[:, root], scores[:, root])
     leaves = leaves_mask(parents)
     assert leaves.sum() == sum(1 for t in tags if not any(o.parent == t.id for o in tags))
+
+
+def test_decoding_is_leaves_only_on_a_fixed_level_tree_and_off_on_a_ragged_one(
+    tags: list[Tag], shared_data: Path
+) -> None:
+    from tagindex.convert import shopify_categories
+
+    gs1 = parent_rows(tags)  # every MWPD leaf is a level-3 GS1 class
+    shopify = parent_rows(shopify_categories(shared_data / "shopify-taxonomy"))  # leaves at depths 1-8
+    flat = np.full(5, -1, dtype=np.int64)
+    assert fixed_depth(gs1) and not fixed_depth(shopify) and not fixed_depth(flat)
+    # A few leaves off the common depth (orphans, an odd short branch) keep a fixed-level tree fixed.
+    ragged_gs1 = np.concatenate([gs1, [-1]])
+    assert fixed_depth(ragged_gs1) and not fixed_depth(ragged_gs1, share=1.0)
+    auto = AdaptParams()
+    assert auto.decoding(gs1) == (True, True)
+    assert auto.decoding(shopify) == (False, False) and auto.decoding(flat) == (False, False)
+    assert AdaptParams(leaves_only=True).decoding(shopify) == (False, True)
+    assert AdaptParams(hierarchy=False).decoding(gs1) == (False, True)
+
+
+def test_adapt_on_a_ragged_taxonomy_ranks_inner_tags(encoder, catalog: list[Product]) -> None:
+    # "Hats" has kinds below it; in a ragged tree it stays an answer (for a hat of no stated kind).
+    tags = [
+        Tag("acc", "Clothing Accessories"),
+        Tag("hats", "Hats", parent="acc"),
+        Tag("top", "Top Hats", parent="hats"),
+        Tag("sun", "Sun Hats", parent="hats"),
+        Tag("belts", "Belts", parent="acc"),
+        Tag("shoes", "Shoes"),
+    ]
+    quick = {**OFF, "hierarchy": None, "leaves_only": None}
+    index, report = adapt(tags, catalog[:40], AdaptParams.from_dict(quick), encoder=encoder)
+    assert report["adapt"]["decoding"] == {"hierarchy": False, "leaves_only": False}
+    rows = {index.tags[int(r)].id for r in index.adjuster.rankable}
+    assert rows == {t.id for t in tags}
+    ranked = index.tag([Product("p", "Hats")], top_k=6)[0].tags
+    assert {t.tag for t in ranked} == rows and ranked[0].tag == "hats"
+    leaves, _ = adapt(
+        tags, catalog[:40], AdaptParams.from_dict({**quick, "leaves_only": True}), encoder=encoder
+    )
+    assert {leaves.tags[int(r)].id for r in leaves.adjuster.rankable} == {"top", "sun", "belts", "shoes"}
 
 
 def test_depth_order_rejects_a_cycle() -> None:
