@@ -98,6 +98,12 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full occurrence cap family x2": (None, {"occurrence_prevalence_factor": 2.0}),
     # 2c. Taxonomy grafting (tagindex.adapt.graft): the --graft taxonomy's names lent to the tags.
     "+lexical +graft": (None, {**OFF, "lexical_weight": 2.0, "graft": True}),
+    # `tagindex index --title-match` since session 13: decoding chosen from the tree's shape.
+    "+lexical auto decoding": (None, {**OFF, "lexical_weight": 2.0, "hierarchy": None, "leaves_only": None}),
+    "+lexical +graft auto decoding": (
+        None,
+        {**OFF, "lexical_weight": 2.0, "graft": True, "hierarchy": None, "leaves_only": None},
+    ),
     "full +graft": (None, {"graft": True}),
     "full +graft +review": (None, {"graft": True, "graft_review": True}),
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),

@@ -354,12 +354,15 @@ def title_match_index(
         vectors = np.stack([index.tag_vector(t.id) for t in tags])  # (tags, dim)
         report["graft"] = graft_lexicon(lexicon, tags, vectors, *source, params, graft_exclude)
     n = len(tags)
+    # Leaves only with path aggregation on a fixed-level tree (GS1), every tag on a ragged one.
+    hierarchy, leaves_only = params.decoding(parent_rows(tags))
+    report["decoding"] = {"hierarchy": hierarchy, "leaves_only": leaves_only}
     index.adjuster = ScoreAdjuster.for_tags(
         tags,
         np.zeros(n, dtype=np.float32),
         np.ones(n, dtype=np.float32),
-        1.0,
-        False,
+        params.hierarchy_weight if hierarchy else 1.0,
+        leaves_only,
         {"method": report["method"], "n_catalog": 0, "adapt_params": params.to_dict()},
         params.lexical_weight,
         params.lexical_other_word,

@@ -41,7 +41,7 @@ def test_index_title_match_is_adapt_with_only_the_match(apparel: Path, encoder, 
     # The same as `adapt` with every step but the match off (the ablation's "+lexical" row).
     from tagindex.io import load_tags
 
-    match_only = AdaptParams(**ROWS["+lexical"][1])
+    match_only = AdaptParams(**ROWS["+lexical auto decoding"][1])
     adapted, _ = adapt(load_tags(apparel), [Product("c", "x")], match_only, encoder=encoder)
     want = [r.to_dict() for r in adapted.tag(queries, top_k=5)]
     assert [[t["tag"] for t in r["tags"]] for r in got] == [[t["tag"] for t in r["tags"]] for r in want]
@@ -50,6 +50,23 @@ def test_index_title_match_is_adapt_with_only_the_match(apparel: Path, encoder, 
             [t["score"] for t in theirs["tags"]], abs=1e-5
         )
     assert read_manifest(tmp_path / "m", "tagindex")["adapt"]["lexical"]["weight"] == 2.0
+
+
+def test_index_title_match_ranks_leaves_only_on_a_fixed_level_tree(
+    apparel: Path, mwpd_dir: Path, encoder, tmp_path: Path
+) -> None:
+    # GS1 (every leaf a level-3 class): leaves only, path aggregation; Shopify's ragged tree: all tags.
+    for tags, fixed in ((mwpd_dir / "tags.jsonl", True), (apparel, False)):
+        out = tmp_path / ("gs1" if fixed else "shopify")
+        args = ["index", "--tags", str(tags), "--backend", "sentence-transformers", "--title-match", "2"]
+        assert main([*args, "--out", str(out)]) == 0
+        described = read_manifest(out, "tagindex")["adapt"]
+        assert described["leaves_only"] is fixed and (described["hierarchy_weight"] < 1.0) is fixed
+        index = TagIndex.load(out, encoder=encoder)
+        parents = {t.parent for t in index.tags}
+        ranked = index.tag([Product("q", DRESS), Product("r", "Mens Team Fleece Jacket")], top_k=10)
+        inner = [t.tag for r in ranked for t in r.tags if t.tag in parents]
+        assert (not inner) if fixed else bool(inner)
 
 
 def test_index_title_match_options_are_checked(apparel: Path, tmp_path: Path, shared_data: Path) -> None:
