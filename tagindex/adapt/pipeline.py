@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +229,8 @@ def adapt_vectors(
     texts = list(texts)
     parents = parent_rows(tags)
     hierarchy, leaves_only = params.decoding(parents)
+    # Settled once: every later step (graft placement, each round's adjuster) reads these values.
+    params = replace(params, hierarchy=hierarchy, leaves_only=leaves_only)
     report: dict[str, Any] = {
         "n_catalog": len(catalog),
         "n_tags": len(tags),
@@ -347,16 +349,19 @@ def title_match_index(
     if params.lexical_weight <= 0:
         raise ValueError("the title match needs a weight above 0")
     tags = index.tags
+    # Leaves only with path aggregation on a fixed-level tree (GS1), every tag on a ragged one.
+    hierarchy, leaves_only = params.decoding(parent_rows(tags))
+    params = replace(params, hierarchy=hierarchy, leaves_only=leaves_only)
     lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
-    report: dict[str, Any] = {"method": "title match only (no catalog)"}
+    report: dict[str, Any] = {
+        "method": "title match only (no catalog)",
+        "decoding": {"hierarchy": hierarchy, "leaves_only": leaves_only},
+    }
     source = encode_source(index, graft) if graft is not None else None
     if source is not None:
         vectors = np.stack([index.tag_vector(t.id) for t in tags])  # (tags, dim)
         report["graft"] = graft_lexicon(lexicon, tags, vectors, *source, params, graft_exclude)
     n = len(tags)
-    # Leaves only with path aggregation on a fixed-level tree (GS1), every tag on a ragged one.
-    hierarchy, leaves_only = params.decoding(parent_rows(tags))
-    report["decoding"] = {"hierarchy": hierarchy, "leaves_only": leaves_only}
     index.adjuster = ScoreAdjuster.for_tags(
         tags,
         np.zeros(n, dtype=np.float32),
