@@ -67,12 +67,24 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "+hubness zscore 0.3": (None, {**OFF, "hubness": "zscore", "hubness_weight": 0.3}),
     "+hubness zscore 1.0": (None, {**OFF, "hubness": "zscore", "hubness_weight": 1.0}),
     "+hubness csls 1.0": (None, {**OFF, "hubness": "csls", "hubness_weight": 1.0}),
+    "+hubness zscore 1.0 always": (
+        None,
+        {**OFF, "hubness": "zscore", "hubness_weight": 1.0, "hub_min_tags": 0},
+    ),
     "+hierarchy": (None, {**OFF, "hierarchy": True, "leaves_only": True}),
     "+enrich": (None, {**OFF, "enrich": True}),
     "+selftrain": (None, {**OFF, "rounds": 3}),
     "+selftrain+propagate": (None, {**OFF, "rounds": 3, "propagate": True}),
     "full (default)": (None, {}),
     "full -hubness": (None, {"hubness": "none"}),
+    # Hubness correction and cap whatever the vocabulary's size (before session 14; hub_min_tags).
+    "full hub statistics always": (None, {"hub_min_tags": 0}),
+    "full -hubness -occurrence cap": (None, {"hubness": "none", "occurrence_cap": False}),
+    # A flat vocabulary as sessions 1-13 adapted it: z-score 1.0 and the cap, whatever its size or kind.
+    "full (session 13 flat defaults)": (
+        None,
+        {"hub_min_tags": 0, "hubness_weight": 1.0, "occurrence_cap": True},
+    ),
     "full hubness zscore 0.3": (None, {"hubness_weight": 0.3}),
     "full hubness zscore 1.0": (None, {"hubness_weight": 1.0}),
     "full hubness csls 1.0": (None, {"hubness": "csls", "hubness_weight": 1.0}),
@@ -85,6 +97,7 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "full +propagate": (None, {"propagate": True}),
     # k-occurrence cap (per-tag penalties on the final scores; cap = max(5%, factor x prevalence)).
     "+occurrence cap": (None, {**OFF, "occurrence_cap": True}),
+    "+occurrence cap always": (None, {**OFF, "occurrence_cap": True, "hub_min_tags": 0}),
     "+occurrence cap tag x2": (None, {**OFF, **TAG_CAP, "occurrence_prevalence_factor": 2.0}),
     "full -occurrence cap": (None, {"occurrence_cap": False}),
     # 2b. Product-type match of title head nouns against tag names (tagindex.adapt.lexical).
@@ -156,7 +169,9 @@ class CachingEncoder(Encoder):
 
 def catalog_of(task: Task) -> list[Product]:
     """The unlabelled catalog a row may adapt to (labels removed)."""
-    source = task.train if task.name == "mwpd" else task.test
+    # The cross-dataset tasks adapt to the test products themselves (transductive), the others to
+    # their unlabelled training products.
+    source = task.test if task.name in ("ae-to-oa", "oa-to-ae") or not task.train else task.train
     return [Product(p.id, p.title, p.description, p.attributes) for p in source]
 
 
@@ -329,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = load_task(task_name, data, sample=args.sample, seed=args.seed)
         if task_name == "mwpd" and args.catalog_size:
             task.train = random.Random(args.seed).sample(task.train, min(args.catalog_size, len(task.train)))
-        dev = random.Random(args.seed).sample(task.train, 100) if task_name == "mwpd" else []
+        # "A merchandiser checked 100 products": the only MWPD labels a choice may read.
+        dev = random.Random(args.seed).sample(task.train, 100) if task_name.startswith("mwpd") else []
         systems: list[System] = []
         peers = {"tagindex-zeroshot": TagIndexZeroShot, "st-semantic-search": SemanticSearchRecipe}
         systems += [peers[p]() for p in args.peers.split(",") if p]
@@ -373,29 +389,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rows": entries,
         }
         print(f"\n### {task_name}: {task.title}; catalog {len(catalog_of(task))} unlabelled products\n")
-        print(table(entries, task_name == "mwpd"))
+        print(table(entries, task_name.startswith("mwpd"), task.level is not None))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 
 
-def table(entries: list[dict[str, Any]], mwpd: bool) -> str:
+def table(entries: list[dict[str, Any]], mwpd: bool, levels: bool = True) -> str:
+    """``mwpd``: dev100 columns; ``levels``: the GS1 tree's columns (challenge, family)."""
+    tree = mwpd and levels
     header = ["row", "R@1", "R@5", "R@10"]
-    header += ["R@1 w/o largest", "challenge", "dev100 R@1", "dev100 F1"] if mwpd else []
+    header += ["R@1 w/o largest", "challenge"] if tree else []
+    header += ["dev100 R@1", "dev100 R@5" if not tree else "dev100 F1"] if mwpd else []
     header += ["k-occ max", "tags>5%", "not gold"]
-    header += ["outside family"] if mwpd else []
+    header += ["outside family"] if tree else []
     header += ["build s", "peak MB"]
     lines = []
     for e in entries:
         t = e.get("test") or {}
         sk = t.get("skew") or {}
         row = [e["system"], t.get("R@1"), t.get("R@5"), t.get("R@10")]
-        if mwpd:
-            d = e.get("dev100") or {}
-            row += [t.get("R@1 without largest"), t.get("challenge"), d.get("R@1"), d.get("challenge")]
+        d = e.get("dev100") or {}
+        row += [t.get("R@1 without largest"), t.get("challenge")] if tree else []
+        row += [d.get("R@1"), d.get("R@5") if not tree else d.get("challenge")] if mwpd else []
         row += [sk.get("max_share"), sk.get("tags_over_5pct"), sk.get("tags_over_5pct_not_gold")]
-        row += [sk.get("tags_over_5pct_outside_family")] if mwpd else []
+        row += [sk.get("tags_over_5pct_outside_family")] if tree else []
         row += [e.get("build_s"), e.get("peak_mb")]
         lines.append(row)
     return format_table(header, lines)

@@ -8,6 +8,10 @@ All files are made with the same library calls as ``tagindex convert`` and ``tag
 - ``mwpd-zeroshot-all``: same training set, all validation products against all tags.
 - ``ae-to-oa`` / ``oa-to-ae``: fit on one attribute-tag dataset, tag the other's test split with its
   own vocabulary (no category in common).
+- ``mwpd-level1`` / ``mwpd-level2`` / ``mwpd-level3-flat``: MWPD train -> validation against one
+  GS1 level as a flat vocabulary (37 / 76 / 281 classes; the largest level-1 class is 44%).
+- ``ae-categories`` / ``oa-categories``: each attribute-tag dataset's titles -> its 10 product
+  categories (train -> test; the category attribute is removed from the products).
 - ``shopify-to-google``: each Shopify category path ranks all 5,595 Google categories.
 - ``shopify-to-google-zh``: the same 2,589 queries as ``shopify-to-google``, written as the Shopify
   category's zh-CN path (names from the taxonomy's localisations), against the English Google
@@ -22,14 +26,15 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.harness import Task
 from tagindex.convert import convert, shopify_categories
 from tagindex.io import load_products, load_tags, read_records, write_jsonl
-from tagindex.schema import Product
+from tagindex.schema import Product, Tag
 from tagindex.splits import cross_dataset, mwpd_zeroshot, tag_similarity
-from tagindex.text import tag_path
+from tagindex.text import ancestors, tag_path
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +206,27 @@ def load_task(
             level=None,
             data=d,
         )
+    elif name in ("mwpd-level1", "mwpd-level2", "mwpd-level3-flat"):
+        d = data / "mwpd"
+        task = Task(
+            name,
+            f"MWPD train -> validation against the {_level_size(name)} GS1 classes of one level as a "
+            "flat vocabulary (a small, coarse, imbalanced one)",
+            "catalog",
+            *_mwpd_level(d, int(name[len("mwpd-level")])),
+            level=None,
+            data=d,
+        )
+    elif name in ("ae-categories", "oa-categories"):
+        d = data / ("ae-110k" if name == "ae-categories" else "oa-mine")
+        task = Task(
+            name,
+            f"{d.name} titles -> its 10 product categories (a small, concrete, balanced vocabulary)",
+            "catalog",
+            *_categories(d),
+            level=None,
+            data=d,
+        )
     elif name in ("shopify-to-google-zh", "google-to-shopify-zh"):
         d = data / name
         task = Task(
@@ -222,8 +248,48 @@ def load_task(
     return task
 
 
+def _level_size(name: str) -> str:
+    return {"mwpd-level1": "37", "mwpd-level2": "76", "mwpd-level3-flat": "281"}[name]
+
+
+def _mwpd_level(d: Path, level: int) -> tuple[list[Product], list[Product], list[Tag]]:
+    """MWPD train and validation with the GS1 classes of one level as a flat vocabulary."""
+    tags = load_tags(d / "tags.jsonl")
+    by_id = {t.id: t for t in tags}
+    depth = {t.id: len(ancestors(t.id, by_id)) + 1 for t in tags}
+    vocab = [replace(t, parent=None) for t in tags if depth[t.id] == level]
+    keep = {t.id for t in vocab}
+
+    def only(products: list[Product]) -> list[Product]:
+        return [replace(p, tags=[t for t in p.tags if t in keep]) for p in products]
+
+    return only(load_products(d / "train.jsonl")), only(load_products(d / "validation.jsonl")), vocab
+
+
+def _categories(d: Path) -> tuple[list[Product], list[Product], list[Tag]]:
+    """An attribute-tag dataset's products labelled with their product category; the category
+    attribute is removed (the encoder reads attributes)."""
+
+    def relabel(products: list[Product]) -> list[Product]:
+        out = []
+        for p in products:
+            attributes = dict(p.attributes)
+            category = str(attributes.pop("category"))
+            out.append(replace(p, attributes=attributes, tags=[category]))
+        return out
+
+    train, test = relabel(load_products(d / "train.jsonl")), relabel(load_products(d / "test.jsonl"))
+    names = sorted({p.tags[0] for p in train + test})
+    return train, test, [Tag(id=n, name=n, kind="category") for n in names]
+
+
 TASKS = [
     "mwpd",
+    "mwpd-level1",
+    "mwpd-level2",
+    "mwpd-level3-flat",
+    "ae-categories",
+    "oa-categories",
     "mwpd-zeroshot",
     "mwpd-zeroshot-all",
     "ae-to-oa",

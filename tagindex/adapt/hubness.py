@@ -97,8 +97,8 @@ def fit_occurrence_cap(
         n_products: Catalog size.
         n_tags: Number of rankable tags (columns of ``scores``).
         k: The top-k that is capped.
-        limit: Share of the catalog every tag may reach whatever its prevalence (raised to
-            ``k / n_tags`` when lower, so the caps leave room for k tags per product).
+        limit: Share of the catalog every tag may reach whatever its prevalence (raised to twice
+            the fair share ``2 k / n_tags`` when lower: only a tag above that is a hub).
         factor: Multiple of the estimated prevalence a tag may reach.
         iterations: Update steps at most (each one pass over the candidates).
         candidates: Tags kept per product beyond ``k``.
@@ -129,12 +129,15 @@ def fit_occurrence_cap(
     if groups is not None:
         group = np.unique(groups, return_inverse=True)[1]
         prevalence = np.bincount(group, weights=prevalence)[group]
-    if limit * n_tags < k:
-        # Fewer top-k places would be allowed than there are: the floor rises until they fit.
-        limit = k / n_tags
+    if limit * n_tags < 2 * k:
+        # A hub is a tag in more than twice its fair share (k / n_tags) of the top-k lists; a limit
+        # below that would make ordinary tags of a small vocabulary offenders, and below k / n_tags
+        # there would not be enough top-k places for all products.
+        limit = min(2 * k / n_tags, 1.0)
         report["limit_raised_to"] = limit
     cap_share = np.minimum(np.maximum(limit, factor * prevalence), 1.0)
-    cap = np.floor(cap_share * n_products + 1e-9).astype(np.int64)
+    # At least one product each: in a tiny catalog a share of it can round to none.
+    cap = np.maximum(np.floor(cap_share * n_products + 1e-9), 1).astype(np.int64)
     # Each raise goes a little past the margin it needs (a share of the typical gap between a
     # product's best and (k+1)-th tag): ties break away from the penalised tag in float32, and tags
     # competing for the same products settle in a few steps instead of outbidding each other by

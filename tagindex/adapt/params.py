@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from tagindex.adapt.hierarchy import fixed_depth
 from tagindex.config import _Params
+
+if TYPE_CHECKING:
+    from tagindex.schema import Tag
+
+
+def flat_categories(tags: Sequence[Tag]) -> bool:
+    """Whether a vocabulary is a flat list of categories (most tags of kind ``category``, none with a
+    parent): mutually exclusive product classes, unlike attribute values or keywords."""
+    if any(t.parent is not None for t in tags):
+        return False
+    return 2 * sum(t.kind == "category" for t in tags) > len(tags)
 
 
 @dataclass
@@ -33,17 +46,44 @@ class AdaptParams(_Params):
         leaves_only = fixed if self.leaves_only is None else self.leaves_only
         return hierarchy, leaves_only
 
-    def resolved_hubness_weight(self, hierarchical: bool) -> float:
-        """The hubness strength used for a vocabulary with (or without) parent links."""
+    def resolved_hubness_weight(self, tags: Sequence[Tag]) -> float:
+        """The hubness strength used for this vocabulary: the one given, else 0.3 for a hierarchy,
+        0 for a flat vocabulary of categories (:func:`flat_categories`) and 1.0 for any other flat
+        one (attribute values, keywords)."""
         if self.hubness_weight is not None:
             return self.hubness_weight
-        return 0.3 if hierarchical else 1.0
+        if any(t.parent is not None for t in tags):
+            return 0.3
+        return 0.0 if flat_categories(tags) else 1.0
+
+    def resolved_occurrence_cap(self, tags: Sequence[Tag]) -> bool:
+        """Whether the k-occurrence cap is fitted: as given, else off for a flat vocabulary of
+        categories only."""
+        return self.occurrence_cap if self.occurrence_cap is not None else not flat_categories(tags)
+
+    def hub_skip(self, n_rankable: int, n_catalog: int) -> str | None:
+        """Why the catalog statistics against hubs (hubness correction, k-occurrence cap) are
+        skipped for this vocabulary and catalog size; None when they run."""
+        min_tags = self.hub_min_tags
+        if min_tags is None:
+            min_tags = math.ceil(self.occurrence_k / self.occurrence_limit - 1e-9)
+        if n_rankable < min_tags:
+            return (
+                f"{n_rankable} rankable tags, fewer than {min_tags}: an average tag is in more than "
+                f"{self.occurrence_limit:g} of the top {self.occurrence_k} anyway"
+            )
+        if min_tags and n_catalog * self.occurrence_limit < 1:
+            return f"{n_catalog} catalog products: too few for per-tag statistics"
+        return None
 
     # 1. Hubness: per-tag normalisation over the catalog; stored in the index, applied at query time.
     hubness: Literal["none", "csls", "zscore"] = "zscore"
     hubness_k: int = 10  # catalog products per tag whose mean similarity is the CSLS penalty
     # Strength of the correction (CSLS penalty factor; z-score mixing share). None: 1.0 for a flat
-    # vocabulary (chosen on AE->OA / OA->AE), 0.3 for a hierarchy (chosen on 100 MWPD train offers).
+    # vocabulary of attribute values or keywords (chosen on AE->OA / OA->AE), 0.3 for a hierarchy
+    # (chosen on 100 MWPD train offers), 0 for a flat vocabulary of categories: mutually exclusive
+    # classes whose mean similarity is their prevalence, not hubness (flat GS1 level 3, dev100 R@10
+    # 0.38 -> 0.56 without it and the cap; docs/benchmarks.md, "Session 14").
     hubness_weight: float | None = None
     # 1b. k-occurrence cap, fitted last on the final adapted scores (hubness, hierarchy, prototypes)
     # of the catalog: per-tag penalties (stored in the index) so that no tag is in the top
@@ -55,12 +95,20 @@ class AdaptParams(_Params):
     # -> 0.19, F1 0.408 -> 0.425: within the noise of 100 offers) with AE->OA / OA->AE unchanged;
     # the per-tag estimate ("tag", factor 1-3) cut dev100 F1 to 0.32-0.40 (MWPD's largest label wins
     # few top-1 answers, so it looks like a hub). benchmarks/results/adapt_occurrence.json.
-    occurrence_cap: bool = True
+    occurrence_cap: bool | None = None  # None: on, except for a flat vocabulary of categories
     occurrence_k: int = 5
     occurrence_limit: float = 0.05
     occurrence_prevalence_factor: float = 1.0
     occurrence_prevalence: Literal["tag", "family"] = "family"
     occurrence_iterations: int = 100  # update steps at most (one pass over the catalog's candidates)
+    # 1c. Where hubs can exist at all. With fewer rankable tags than ``occurrence_k /
+    # occurrence_limit`` (100 with the defaults) an average tag already sits in more than
+    # ``occurrence_limit`` of the top k, and the hubness correction and the cap remove the prior of
+    # prevalent classes instead of hubs: flat GS1 level 1 (37 tags; MWPD's largest class is 44% of
+    # it) fell from R@1 0.43 without them to 0.16 with them, level 2 (76 tags) from 0.40 to 0.16
+    # (docs/benchmarks.md, "Session 14"). Below that size, and on catalogs of fewer than
+    # 1 / occurrence_limit products, both are skipped. None: that rule; 0: never skipped.
+    hub_min_tags: int | None = None
     # 2. Hierarchy-aware decoding: a tag's score mixes its own and its ancestors' (path aggregation),
     # and only leaves are ranked (their ancestors follow from the path). None (the default): on for
     # a fixed-level classification, whose products are classified at the bottom level (GS1:

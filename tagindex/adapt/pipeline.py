@@ -32,7 +32,7 @@ from tagindex.adapt.graft import place_source
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
 from tagindex.adapt.lexical import TypeLexicon
-from tagindex.adapt.params import AdaptParams
+from tagindex.adapt.params import AdaptParams, flat_categories
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
 from tagindex.config import TagIndexParams
@@ -70,9 +70,12 @@ def fit_adjuster(
 ) -> ScoreAdjuster:
     """Hubness statistics of ``tag_vectors`` over the catalog plus the decoding settings (and the
     tags' ``lexicon`` for the title match, built here when not given)."""
-    weight = params.resolved_hubness_weight(any(t.parent is not None for t in tags))
-    bias, scale = fit_hubness(catalog, tag_vectors, params.hubness, params.hubness_k, weight)
-    hierarchy, leaves_only = params.decoding(parent_rows(tags))
+    parents = parent_rows(tags)
+    hierarchy, leaves_only = params.decoding(parents)
+    weight = params.resolved_hubness_weight(tags)
+    skip = params.hub_skip(n_rankable(parents, leaves_only), len(catalog)) if len(catalog) else None
+    method = "none" if skip or weight == 0 else params.hubness
+    bias, scale = fit_hubness(catalog, tag_vectors, method, params.hubness_k, weight)
     return ScoreAdjuster.for_tags(
         tags,
         bias,
@@ -80,16 +83,22 @@ def fit_adjuster(
         params.hierarchy_weight if hierarchy else 1.0,
         leaves_only,
         {
-            "hubness": params.hubness,
+            "hubness": method,
             "hubness_k": params.hubness_k,
             "hubness_weight": weight,
             "n_catalog": len(catalog),
+            **({"hubness_skipped": skip} if skip else {}),
         },
         params.lexical_weight,
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
     )
+
+
+def n_rankable(parents: np.ndarray, leaves_only: bool) -> int:
+    """How many tags an adjuster with these settings ranks (all, or the leaves)."""
+    return int(leaves_mask(parents).sum()) if leaves_only else len(parents)
 
 
 def cap_occurrences(
@@ -235,6 +244,12 @@ def adapt_vectors(
         "n_catalog": len(catalog),
         "n_tags": len(tags),
         "decoding": {"hierarchy": hierarchy, "leaves_only": leaves_only},
+        "hub_statistics": {
+            "hubness_weight": params.resolved_hubness_weight(tags),
+            "occurrence_cap": params.resolved_occurrence_cap(tags),
+            "skipped": params.hub_skip(n_rankable(parents, leaves_only), len(catalog)),
+            "flat_categories": flat_categories(tags),
+        },
         "rounds": [],
     }
     text_vectors = np.array(tag_vectors, dtype=np.float32, copy=True)
@@ -313,8 +328,13 @@ def adapt_vectors(
         if agreement is not None and agreement >= params.min_agreement:
             break
     adjuster = fit_adjuster(tags, catalog, vectors, params, lexicon)
-    if params.occurrence_cap and len(catalog):
-        report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
+    if params.resolved_occurrence_cap(tags) and len(catalog):
+        skip = params.hub_skip(n_rankable(parents, leaves_only), len(catalog))
+        if skip:
+            report["occurrence_cap"] = {"skipped": skip}
+            logger.info("occurrence cap skipped: %s", skip)
+        else:
+            report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return AdaptResult(vectors, texts, adjuster, labels, mask, report)
 

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
             grafted["tags_receiving"],
             "; ".join(grafted["examples"][:3]),
         )
+    hubs = report["adapt"].get("hub_statistics") or {}
+    if hubs.get("skipped"):
+        logger.info("hubness correction and occurrence cap skipped: %s", hubs["skipped"])
+    elif hubs.get("flat_categories") and not hubs["hubness_weight"] and not hubs["occurrence_cap"]:
+        logger.info("hubness correction and occurrence cap off: a flat vocabulary of categories")
     logger.info(
         "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s%s) -> %s",
         len(index),

@@ -4,6 +4,7 @@ index format round trip. The catalog is MWPD train offers with their labels remo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -178,18 +179,84 @@ def test_occurrence_cap_respects_prevalence_and_is_deterministic() -> None:
     assert rep_a == rep_b
     after = _top_k_share(scores, a, 2)
     assert after[5] >= 0.3 and a[5] == 0  # within factor x prevalence: untouched
-    assert after[0] <= 0.05
+    # 5% is below twice the fair share of 40 tags in a top 2 (2 x 2 / 40): the limit rises to it.
+    assert rep_a["limit_raised_to"] == pytest.approx(0.1)
+    assert after[0] <= 0.1
     # Family prevalence: the hub shares tag 5's family, so it may reach twice the family's top-1 share.
     groups = np.arange(40)
     groups[0] = 5
     pen, rep = fit_occurrence_cap(lambda rows: scores[rows], len(scores), 40, k=2, limit=0.05, groups=groups)
     family = (np.argmax(scores, axis=1)[:, None] == [0, 5]).any(axis=1).mean()
     share = _top_k_share(scores, pen, 2)
-    assert 0.05 < share[0] <= 2 * family and pen[0] < a[0]
-    # Too few top-k places for the caps (k = 2 of 3 tags): the floor rises to fit, caps still hold.
+    assert 0.1 < share[0] <= 2 * family and pen[0] < a[0]
+    # k = 2 of 3 tags: twice the fair share is more than everything, so nothing is capped.
     pen, rep = fit_occurrence_cap(lambda rows: scores[rows][:, :3], len(scores), 3, k=2, limit=0.05)
-    assert rep["limit_raised_to"] == pytest.approx(2 / 3) and rep["tags_over_cap_after"] == 0
+    assert rep["limit_raised_to"] == 1.0 and rep["tags_over_cap_after"] == 0 and not pen.any()
     assert fit_occurrence_cap(lambda rows: scores[rows][:, :2], len(scores), 2, k=2)[0].tolist() == [0, 0]
+
+
+def test_occurrence_cap_on_a_tiny_catalog_leaves_every_tag_a_place() -> None:
+    # One product, 30 tags: 5% of the catalog rounds to no product; each tag may still hold one.
+    scores = _hub_scores(n=1, n_tags=30)
+    pen, rep = fit_occurrence_cap(lambda rows: scores[rows], 1, 30, k=5, limit=0.05)
+    assert not pen.any() and rep["tags_over_cap_after"] == 0
+
+
+def test_hub_statistics_are_skipped_where_hubs_cannot_exist() -> None:
+    params = AdaptParams()
+    # 5 / 0.05 = 100 tags: below that an average tag is in more than 5% of the top 5s.
+    assert "37 rankable tags, fewer than 100" in (params.hub_skip(37, 10_000) or "")
+    assert params.hub_skip(100, 10_000) is None and params.hub_skip(281, 20) is None
+    assert "too few" in (params.hub_skip(281, 19) or "")
+    assert AdaptParams(occurrence_limit=0.01).hub_skip(281, 10_000) is not None  # 500 needed
+    assert AdaptParams(hub_min_tags=0).hub_skip(2, 1) is None  # forced on
+
+
+def test_hub_defaults_follow_the_vocabulary_kind(tags: list[Tag]) -> None:
+    params = AdaptParams()
+    flat = [Tag(id=t.id, name=t.name, kind=t.kind) for t in tags]  # GS1 classes without their tree
+    values = [Tag(id=f"Color: {t.name}", name=f"Color: {t.name}", kind="attribute_value") for t in tags]
+    assert {t.kind for t in tags} == {"category"}
+    assert params.resolved_hubness_weight(tags) == 0.3 and params.resolved_occurrence_cap(tags)
+    assert params.resolved_hubness_weight(flat) == 0.0 and not params.resolved_occurrence_cap(flat)
+    assert params.resolved_hubness_weight(values) == 1.0 and params.resolved_occurrence_cap(values)
+    # Explicit settings win.
+    forced = AdaptParams(hubness_weight=0.5, occurrence_cap=True)
+    assert forced.resolved_hubness_weight(flat) == 0.5 and forced.resolved_occurrence_cap(flat)
+
+
+def test_adapt_on_a_small_coarse_vocabulary_skips_hubness_and_cap(
+    vectors: dict, catalog: list[Product]
+) -> None:
+    # GS1 level 1 as a flat vocabulary (37 classes): no hubness statistics, no cap, and the scores
+    # are the cosines the vocabulary gets without them.
+    rows = [i for i, t in enumerate(vectors["index"].tags) if t.parent is None]
+    flat = [Tag(id=vectors["index"].tags[i].id, name=vectors["index"].tags[i].name) for i in rows]
+    tag_vectors = vectors["tags"][rows]
+    params = AdaptParams(enrich=False, rounds=1, lexical_weight=0.0)
+    result = adapt_vectors(
+        flat,
+        [t.name for t in flat],
+        tag_vectors,
+        vectors["catalog"],
+        [p.title for p in catalog],
+        params,
+        None,
+    )
+    assert "fewer than 100" in result.report["occurrence_cap"]["skipped"]
+    assert "fewer than 100" in result.adjuster.info["hubness_skipped"]
+    assert not result.adjuster.bias.any() and (result.adjuster.scale == 1).all()
+    assert not result.adjuster.penalty.any()
+    forced = adapt_vectors(
+        flat,
+        [t.name for t in flat],
+        tag_vectors,
+        vectors["catalog"],
+        [p.title for p in catalog],
+        replace(params, hub_min_tags=0),
+        None,
+    )
+    assert forced.adjuster.bias.any() and "skipped" not in forced.report["occurrence_cap"]
 
 
 # ---- enrichment -------------------------------------------------------------------------------------
@@ -381,6 +448,19 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
     rows = [json.loads(line) for line in run.read_text().splitlines()]
     assert len(rows) == 80 and all(r["tags"] for r in rows)
     assert main([*args[:-1], str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    # GS1 level 1 as a flat list of 37 categories: the manifest says why no hub statistics ran, and
+    # the scores stay within the cosine's range (no runaway cap penalties on a small vocabulary).
+    level1 = tmp_path / "level1.jsonl"
+    roots = [json.loads(line) for line in (mwpd_dir / "tags.jsonl").read_text().splitlines()]
+    level1.write_text("".join(json.dumps(t) + "\n" for t in roots if t.get("parent") is None))
+    flat = tmp_path / "flat"
+    assert main(["-q", "adapt", "--tags", str(level1), "--products", str(catalog), "--out", str(flat)]) == 0
+    hubs = read_manifest(flat, "tagindex")["adapt"]["report"]["hub_statistics"]
+    assert hubs["flat_categories"] and hubs["hubness_weight"] == 0 and not hubs["occurrence_cap"]
+    assert "37 rankable tags" in hubs["skipped"]
+    assert main(["-q", "tag", "--index", str(flat), "--products", str(catalog), "--out", str(run)]) == 0
+    scores = [t["score"] for line in run.read_text().splitlines() for t in json.loads(line)["tags"]]
+    assert len(scores) == 80 * 10 and all(-2 < s < 5 for s in scores)
 
 
 @pytest.mark.slow
