@@ -110,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
         logger.info("hubness correction and occurrence cap skipped: %s", hubs["skipped"])
     elif hubs.get("flat_categories") and not hubs["hubness_weight"] and not hubs["occurrence_cap"]:
         logger.info("hubness correction and occurrence cap off: a flat vocabulary of categories")
+    elif hubs and all(t.parent is None and t.kind == "tag" for t in tags):
+        # The loaders' default kind: nothing says whether these are keywords or exclusive classes.
+        logger.info(
+            "flat tags of no stated kind are adapted as keywords (hubness correction, occurrence "
+            "cap); if they are mutually exclusive categories, give them kind 'category' (a kind "
+            "column), which adapts them without both (docs/reference.md, adapt)"
+        )
     logger.info(
         "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s%s) -> %s",
         len(index),
