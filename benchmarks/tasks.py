@@ -10,6 +10,7 @@ All files are made with the same library calls as ``tagindex convert`` and ``tag
   own vocabulary (no category in common).
 - ``mwpd-level1`` / ``mwpd-level2`` / ``mwpd-level3-flat``: MWPD train -> validation against one
   GS1 level as a flat vocabulary (37 / 76 / 281 classes; the largest level-1 class is 44%).
+- ``mwpd-level2-tree``: the same against GS1 levels 1-2 as a tree (gold: the level-2 class).
 - ``ae-categories`` / ``oa-categories``: each attribute-tag dataset's titles -> its 10 product
   categories (train -> test; the category attribute is removed from the products).
 - ``shopify-to-google``: each Shopify category path ranks all 5,595 Google categories.
@@ -217,6 +218,21 @@ def load_task(
             level=None,
             data=d,
         )
+    elif name == "mwpd-level2-tree":
+        d = data / "mwpd"
+        train, test, level2 = _mwpd_level(d, 2)
+        roots = [t for t in load_tags(d / "tags.jsonl") if t.parent is None]
+        by_id = {t.id: t for t in load_tags(d / "tags.jsonl")}
+        task = Task(
+            name,
+            "MWPD train -> validation against GS1 levels 1-2 as a tree (76 level-2 leaves)",
+            "catalog",
+            train,
+            test,
+            roots + [replace(t, parent=by_id[t.id].parent) for t in level2],
+            level=None,
+            data=d,
+        )
     elif name in ("ae-categories", "oa-categories"):
         d = data / ("ae-110k" if name == "ae-categories" else "oa-mine")
         task = Task(
@@ -288,6 +304,7 @@ TASKS = [
     "mwpd-level1",
     "mwpd-level2",
     "mwpd-level3-flat",
+    "mwpd-level2-tree",
     "ae-categories",
     "oa-categories",
     "mwpd-zeroshot",

@@ -332,7 +332,6 @@ def adapt_vectors(
         skip = params.hub_skip(n_rankable(parents, leaves_only), len(catalog))
         if skip:
             report["occurrence_cap"] = {"skipped": skip}
-            logger.info("occurrence cap skipped: %s", skip)
         else:
             report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
