@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tagindex.errors import InputError
 from tagindex.schema import LIMITS, Product, Tag, TagResult
-from tagindex.text import html_to_text, ids_from_names
+from tagindex.text import html_to_text, ids_from_names, unescape_entities
 from tagindex.umask import apply_umask
 
 if TYPE_CHECKING:
@@ -385,7 +385,8 @@ def check_columns(columns: Mapping[str, str] | None, fields: Sequence[str]) -> d
 def product_from_row(row: Mapping[str, Any], columns: Mapping[str, str] | None = None) -> Product:
     """A :class:`Product` from one row (file record, DataFrame row or request body).
 
-    HTML in the description is reduced to text (:func:`tagindex.text.html_to_text`).
+    HTML in the description is reduced to text (:func:`tagindex.text.html_to_text`); character
+    references in the title are decoded (:func:`tagindex.text.unescape_entities`).
 
     Args:
         row: Field name -> value; ``id`` and ``title`` are required.
@@ -400,7 +401,7 @@ def product_from_row(row: Mapping[str, Any], columns: Mapping[str, str] | None =
             raise ValueError(f"missing required column '{required}'")
     return Product(
         id=as_id(record["id"], "id"),
-        title=as_text(record["title"], "title", LIMITS.title_chars, required=True),
+        title=unescape_entities(as_text(record["title"], "title", LIMITS.title_chars, required=True)),
         description=html_to_text(as_text(record.get("description"), "description", LIMITS.description_chars)),
         attributes=_as_attributes(record.get("attributes")),
         tags=_as_str_list(record.get("tags"), "tags", LIMITS.gold_tags, LIMITS.id_chars),

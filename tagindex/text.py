@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -125,6 +126,19 @@ def html_to_text(text: str) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
+
+
+_ENTITY = re.compile(r"&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+
+
+def unescape_entities(text: str) -> str:
+    """A title with its HTML character references decoded ("Men&#39;s Shorts" -> "Men's Shorts").
+
+    Shop feeds and scraped catalogs often escape titles (13% of AE-110K's titles). Left as they are,
+    the encoder reads "&#39;" and the title match cuts the product phrase at its ";". Angle brackets
+    are not parsed: a title is text, and "3 < 5 inch" stays as it is.
+    """
+    return html.unescape(text) if _ENTITY.search(text) else text
 
 
 # ---- word keys ----------------------------------------------------------------------------------

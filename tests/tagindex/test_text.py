@@ -56,6 +56,22 @@ def test_html_descriptions_become_text() -> None:
     assert html_to_text("<p>unclosed <b>bold") == "unclosed bold"
 
 
+def test_titles_have_their_character_references_decoded() -> None:
+    from tagindex.adapt.lexical import title_head
+    from tagindex.io import product_from_row
+    from tagindex.text import unescape_entities
+
+    # Real AE-110K titles: the escaped apostrophe and ampersand cut the product phrase at ";".
+    raw = "Original New Arrival 2018 Adidas  Men&#39;s Shorts Sportswear Breathable"
+    product = product_from_row({"id": "1", "title": raw})
+    assert product.title == "Original New Arrival 2018 Adidas  Men's Shorts Sportswear Breathable"
+    assert "short" in title_head(product.title)[1] and "short" not in title_head(raw)[1]
+    assert product_from_row({"id": "2", "title": "Men &amp; women Basketball Jerseys"}).title == (
+        "Men & women Basketball Jerseys"
+    )
+    assert unescape_entities("Tom & Jerry mug, 3 < 4 sizes") == "Tom & Jerry mug, 3 < 4 sizes"
+
+
 def test_ids_from_names_are_stable_slugs() -> None:
     from tagindex.text import ids_from_names, slug
 
