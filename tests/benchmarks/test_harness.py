@@ -131,3 +131,25 @@ def test_skew_tells_siblings_of_the_gold_from_hubs_outside_their_family() -> Non
     # Outside its family: "sport" for the supplement only (1 of 10); "crumbs" is in its family's.
     assert out["tags_over_5pct_outside_family"] == 1 and out["worst_outside_family"] == [("sport", 0.1)]
     assert "tags_over_5pct_outside_family" not in skew(run, gold)
+
+
+def test_small_vocabulary_tasks_keep_one_level_and_hide_the_category(
+    mwpd_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    from benchmarks.tasks import load_task
+    from tagindex.convert import convert
+
+    (tmp_path / "mwpd").symlink_to(mwpd_dir)
+    level1 = load_task("mwpd-level1", tmp_path)
+    assert len(level1.tags) == 37 and all(t.parent is None and t.kind == "category" for t in level1.tags)
+    ids = {t.id for t in level1.tags}
+    assert all(len(p.tags) == 1 and p.tags[0] in ids for p in level1.test[:200])
+    tree = load_task("mwpd-level2-tree", tmp_path)
+    leaves = [t for t in tree.tags if t.parent is not None]
+    assert len(leaves) == 76 and {t.parent for t in leaves} <= {t.id for t in tree.tags if t.parent is None}
+    assert all(p.tags and p.tags[0] in {t.id for t in leaves} for p in tree.test[:200])
+    convert("attribute-tags", shared_data / "attribute-tags" / "ae-110k", tmp_path / "ae-110k")
+    cats = load_task("ae-categories", tmp_path)
+    assert len(cats.tags) == 10 and (len(cats.train), len(cats.test)) == (1568, 524)
+    # The category is the gold, so the encoder must not read it as an attribute.
+    assert all("category" not in p.attributes and p.tags[0] in {t.id for t in cats.tags} for p in cats.test)
