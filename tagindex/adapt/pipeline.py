@@ -370,6 +370,7 @@ def title_match_index(
     tags = index.tags
     # Leaves only with path aggregation on a fixed-level tree (GS1), every tag on a ragged one.
     hierarchy, leaves_only = params.decoding(parent_rows(tags))
+    requested = params  # what the manifest records, as `adapt` records it; the choice is in "decoding"
     params = replace(params, hierarchy=hierarchy, leaves_only=leaves_only)
     lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
     report: dict[str, Any] = {
@@ -387,7 +388,12 @@ def title_match_index(
         np.ones(n, dtype=np.float32),
         params.hierarchy_weight if hierarchy else 1.0,
         leaves_only,
-        {"method": report["method"], "n_catalog": 0, "adapt_params": params.to_dict()},
+        {
+            "method": report["method"],
+            "n_catalog": 0,
+            "adapt_params": requested.to_dict(),
+            "decoding": report["decoding"],
+        },
         params.lexical_weight,
         params.lexical_other_word,
         params.lexical_generic_df,

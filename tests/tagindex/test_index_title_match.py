@@ -62,6 +62,9 @@ def test_index_title_match_ranks_leaves_only_on_a_fixed_level_tree(
         assert main([*args, "--out", str(out)]) == 0
         described = read_manifest(out, "tagindex")["adapt"]
         assert described["leaves_only"] is fixed and (described["hierarchy_weight"] < 1.0) is fixed
+        # As `adapt` does: the settings asked for (none) and, beside them, what was chosen.
+        assert described["adapt_params"]["leaves_only"] is None
+        assert described["decoding"] == {"hierarchy": fixed, "leaves_only": fixed}
         index = TagIndex.load(out, encoder=encoder)
         parents = {t.parent for t in index.tags}
         ranked = index.tag([Product("q", DRESS), Product("r", "Mens Team Fleece Jacket")], top_k=10)
