@@ -228,34 +228,23 @@ def test_hub_defaults_follow_the_vocabulary_kind(tags: list[Tag]) -> None:
 def test_adapt_on_a_small_coarse_vocabulary_skips_hubness_and_cap(
     vectors: dict, catalog: list[Product]
 ) -> None:
-    # GS1 level 1 as a flat vocabulary (37 classes): no hubness statistics, no cap, and the scores
-    # are the cosines the vocabulary gets without them.
+    # GS1 level 1 as a flat vocabulary (37 classes): no hubness statistics and no cap.
     rows = [i for i, t in enumerate(vectors["index"].tags) if t.parent is None]
     flat = [Tag(id=vectors["index"].tags[i].id, name=vectors["index"].tags[i].name) for i in rows]
-    tag_vectors = vectors["tags"][rows]
     params = AdaptParams(enrich=False, rounds=1, lexical_weight=0.0)
-    result = adapt_vectors(
-        flat,
-        [t.name for t in flat],
-        tag_vectors,
-        vectors["catalog"],
-        [p.title for p in catalog],
-        params,
-        None,
-    )
+
+    def run(p: AdaptParams):
+        titles = [t.name for t in flat]
+        return adapt_vectors(
+            flat, titles, vectors["tags"][rows], vectors["catalog"], [c.title for c in catalog], p, None
+        )
+
+    result = run(params)
     assert "fewer than 100" in result.report["occurrence_cap"]["skipped"]
     assert "fewer than 100" in result.adjuster.info["hubness_skipped"]
     assert not result.adjuster.bias.any() and (result.adjuster.scale == 1).all()
     assert not result.adjuster.penalty.any()
-    forced = adapt_vectors(
-        flat,
-        [t.name for t in flat],
-        tag_vectors,
-        vectors["catalog"],
-        [p.title for p in catalog],
-        replace(params, hub_min_tags=0),
-        None,
-    )
+    forced = run(replace(params, hub_min_tags=0))
     assert forced.adjuster.bias.any() and "skipped" not in forced.report["occurrence_cap"]
 
 
