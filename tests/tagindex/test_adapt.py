@@ -234,9 +234,9 @@ def test_adapt_on_a_small_coarse_vocabulary_skips_hubness_and_cap(
     params = AdaptParams(enrich=False, rounds=1, lexical_weight=0.0)
 
     def run(p: AdaptParams):
-        titles = [t.name for t in flat]
+        texts = [t.name for t in flat]
         return adapt_vectors(
-            flat, titles, vectors["tags"][rows], vectors["catalog"], [c.title for c in catalog], p, None
+            flat, texts, vectors["tags"][rows], vectors["catalog"], [c.title for c in catalog], p, None
         )
 
     result = run(params)
