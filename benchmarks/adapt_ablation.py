@@ -93,6 +93,9 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     # The fixed decoding of sessions 1-12 (leaves only, path aggregation) on any vocabulary.
     "full leaves only (fixed)": (None, {"hierarchy": True, "leaves_only": True}),
     "full -enrich": (None, {"enrich": False}),
+    # The default of sessions 1-13 (enrichment on), now that it is off.
+    "full +enrich": (None, {"enrich": True}),
+    "full +graft +enrich": (None, {"graft": True, "enrich": True}),
     "full -selftrain": (None, {"rounds": 0}),
     "full +propagate": (None, {"propagate": True}),
     # k-occurrence cap (per-tag penalties on the final scores; cap = max(5%, factor x prevalence)).

@@ -136,8 +136,12 @@ class AdaptParams(_Params):
     # most of the gain); AE->OA / OA->AE unchanged. adapt_graft.json.
     graft_top_k: int = 3
     graft_strength: float = 1.0
-    # 3. Tag text enrichment with class-indicative terms mined from each tag's nearest products.
-    enrich: bool = True
+    # 3. Tag text enrichment with class-indicative terms mined from each tag's nearest products. Off
+    # since session 14: with the title match and self-training it no longer pays anywhere (MWPD
+    # dev100 R@1 / F1 0.16 / 0.431 -> 0.20 / 0.503 without it; transfer + graft dev100 within
+    # noise; AE->OA / OA->AE unchanged; AE/OA titles -> Shopify 0.609 -> 0.672 acceptable top-1;
+    # docs/benchmarks.md, "Session 14").
+    enrich: bool = False
     enrich_products: int = 30  # most confident catalog products per tag that are mined
     enrich_terms: int = 5  # terms appended to a tag's text at most
     enrich_min_share: float = 0.2  # a term must occur in this share of the tag's mined products

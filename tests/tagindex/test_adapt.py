@@ -314,7 +314,7 @@ def test_label_propagation_reaches_unlabelled_neighbours(vectors: dict) -> None:
 # ---- the pipeline ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_adapt_vectors_is_deterministic_and_reports_rounds(vectors: dict, tags: list[Tag], catalog) -> None:
-    params = AdaptParams(rounds=3, propagate=True, seed=3)
+    params = AdaptParams(rounds=3, propagate=True, enrich=True, seed=3)
     enc = vectors["index"].encoder.encode
     titles = [p.title for p in catalog]
     a = adapt_vectors(tags, vectors["texts"], vectors["tags"], vectors["catalog"], titles, params, enc)
