@@ -93,6 +93,11 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
     # The fixed decoding of sessions 1-12 (leaves only, path aggregation) on any vocabulary.
     "full leaves only (fixed)": (None, {"hierarchy": True, "leaves_only": True}),
     "full -enrich": (None, {"enrich": False}),
+    # A ragged tree of categories as sessions 1-13 adapted it (z-score 0.3, the cap, enrichment).
+    "full (session 13 tree defaults)": (
+        None,
+        {"enrich": True, "hubness_weight": 0.3, "occurrence_cap": True},
+    ),
     # The default of sessions 1-13 (enrichment on), now that it is off.
     "full +enrich": (None, {"enrich": True}),
     "full +graft +enrich": (None, {"graft": True, "enrich": True}),

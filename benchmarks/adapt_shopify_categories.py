@@ -143,9 +143,10 @@ def score(run: dict[str, list[tuple[str, float]]], task: Task, roots: set[str]) 
 ROWS = {
     "adapt: nothing (cosine)": OFF,
     "+lexical (title match only)": {**OFF, "lexical_weight": 2.0},
+    # Sessions 1-13: enrichment, hubness z-score 0.3 and the cap on any hierarchy.
+    "full (session 13 defaults)": {"enrich": True, "hubness_weight": 0.3, "occurrence_cap": True},
+    "full -enrich +hubness +cap": {"hubness_weight": 0.3, "occurrence_cap": True},
     "full (default)": {},
-    "full -enrich": {"enrich": False},
-    "full -enrich -hubness -occurrence cap": {"enrich": False, "hubness": "none", "occurrence_cap": False},
 }
 
 

@@ -9,19 +9,22 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from tagindex.adapt.hierarchy import fixed_depth
+from tagindex.adapt.hierarchy import fixed_depth, parent_rows
 from tagindex.config import _Params
 
 if TYPE_CHECKING:
     from tagindex.schema import Tag
 
 
-def flat_categories(tags: Sequence[Tag]) -> bool:
-    """Whether a vocabulary is a flat list of categories (most tags of kind ``category``, none with a
-    parent): mutually exclusive product classes, unlike attribute values or keywords."""
-    if any(t.parent is not None for t in tags):
+def unlevelled_categories(tags: Sequence[Tag]) -> bool:
+    """Whether a vocabulary is categories without a fixed level: most tags of kind ``category``, and
+    flat or a ragged tree (:func:`tagindex.adapt.hierarchy.fixed_depth` false). These are product
+    classes whose prevalence is real (a common class is not a hub), unlike attribute values or
+    keywords, and unlike a fixed-level classification's abstract classes (GS1's "Upper Body
+    Wear/Tops"), where the hubness correction was measured to help."""
+    if 2 * sum(t.kind == "category" for t in tags) <= len(tags):
         return False
-    return 2 * sum(t.kind == "category" for t in tags) > len(tags)
+    return not fixed_depth(parent_rows(tags))
 
 
 @dataclass
@@ -47,19 +50,20 @@ class AdaptParams(_Params):
         return hierarchy, leaves_only
 
     def resolved_hubness_weight(self, tags: Sequence[Tag]) -> float:
-        """The hubness strength used for this vocabulary: the one given, else 0.3 for a hierarchy,
-        0 for a flat vocabulary of categories (:func:`flat_categories`) and 1.0 for any other flat
-        one (attribute values, keywords)."""
+        """The hubness strength used for this vocabulary: the one given, else 0 for categories
+        without a fixed level (:func:`unlevelled_categories`: flat lists, Shopify's or Google's
+        ragged trees), 0.3 for any other hierarchy (GS1) and 1.0 for any other flat vocabulary
+        (attribute values, keywords)."""
         if self.hubness_weight is not None:
             return self.hubness_weight
-        if any(t.parent is not None for t in tags):
-            return 0.3
-        return 0.0 if flat_categories(tags) else 1.0
+        if unlevelled_categories(tags):
+            return 0.0
+        return 0.3 if any(t.parent is not None for t in tags) else 1.0
 
     def resolved_occurrence_cap(self, tags: Sequence[Tag]) -> bool:
-        """Whether the k-occurrence cap is fitted: as given, else off for a flat vocabulary of
-        categories only."""
-        return self.occurrence_cap if self.occurrence_cap is not None else not flat_categories(tags)
+        """Whether the k-occurrence cap is fitted: as given, else off for categories without a
+        fixed level only."""
+        return self.occurrence_cap if self.occurrence_cap is not None else not unlevelled_categories(tags)
 
     def hub_skip(self, n_rankable: int, n_catalog: int) -> str | None:
         """Why the catalog statistics against hubs (hubness correction, k-occurrence cap) are
@@ -80,10 +84,11 @@ class AdaptParams(_Params):
     hubness: Literal["none", "csls", "zscore"] = "zscore"
     hubness_k: int = 10  # catalog products per tag whose mean similarity is the CSLS penalty
     # Strength of the correction (CSLS penalty factor; z-score mixing share). None: 1.0 for a flat
-    # vocabulary of attribute values or keywords (chosen on AE->OA / OA->AE), 0.3 for a hierarchy
-    # (chosen on 100 MWPD train offers), 0 for a flat vocabulary of categories: mutually exclusive
-    # classes whose mean similarity is their prevalence, not hubness (flat GS1 level 3, dev100 R@10
-    # 0.38 -> 0.56 without it and the cap; docs/benchmarks.md, "Session 14").
+    # vocabulary of attribute values or keywords (chosen on AE->OA / OA->AE), 0.3 for a fixed-level
+    # hierarchy (chosen on 100 MWPD train offers), 0 for categories without a fixed level (a flat
+    # list or a ragged tree): exclusive classes whose mean similarity is their prevalence, not
+    # hubness (flat GS1 level 3, dev100 R@10 0.38 -> 0.56 without it and the cap; AE/OA titles ->
+    # Shopify, acceptable top-1 0.672 -> 0.728; docs/benchmarks.md, "Session 14").
     hubness_weight: float | None = None
     # 1b. k-occurrence cap, fitted last on the final adapted scores (hubness, hierarchy, prototypes)
     # of the catalog: per-tag penalties (stored in the index) so that no tag is in the top
@@ -95,7 +100,7 @@ class AdaptParams(_Params):
     # -> 0.19, F1 0.408 -> 0.425: within the noise of 100 offers) with AE->OA / OA->AE unchanged;
     # the per-tag estimate ("tag", factor 1-3) cut dev100 F1 to 0.32-0.40 (MWPD's largest label wins
     # few top-1 answers, so it looks like a hub). benchmarks/results/adapt_occurrence.json.
-    occurrence_cap: bool | None = None  # None: on, except for a flat vocabulary of categories
+    occurrence_cap: bool | None = None  # None: on, except for categories without a fixed level
     occurrence_k: int = 5
     occurrence_limit: float = 0.05
     occurrence_prevalence_factor: float = 1.0

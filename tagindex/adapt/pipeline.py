@@ -32,7 +32,7 @@ from tagindex.adapt.graft import place_source
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
 from tagindex.adapt.lexical import TypeLexicon
-from tagindex.adapt.params import AdaptParams, flat_categories
+from tagindex.adapt.params import AdaptParams, unlevelled_categories
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
 from tagindex.config import TagIndexParams
@@ -248,7 +248,7 @@ def adapt_vectors(
             "hubness_weight": params.resolved_hubness_weight(tags),
             "occurrence_cap": params.resolved_occurrence_cap(tags),
             "skipped": params.hub_skip(n_rankable(parents, leaves_only), len(catalog)),
-            "flat_categories": flat_categories(tags),
+            "unlevelled_categories": unlevelled_categories(tags),
         },
         "rounds": [],
     }

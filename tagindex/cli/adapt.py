@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     hubs = report["adapt"].get("hub_statistics") or {}
     if hubs.get("skipped"):
         logger.info("hubness correction and occurrence cap skipped: %s", hubs["skipped"])
-    elif hubs.get("flat_categories") and not hubs["hubness_weight"] and not hubs["occurrence_cap"]:
-        logger.info("hubness correction and occurrence cap off: a flat vocabulary of categories")
+    elif hubs.get("unlevelled_categories") and not hubs["hubness_weight"] and not hubs["occurrence_cap"]:
+        logger.info(
+            "hubness correction and occurrence cap off: categories without a fixed level (flat or ragged)"
+        )
     elif hubs and all(t.parent is None and t.kind == "tag" for t in tags):
         # The loaders' default kind: nothing says whether these are keywords or exclusive classes.
         logger.info(

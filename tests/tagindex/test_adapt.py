@@ -212,13 +212,19 @@ def test_hub_statistics_are_skipped_where_hubs_cannot_exist() -> None:
     assert AdaptParams(hub_min_tags=0).hub_skip(2, 1) is None  # forced on
 
 
-def test_hub_defaults_follow_the_vocabulary_kind(tags: list[Tag]) -> None:
+def test_hub_defaults_follow_the_vocabulary_kind_and_shape(tags: list[Tag], shared_data: Path) -> None:
+    from tagindex.convert import shopify_categories
+
     params = AdaptParams()
     flat = [Tag(id=t.id, name=t.name, kind=t.kind) for t in tags]  # GS1 classes without their tree
     values = [Tag(id=f"Color: {t.name}", name=f"Color: {t.name}", kind="attribute_value") for t in tags]
-    assert {t.kind for t in tags} == {"category"}
+    shopify = shopify_categories(shared_data / "shopify-taxonomy")  # a ragged tree of categories
+    assert {t.kind for t in tags} == {"category"} == {t.kind for t in shopify}
+    # GS1: a fixed-level tree of categories keeps the hubness correction and the cap.
     assert params.resolved_hubness_weight(tags) == 0.3 and params.resolved_occurrence_cap(tags)
-    assert params.resolved_hubness_weight(flat) == 0.0 and not params.resolved_occurrence_cap(flat)
+    for unlevelled in (flat, shopify):
+        assert params.resolved_hubness_weight(unlevelled) == 0.0
+        assert not params.resolved_occurrence_cap(unlevelled)
     assert params.resolved_hubness_weight(values) == 1.0 and params.resolved_occurrence_cap(values)
     # Explicit settings win.
     forced = AdaptParams(hubness_weight=0.5, occurrence_cap=True)
@@ -445,7 +451,7 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
     flat = tmp_path / "flat"
     assert main(["-q", "adapt", "--tags", str(level1), "--products", str(catalog), "--out", str(flat)]) == 0
     hubs = read_manifest(flat, "tagindex")["adapt"]["report"]["hub_statistics"]
-    assert hubs["flat_categories"] and hubs["hubness_weight"] == 0 and not hubs["occurrence_cap"]
+    assert hubs["unlevelled_categories"] and hubs["hubness_weight"] == 0 and not hubs["occurrence_cap"]
     assert "37 rankable tags" in hubs["skipped"]
     assert main(["-q", "tag", "--index", str(flat), "--products", str(catalog), "--out", str(run)]) == 0
     scores = [t["score"] for line in run.read_text().splitlines() for t in json.loads(line)["tags"]]

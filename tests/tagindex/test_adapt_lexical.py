@@ -107,7 +107,8 @@ def test_adapted_index_matches_titles_through_every_entry_point(
     index, report = adapt(tags, catalog, AdaptParams(**params), encoder=encoder)
     assert 0 < report["adapt"]["lexical"]["titles_matched"] <= 1
     top = index.tag(queries, top_k=3)[0].to_dict()["tags"]
-    assert index.get(top[0]["tag"]).name == "Hoodies"
+    # "Hoodies" or "Activewear Sweatshirts & Hoodies": a tag that names the title's product type.
+    assert index.get(top[0]["tag"]).name.endswith("Hoodies")
     assert plain.tag(queries, top_k=3)[0].to_dict()["tags"] != top  # the match changed the ranking
     vectors = index.encode_products(queries)
     with pytest.raises(ValueError, match="titles"):
