@@ -83,7 +83,8 @@ _BLOCK_TAGS = frozenset(
     | {"section", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul"}
 )
 _SKIPPED_TAGS = frozenset({"script", "style", "template", "noscript", "head", "title"})
-_MARKUP = re.compile(r"<[A-Za-z!/?]|&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+_ENTITY = re.compile(r"&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")  # a character reference
+_MARKUP = re.compile(r"<[A-Za-z!/?]|" + _ENTITY.pattern)
 
 
 class _TextExtractor(HTMLParser):
@@ -126,9 +127,6 @@ def html_to_text(text: str) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)
-
-
-_ENTITY = re.compile(r"&(#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 
 
 def unescape_entities(text: str) -> str:

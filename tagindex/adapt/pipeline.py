@@ -238,16 +238,23 @@ def adapt_vectors(
     texts = list(texts)
     parents = parent_rows(tags)
     hierarchy, leaves_only = params.decoding(parents)
-    # Settled once: every later step (graft placement, each round's adjuster) reads these values.
-    params = replace(params, hierarchy=hierarchy, leaves_only=leaves_only)
+    # Settled once: every later step (graft placement, each round's adjuster, the cap) reads these.
+    params = replace(
+        params,
+        hierarchy=hierarchy,
+        leaves_only=leaves_only,
+        hubness_weight=params.resolved_hubness_weight(tags),
+        occurrence_cap=params.resolved_occurrence_cap(tags),
+    )
+    skipped = params.hub_skip(n_rankable(parents, leaves_only), len(catalog))
     report: dict[str, Any] = {
         "n_catalog": len(catalog),
         "n_tags": len(tags),
         "decoding": {"hierarchy": hierarchy, "leaves_only": leaves_only},
         "hub_statistics": {
-            "hubness_weight": params.resolved_hubness_weight(tags),
-            "occurrence_cap": params.resolved_occurrence_cap(tags),
-            "skipped": params.hub_skip(n_rankable(parents, leaves_only), len(catalog)),
+            "hubness_weight": params.hubness_weight,
+            "occurrence_cap": params.occurrence_cap,
+            "skipped": skipped,
             "unlevelled_categories": unlevelled_categories(tags),
         },
         "rounds": [],
@@ -328,10 +335,9 @@ def adapt_vectors(
         if agreement is not None and agreement >= params.min_agreement:
             break
     adjuster = fit_adjuster(tags, catalog, vectors, params, lexicon)
-    if params.resolved_occurrence_cap(tags) and len(catalog):
-        skip = params.hub_skip(n_rankable(parents, leaves_only), len(catalog))
-        if skip:
-            report["occurrence_cap"] = {"skipped": skip}
+    if params.occurrence_cap and len(catalog):
+        if skipped:
+            report["occurrence_cap"] = {"skipped": skipped}
         else:
             report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
