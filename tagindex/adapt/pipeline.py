@@ -330,7 +330,15 @@ def adapt_vectors(
                 "distinct_pseudo_labels": int(len(np.unique(labels))),
             }
         )
-        logger.info("adapt round %d: %s", r + 1, report["rounds"][-1])
+        logger.info(
+            "adapt round %d: agreement with the previous round %s, %d confident products, "
+            "%d tags with a prototype, %d distinct pseudo-labels",
+            r + 1,
+            "-" if agreement is None else f"{agreement:.4f}",
+            report["rounds"][-1]["confident_products"],
+            report["rounds"][-1]["tags_with_prototype"],
+            report["rounds"][-1]["distinct_pseudo_labels"],
+        )
         previous = labels
         if agreement is not None and agreement >= params.min_agreement:
             break

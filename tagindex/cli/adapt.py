@@ -119,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
             "cap); if they are mutually exclusive categories, give them kind 'category' (a kind "
             "column), which adapts them without both (docs/reference.md, adapt)"
         )
+    last = rounds[-1]["agreement_with_previous"] if rounds else None
     logger.info(
         "adapted %d tags to %d products in %.1fs (%d self-training round(s), last agreement %s%s) -> %s",
         len(index),
         len(products),
         time.perf_counter() - start,
         len(rounds),
-        rounds[-1]["agreement_with_previous"] if rounds else None,
+        "none" if last is None else f"{last:.4f}",
         f"; titles naming a tag: {lexical['titles_matched']:.0%}" if lexical else "",
         args.out,
     )
