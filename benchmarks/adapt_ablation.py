@@ -126,8 +126,6 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
         {**OFF, "lexical_weight": 2.0, "graft": True, "hierarchy": None, "leaves_only": None},
     ),
     "full +graft": (None, {"graft": True}),
-    "full +catalog names": (None, {"catalog_names": True}),
-    "full +graft +catalog names": (None, {"graft": True, "catalog_names": True}),
     "full +graft +review": (None, {"graft": True, "graft_review": True}),
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),
     "full +graft top_k 5": (None, {"graft": True, "graft_top_k": 5}),

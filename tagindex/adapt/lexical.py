@@ -165,10 +165,6 @@ class TypeLexicon:
             row_a, col_a, val_a = _max_per_cell(row_a, col_a, val_a, self.n_tags)
         return sparse.csr_matrix((val_a, (row_a, col_a)), shape=(len(titles), self.n_tags), dtype=np.float32)
 
-    def matches_head(self, key: str) -> bool:
-        """Whether a title whose head key is ``key`` matches a tag by its own or a lent name."""
-        return key in self._by_head or (self._lent is not None and self._lent.matches_head(key))
-
     def names_tag(self, name: str) -> list[int]:
         """Tags whose name ``name`` names exactly: one of their alternatives has ``name``'s head noun
         and all its modifiers are words of ``name`` ("Clothing Tops" names the "Tops" of "Upper Body

@@ -141,13 +141,6 @@ class AdaptParams(_Params):
     # most of the gain); AE->OA / OA->AE unchanged. adapt_graft.json.
     graft_top_k: int = 3
     graft_strength: float = 1.0
-    # 2d. Catalog naming (tagindex.adapt.naming): after the first self-training round, a title head
-    # noun that names no tag, in at least ``catalog_names_min_products`` catalog titles, is lent (at
-    # ``graft_strength``) to the tag holding at least ``catalog_names_min_share`` of their
-    # pseudo-labels.
-    catalog_names: bool = False
-    catalog_names_min_products: int = 5
-    catalog_names_min_share: float = 0.3
     # 3. Tag text enrichment with class-indicative terms mined from each tag's nearest products. Off
     # since session 14: with the title match and self-training it no longer pays anywhere (MWPD
     # dev100 R@1 / F1 0.16 / 0.431 -> 0.20 / 0.503 without it; transfer + graft dev100 within

@@ -32,7 +32,6 @@ from tagindex.adapt.graft import place_source
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
 from tagindex.adapt.lexical import TypeLexicon
-from tagindex.adapt.naming import catalog_names
 from tagindex.adapt.params import AdaptParams, unlevelled_categories
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -331,8 +330,6 @@ def adapt_vectors(
                 "distinct_pseudo_labels": int(len(np.unique(labels))),
             }
         )
-        if r == 0 and params.catalog_names and lexicon is not None:
-            lexical = lend_catalog_names(lexicon, catalog_texts, labels, parents, params, report)
         logger.info(
             "adapt round %d: agreement with the previous round %s, %d confident products, "
             "%d tags with a prototype, %d distinct pseudo-labels",
@@ -353,35 +350,6 @@ def adapt_vectors(
             report["occurrence_cap"] = cap_occurrences(adjuster, catalog, vectors, params, lexical)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return AdaptResult(vectors, texts, adjuster, labels, mask, report)
-
-
-def lend_catalog_names(
-    lexicon: TypeLexicon,
-    titles: Sequence[str],
-    labels: np.ndarray,
-    parents: np.ndarray,
-    params: AdaptParams,
-    report: dict[str, Any],
-) -> sparse.csr_matrix:
-    """Adds :func:`tagindex.adapt.naming.catalog_names` to the lexicon's lent names and returns the
-    catalog's new title match (n, tags)."""
-    rows_ok = np.flatnonzero(leaves_mask(parents)) if params.leaves_only else np.arange(len(parents))
-    rankable = set(rows_ok.tolist()) - lexicon.value_rows
-    names, rows = catalog_names(
-        titles,
-        labels,
-        lexicon,
-        rankable,
-        params.catalog_names_min_products,
-        params.catalog_names_min_share,
-    )
-    sources = None
-    if lexicon.grafted_sources or not lexicon.grafted_names:
-        sources = lexicon.grafted_sources + [f"catalog:{n}" for n in names]
-    lexicon.graft(lexicon.grafted_names + names, lexicon.grafted_rows + rows, params.graft_strength, sources)
-    report["catalog_names"] = {"lent": len(names), "tags": len(set(rows)), "examples": names[:10]}
-    logger.info("catalog naming: %d title head nouns lent to %d tags", len(names), len(set(rows)))
-    return lexicon.scores(titles, params.lexical_other_word)
 
 
 def encode_source(index: TagIndex, graft: Sequence[Tag]) -> tuple[list[Tag], np.ndarray] | None:
