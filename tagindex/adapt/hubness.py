@@ -207,8 +207,8 @@ def fit_occurrence_cap(
             "tags_over_cap_after": still,
             "tags_over_limit_before": int((before > limit).sum()),
             "tags_over_limit_after": int((share > limit).sum()),
-            "max_share_before": float(before.max()),
-            "max_share_after": float(share.max()),
+            "max_share_before": round(float(before.max()), 4),
+            "max_share_after": round(float(share.max()), 4),
         }
     )
     return pen, report

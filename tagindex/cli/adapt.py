@@ -16,6 +16,9 @@ from tagindex.cli.common import (
     logger,
 )
 
+# Below this share of catalog titles naming a tag, the CLI suggests --graft (GS1 ~20%, Shopify 86%).
+_ABSTRACT_NAMES = 0.5
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Options of ``tagindex adapt``."""
@@ -104,6 +107,19 @@ def run(args: argparse.Namespace) -> int:
             grafted["source_categories"],
             grafted["tags_receiving"],
             "; ".join(grafted["examples"][:3]),
+        )
+    if (
+        lexical
+        and grafted is None
+        and lexical["titles_matched"] < _ABSTRACT_NAMES
+        and 2 * sum(t.kind == "attribute_value" for t in tags) <= len(tags)
+    ):
+        logger.warning(
+            "only %.0f%% of the catalog's titles name a tag: the tag names look abstract ('Upper "
+            "Body Wear/Tops'). --graft a concrete public category taxonomy (the Shopify taxonomy, "
+            "`tagindex convert shopify`) to lend them product-type names: on MWPD's GS1 tags R@1 "
+            "0.18 -> 0.45 (docs/reference.md, adapt item 8)",
+            100 * lexical["titles_matched"],
         )
     hubs = report["adapt"].get("hub_statistics") or {}
     if hubs.get("skipped"):

@@ -4,6 +4,7 @@ index format round trip. The catalog is MWPD train offers with their labels remo
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_occurrence_cap_holds_on_its_catalog_and_spares_tags_under_it(candidates
     # Every other tag stays under its cap (own products + a share of the freed runner-up places).
     assert (before[1:] <= 0.1).all() and (penalty[1:] == 0).all()
     assert report["tags_over_cap_before"] == 1 and report["tags_over_cap_after"] == 0
-    assert report["penalised_tags"] == 1 and report["max_share_after"] == pytest.approx(after.max())
+    assert report["penalised_tags"] == 1 and report["max_share_after"] == pytest.approx(after.max(), abs=1e-4)
 
 
 def test_occurrence_cap_respects_prevalence_and_is_deterministic() -> None:
@@ -426,7 +427,9 @@ def test_adapt_refuses_an_empty_catalog(tags: list[Tag]) -> None:
 
 
 @pytest.mark.slow
-def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path) -> None:
+def test_cli_adapt_writes_an_index_that_tag_reads(
+    mwpd_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from tagindex.cli import main
 
     catalog = tmp_path / "catalog.jsonl"
@@ -434,7 +437,10 @@ def test_cli_adapt_writes_an_index_that_tag_reads(mwpd_dir: Path, tmp_path: Path
         catalog.write_text("".join(next(f) for _ in range(80)))
     out = tmp_path / "idx"
     args = ["-q", "adapt", "--tags", str(mwpd_dir / "tags.jsonl"), "--products", str(catalog)]
-    assert main([*args, "--out", str(out), "--rounds", "1"]) == 0
+    with caplog.at_level(logging.WARNING, logger="tagindex"):
+        assert main([*args, "--out", str(out), "--rounds", "1"]) == 0
+    # GS1's abstract names: few titles name a tag, so the CLI points at --graft.
+    assert any("--graft" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     manifest = read_manifest(out, "tagindex")
     assert manifest["adapt"]["adapt_params"]["rounds"] == 1
     assert manifest["adapt"]["report"]["n_catalog"] == 80
