@@ -126,6 +126,14 @@ ROWS: dict[str, tuple[str | None, dict[str, Any]]] = {
         {**OFF, "lexical_weight": 2.0, "graft": True, "hierarchy": None, "leaves_only": None},
     ),
     "full +graft": (None, {"graft": True}),
+    # Session 15: the title match's cap on tags missing all their modifiers; 1.0 is the match before.
+    "full -missing-modifier cap": (None, {"lexical_missing_modifiers": 1.0}),
+    "full +graft -missing-modifier cap": (None, {"graft": True, "lexical_missing_modifiers": 1.0}),
+    "transfer: full -missing-modifier cap": ("model", {"lexical_missing_modifiers": 1.0}),
+    "transfer: full +graft -missing-modifier cap": (
+        "model",
+        {"graft": True, "lexical_missing_modifiers": 1.0},
+    ),
     "full +graft +review": (None, {"graft": True, "graft_review": True}),
     "full +graft top_k 1": (None, {"graft": True, "graft_top_k": 1}),
     "full +graft top_k 5": (None, {"graft": True, "graft_top_k": 5}),

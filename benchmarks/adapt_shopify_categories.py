@@ -151,6 +151,7 @@ ROWS = {
     # Sessions 1-13: enrichment, hubness z-score 0.3 and the cap on any hierarchy.
     "full (session 13 defaults)": {"enrich": True, "hubness_weight": 0.3, "occurrence_cap": True},
     "full -enrich +hubness +cap": {"hubness_weight": 0.3, "occurrence_cap": True},
+    "full -missing-modifier cap": {"lexical_missing_modifiers": 1.0},  # the title match before session 15
     "full (default)": {},
 }
 

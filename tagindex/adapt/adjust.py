@@ -111,12 +111,17 @@ class ScoreAdjuster:
         lexical_other_word: float = 0.25,
         lexical_generic_df: int = 5,
         lexicon: TypeLexicon | None = None,
+        lexical_missing_modifiers: float = 1.0,
     ) -> ScoreAdjuster:
         """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
-        (built with ``lexical_generic_df``) when the caller has it."""
+        (built with ``lexical_generic_df`` and ``lexical_missing_modifiers``) when the caller has it."""
         if lexical_weight > 0 and lexicon is None:
-            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df)
-        info = {**(info or {}), "lexical_generic_df": lexical_generic_df}
+            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df, lexical_missing_modifiers)
+        info = {
+            **(info or {}),
+            "lexical_generic_df": lexical_generic_df,
+            "lexical_missing_modifiers": lexicon.missing_modifiers if lexicon else lexical_missing_modifiers,
+        }
         return cls(
             bias,
             scale,
@@ -253,7 +258,12 @@ class ScoreAdjuster:
             if weight > 0:
                 if names is None or len(names) != n_tags:
                     raise ValueError("its title match needs the index's tag names")
-                lexicon = TypeLexicon(names, int(info.get("lexical_generic_df", 5)))
+                lexicon = TypeLexicon(
+                    names,
+                    int(info.get("lexical_generic_df", 5)),
+                    # Indexes adapted before session 15 matched missing modifiers in full.
+                    float(info.get("lexical_missing_modifiers", 1.0)),
+                )
                 graft = read_graft(directory)
                 if graft is not None:
                     lexicon.graft(

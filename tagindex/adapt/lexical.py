@@ -63,10 +63,14 @@ class TypeLexicon:
         generic_df: A head key shared by more than this many tags ("Accessories", "Units", "Tops")
             is generic: a tag with that head and modifiers ("Laundry Combo Units") counts
             ``generic_df / df`` unless the title has its modifiers too ("Tank Tops").
+        missing_modifiers: The most a tag with modifiers matches when none of them is in the title,
+            as a share of the head's match: "Water Polo" for "... Coaches Polo", "Twist Ties" for
+            "Blue Grid Tie" (1.0: modifiers of a rare head do not matter).
     """
 
-    def __init__(self, names: Sequence[str], generic_df: int = 5) -> None:
+    def __init__(self, names: Sequence[str], generic_df: int = 5, missing_modifiers: float = 1.0) -> None:
         self.n_tags = len(names)
+        self.missing_modifiers = float(missing_modifiers)
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
         self._alternatives: list[list[tuple[str, frozenset[str]]]] = []
         by_head: dict[str, list[int]] = {}
@@ -143,7 +147,9 @@ class TypeLexicon:
         self.grafted_names, self.grafted_rows = list(names), [int(r) for r in rows]
         self.grafted_sources = list(sources) if sources is not None else []
         self.graft_strength = float(strength)
-        self._lent = TypeLexicon(self.grafted_names, self.generic_df) if names else None
+        self._lent = (
+            TypeLexicon(self.grafted_names, self.generic_df, self.missing_modifiers) if names else None
+        )
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
@@ -212,6 +218,8 @@ class TypeLexicon:
                             continue
                         share = len(modifiers & keys) / len(modifiers) if modifiers else 1.0
                         value = base * (generic + (1.0 - generic) * share)
+                        if modifiers and not share:
+                            value = min(value, base * self.missing_modifiers)
                         if value > best.get(row, 0.0):
                             best[row] = value
             if self._values:

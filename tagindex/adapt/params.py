@@ -133,6 +133,12 @@ class AdaptParams(_Params):
     lexical_weight: float = 2.0
     lexical_other_word: float = 0.25  # strength when the tag's head is another word of the phrase
     lexical_generic_df: int = 5  # heads of more tags than this are generic unless modifiers match
+    # A tag with modifiers, none of them in the title, matches at most this share ("Water Polo" for
+    # a "... Polo" shirt, "Twist Ties" for a necktie; 1.0 before session 15). Chosen on the AE/OA
+    # titles -> Shopify check (acceptable top-1 0.728 -> 0.763) and Shopify->Google (R@1 0.849 ->
+    # 0.867); MWPD dev100 within noise (transfer + graft, 3 seeds: 0.55 / 0.54 / 0.56 -> 0.56 / 0.55
+    # / 0.61); docs/benchmarks.md, "Session 15".
+    lexical_missing_modifiers: float = 0.5
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
     # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
     # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched

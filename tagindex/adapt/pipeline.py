@@ -93,7 +93,13 @@ def fit_adjuster(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
+        params.lexical_missing_modifiers,
     )
+
+
+def tag_lexicon(tags: Sequence[Tag], params: AdaptParams) -> TypeLexicon:
+    """The title match's lexicon of the tag names with ``params``' settings."""
+    return TypeLexicon([t.name for t in tags], params.lexical_generic_df, params.lexical_missing_modifiers)
 
 
 def n_rankable(parents: np.ndarray, leaves_only: bool) -> int:
@@ -263,7 +269,7 @@ def adapt_vectors(
     # The title match depends on names and titles only: computed once, sparse (n, tags).
     lexical = lexicon = None
     if params.lexical_weight > 0:
-        lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
+        lexicon = tag_lexicon(tags, params)
         if graft is not None:
             report["graft"] = graft_lexicon(lexicon, tags, tag_vectors, *graft, params, graft_exclude)
         lexical = lexicon.scores(catalog_texts, params.lexical_other_word)
@@ -386,7 +392,7 @@ def title_match_index(
     hierarchy, leaves_only = params.decoding(parent_rows(tags))
     requested = params  # what the manifest records, as `adapt` records it; the choice is in "decoding"
     params = replace(params, hierarchy=hierarchy, leaves_only=leaves_only)
-    lexicon = TypeLexicon([t.name for t in tags], params.lexical_generic_df)
+    lexicon = tag_lexicon(tags, params)
     report: dict[str, Any] = {
         "method": "title match only (no catalog)",
         "decoding": {"hierarchy": hierarchy, "leaves_only": leaves_only},
@@ -412,6 +418,7 @@ def title_match_index(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
+        params.lexical_missing_modifiers,
     )
     return report
 

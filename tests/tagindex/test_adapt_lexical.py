@@ -3,6 +3,7 @@ tag names, on real Shopify category names and MWPD titles, and its place in the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,32 @@ def test_generic_heads_count_only_with_their_modifiers() -> None:
     assert 0 < scores[1] < 1 and scores[1] == pytest.approx(5 / 7)  # "Crop Tops": 7 tags share "top"
     other = TypeLexicon(["Hoodies", "Logos"]).scores(["Michigan State Big Logo Hoodie"]).toarray()[0]
     assert other[0] == 1.0 and other[1] == pytest.approx(0.25)  # another word of the phrase
+
+
+def test_a_tag_missing_all_its_modifiers_matches_at_most_its_cap(tmp_path: Path) -> None:
+    names = ["Water Polo", "Polos", "Twist Ties", "Tank Tops"]
+    titles = ["Mens Washington Huskies Nike Purple Sideline Staff Performance Polo", "Blue Grid Tie"]
+    full = TypeLexicon(names).scores(titles).toarray()
+    capped = TypeLexicon(names, missing_modifiers=0.5).scores(titles).toarray()
+    assert full[0, 0] == full[0, 1] == 1.0  # a rare head matched whatever its modifiers
+    assert capped[0, 0] == pytest.approx(0.5) and capped[0, 1] == 1.0  # the shirt now names Polos
+    assert capped[1, 2] == pytest.approx(0.5)
+    tank = TypeLexicon(names, missing_modifiers=0.5).scores(["Swing Tank Top"]).toarray()[0]
+    assert tank[3] == 1.0  # its modifier is there: no cap
+    # The cap travels with the index; one saved before it existed keeps the full match.
+    tags = [Tag(str(i), n) for i, n in enumerate(names)]
+    adj = ScoreAdjuster.for_tags(
+        tags, np.zeros(4), np.ones(4), 1.0, False, lexical_weight=2.0, lexical_missing_modifiers=0.5
+    )
+    adj.save(tmp_path)
+    loaded = ScoreAdjuster.load(tmp_path, 4, names)
+    assert loaded.lexicon is not None and loaded.lexicon.missing_modifiers == 0.5
+    info = tmp_path / "adapt" / "adjuster.json"
+    old = json.loads(info.read_text())
+    del old["lexical_missing_modifiers"]
+    info.write_text(json.dumps(old))
+    legacy = ScoreAdjuster.load(tmp_path, 4, names)
+    assert legacy.lexicon is not None and legacy.lexicon.missing_modifiers == 1.0
 
 
 def test_real_shopify_names_match_real_mwpd_titles(shopify_dir: Path, mwpd_dir: Path) -> None:
