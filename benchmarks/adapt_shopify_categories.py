@@ -170,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=REPO / "benchmarks" / "results" / "adapt_shopify_categories.json"
     )
     args = ap.parse_args(argv)
+    if args.catalog_size is not None and args.catalog_size < 1:
+        ap.error("--catalog-size: give a number of titles, 1 or more")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     task = load(args.data, args.work)
     if args.catalog_size is not None and args.catalog_size < len(task.train):
