@@ -152,6 +152,8 @@ ROWS = {
     "full (session 13 defaults)": {"enrich": True, "hubness_weight": 0.3, "occurrence_cap": True},
     "full -enrich +hubness +cap": {"hubness_weight": 0.3, "occurrence_cap": True},
     "full -missing-modifier cap": {"lexical_missing_modifiers": 1.0},  # the title match before session 15
+    "full unnamed-kind 1.0": {"lexical_unnamed_kind": 1.0},  # the title match before session 16
+    "full unnamed-kind 0.5": {"lexical_unnamed_kind": 0.5},
     "full (default)": {},
 }
 

@@ -112,15 +112,20 @@ class ScoreAdjuster:
         lexical_generic_df: int = 5,
         lexicon: TypeLexicon | None = None,
         lexical_missing_modifiers: float = 1.0,
+        lexical_unnamed_kind: float = 1.0,
     ) -> ScoreAdjuster:
         """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
-        (built with ``lexical_generic_df`` and ``lexical_missing_modifiers``) when the caller has it."""
+        (built with ``lexical_generic_df``, ``lexical_missing_modifiers`` and
+        ``lexical_unnamed_kind``) when the caller has it."""
         if lexical_weight > 0 and lexicon is None:
-            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df, lexical_missing_modifiers)
+            lexicon = TypeLexicon(
+                [t.name for t in tags], lexical_generic_df, lexical_missing_modifiers, lexical_unnamed_kind
+            )
         info = {
             **(info or {}),
             "lexical_generic_df": lexical_generic_df,
             "lexical_missing_modifiers": lexicon.missing_modifiers if lexicon else lexical_missing_modifiers,
+            "lexical_unnamed_kind": lexicon.unnamed_kind if lexicon else lexical_unnamed_kind,
         }
         return cls(
             bias,
@@ -261,8 +266,10 @@ class ScoreAdjuster:
                 lexicon = TypeLexicon(
                     names,
                     int(info.get("lexical_generic_df", 5)),
-                    # Indexes adapted before session 15 matched missing modifiers in full.
+                    # Indexes adapted before session 15 matched missing modifiers in full, and
+                    # before session 16 unnamed kinds.
                     float(info.get("lexical_missing_modifiers", 1.0)),
+                    float(info.get("lexical_unnamed_kind", 1.0)),
                 )
                 graft = read_graft(directory)
                 if graft is not None:

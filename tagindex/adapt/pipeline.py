@@ -94,12 +94,18 @@ def fit_adjuster(
         params.lexical_generic_df,
         lexicon,
         params.lexical_missing_modifiers,
+        params.lexical_unnamed_kind,
     )
 
 
 def tag_lexicon(tags: Sequence[Tag], params: AdaptParams) -> TypeLexicon:
     """The title match's lexicon of the tag names with ``params``' settings."""
-    return TypeLexicon([t.name for t in tags], params.lexical_generic_df, params.lexical_missing_modifiers)
+    return TypeLexicon(
+        [t.name for t in tags],
+        params.lexical_generic_df,
+        params.lexical_missing_modifiers,
+        params.lexical_unnamed_kind,
+    )
 
 
 def n_rankable(parents: np.ndarray, leaves_only: bool) -> int:
@@ -419,6 +425,7 @@ def title_match_index(
         params.lexical_generic_df,
         lexicon,
         params.lexical_missing_modifiers,
+        params.lexical_unnamed_kind,
     )
     return report
 

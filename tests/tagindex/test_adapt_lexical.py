@@ -86,6 +86,49 @@ def test_a_tag_missing_all_its_modifiers_matches_at_most_its_cap(tmp_path: Path)
     assert legacy.lexicon is not None and legacy.lexicon.missing_modifiers == 1.0
 
 
+def test_a_tag_naming_none_of_the_titles_kinds_matches_at_most_its_cap(tmp_path: Path) -> None:
+    # Real Shopify names that share the head "Masks" (generic: more than 5 tags) or "Guitars".
+    masks = ["Masks", "Fashion Face Masks", "Medical Face Masks", "Dust Masks", "Eye Masks", "Fencing Masks"]
+    names = masks + ["Guitars", "Electric Guitars"]
+    titles = [
+        "Con.Struct Face Mask",
+        "Left Handed LP Electric Guitar",
+        "Halloween Party Mask",
+        "Acoustic Guitar",
+    ]
+    full = TypeLexicon(names).scores(titles).toarray()
+    capped = TypeLexicon(names, unnamed_kind=0.5).scores(titles).toarray()
+    assert full[0, 0] == 1.0 and full[0, 0] > full[0, 1]  # the bare costume "Masks" led
+    assert capped[0, 0] == pytest.approx(0.5) and capped[0, 3] <= 0.5  # "face" is not theirs
+    assert capped[0, 1] == full[0, 1] == capped[0, 2] > 0.5  # those naming "face" keep their match
+    assert capped[0, 1] > capped[0, 0]
+    assert capped[1, 6] == pytest.approx(0.5) and capped[1, 7] == 1.0
+    # A title naming no kind of its head ("Party" and "Acoustic" are no tag's modifiers) is unchanged.
+    np.testing.assert_array_equal(capped[2:], full[2:])
+    # Only the two words before the head name its kind: "Top of the World" is a brand, not a top hat.
+    hats = TypeLexicon(["Hats", "Top Hats"], unnamed_kind=0.5)
+    brand, kind = hats.scores(["Indiana Hoosiers Top of the World Baseball Hat", "Black Top Hat"]).toarray()
+    assert brand[0] == 1.0 and kind[0] == pytest.approx(0.5) and kind[1] == 1.0
+    # The cap travels with the index; one saved before it existed matches unnamed kinds in full.
+    tags = [Tag(str(i), n) for i, n in enumerate(names)]
+    adj = ScoreAdjuster.for_tags(
+        tags, np.zeros(8), np.ones(8), 1.0, False, lexical_weight=2.0, lexical_unnamed_kind=0.5
+    )
+    adj.save(tmp_path)
+    loaded = ScoreAdjuster.load(tmp_path, 8, names)
+    assert loaded.lexicon is not None and loaded.lexicon.unnamed_kind == 0.5
+    info = tmp_path / "adapt" / "adjuster.json"
+    old = json.loads(info.read_text())
+    del old["lexical_unnamed_kind"]
+    info.write_text(json.dumps(old))
+    legacy = ScoreAdjuster.load(tmp_path, 8, names)
+    assert legacy.lexicon is not None and legacy.lexicon.unnamed_kind == 1.0
+    # Lent names are matched with the same setting.
+    lender = TypeLexicon(["Guitars"], unnamed_kind=0.5)
+    lender.graft(["Guitars", "Electric Guitars"], [0, 0])
+    assert lender._lent is not None and lender._lent.unnamed_kind == 0.5
+
+
 def test_real_shopify_names_match_real_mwpd_titles(shopify_dir: Path, mwpd_dir: Path) -> None:
     tags = load_tags(shopify_dir / "tags.jsonl")
     names = [t.name for t in tags if t.kind == "category"]
