@@ -26,6 +26,7 @@ from tagindex.text import word_key
 _WORD = re.compile(r"[a-z][a-z0-9'-]*[a-z]|[a-z]")
 # Where a title's product phrase ends: a qualifier, a variant, a size or a seller's suffix follows.
 _CUT = re.compile(r"\s[-|/–:]\s|[,(\[;]|\s(?:by|for|with|on|in|from|featuring|feat|w/)\s", re.IGNORECASE)
+_CRUMB = " > "  # between the segments of a category path
 # Alternatives inside one tag name ("Bags/Cases", "Sweatshirts & Hoodies", "Tents or Shelters"); the
 # separator is kept: "/" lists alternatives, "A/V" (one letter a side) is a word.
 _ALT = re.compile(r"\s*((?<=[a-z]{2})/(?=[a-z]{2})|&|,|\band\b|\bor\b)\s*", re.IGNORECASE)
@@ -46,8 +47,15 @@ def _keys(text: str) -> list[str]:
 
 
 def _phrase_keys(title: str) -> list[str]:
-    """The word keys of a title's product phrase, in order (the head last)."""
-    keys = _keys(_CUT.split(title, maxsplit=1)[0])
+    """The word keys of a title's product phrase, in order (the head last).
+
+    A breadcrumb ("Apparel & Accessories > Handbags, Wallets & Cases > Card Cases", a category path
+    matched against another taxonomy) ends in its last segment: the qualifier cut applies there
+    only, since a comma in an ancestor's name is no qualifier, and the ancestors' words stay in the
+    phrase as modifiers ("Baby & Toddler ... > Puffer Jackets").
+    """
+    *ancestors, last = title.split(_CRUMB)
+    keys = _keys(" ".join(ancestors)) + _keys(_CUT.split(last, maxsplit=1)[0])
     return keys or _keys(title)  # the cut left nothing (a title starting with a qualifier): all of it
 
 

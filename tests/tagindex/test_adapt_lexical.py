@@ -35,6 +35,9 @@ def shopify_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         ("Nature's Promise Rabbit Pellets - 5 lb.", "pellet"),
         ("Women's Slash Neck Long Sleeve Crop Top", "top"),
         ("- Gunmetal", "gunmetal"),  # nothing before the cut: the whole title
+        # A category path: the cut applies in its last segment only (a comma in a name is no qualifier).
+        ("Apparel & Accessories > Handbags, Wallets & Cases > Wallets & Money Clips > Card Cases", "case"),
+        ("Arts & Entertainment > Craft Paint, Ink & Glaze > Art Ink > Acrylic Ink, 30 ml", "ink"),
         ("12 - 34", None),
     ],
 )
