@@ -167,11 +167,21 @@ def run_split(args: argparse.Namespace) -> int:
 
 # ---- config -----------------------------------------------------------------------------------------
 def configure_config(p: argparse.ArgumentParser) -> None:
-    """``tagindex config`` takes no options."""
+    """Options of ``tagindex config``."""
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="print the `adapt --adapt-config` template (tagindex.adapt.AdaptParams) instead",
+    )
 
 
 def run_config(args: argparse.Namespace) -> int:
-    """Prints the default index parameters as a JSON template."""
+    """Prints the default index (or, with ``--adapt``, adaptation) parameters as a JSON template."""
+    if args.adapt:
+        from tagindex.adapt import AdaptParams
+
+        print(json.dumps(AdaptParams().to_dict(), indent=2))
+        return 0
     from tagindex.config import TagIndexParams
 
     print(json.dumps(TagIndexParams().to_dict(), indent=2))
@@ -195,5 +205,9 @@ COMMANDS = {
         configure_split,
         run_split,
     ),
-    "config": Command("print a template JSON config for --config", configure_config, run_config),
+    "config": Command(
+        "print a template JSON config for --config (--adapt: for adapt --adapt-config)",
+        configure_config,
+        run_config,
+    ),
 }

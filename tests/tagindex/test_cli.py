@@ -103,6 +103,17 @@ def test_config_template_is_valid_json() -> None:
     assert json.loads(result.stdout)["index"]["kind"] == "exact"
 
 
+def test_adapt_config_template_round_trips(tmp_path: Path) -> None:
+    from tagindex.adapt import AdaptParams
+
+    result = run_cli("config", "--adapt")
+    assert result.returncode == 0, result.stderr
+    template = json.loads(result.stdout)
+    assert template["lexical_unnamed_kind"] == 0.5 and template["hierarchy"] is None
+    # The printed template is what `adapt --adapt-config` reads back: the defaults, exactly.
+    assert AdaptParams.from_dict(template) == AdaptParams()
+
+
 def test_update_adds_and_retires_tags_in_place(mwpd_index: Path, tmp_path: Path) -> None:
     import shutil
 
