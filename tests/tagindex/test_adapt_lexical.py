@@ -74,19 +74,35 @@ def test_a_tag_missing_all_its_modifiers_matches_at_most_its_cap(tmp_path: Path)
     tank = TypeLexicon(names, missing_modifiers=0.5).scores(["Swing Tank Top"]).toarray()[0]
     assert tank[3] == 1.0  # its modifier is there: no cap
     # The cap travels with the index; one saved before it existed keeps the full match.
+    loaded, legacy = _saved_and_legacy(tmp_path, names, "lexical_missing_modifiers")
+    assert loaded.missing_modifiers == 0.5 and legacy.missing_modifiers == 1.0
+
+
+def _saved_and_legacy(tmp_path: Path, names: list[str], setting: str) -> tuple[TypeLexicon, TypeLexicon]:
+    """The lexicon of an adjuster saved with ``setting`` at 0.5, loaded back, and loaded again after
+    the setting was deleted from its ``adjuster.json`` (an index adapted before it existed)."""
     tags = [Tag(str(i), n) for i, n in enumerate(names)]
+    n = len(names)
+    caps = {"lexical_missing_modifiers": 1.0, "lexical_unnamed_kind": 1.0, setting: 0.5}
     adj = ScoreAdjuster.for_tags(
-        tags, np.zeros(4), np.ones(4), 1.0, False, lexical_weight=2.0, lexical_missing_modifiers=0.5
+        tags,
+        np.zeros(n),
+        np.ones(n),
+        1.0,
+        False,
+        lexical_weight=2.0,
+        lexical_missing_modifiers=caps["lexical_missing_modifiers"],
+        lexical_unnamed_kind=caps["lexical_unnamed_kind"],
     )
     adj.save(tmp_path)
-    loaded = ScoreAdjuster.load(tmp_path, 4, names)
-    assert loaded.lexicon is not None and loaded.lexicon.missing_modifiers == 0.5
+    loaded = ScoreAdjuster.load(tmp_path, n, names).lexicon
     info = tmp_path / "adapt" / "adjuster.json"
     old = json.loads(info.read_text())
-    del old["lexical_missing_modifiers"]
+    del old[setting]
     info.write_text(json.dumps(old))
-    legacy = ScoreAdjuster.load(tmp_path, 4, names)
-    assert legacy.lexicon is not None and legacy.lexicon.missing_modifiers == 1.0
+    legacy = ScoreAdjuster.load(tmp_path, n, names).lexicon
+    assert loaded is not None and legacy is not None
+    return loaded, legacy
 
 
 def test_a_tag_naming_none_of_the_titles_kinds_matches_at_most_its_cap(tmp_path: Path) -> None:
@@ -113,19 +129,8 @@ def test_a_tag_naming_none_of_the_titles_kinds_matches_at_most_its_cap(tmp_path:
     brand, kind = hats.scores(["Indiana Hoosiers Top of the World Baseball Hat", "Black Top Hat"]).toarray()
     assert brand[0] == 1.0 and kind[0] == pytest.approx(0.5) and kind[1] == 1.0
     # The cap travels with the index; one saved before it existed matches unnamed kinds in full.
-    tags = [Tag(str(i), n) for i, n in enumerate(names)]
-    adj = ScoreAdjuster.for_tags(
-        tags, np.zeros(8), np.ones(8), 1.0, False, lexical_weight=2.0, lexical_unnamed_kind=0.5
-    )
-    adj.save(tmp_path)
-    loaded = ScoreAdjuster.load(tmp_path, 8, names)
-    assert loaded.lexicon is not None and loaded.lexicon.unnamed_kind == 0.5
-    info = tmp_path / "adapt" / "adjuster.json"
-    old = json.loads(info.read_text())
-    del old["lexical_unnamed_kind"]
-    info.write_text(json.dumps(old))
-    legacy = ScoreAdjuster.load(tmp_path, 8, names)
-    assert legacy.lexicon is not None and legacy.lexicon.unnamed_kind == 1.0
+    loaded, legacy = _saved_and_legacy(tmp_path, names, "lexical_unnamed_kind")
+    assert loaded.unnamed_kind == 0.5 and legacy.unnamed_kind == 1.0
     # Lent names are matched with the same setting.
     lender = TypeLexicon(["Guitars"], unnamed_kind=0.5)
     lender.graft(["Guitars", "Electric Guitars"], [0, 0])
