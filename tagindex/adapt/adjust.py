@@ -111,22 +111,16 @@ class ScoreAdjuster:
         lexical_other_word: float = 0.25,
         lexical_generic_df: int = 5,
         lexicon: TypeLexicon | None = None,
-        lexical_missing_modifiers: float = 1.0,
-        lexical_unnamed_kind: float = 1.0,
     ) -> ScoreAdjuster:
-        """An adjuster for ``tags``; ``lexicon`` saves rebuilding the tags' :class:`TypeLexicon`
-        (built with ``lexical_generic_df``, ``lexical_missing_modifiers`` and
-        ``lexical_unnamed_kind``) when the caller has it."""
+        """An adjuster for ``tags``; ``lexicon`` (its settings are recorded with the index) saves
+        rebuilding the tags' :class:`TypeLexicon`, else built with ``lexical_generic_df`` and the
+        lexicon's other defaults."""
         if lexical_weight > 0 and lexicon is None:
-            lexicon = TypeLexicon(
-                [t.name for t in tags], lexical_generic_df, lexical_missing_modifiers, lexical_unnamed_kind
-            )
-        info = {
-            **(info or {}),
-            "lexical_generic_df": lexical_generic_df,
-            "lexical_missing_modifiers": lexicon.missing_modifiers if lexicon else lexical_missing_modifiers,
-            "lexical_unnamed_kind": lexicon.unnamed_kind if lexicon else lexical_unnamed_kind,
-        }
+            lexicon = TypeLexicon([t.name for t in tags], lexical_generic_df)
+        info = {**(info or {}), "lexical_generic_df": lexical_generic_df}
+        if lexicon is not None:
+            info["lexical_missing_modifiers"] = lexicon.missing_modifiers
+            info["lexical_unnamed_kind"] = lexicon.unnamed_kind
         return cls(
             bias,
             scale,

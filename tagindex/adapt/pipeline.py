@@ -76,6 +76,8 @@ def fit_adjuster(
     skip = params.hub_skip(n_rankable(parents, leaves_only), len(catalog)) if len(catalog) else None
     method = "none" if skip or weight == 0 else params.hubness
     bias, scale = fit_hubness(catalog, tag_vectors, method, params.hubness_k, weight)
+    if lexicon is None and params.lexical_weight > 0:
+        lexicon = tag_lexicon(tags, params)
     return ScoreAdjuster.for_tags(
         tags,
         bias,
@@ -93,8 +95,6 @@ def fit_adjuster(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
-        params.lexical_missing_modifiers,
-        params.lexical_unnamed_kind,
     )
 
 
@@ -424,8 +424,6 @@ def title_match_index(
         params.lexical_other_word,
         params.lexical_generic_df,
         lexicon,
-        params.lexical_missing_modifiers,
-        params.lexical_unnamed_kind,
     )
     return report
 

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from tagindex.adapt import AdaptParams, adapt
     from tagindex.errors import InputError
     from tagindex.io import load_products, load_tags
+    from tagindex.kinds import ATTRIBUTE_KINDS
 
     tags = load_tags(args.tags, on_error=args.on_error)
     graft = load_tags(args.graft, on_error=args.on_error) if args.graft else None
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         lexical
         and grafted is None
         and lexical["titles_matched"] < _ABSTRACT_NAMES
-        and 2 * sum(t.kind == "attribute_value" for t in tags) <= len(tags)
+        and 2 * sum(t.kind in ATTRIBUTE_KINDS for t in tags) <= len(tags)
     ):
         logger.warning(
             "only %.0f%% of the catalog's titles name a tag: the tag names look abstract ('Upper "

@@ -84,15 +84,11 @@ def _saved_and_legacy(tmp_path: Path, names: list[str], setting: str) -> tuple[T
     tags = [Tag(str(i), n) for i, n in enumerate(names)]
     n = len(names)
     caps = {"lexical_missing_modifiers": 1.0, "lexical_unnamed_kind": 1.0, setting: 0.5}
+    lexicon = TypeLexicon(
+        names, missing_modifiers=caps["lexical_missing_modifiers"], unnamed_kind=caps["lexical_unnamed_kind"]
+    )
     adj = ScoreAdjuster.for_tags(
-        tags,
-        np.zeros(n),
-        np.ones(n),
-        1.0,
-        False,
-        lexical_weight=2.0,
-        lexical_missing_modifiers=caps["lexical_missing_modifiers"],
-        lexical_unnamed_kind=caps["lexical_unnamed_kind"],
+        tags, np.zeros(n), np.ones(n), 1.0, False, lexical_weight=2.0, lexicon=lexicon
     )
     adj.save(tmp_path)
     loaded = ScoreAdjuster.load(tmp_path, n, names).lexicon
