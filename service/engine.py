@@ -163,7 +163,7 @@ class Engine:
                 top_k,
                 threshold,
                 include_ancestors,
-                titles=[p.title for p in products],
+                titles=self.index.match_texts(products),
             )
         return results, texts, vectors
 
@@ -207,7 +207,8 @@ class Engine:
         """What an adapted index's title match added to each given tag's score for this product
         (``vector`` (dim,)); empty for an index that does not match titles."""
         with self._lock.read():
-            part = self.index.title_match(vector[None, :], [product.title])  # (1, tags) or None
+            texts = self.index.match_texts([product])
+            part = self.index.title_match(vector[None, :], texts)  # (1, tags) or None
             if part is None:
                 return {}
             return {t: float(part[0, self.index.row(t)]) for t in tag_ids if t in self.index}

@@ -170,7 +170,7 @@ def review_queue(
         scores, ids = scorer.top(x, depth)
         counts = dict(zip(scorer.targets, scorer.counts.tolist(), strict=True))
     else:  # the scores `tag` shows: an adapted index's (title match included), else cosine
-        scores, ids = index.nearest_tags(x, depth, [q.title for q in pool])
+        scores, ids = index.nearest_tags(x, depth, index.match_texts(pool))
         counts = {}
     margin = scores[:, 0] - scores[:, 1]  # (m,)
     # Cosine to the nearest labelled product (m,); 0 when nothing is labelled yet.

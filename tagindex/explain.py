@@ -229,7 +229,7 @@ class Explainer:
         tag_ids = [a.tag for a in chosen]
         logits, cross_logits = self._logits(product, tag_ids, by_tag)
         words = self._occlusion(product, vector, tag_ids)
-        title_match = index.title_match(vector[None, :], [product.title])  # (1, tags) or None
+        title_match = index.title_match(vector[None, :], index.match_texts([product]))  # (1, tags) or None
         via = index.title_match_via(product.title) if title_match is not None else {}
         items = []
         for a in chosen:

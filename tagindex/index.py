@@ -520,7 +520,7 @@ class TagIndex:
             threshold,
             include_ancestors,
             leave_one_out,
-            titles=[p.title for p in products],
+            titles=self.match_texts(products),
         )
 
     def tag_vectors(
@@ -590,6 +590,14 @@ class TagIndex:
         match = self.adjuster.match(titles) if titles is not None else None
         scores, rows = self.adjuster.top(vectors @ self._vectors.T, k, lexical=match)
         return scores, [[self._tags[r].id for r in row] for row in rows.tolist()]
+
+    def match_texts(self, products: Sequence[Product]) -> list[str]:
+        """What an adapted index's title match reads for each product (its title, with its shop
+        category where the index reads one): the ``titles`` of :meth:`tag_vectors`,
+        :meth:`nearest_tags` and :meth:`title_match`."""
+        if self.adjuster is None:
+            return [p.title for p in products]
+        return self.adjuster.match_texts(products)
 
     def title_match(self, vectors: np.ndarray, titles: Sequence[str]) -> np.ndarray | None:
         """What an adapted index's product-type match adds to each tag's score, (n, tags) for the

@@ -270,7 +270,7 @@ class TaggingPipeline:
                 vectors,
                 max(top_k, depth or 0),
                 leave_one_out=leave_one_out,
-                titles=[p.title for p in products],
+                titles=index.match_texts(products),
             )
         )
         if reranker is not None:

@@ -17,11 +17,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
 
 from tagindex.text import word_key
+
+if TYPE_CHECKING:
+    from tagindex.schema import Product
 
 _WORD = re.compile(r"[a-z][a-z0-9'-]*[a-z]|[a-z]")
 # Where a title's product phrase ends: a qualifier, a variant, a size or a seller's suffix follows.
@@ -33,6 +37,15 @@ _ALT = re.compile(r"\s*((?<=[a-z]{2})/(?=[a-z]{2})|&|,|\band\b|\bor\b)\s*", re.I
 # How many words before a title's head may name its kind (:class:`TypeLexicon` ``unnamed_kind``):
 # 2 on the AE/OA titles -> Shopify check (acceptable top-1 0.791 / 0.797 / 0.796 with 1 / 2 / 3).
 _KIND_WINDOW = 2
+# Between a product's title and its shop's own category in a match text (:func:`match_text`).
+_CATEGORY_SEP = "\x1f"
+# Separators of a shop's category path: "Home > Pond Supplies", "Harnesses >> Safety", "Alterna|Shampoo",
+# "Men/Underwear/Undertees"; braces hold a platform's notes ("{set=Media > Books}").
+_PATH_SEP = re.compile(r"\s*(?:>>?|»|\|)\s*|/")
+_BRACES = re.compile(r"\{[^}]*\}")
+# Product attributes that commonly hold a shop's own category: MWPD's scraped breadcrumbs, a feed's
+# category, a Shopify export's product type.
+CATEGORY_ATTRIBUTES = ("breadcrumb", "category", "product_type")
 _STOP = frozenset({"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s", "men", "women"})
 
 
@@ -57,6 +70,52 @@ def _phrase_keys(title: str) -> list[str]:
     *ancestors, last = title.split(_CRUMB)
     keys = _keys(" ".join(ancestors)) + _keys(_CUT.split(last, maxsplit=1)[0])
     return keys or _keys(title)  # the cut left nothing (a title starting with a qualifier): all of it
+
+
+def category_path(value: str) -> str | None:
+    """A shop's own category value as a path "A > B > C" (the form :func:`_phrase_keys` reads), or
+    None for a value that names no category (empty, a web address)."""
+    if "://" in value:
+        return None
+    segments = [s.strip() for s in _PATH_SEP.split(_BRACES.sub(" ", value)) if _WORD.search(s.lower())]
+    return _CRUMB.join(segments) if segments else None
+
+
+def match_text(title: str, category: str | None = None) -> str:
+    """What the title match reads for a product: its title and, when given, its shop's own category
+    (:func:`category_path` of a breadcrumb attribute), which :class:`TypeLexicon` reads only with a
+    ``category`` strength."""
+    path = category_path(category) if category else None
+    return f"{title}{_CATEGORY_SEP}{path}" if path else title
+
+
+def product_match_text(product: Product, attributes: Sequence[str]) -> str:
+    """:func:`match_text` of a product, its category taken from the first of ``attributes`` it has."""
+    for name in attributes:
+        value = product.attributes.get(name)
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        if isinstance(value, str) and value.strip():
+            return match_text(product.title, value)
+    return product.title
+
+
+def _category_phrases(path: str) -> list[str]:
+    """The product phrases a category path names: its last segment's alternatives, each with the
+    ancestors in front ("Luggage & Bags > Laptop Bags & Cases" names laptop bags and laptop cases:
+    a later lone word shares the modifiers of the first alternative, as a category name means)."""
+    *ancestors, last = path.split(_CRUMB)
+    pieces = [p for p in _ALT.split(last)[0::2] if _WORD.search(p.lower())]
+    if not pieces:
+        return []
+    first = pieces[0].split()
+    phrases = []
+    for i, piece in enumerate(pieces):
+        words = piece.split()
+        if i and len(words) == 1 and len(first) > 1:
+            words = first[:-1] + words
+        phrases.append(_CRUMB.join([*ancestors, " ".join(words)]))
+    return phrases
 
 
 def title_head(title: str) -> tuple[str | None, frozenset[str]]:
@@ -84,6 +143,11 @@ class TypeLexicon:
             before the head names a kind of it (a word other tags with the head have as a
             modifier) and the tag does not name that kind: costume "Masks" for "Face Mask", which
             "Fashion Face Masks" names; "Guitars" for "Electric Guitar" (1.0: kinds do not matter).
+        category: The most a match through a product's own category (its shop's breadcrumb, the
+            part of a :func:`match_text` after the title) counts, read only when the title names
+            no tag fully: "Nature's Promise Rabbit Pellets" in "Small Pet Food" (0: never read).
+        category_attributes: The product attributes holding that category, first found first
+            (:meth:`match_texts`).
     """
 
     def __init__(
@@ -92,8 +156,12 @@ class TypeLexicon:
         generic_df: int = 5,
         missing_modifiers: float = 1.0,
         unnamed_kind: float = 1.0,
+        category: float = 0.0,
+        category_attributes: Sequence[str] = (),
     ) -> None:
         self.n_tags = len(names)
+        self.category = float(category)
+        self.category_attributes = tuple(category_attributes)
         self.missing_modifiers = float(missing_modifiers)
         self.unnamed_kind = float(unnamed_kind)
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
@@ -179,10 +247,24 @@ class TypeLexicon:
         self.grafted_sources = list(sources) if sources is not None else []
         self.graft_strength = float(strength)
         self._lent = (
-            TypeLexicon(self.grafted_names, self.generic_df, self.missing_modifiers, self.unnamed_kind)
+            TypeLexicon(
+                self.grafted_names,
+                self.generic_df,
+                self.missing_modifiers,
+                self.unnamed_kind,
+                self.category,
+                self.category_attributes,
+            )
             if names
             else None
         )
+
+    def match_texts(self, products: Sequence[Product]) -> list[str]:
+        """What :meth:`scores` reads for each product: its title, and its category where this
+        lexicon reads one (:func:`product_match_text`)."""
+        if self.category <= 0 or not self.category_attributes:
+            return [p.title for p in products]
+        return [product_match_text(p, self.category_attributes) for p in products]
 
     def scores(self, titles: Sequence[str], other_word: float = 0.25) -> sparse.csr_matrix:
         """Match strength (n, tags) in [0, 1], sparse (most tags match no word of a title).
@@ -192,7 +274,8 @@ class TypeLexicon:
         ``g + (1 - g) x share``, where ``share`` is the share of the tag's modifiers in the phrase (1
         for a tag without modifiers) and ``g`` the head's weight (1 up to ``generic_df`` tags with
         that head). A tag also matches through the names lent to it (:meth:`graft`), at the graft's
-        strength; the larger match counts.
+        strength; the larger match counts. A title may carry its product's category
+        (:func:`match_text`; read with a ``category`` strength).
         """
         row_a, col_a, val_a = self._own(titles, other_word)
         if self._lent is not None:
@@ -237,12 +320,28 @@ class TypeLexicon:
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
-        for i, title in enumerate(titles):
-            ordered = _phrase_keys(title)
-            if not ordered:
-                continue
+        for i, text in enumerate(titles):
+            title, _, category = text.partition(_CATEGORY_SEP)
+            best = self._phrase_match(title, other_word)
+            if category and self.category > 0 and max(best.values(), default=0.0) < 1.0:
+                for phrase in _category_phrases(category):
+                    for row, value in self._phrase_match(phrase, other_word).items():
+                        best[row] = max(best.get(row, 0.0), self.category * value)
+            rows.extend([i] * len(best))
+            cols.extend(best)
+            vals.extend(best.values())
+        return (
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(cols, dtype=np.int64),
+            np.asarray(vals, dtype=np.float32),
+        )
+
+    def _phrase_match(self, title: str, other_word: float) -> dict[int, float]:
+        """Tag row -> match strength of one title (or category phrase)."""
+        best: dict[int, float] = {}
+        ordered = _phrase_keys(title)
+        if ordered:
             head, keys = ordered[-1], frozenset(ordered)
-            best: dict[int, float] = {}
             # The kinds of the head the title names ("face" of "Face Mask"): a kind word just before
             # the head, not a brand's ("Top of the World ... Baseball Hat" is no top hat).
             named_kinds = (
@@ -271,14 +370,7 @@ class TypeLexicon:
                     for row in self._by_value_key.get(key, ()):
                         if best.get(row, 0.0) < 1.0 and self._values[row] <= words:
                             best[row] = 1.0
-            rows.extend([i] * len(best))
-            cols.extend(best)
-            vals.extend(best.values())
-        return (
-            np.asarray(rows, dtype=np.int64),
-            np.asarray(cols, dtype=np.int64),
-            np.asarray(vals, dtype=np.float32),
-        )
+        return best
 
 
 def _max_per_cell(

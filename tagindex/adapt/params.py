@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from tagindex.adapt.hierarchy import fixed_depth, parent_rows
+from tagindex.adapt.lexical import CATEGORY_ATTRIBUTES
 from tagindex.config import _Params
 
 if TYPE_CHECKING:
@@ -145,6 +146,12 @@ class AdaptParams(_Params):
     # top-1 0.763 -> 0.797); Shopify->Google, MWPD and AE/OA within 0.2 points; the judged demo
     # unchanged (138 of 200). docs/benchmarks.md, "Session 16".
     lexical_unnamed_kind: float = 0.5
+    # Where a title names no tag, the product's own category (its shop's breadcrumb: "Small Pet
+    # Food" for "Nature's Promise Rabbit Pellets") is matched like a title, at this strength (0:
+    # never read). Chosen on MWPD dev100 (+ graft: R@1 0.50 -> 0.54); docs/benchmarks.md, "Session 17".
+    lexical_category: float = 0.5
+    # The product attributes that hold that category, the first one a product has counts.
+    lexical_category_attributes: list[str] = field(default_factory=lambda: list(CATEGORY_ATTRIBUTES))
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
     # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
     # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched

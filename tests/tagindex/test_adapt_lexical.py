@@ -12,7 +12,7 @@ import pytest
 from tagindex import Product, Tag, TagIndex
 from tagindex.active import QueueParams, review_queue
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
-from tagindex.adapt.lexical import TypeLexicon, title_head
+from tagindex.adapt.lexical import TypeLexicon, category_path, match_text, title_head
 from tagindex.convert import convert
 from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
@@ -131,6 +131,65 @@ def test_a_tag_naming_none_of_the_titles_kinds_matches_at_most_its_cap(tmp_path:
     lender = TypeLexicon(["Guitars"], unnamed_kind=0.5)
     lender.graft(["Guitars", "Electric Guitars"], [0, 0])
     assert lender._lent is not None and lender._lent.unnamed_kind == 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [  # real MWPD breadcrumbs
+        ("Home > Aquarium Supplies > Pumps and Powerheads > Water Pumps", None),
+        ("Dog Harnesses >> Safety Harnesses", "Dog Harnesses > Safety Harnesses"),
+        ("Alterna|Shampoo", "Alterna > Shampoo"),
+        ("Men/Underwear/Undertees", "Men > Underwear > Undertees"),
+        ("Media > Books > Business & Economics : Motivational {set=Media > Books}", None),
+        ("http://www.wholesalepoint.com/product/Covidien-P2336C", "none"),
+        ("/antiques", "antiques"),
+        (" | ", "none"),
+    ],
+)
+def test_a_shop_category_is_read_as_a_path(value: str, path: str | None) -> None:
+    expected = value if path is None else (None if path == "none" else path)
+    if path is None:
+        expected = " > ".join(s.strip() for s in value.split("{")[0].split(">"))
+    assert category_path(value) == expected
+    assert match_text("T", value) == ("T" if expected is None else f"T\x1f{expected}")
+
+
+def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Path) -> None:
+    # Real Shopify names; real MWPD titles and breadcrumbs.
+    names = ["Food Mixers", "Mixers", "Cement Mixers", "Laptop Bags", "Speaker Bags, Covers & Cases", "Shampoo"]
+    lexicon = TypeLexicon(names, category=0.5, category_attributes=["breadcrumb"])
+    products = [
+        Product("1", "Sunbeam FPSBHS0301 Hand and Stand Food Mixer Combo", attributes={"breadcrumb": "Food Mixers"}),
+        Product("2", "Tech Air CASETAN3202", attributes={"breadcrumb": "Luggage & Bags > Laptop Bags & Cases"}),
+        Product("3", "Organic Lavender Shampoo", attributes={"breadcrumb": "Food Mixers"}),
+        Product("4", "Tech Air CASETAN3202"),
+    ]
+    texts = lexicon.match_texts(products)
+    assert texts[3] == "Tech Air CASETAN3202"
+    scores = lexicon.scores(texts).toarray()
+    off = TypeLexicon(names).scores(texts).toarray()  # category 0: the same texts, titles only
+    assert scores[0, 0] == pytest.approx(0.5) and off[0, 0] == 0.25  # "Combo" names no tag
+    # "Laptop Bags & Cases" names laptop bags and laptop cases (its last word alone would be "Cases").
+    assert scores[1, 3] == pytest.approx(0.5) and scores[1, 4] <= 0.5 and not off[1].any()
+    # A title that names a tag is not overruled by its category.
+    np.testing.assert_array_equal(scores[2], off[2])
+    np.testing.assert_array_equal(scores[3], off[3])
+    # The setting travels with the index; one adapted before it existed reads titles only.
+    tags = [Tag(str(i), n) for i, n in enumerate(names)]
+    n = len(names)
+    adj = ScoreAdjuster.for_tags(tags, np.zeros(n), np.ones(n), 1.0, False, lexical_weight=2.0, lexicon=lexicon)
+    adj.save(tmp_path)
+    loaded = ScoreAdjuster.load(tmp_path, n, names)
+    assert loaded.match_texts(products) == texts
+    info = tmp_path / "adapt" / "adjuster.json"
+    old = json.loads(info.read_text())
+    del old["lexical_category"], old["lexical_category_attributes"]
+    info.write_text(json.dumps(old))
+    legacy = ScoreAdjuster.load(tmp_path, n, names)
+    assert legacy.match_texts(products) == [p.title for p in products]
+    # Lent names read the category the same way.
+    lexicon.graft(["Hand Mixers"], [1])
+    assert lexicon._lent is not None and lexicon._lent.category == 0.5
 
 
 def test_real_shopify_names_match_real_mwpd_titles(shopify_dir: Path, mwpd_dir: Path) -> None:
