@@ -143,9 +143,10 @@ class TypeLexicon:
             before the head names a kind of it (a word other tags with the head have as a
             modifier) and the tag does not name that kind: costume "Masks" for "Face Mask", which
             "Fashion Face Masks" names; "Guitars" for "Electric Guitar" (1.0: kinds do not matter).
-        category: The most a match through a product's own category (its shop's breadcrumb, the
-            part of a :func:`match_text` after the title) counts, read only when the title names
-            no tag fully: "Nature's Promise Rabbit Pellets" in "Small Pet Food" (0: never read).
+        category: The match of a tag that a product's own category (its shop's breadcrumb, the
+            part of a :func:`match_text` after the title) names fully, read only when the title
+            names no tag fully: "Hand Mixers" for "... Hand and Stand Mixer Combo" in a shop's
+            "Hand Mixers" (0: never read).
         category_attributes: The product attributes holding that category, first found first
             (:meth:`match_texts`).
     """
@@ -324,9 +325,12 @@ class TypeLexicon:
             title, _, category = text.partition(_CATEGORY_SEP)
             best = self._phrase_match(title, other_word)
             if category and self.category > 0 and max(best.values(), default=0.0) < 1.0:
+                # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
+                # names fully count, not those it half names ("Sheet Music" for "Music").
                 for phrase in _category_phrases(category):
                     for row, value in self._phrase_match(phrase, other_word).items():
-                        best[row] = max(best.get(row, 0.0), self.category * value)
+                        if value >= 1.0:
+                            best[row] = max(best.get(row, 0.0), self.category)
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())

@@ -31,7 +31,7 @@ from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
 from tagindex.adapt.graft import place_source
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
-from tagindex.adapt.lexical import TypeLexicon, product_match_text
+from tagindex.adapt.lexical import TypeLexicon
 from tagindex.adapt.params import AdaptParams, unlevelled_categories
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -472,11 +472,9 @@ def adapt(
         raise ValueError("adapt needs at least one catalog product")
     start = time.perf_counter()
     unlabelled = [Product(p.id, p.title, p.description, p.attributes) for p in products]  # labels dropped
-    titles = (
-        [product_match_text(p, params.lexical_category_attributes) for p in unlabelled]
-        if params.lexical_category > 0
-        else [p.title for p in unlabelled]
-    )
+    # Self-training reads titles only: a shop's category is evidence about its own product when it
+    # is tagged (TagIndex.match_texts), too noisy to move the tags' prototypes (session 17).
+    titles = [p.title for p in unlabelled]
     report: dict[str, Any] = {"params": params.to_dict(), "finetune": []}
     for ft_round in range(params.finetune_rounds + 1):
         index = TagIndex.build(

@@ -156,19 +156,23 @@ def test_a_shop_category_is_read_as_a_path(value: str, path: str | None) -> None
 
 def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Path) -> None:
     # Real Shopify names; real MWPD titles and breadcrumbs.
-    names = ["Food Mixers", "Mixers", "Cement Mixers", "Laptop Bags", "Speaker Bags, Covers & Cases", "Shampoo"]
-    lexicon = TypeLexicon(names, category=0.5, category_attributes=["breadcrumb"])
+    names = ["Food Mixers", "Mixers", "Cement Mixers", "Laptop Bags", "Speaker Bags, Covers & Cases"]
+    names.append("Shampoo")
+    lexicon = TypeLexicon(names, missing_modifiers=0.5, category=0.5, category_attributes=["breadcrumb"])
+    laptop = {"breadcrumb": "Luggage & Bags > Laptop Bags & Cases"}
+    food = {"breadcrumb": "Food Mixers"}
     products = [
-        Product("1", "Sunbeam FPSBHS0301 Hand and Stand Food Mixer Combo", attributes={"breadcrumb": "Food Mixers"}),
-        Product("2", "Tech Air CASETAN3202", attributes={"breadcrumb": "Luggage & Bags > Laptop Bags & Cases"}),
-        Product("3", "Organic Lavender Shampoo", attributes={"breadcrumb": "Food Mixers"}),
+        Product("1", "Sunbeam FPSBHS0301 Hand and Stand Mixer Combo", attributes=food),
+        Product("2", "Tech Air CASETAN3202", attributes=laptop),
+        Product("3", "Organic Lavender Shampoo", attributes=food),
         Product("4", "Tech Air CASETAN3202"),
     ]
     texts = lexicon.match_texts(products)
     assert texts[3] == "Tech Air CASETAN3202"
     scores = lexicon.scores(texts).toarray()
-    off = TypeLexicon(names).scores(texts).toarray()  # category 0: the same texts, titles only
-    assert scores[0, 0] == pytest.approx(0.5) and off[0, 0] == 0.25  # "Combo" names no tag
+    off = TypeLexicon(names, missing_modifiers=0.5).scores(texts).toarray()  # category 0: titles only
+    assert scores[0, 0] == pytest.approx(0.5) and off[0, 0] < 0.5  # "Combo" names no tag
+    assert scores[0, 2] == off[0, 2] < 0.5  # "Cement Mixers", half named by the category: title only
     # "Laptop Bags & Cases" names laptop bags and laptop cases (its last word alone would be "Cases").
     assert scores[1, 3] == pytest.approx(0.5) and scores[1, 4] <= 0.5 and not off[1].any()
     # A title that names a tag is not overruled by its category.
@@ -177,7 +181,8 @@ def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Pa
     # The setting travels with the index; one adapted before it existed reads titles only.
     tags = [Tag(str(i), n) for i, n in enumerate(names)]
     n = len(names)
-    adj = ScoreAdjuster.for_tags(tags, np.zeros(n), np.ones(n), 1.0, False, lexical_weight=2.0, lexicon=lexicon)
+    zeros, ones = np.zeros(n), np.ones(n)
+    adj = ScoreAdjuster.for_tags(tags, zeros, ones, 1.0, False, lexical_weight=2.0, lexicon=lexicon)
     adj.save(tmp_path)
     loaded = ScoreAdjuster.load(tmp_path, n, names)
     assert loaded.match_texts(products) == texts
