@@ -145,8 +145,8 @@ class TypeLexicon:
             "Fashion Face Masks" names; "Guitars" for "Electric Guitar" (1.0: kinds do not matter).
         category: The match of a tag that a product's own category (its shop's breadcrumb, the
             part of a :func:`match_text` after the title) names fully, read only when the title
-            names no tag fully: "Hand Mixers" for "... Hand and Stand Mixer Combo" in a shop's
-            "Hand Mixers" (0: never read).
+            names no tag fully: "Sump Pumps" for "Lid Corporation 2E-NDUR PUMP" in a shop's
+            "... Plumbing > Sump Pumps" (0: never read).
         category_attributes: The product attributes holding that category, first found first
             (:meth:`match_texts`).
     """

@@ -147,9 +147,9 @@ class AdaptParams(_Params):
     # unchanged (138 of 200). docs/benchmarks.md, "Session 16".
     lexical_unnamed_kind: float = 0.5
     # When a product is tagged and its title names no tag fully, a tag its own category (its shop's
-    # breadcrumb, "Hand Mixers") names fully matches at this strength (0: never read). Not read in
-    # self-training. Chosen on MWPD dev100 (+ graft: R@1 0.50 -> 0.54, MiniLM 0.19 -> 0.21); AE/OA
-    # unchanged; docs/benchmarks.md, "Session 17".
+    # breadcrumb, "... Plumbing > Sump Pumps") names fully matches at this strength (0: never
+    # read). Not read in self-training. Chosen on MWPD dev100 (+ graft: R@1 0.50 -> 0.54, MiniLM
+    # 0.19 -> 0.21); AE/OA unchanged; docs/benchmarks.md, "Session 17".
     lexical_category: float = 0.5
     # The product attributes that hold that category, the first one a product has counts.
     lexical_category_attributes: list[str] = field(default_factory=lambda: list(CATEGORY_ATTRIBUTES))
