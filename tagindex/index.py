@@ -595,9 +595,10 @@ class TagIndex:
         """What an adapted index's title match reads for each product (its title, with its shop
         category where the index reads one): the ``titles`` of :meth:`tag_vectors`,
         :meth:`nearest_tags` and :meth:`title_match`."""
-        if self.adjuster is None:
+        lexicon = self.adjuster.lexicon if self.adjuster is not None else None
+        if lexicon is None:
             return [p.title for p in products]
-        return self.adjuster.match_texts(products)
+        return lexicon.match_texts(products)
 
     def title_match(self, vectors: np.ndarray, titles: Sequence[str]) -> np.ndarray | None:
         """What an adapted index's product-type match adds to each tag's score, (n, tags) for the

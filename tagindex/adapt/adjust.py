@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows, path_scores
 from tagindex.adapt.lexical import TypeLexicon
-from tagindex.schema import Product, Tag
+from tagindex.schema import Tag
 from tagindex.store import IndexFormatError
 
 if TYPE_CHECKING:
@@ -143,13 +143,6 @@ class ScoreAdjuster:
     def rankable(self) -> np.ndarray:
         """Rows of the tags that :meth:`top` ranks (all, or the leaves with ``leaves_only``)."""
         return self._rankable if self._rankable is not None else np.arange(len(self))
-
-    def match_texts(self, products: Sequence[Product]) -> list[str]:
-        """What :meth:`match` reads for each product: its title, with its category where the
-        lexicon reads one (:meth:`tagindex.adapt.lexical.TypeLexicon.match_texts`)."""
-        if self.lexicon is None:
-            return [p.title for p in products]
-        return self.lexicon.match_texts(products)
 
     def match(self, titles: Sequence[str]) -> sparse.csr_matrix | None:
         """Title match strengths (n, tags) for :meth:`adjust`; None when the index does not use them."""

@@ -85,6 +85,7 @@ def match_text(title: str, category: str | None = None) -> str:
     """What the title match reads for a product: its title and, when given, its shop's own category
     (:func:`category_path` of a breadcrumb attribute), which :class:`TypeLexicon` reads only with a
     ``category`` strength."""
+    title = title.replace(_CATEGORY_SEP, " ")  # a control character in the data is no category
     path = category_path(category) if category else None
     return f"{title}{_CATEGORY_SEP}{path}" if path else title
 
@@ -306,6 +307,7 @@ class TypeLexicon:
         explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""
         if self._lent is None:
             return {}
+        title = match_text(title)
         _, own_cols, own_vals = self._own([title], other_word)
         own = dict(zip(own_cols.tolist(), own_vals.tolist(), strict=True))
         best: dict[int, tuple[float, int]] = {}
@@ -322,9 +324,10 @@ class TypeLexicon:
         cols: list[int] = []
         vals: list[float] = []
         for i, text in enumerate(titles):
-            title, _, category = text.partition(_CATEGORY_SEP)
+            # Only a lexicon that reads categories splits one off (a title from match_text).
+            title, _, category = text.partition(_CATEGORY_SEP) if self.category > 0 else (text, "", "")
             best = self._phrase_match(title, other_word)
-            if category and self.category > 0 and max(best.values(), default=0.0) < 1.0:
+            if category and max(best.values(), default=0.0) < 1.0:
                 # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
                 # names fully count, not those it half names ("Sheet Music" for "Music").
                 for phrase in _category_phrases(category):

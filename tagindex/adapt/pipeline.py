@@ -31,7 +31,7 @@ from tagindex.adapt.enrich import drift_guard, enriched_text, mine_terms
 from tagindex.adapt.graft import place_source
 from tagindex.adapt.hierarchy import leaves_mask, parent_rows
 from tagindex.adapt.hubness import fit_hubness, fit_occurrence_cap
-from tagindex.adapt.lexical import TypeLexicon
+from tagindex.adapt.lexical import TypeLexicon, match_text
 from tagindex.adapt.params import AdaptParams, unlevelled_categories
 from tagindex.adapt.propagate import mutual_knn, spread
 from tagindex.adapt.selftrain import confident, prototypes, pseudo_labels
@@ -474,7 +474,7 @@ def adapt(
     unlabelled = [Product(p.id, p.title, p.description, p.attributes) for p in products]  # labels dropped
     # Self-training reads titles only: a shop's category is evidence about its own product when it
     # is tagged (TagIndex.match_texts), too noisy to move the tags' prototypes (session 17).
-    titles = [p.title for p in unlabelled]
+    titles = [match_text(p.title) for p in unlabelled]
     report: dict[str, Any] = {"params": params.to_dict(), "finetune": []}
     for ft_round in range(params.finetune_rounds + 1):
         index = TagIndex.build(

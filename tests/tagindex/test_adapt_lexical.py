@@ -170,7 +170,9 @@ def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Pa
     texts = lexicon.match_texts(products)
     assert texts[3] == "Tech Air CASETAN3202"
     scores = lexicon.scores(texts).toarray()
-    off = TypeLexicon(names, missing_modifiers=0.5).scores(texts).toarray()  # category 0: titles only
+    off_lexicon = TypeLexicon(names, missing_modifiers=0.5)  # category 0: titles only
+    assert off_lexicon.match_texts(products) == [p.title for p in products]
+    off = off_lexicon.scores(off_lexicon.match_texts(products)).toarray()
     assert scores[0, 0] == pytest.approx(0.5) and off[0, 0] < 0.5  # "Combo" names no tag
     assert scores[0, 2] == off[0, 2] < 0.5  # "Cement Mixers", half named by the category: title only
     # "Laptop Bags & Cases" names laptop bags and laptop cases (its last word alone would be "Cases").
@@ -184,14 +186,17 @@ def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Pa
     zeros, ones = np.zeros(n), np.ones(n)
     adj = ScoreAdjuster.for_tags(tags, zeros, ones, 1.0, False, lexical_weight=2.0, lexicon=lexicon)
     adj.save(tmp_path)
-    loaded = ScoreAdjuster.load(tmp_path, n, names)
-    assert loaded.match_texts(products) == texts
+    loaded = ScoreAdjuster.load(tmp_path, n, names).lexicon
+    assert loaded is not None and loaded.match_texts(products) == texts
     info = tmp_path / "adapt" / "adjuster.json"
     old = json.loads(info.read_text())
     del old["lexical_category"], old["lexical_category_attributes"]
     info.write_text(json.dumps(old))
-    legacy = ScoreAdjuster.load(tmp_path, n, names)
-    assert legacy.match_texts(products) == [p.title for p in products]
+    legacy = ScoreAdjuster.load(tmp_path, n, names).lexicon
+    assert legacy is not None and legacy.match_texts(products) == [p.title for p in products]
+    # A title holding the separator's control character is read whole, never as a category.
+    odd = Product("5", "Organic Lavender\x1fShampoo", attributes=food)
+    assert lexicon.scores(lexicon.match_texts([odd])).toarray()[0, 5] == 1.0
     # Lent names read the category the same way.
     lexicon.graft(["Hand Mixers"], [1])
     assert lexicon._lent is not None and lexicon._lent.category == 0.5
