@@ -46,7 +46,14 @@ _BRACES = re.compile(r"\{[^}]*\}")
 # Product attributes that commonly hold a shop's own category: MWPD's scraped breadcrumbs, a feed's
 # category, a Shopify export's product type.
 CATEGORY_ATTRIBUTES = ("breadcrumb", "category", "product_type")
-_STOP = frozenset({"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s", "men", "women"})
+# Audience words are no product type: "... Racerback Bra Woman" names a bra, "Shoes woman" shoes.
+_STOP = frozenset(
+    {"a", "an", "the", "of", "for", "and", "or", "with", "to", "in", "on", "s"}
+    | {"men", "women", "man", "woman", "lady", "ladi"}  # "ladi": the key of "ladies"
+)
+# A site's home link that opens many breadcrumbs ("Home > Pond Supplies"): no category, and read as
+# one it would name "Home & Garden".
+_HOME = frozenset({"home", "home page", "homepage"})
 
 
 def _keys(text: str) -> list[str]:
@@ -78,6 +85,8 @@ def category_path(value: str) -> str | None:
     if "://" in value:
         return None
     segments = [s.strip() for s in _PATH_SEP.split(_BRACES.sub(" ", value)) if _WORD.search(s.lower())]
+    while segments and segments[0].lower() in _HOME:
+        segments = segments[1:]
     return _CRUMB.join(segments) if segments else None
 
 
@@ -150,6 +159,10 @@ class TypeLexicon:
             "... Plumbing > Sump Pumps" (0: never read).
         category_attributes: The product attributes holding that category, first found first
             (:meth:`match_texts`).
+        category_levels: How many of the category's segments are tried, deepest first, when the
+            deeper ones name no tag fully: a breadcrumb often ends in a brand, a price band or the
+            product's own title ("Vitamins & Supplements > Supplements > Nutraspray"); 1: the last
+            segment only.
     """
 
     def __init__(
@@ -160,10 +173,14 @@ class TypeLexicon:
         unnamed_kind: float = 1.0,
         category: float = 0.0,
         category_attributes: Sequence[str] = (),
+        category_levels: int = 1,
     ) -> None:
+        if category_levels < 1:
+            raise ValueError("category_levels must be at least 1")
         self.n_tags = len(names)
         self.category = float(category)
         self.category_attributes = tuple(category_attributes)
+        self.category_levels = int(category_levels)
         self.missing_modifiers = float(missing_modifiers)
         self.unnamed_kind = float(unnamed_kind)
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
@@ -256,6 +273,7 @@ class TypeLexicon:
                 self.unnamed_kind,
                 self.category,
                 self.category_attributes,
+                self.category_levels,
             )
             if names
             else None
@@ -328,12 +346,8 @@ class TypeLexicon:
             title, _, category = text.partition(_CATEGORY_SEP) if self.category > 0 else (text, "", "")
             best = self._phrase_match(title, other_word)
             if category and max(best.values(), default=0.0) < 1.0:
-                # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
-                # names fully count, not those it half names ("Sheet Music" for "Music").
-                for phrase in _category_phrases(category):
-                    for row, value in self._phrase_match(phrase, other_word).items():
-                        if value >= 1.0:
-                            best[row] = max(best.get(row, 0.0), self.category)
+                for row in self._category_rows(category, other_word):
+                    best[row] = max(best.get(row, 0.0), self.category)
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())
@@ -342,6 +356,23 @@ class TypeLexicon:
             np.asarray(cols, dtype=np.int64),
             np.asarray(vals, dtype=np.float32),
         )
+
+    def _category_rows(self, path: str, other_word: float) -> list[int]:
+        """The tags a category path names fully, read from its deepest segment that names any (up
+        to ``category_levels`` segments from the end)."""
+        segments = path.split(_CRUMB)
+        for end in range(len(segments), max(0, len(segments) - self.category_levels), -1):
+            # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
+            # names fully count, not those it half names ("Sheet Music" for "Music").
+            rows = [
+                row
+                for phrase in _category_phrases(_CRUMB.join(segments[:end]))
+                for row, value in self._phrase_match(phrase, other_word).items()
+                if value >= 1.0
+            ]
+            if rows:
+                return rows
+        return []
 
     def _phrase_match(self, title: str, other_word: float) -> dict[int, float]:
         """Tag row -> match strength of one title (or category phrase)."""
