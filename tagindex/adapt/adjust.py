@@ -123,7 +123,6 @@ class ScoreAdjuster:
             info["lexical_unnamed_kind"] = lexicon.unnamed_kind
             info["lexical_category"] = lexicon.category
             info["lexical_category_attributes"] = list(lexicon.category_attributes)
-            info["lexical_category_levels"] = lexicon.category_levels
         return cls(
             bias,
             scale,
@@ -270,7 +269,6 @@ class ScoreAdjuster:
                     # and before session 17 read no category.
                     float(info.get("lexical_category", 0.0)),
                     [str(a) for a in info.get("lexical_category_attributes", [])],
-                    int(info.get("lexical_category_levels", 1)),
                 )
                 graft = read_graft(directory)
                 if graft is not None:

@@ -56,6 +56,19 @@ _STOP = frozenset(
 _HOME = frozenset({"home", "home page", "homepage"})
 
 
+# Words that say whom a product is for; a tag named for one ("Men's Undershirts") does not match a
+# text that names only the other ("Women's ... Undershirt", a shop's "Womens clothing > Underwear").
+_MALE = frozenset({"men", "man", "male", "boy"})
+_FEMALE = frozenset({"women", "woman", "female", "lady", "ladi", "girl"})
+
+
+def _audience(text: str) -> str | None:
+    """The audience ``text`` names: "m" only men's (boys'), "f" only women's (girls'), else None."""
+    keys = {word_key(w.split("-")[-1]) for w in _WORD.findall(text.lower())}
+    male, female = bool(keys & _MALE), bool(keys & _FEMALE)
+    return "m" if male and not female else "f" if female and not male else None
+
+
 def _keys(text: str) -> list[str]:
     out = []
     for word in _WORD.findall(text.lower()):
@@ -159,10 +172,6 @@ class TypeLexicon:
             "... Plumbing > Sump Pumps" (0: never read).
         category_attributes: The product attributes holding that category, first found first
             (:meth:`match_texts`).
-        category_levels: How many of the category's segments are tried, deepest first, when the
-            deeper ones name no tag fully: a breadcrumb often ends in a brand, a price band or the
-            product's own title ("Vitamins & Supplements > Supplements > Nutraspray"); 1: the last
-            segment only.
     """
 
     def __init__(
@@ -173,18 +182,15 @@ class TypeLexicon:
         unnamed_kind: float = 1.0,
         category: float = 0.0,
         category_attributes: Sequence[str] = (),
-        category_levels: int = 1,
     ) -> None:
-        if category_levels < 1:
-            raise ValueError("category_levels must be at least 1")
         self.n_tags = len(names)
         self.category = float(category)
         self.category_attributes = tuple(category_attributes)
-        self.category_levels = int(category_levels)
         self.missing_modifiers = float(missing_modifiers)
         self.unnamed_kind = float(unnamed_kind)
         # Per tag: [(head key, modifier keys)] for each alternative of its name.
         self._alternatives: list[list[tuple[str, frozenset[str]]]] = []
+        self._audience: dict[int, str] = {}  # tag row -> "m" / "f" for a tag named for one (_audience)
         by_head: dict[str, list[int]] = {}
         # Per attribute-value tag: its value's keys; indexed by each key.
         self._values: dict[int, frozenset[str]] = {}
@@ -218,6 +224,8 @@ class TypeLexicon:
                 by_head.setdefault(keys[-1], []).append(row)
                 shared = []
             self._alternatives.append(alts)
+            if (audience := _audience(name)) is not None:
+                self._audience[row] = audience
         self._by_head = {h: sorted(set(rows)) for h, rows in by_head.items()}
         # Per head: every modifier some tag with that head has (the kinds the vocabulary names).
         kinds: dict[str, set[str]] = {}
@@ -273,7 +281,6 @@ class TypeLexicon:
                 self.unnamed_kind,
                 self.category,
                 self.category_attributes,
-                self.category_levels,
             )
             if names
             else None
@@ -346,8 +353,12 @@ class TypeLexicon:
             title, _, category = text.partition(_CATEGORY_SEP) if self.category > 0 else (text, "", "")
             best = self._phrase_match(title, other_word)
             if category and max(best.values(), default=0.0) < 1.0:
-                for row in self._category_rows(category, other_word):
-                    best[row] = max(best.get(row, 0.0), self.category)
+                # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
+                # names fully count, not those it half names ("Sheet Music" for "Music").
+                for phrase in _category_phrases(category):
+                    for row, value in self._phrase_match(phrase, other_word).items():
+                        if value >= 1.0:
+                            best[row] = max(best.get(row, 0.0), self.category)
             rows.extend([i] * len(best))
             cols.extend(best)
             vals.extend(best.values())
@@ -356,23 +367,6 @@ class TypeLexicon:
             np.asarray(cols, dtype=np.int64),
             np.asarray(vals, dtype=np.float32),
         )
-
-    def _category_rows(self, path: str, other_word: float) -> list[int]:
-        """The tags a category path names fully, read from its deepest segment that names any (up
-        to ``category_levels`` segments from the end)."""
-        segments = path.split(_CRUMB)
-        for end in range(len(segments), max(0, len(segments) - self.category_levels), -1):
-            # A shop's category is coarse and noisy ("Music", "Accessories"): only the tags it
-            # names fully count, not those it half names ("Sheet Music" for "Music").
-            rows = [
-                row
-                for phrase in _category_phrases(_CRUMB.join(segments[:end]))
-                for row, value in self._phrase_match(phrase, other_word).items()
-                if value >= 1.0
-            ]
-            if rows:
-                return rows
-        return []
 
     def _phrase_match(self, title: str, other_word: float) -> dict[int, float]:
         """Tag row -> match strength of one title (or category phrase)."""
@@ -387,10 +381,13 @@ class TypeLexicon:
                 if self.unnamed_kind < 1
                 else frozenset()
             )
+            audience = _audience(title) if self._audience else None
             for key in keys:
                 base = 1.0 if key == head else other_word
                 generic = self._weight.get(key, 0.0)
                 for row in self._by_head.get(key, ()):
+                    if audience is not None and self._audience.get(row, audience) != audience:
+                        continue
                     for alt_head, modifiers in self._alternatives[row]:
                         if alt_head != key:
                             continue

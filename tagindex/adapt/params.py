@@ -153,8 +153,6 @@ class AdaptParams(_Params):
     lexical_category: float = 0.5
     # The product attributes that hold that category, the first one a product has counts.
     lexical_category_attributes: list[str] = field(default_factory=lambda: list(CATEGORY_ATTRIBUTES))
-    # How many of the category's segments are tried, deepest first, when the deeper ones name no tag.
-    lexical_category_levels: int = 1
     # 2c. Taxonomy grafting (tagindex.adapt.graft; only with ``adapt --graft TAGS``): an outside
     # category taxonomy's names are lent to the target tags they name (head noun and all modifiers)
     # and that are among the category's ``graft_top_k`` nearest by vector, with their descendants, and matched

@@ -107,7 +107,6 @@ def tag_lexicon(tags: Sequence[Tag], params: AdaptParams) -> TypeLexicon:
         params.lexical_unnamed_kind,
         params.lexical_category,
         params.lexical_category_attributes,
-        params.lexical_category_levels,
     )
 
 

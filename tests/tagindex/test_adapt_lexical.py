@@ -39,6 +39,10 @@ def shopify_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         ("Apparel & Accessories > Handbags, Wallets & Cases > Wallets & Money Clips > Card Cases", "case"),
         ("Arts & Entertainment > Craft Paint, Ink & Glaze > Art Ink > Acrylic Ink, 30 ml", "ink"),
         ("12 - 34", None),
+        # An audience word is no product type (real MWPD titles and a breadcrumb's segment).
+        ("Icebreaker Sprite Racerback Bra Woman", "bra"),
+        ("Mavic Cosmic Pro Jersey Woman", "jersei"),
+        ("Shoes woman", "shoe"),
     ],
 )
 def test_title_head_is_the_last_word_before_the_first_qualifier(title: str, head: str | None) -> None:
@@ -136,7 +140,10 @@ def test_a_tag_naming_none_of_the_titles_kinds_matches_at_most_its_cap(tmp_path:
 @pytest.mark.parametrize(
     ("value", "path"),
     [  # real MWPD breadcrumbs
-        ("Home > Aquarium Supplies > Pumps and Powerheads > Water Pumps", None),
+        ("Home > Aquarium Supplies > Water Pumps", "Aquarium Supplies > Water Pumps"),
+        ("Home Page > Appliance Parts > Other > Coffee Maker", "Appliance Parts > Other > Coffee Maker"),
+        ("Home", "none"),  # a site's home link names no category ("Home & Garden" would be read)
+        ("Home & Garden > Pool & Spa", None),
         ("Dog Harnesses >> Safety Harnesses", "Dog Harnesses > Safety Harnesses"),
         ("Alterna|Shampoo", "Alterna > Shampoo"),
         ("Men/Underwear/Undertees", "Men > Underwear > Undertees"),
@@ -200,6 +207,24 @@ def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Pa
     # Lent names read the category the same way.
     lexicon.graft(["Hand Mixers"], [1])
     assert lexicon._lent is not None and lexicon._lent.category == 0.5
+
+
+def test_a_tag_named_for_one_audience_does_not_match_a_text_naming_the_other() -> None:
+    # Real Shopify names (Apparel & Accessories > Clothing > ...); real MWPD titles and breadcrumb.
+    names = ["Men's Undershirts", "Women's Undershirts", "Men's Underwear", "Girls' Underwear", "Bras"]
+    lex = TypeLexicon(names, category=0.5, category_attributes=["breadcrumb"])
+
+    def matched(text: str) -> set[str]:
+        return {names[j] for j in lex.scores([text]).tocoo().col.tolist()}
+
+    assert matched("Women's New Era Tri-Blend Undershirt") == {"Women's Undershirts"}
+    assert matched("Mens Cotton Crew Undershirt 3 Pack") >= {"Men's Undershirts"}
+    assert "Women's Undershirts" not in matched("Mens Cotton Crew Undershirt 3 Pack")
+    assert matched("Cotton Crew Undershirt") == {"Men's Undershirts", "Women's Undershirts"}  # no audience
+    assert matched("Icebreaker Sprite Racerback Bra Woman") == {"Bras"}
+    # The shop's category is read with its own audience: women's underwear is not the men's.
+    assert "Men's Underwear" not in matched(match_text("Sprite Top", "Womens clothing > Underwear"))
+    assert "Men's Underwear" in matched(match_text("Sprite Top", "Mens clothing > Underwear"))
 
 
 def test_real_shopify_names_match_real_mwpd_titles(shopify_dir: Path, mwpd_dir: Path) -> None:
