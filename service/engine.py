@@ -213,10 +213,11 @@ class Engine:
                 return {}
             return {t: float(part[0, self.index.row(t)]) for t in tag_ids if t in self.index}
 
-    def title_match_via(self, product: Product) -> dict[str, str]:
-        """Tags whose title match came from a name lent by ``adapt --graft`` (tag id -> that name)."""
+    def title_match_sources(self, product: Product) -> dict[str, dict[str, str]]:
+        """Where each tag's title match came from: a name lent by ``adapt --graft`` (``"lent"``), the
+        product's own category (``"category"``); see :meth:`TagIndex.title_match_sources`."""
         with self._lock.read():
-            return self.index.title_match_via(product.title)
+            return self.index.title_match_sources(product)
 
     def tag_text(self, tag_id: str) -> str:
         """The text the encoder read for a tag ("" once the tag is retired)."""

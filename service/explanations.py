@@ -150,7 +150,7 @@ class SimilarityExplainer:
         ranked = [t for t in ctx.result.tags if t.ancestor_of is None]
         near = self.engine.neighbours([t.tag for t in ranked], self.k, ctx.vector)
         matched = self.engine.title_match(ctx.product, ctx.vector, [t.tag for t in ranked])
-        via = self.engine.title_match_via(ctx.product) if matched else {}
+        sources = self.engine.title_match_sources(ctx.product) if matched else {}
         product_terms = terms(ctx.text)
         out: dict[str, TagExplanation] = {}
         for t in ctx.result.tags:
@@ -168,9 +168,13 @@ class SimilarityExplainer:
             notes = []
             if t.tag in matched:  # an adapted index: the score includes the title match's share
                 parts["title_match"] = matched[t.tag]
-                if t.tag in via:
-                    lent = via[t.tag]
-                    notes.append(f"the title names '{lent}', a kind of this tag lent by the grafted taxonomy")
+                found = sources.get(t.tag, {})
+                where = f"the shop's category '{found['category']}'" if "category" in found else "the title"
+                if "lent" in found:
+                    lent = found["lent"]
+                    notes.append(f"{where} names '{lent}', a kind of this tag lent by the grafted taxonomy")
+                elif "category" in found:
+                    notes.append(f"{where} names this tag's product type (the title names none)")
                 elif matched[t.tag] > 0:
                     notes.append("the title names this tag's product type (head noun or attribute value)")
             out[t.tag] = TagExplanation(

@@ -7,8 +7,9 @@ For every assigned tag (or, without a calibration, every top-ranked tag) an expl
   score the candidate was ranked by, the cross-encoder logit, the rerank stage's logit (fused with
   the first-stage score when the reranker carries fusion weights) and its sigmoid, calibrated
   probability, rank among the candidates; for an index written by ``tagindex adapt`` that matches
-  titles, the part of the score the product-type match added (``title_match``) and, when the title
-  matched a name lent by ``adapt --graft``, that name (``title_match_via``);
+  titles, the part of the score the product-type match added (``title_match``), the name lent by
+  ``adapt --graft`` when that matched (``title_match_via``) and the product's own category when
+  it, not the title, named the tag (``title_match_category``);
 - the nearest labelled products carrying the tag (bi-encoder cosine between product vectors);
 - the product words that matter most, by occlusion: the drop in the cross-encoder logit (or, without
   a reranker, the bi-encoder cosine) when one word is left out of the product text.
@@ -230,10 +231,11 @@ class Explainer:
         logits, cross_logits = self._logits(product, tag_ids, by_tag)
         words = self._occlusion(product, vector, tag_ids)
         title_match = index.title_match(vector[None, :], index.match_texts([product]))  # (1, tags) or None
-        via = index.title_match_via(product.title) if title_match is not None else {}
+        sources = index.title_match_sources(product) if title_match is not None else {}
         items = []
         for a in chosen:
             rank, cand = by_tag.get(a.tag, (None, None))
+            found = sources.get(a.tag, {})
             logit = logits.get(a.tag)
             own_prob = None
             if self.calibration is not None:
@@ -271,8 +273,10 @@ class Explainer:
                             else {}
                         ),
                     },
-                    # the name lent by `adapt --graft` that the title matched, when that is the match
-                    **({"title_match_via": via[a.tag]} if a.tag in via else {}),
+                    # the name lent by `adapt --graft` that matched, when that is the match, and the
+                    # product's own category when it, not the title, named the tag
+                    **({"title_match_via": found["lent"]} if "lent" in found else {}),
+                    **({"title_match_category": found["category"]} if "category" in found else {}),
                     "neighbours": self._neighbours(vector, a.tag, exclude=product.id),
                     "words": words[a.tag],
                 }

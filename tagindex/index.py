@@ -611,15 +611,17 @@ class TagIndex:
             return None
         return adjuster.lexical_part(vectors @ self._vectors.T, adjuster.match(titles))
 
-    def title_match_via(self, title: str) -> dict[str, str]:
-        """Tags an adapted index's title match reaches through a name lent by ``adapt --graft``
-        (tag id -> the lent name the title matched): why "... T-Shirt - Navy" names "Upper Body
-        Wear/Tops". Empty for other indexes and titles."""
+    def title_match_sources(self, product: Product) -> dict[str, dict[str, str]]:
+        """Where an adapted index's title match of each tag comes from for this product (tag id ->
+        ``{"lent": name}`` for a name lent by ``adapt --graft``, ``{"category": path}`` when the
+        product's own category named the tag rather than its title; see
+        :meth:`tagindex.adapt.lexical.TypeLexicon.match_sources`). Empty for other indexes."""
         adjuster = self.adjuster
         if adjuster is None or adjuster.lexicon is None:
             return {}
-        lent = adjuster.lexicon.lent_match(title, adjuster.lexical_other_word)
-        return {self._tags[row].id: name for row, name in lent.items()}
+        text = self.match_texts([product])[0]
+        sources = adjuster.lexicon.match_sources(text, adjuster.lexical_other_word)
+        return {self._tags[row].id: found for row, found in sources.items()}
 
     def tag_one(
         self,

@@ -327,21 +327,39 @@ class TypeLexicon:
             if any(alt == head and modifiers <= keys for alt, modifiers in self._alternatives[row])
         ]
 
-    def lent_match(self, title: str, other_word: float = 0.25) -> dict[int, str]:
-        """The tags a title matches through a lent name rather than their own (row -> that name), for
-        explanations: "the title names 'T-Shirts', lent to 'Upper Body Wear/Tops'"."""
+    def lent_match(self, text: str, other_word: float = 0.25) -> dict[int, str]:
+        """The tags a title (or a product's :func:`match_text`) matches through a lent name rather than
+        their own (row -> that name), for explanations: "the title names 'T-Shirts', lent to 'Upper
+        Body Wear/Tops'"."""
         if self._lent is None:
             return {}
-        title = match_text(title)
-        _, own_cols, own_vals = self._own([title], other_word)
+        _, own_cols, own_vals = self._own([text], other_word)
         own = dict(zip(own_cols.tolist(), own_vals.tolist(), strict=True))
         best: dict[int, tuple[float, int]] = {}
-        other = self._lent.scores([title], other_word).tocoo()
+        other = self._lent.scores([text], other_word).tocoo()
         for j, value in zip(other.col.tolist(), other.data.tolist(), strict=True):
             row, strength = self.grafted_rows[j], self.graft_strength * value
             if strength > max(own.get(row, 0.0), best.get(row, (0.0, -1))[0]):
                 best[row] = (strength, j)
         return {row: self.grafted_names[j] for row, (_, j) in best.items()}
+
+    def match_sources(self, text: str, other_word: float = 0.25) -> dict[int, dict[str, str]]:
+        """Where a product's match of each tag comes from, for explanations (row -> sources).
+
+        ``text`` is the product's :func:`match_text`. Sources: ``"lent"``, the name lent by a graft
+        that matched rather than the tag's own; ``"category"``, the product's category path when it,
+        not the title, named the tag ("... Plumbing > Sump Pumps" for a pump titled by its model).
+        A tag the title names by its own name has no entry.
+        """
+        out = {row: {"lent": name} for row, name in self.lent_match(text, other_word).items()}
+        title, sep, category = text.partition(_CATEGORY_SEP)
+        if sep and self.category > 0:
+            alone = self.scores([title], other_word).toarray()[0]  # (tags,)
+            full = self.scores([text], other_word).tocoo()
+            for col, value in zip(full.col.tolist(), full.data.tolist(), strict=True):
+                if value > alone[col]:
+                    out.setdefault(col, {})["category"] = category
+        return out
 
     def _own(self, titles: Sequence[str], other_word: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(title, tag, strength) entries of the tags' own names, one per matched pair."""

@@ -59,12 +59,22 @@ def test_an_adapted_index_answers_as_the_library_title_match_included(
     assert index.adjuster is not None and index.adjuster.lexical_weight > 0
     index.save(tmp_path / "adapted")
     shirt = {"id": "p3", "title": "Chicago Bears Men's Sideline Legend Performance T-Shirt - Navy"}
-    products = [LOCKET, {"id": "p2", "title": "Coleman Sundome 4-Person Dome Tent"}, shirt]
+    # A title naming nothing, in a shop category that names a lent name.
+    crumb = {
+        "id": "p4",
+        "title": "Chicago Bears 2014 Edition",
+        "attributes": {"breadcrumb": "NFL > Bears > T-Shirts"},
+    }
+    products = [LOCKET, {"id": "p2", "title": "Coleman Sundome 4-Person Dome Tent"}, shirt, crumb]
     with TestClient(create_app(make_settings(tmp_path / "adapted"), encoder=svc_encoder)) as c:
         r = c.post("/v1/tag", json={"products": products, "top_k": 5, "explain": True})
     assert r.status_code == 200, r.text
     direct = TagIndex.load(tmp_path / "adapted", encoder=svc_encoder).tag(
-        [Product(p["id"], p["title"], p.get("description", "")) for p in products], top_k=5
+        [
+            Product(p["id"], p["title"], p.get("description", ""), attributes=p.get("attributes", {}))
+            for p in products
+        ],
+        top_k=5,
     )
     for served, lib in zip(r.json()["results"], direct, strict=True):
         assert [t["tag"] for t in served["tags"]] == [t.tag for t in lib.tags]
@@ -78,7 +88,16 @@ def test_an_adapted_index_answers_as_the_library_title_match_included(
     # GS1 names no T-shirt: the match came through a name the graft lent, and the note says which.
     top = r.json()["results"][2]["tags"][0]
     assert top["name"] == "Upper Body Wear/Tops" and top["explanation"]["parts"]["title_match"] > 0
-    assert any("lent by the grafted taxonomy" in n for n in top["explanation"]["notes"])
+    assert any(
+        n.startswith("the title names") and "lent by the grafted" in n for n in top["explanation"]["notes"]
+    )
+    # The shop's category named it: the note says that, not the title.
+    via_crumb = [t for t in r.json()["results"][3]["tags"] if t["name"] == "Upper Body Wear/Tops"]
+    assert via_crumb and via_crumb[0]["explanation"]["parts"]["title_match"] > 0
+    assert any(
+        n.startswith("the shop's category 'NFL > Bears > T-Shirts' names '") and "lent by the grafted" in n
+        for n in via_crumb[0]["explanation"]["notes"]
+    )
 
 
 def test_tag_batch_keeps_order_and_derives_missing_ids(client, sample_products):

@@ -187,6 +187,11 @@ def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Pa
     # A title that names a tag is not overruled by its category.
     np.testing.assert_array_equal(scores[2], off[2])
     np.testing.assert_array_equal(scores[3], off[3])
+    # Explanations say which matches the category made (not those the title made).
+    laptop_path = {"category": "Luggage & Bags > Laptop Bags & Cases"}
+    assert lexicon.match_sources(texts[1]) == {3: laptop_path, 4: laptop_path}  # its "Cases" too
+    assert lexicon.match_sources(texts[0]) == {0: {"category": "Food Mixers"}, 1: {"category": "Food Mixers"}}
+    assert lexicon.match_sources(texts[2]) == {}
     # The setting travels with the index; one adapted before it existed reads titles only.
     tags = [Tag(str(i), n) for i, n in enumerate(names)]
     n = len(names)
@@ -288,6 +293,14 @@ def test_adapted_index_matches_titles_through_every_entry_point(
     explained = Explainer(loaded).explain(queries)[0]["assigned"]
     assert explained[0]["tag"] == top[0]["tag"] and explained[0]["parts"]["title_match"] > 0
     assert all(item["parts"]["title_match"] >= 0 for item in explained)
+    assert not any("title_match_category" in item for item in explained)  # the title named them
+    # A title naming nothing, in a shop category that names a tag: the explanation says so.
+    crumb = Product(
+        "q2", "Northern Illinois Huskies 2014 Edition", attributes={"breadcrumb": "Fan Shop > Hoodies"}
+    )
+    hoodies = {t.id for t in tags if t.name == "Hoodies"}
+    named = [item for item in Explainer(loaded).explain([crumb])[0]["assigned"] if item["tag"] in hoodies]
+    assert named and all(item["title_match_category"] == "Fan Shop > Hoodies" for item in named)
     # The review queue suggests what `tag` would answer (adapted scores with the title match).
     pool = catalog[:12] + queries
     by_product = {r.id: [t.tag for t in r.tags] for r in index.tag(pool, top_k=2)}
