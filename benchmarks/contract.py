@@ -15,7 +15,12 @@ One deliberate change since: the exemplar scorer's few-shot regime (``ExemplarPa
 docs/learning.md) scores this slice's 300-exemplar index with k = 5 and vote weight 0.15, so the six
 outputs that go through that index (``tag_exemplars``, ``tag_rerank``, ``tag_rerank_decide``,
 ``explain``, ``evaluate.txt``/``.json``) were rewritten by this script at the commit that made it;
-the other six are still the pre-architecture bytes. Formats and fields did not change.
+the other six are still the pre-architecture bytes. A second deliberate change, in session 18: an
+attribute's field name is shown to the encoder as the word it means (``TextParams.attribute_labels``:
+MWPD's "breadcrumb" as "category", which the encoder had read as bread crumbs), so every output
+that encodes this slice's offers (all but the three ``similar_*.txt``) was rewritten by this script at that
+commit; on this slice the exemplar index's challenge metric went from 0.5878 to 0.6180. Formats and
+fields did not change.
 
 The script only calls the command line (``tagindex.cli.main``) so it runs unchanged on either side.
 Every path the commands see is relative to the work directory, since ``evaluate`` records them.

@@ -46,6 +46,10 @@ class TextParams(_Params):
 
     description_chars: int = 150
     include_attributes: bool = True
+    # How an attribute's name is shown to the encoder, where a data field's name would be read as
+    # words about the product: MWPD's scraped "breadcrumb" read as bread crumbs (the Shopify demo's
+    # Bread Crumbs hub; docs/benchmarks.md, "Session 18"). Indexes written before read {}.
+    attribute_labels: dict[str, str] = field(default_factory=lambda: {"breadcrumb": "category"})
     tag_path: bool = True
     tag_description: bool = True
     tag_synonyms: bool = True

@@ -766,7 +766,11 @@ class TagIndex:
         """
         manifest = read_manifest(path, _KIND, verify=verify, format_version=FORMAT_VERSION)
         directory = manifest.root  # the live version
-        params = TagIndexParams.from_dict(manifest["params"])
+        raw = manifest["params"]
+        if isinstance(raw.get("text"), dict) and "attribute_labels" not in raw["text"]:
+            # Written before session 18: products were encoded with their attribute names as given.
+            raw = {**raw, "text": {**raw["text"], "attribute_labels": {}}}
+        params = TagIndexParams.from_dict(raw)
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")
         fusion = _load_fusion(directory, manifest, verify)

@@ -67,7 +67,7 @@ def product_text(product: Product, params: TextParams | None = None) -> str:
         for name, value in product.attributes.items():
             shown = ", ".join(value) if isinstance(value, list) else value
             if shown:
-                attrs.append(f"{name}: {shown}")
+                attrs.append(f"{params.attribute_labels.get(name, name)}: {shown}")
         if attrs:
             parts.append("; ".join(attrs))
     description = " ".join(product.description.split())

@@ -328,3 +328,26 @@ def test_encoder_directory_survives_the_cleanup_of_the_version_it_was_loaded_fro
     assert index.params.encoder.model == str(live / "encoder")
     assert (live / "encoder" / "weights.bin").read_bytes() == b"w" * 1000
     assert len(TagIndex.load(target, encoder=HashEncoder())) == len(TAGS) + 3
+
+
+def test_an_index_written_before_attribute_labels_encodes_products_as_it_did(tmp_path: Path) -> None:
+    from tagindex import Product
+    from tagindex.text import product_text
+
+    target = tmp_path / "idx"
+    TagIndex.build(TAGS, encoder=HashEncoder()).save(target)
+    offer = Product("1", "Youth UFC Hoodie", attributes={"breadcrumb": "UFC > Hoodies"})
+    new = TagIndex.load(target, encoder=HashEncoder())
+    assert product_text(offer, new.params.text).endswith("category: UFC > Hoodies")
+    # The same manifest as an older version wrote it: no attribute_labels among the text params.
+    path = read_manifest(target, "tagindex").root / MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["params"]["text"]["attribute_labels"]
+    manifest["manifest_sha256"] = manifest_checksum(manifest)
+    path.write_text(json.dumps(manifest))
+    (target / POINTER).write_text(json.dumps({"version": path.parent.name}))
+    old = TagIndex.load(target, encoder=HashEncoder())
+    assert old.params.text.attribute_labels == {}
+    assert product_text(offer, old.params.text).endswith("breadcrumb: UFC > Hoodies")
+    as_before = Product("1", "Youth UFC Hoodie. breadcrumb: UFC > Hoodies")  # the same encoder text
+    assert old.tag([offer])[0].tags == new.tag([as_before])[0].tags

@@ -104,3 +104,15 @@ def test_word_key_is_its_own_key() -> None:
     # Vocabulary counts saved as keys are folded again on load; that must not move them.
     words = ["Hoodies", "hoodie", "dresses", "batteries", "toys", "boxes", "glasses", "Women's", "analysis"]
     assert all(word_key(word_key(w)) == word_key(w) for w in words)
+
+
+def test_a_data_field_name_is_shown_as_the_word_it_means() -> None:
+    # MWPD's scraped "breadcrumb" field was read by the encoder as bread crumbs.
+    offer = Product("1", "Youth UFC Hoodie", attributes={"breadcrumb": "UFC > Hoodies", "color": "red"})
+    assert product_text(offer) == "Youth UFC Hoodie. category: UFC > Hoodies; color: red"
+    kept = TextParams(attribute_labels={})
+    assert product_text(offer, kept) == "Youth UFC Hoodie. breadcrumb: UFC > Hoodies; color: red"
+    # The labels are index parameters: saved with the index and read back.
+    saved = TagIndexParams(text=TextParams(attribute_labels={"sku": "code"})).to_dict()
+    params = TagIndexParams.from_dict(saved)
+    assert params.text.attribute_labels == {"sku": "code"}
