@@ -33,6 +33,18 @@ class _Params:
         return cls(**kwargs)
 
 
+# Attribute names shown to the encoders as the word they mean, where a data field's name would be
+# read as words about the product: MWPD's scraped "breadcrumb" was read as bread crumbs (the Shopify
+# demo's Bread Crumbs hub; docs/benchmarks.md, "Session 18").
+ATTRIBUTE_LABELS = {"breadcrumb": "category"}
+
+
+def with_legacy_attribute_labels(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as saved before session 18 (no ``attribute_labels``) read as they were meant:
+    attribute names shown as given ({}), so a saved model or index encodes as it did."""
+    return params if "attribute_labels" in params else {**params, "attribute_labels": {}}
+
+
 @dataclass
 class TextParams(_Params):
     """How products and tags become encoder input.
@@ -46,10 +58,9 @@ class TextParams(_Params):
 
     description_chars: int = 150
     include_attributes: bool = True
-    # How an attribute's name is shown to the encoder, where a data field's name would be read as
-    # words about the product: MWPD's scraped "breadcrumb" read as bread crumbs (the Shopify demo's
-    # Bread Crumbs hub; docs/benchmarks.md, "Session 18"). Indexes written before read {}.
-    attribute_labels: dict[str, str] = field(default_factory=lambda: {"breadcrumb": "category"})
+    # How an attribute's name is shown to the encoder (ATTRIBUTE_LABELS). Indexes written before
+    # session 18 read {}.
+    attribute_labels: dict[str, str] = field(default_factory=lambda: dict(ATTRIBUTE_LABELS))
     tag_path: bool = True
     tag_description: bool = True
     tag_synonyms: bool = True

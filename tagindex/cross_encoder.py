@@ -14,13 +14,13 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tagindex.candidates import Candidate, RankedCandidates, from_bi_encoder, scaled_tail, sigmoid
-from tagindex.config import DEFAULT_MODEL, TextParams, _Params
+from tagindex.config import ATTRIBUTE_LABELS, DEFAULT_MODEL, TextParams, _Params, with_legacy_attribute_labels
 from tagindex.encoders import resolve_model_path
 from tagindex.schema import Product, TagResult
 from tagindex.store import atomic_directory, library_versions, read_manifest, write_manifest
@@ -48,6 +48,8 @@ class RerankerParams(_Params):
         depth: Default rerank depth K (candidates rescored per product).
         description_chars: Product description characters the cross-encoder reads (fewer than the
             bi-encoder's: every (product, tag) pair pays for them again).
+        attribute_labels: How attribute names are shown (:class:`tagindex.config.TextParams`);
+            rerankers saved before session 18 read {}.
         epochs: Training epochs; with more than one, the epoch with the lowest dev loss is kept.
         learning_rate: AdamW learning rate.
         train_batch_size: Pairs per training step.
@@ -66,6 +68,7 @@ class RerankerParams(_Params):
     batch_size: int = 64
     depth: int = 20
     description_chars: int = 80
+    attribute_labels: dict[str, str] = field(default_factory=lambda: dict(ATTRIBUTE_LABELS))
     epochs: int = 1
     learning_rate: float = 6e-5
     train_batch_size: int = 16
@@ -178,7 +181,9 @@ class Reranker:
     # ---- text -----------------------------------------------------------------------------------
     @property
     def text_params(self) -> TextParams:
-        return TextParams(description_chars=self.params.description_chars)
+        return TextParams(
+            description_chars=self.params.description_chars, attribute_labels=self.params.attribute_labels
+        )
 
     def product_texts(self, products: Sequence[Product]) -> list[str]:
         return [product_text(p, self.text_params) for p in products]
@@ -339,7 +344,7 @@ class Reranker:
 
         manifest = read_manifest(path, KIND, verify=verify, format_version=FORMAT_VERSION)
         directory = manifest.root  # the live version
-        params = RerankerParams.from_dict(manifest["params"])
+        params = RerankerParams.from_dict(with_legacy_attribute_labels(manifest["params"]))
         torch.manual_seed(params.seed)
         model = CrossEncoder(
             str(directory / "model"), num_labels=1, max_length=params.max_length, device="cpu"

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from tagindex.candidates import insert_ancestors
 from tagindex.compressed_exemplars import FLOAT32, CodedExemplars, CompressedParams
-from tagindex.config import DEFAULT_MODEL, TagIndexParams
+from tagindex.config import DEFAULT_MODEL, TagIndexParams, with_legacy_attribute_labels
 from tagindex.duplicates import find_duplicates
 from tagindex.encoders import Encoder, TranslatingEncoder, VectorCache, describe, encoder_parts, load_encoder
 from tagindex.exemplars import ExemplarScorer, ExemplarSet, load_exemplars, save_exemplars
@@ -767,9 +767,8 @@ class TagIndex:
         manifest = read_manifest(path, _KIND, verify=verify, format_version=FORMAT_VERSION)
         directory = manifest.root  # the live version
         raw = manifest["params"]
-        if isinstance(raw.get("text"), dict) and "attribute_labels" not in raw["text"]:
-            # Written before session 18: products were encoded with their attribute names as given.
-            raw = {**raw, "text": {**raw["text"], "attribute_labels": {}}}
+        if isinstance(raw.get("text"), dict):
+            raw = {**raw, "text": with_legacy_attribute_labels(raw["text"])}
         params = TagIndexParams.from_dict(raw)
         if params.encoder.model == "encoder":
             params.encoder.model = str(directory / "encoder")

@@ -116,3 +116,13 @@ def test_a_data_field_name_is_shown_as_the_word_it_means() -> None:
     saved = TagIndexParams(text=TextParams(attribute_labels={"sku": "code"})).to_dict()
     params = TagIndexParams.from_dict(saved)
     assert params.text.attribute_labels == {"sku": "code"}
+
+
+def test_models_saved_before_attribute_labels_show_names_as_given() -> None:
+    from tagindex.config import with_legacy_attribute_labels
+    from tagindex.cross_encoder import RerankerParams
+
+    saved = RerankerParams().to_dict()
+    del saved["attribute_labels"]  # a reranker manifest written before session 18
+    assert RerankerParams.from_dict(with_legacy_attribute_labels(saved)).attribute_labels == {}
+    assert RerankerParams().attribute_labels == {"breadcrumb": "category"}
