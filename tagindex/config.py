@@ -39,6 +39,14 @@ class _Params:
 ATTRIBUTE_LABELS = {"breadcrumb": "category"}
 
 
+def check_attribute_labels(labels: object, where: str) -> None:
+    """Raises TypeError unless ``labels`` maps attribute names to the words shown for them."""
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise TypeError(f"{where}: must map attribute names to words, e.g. {ATTRIBUTE_LABELS}")
+
+
 def with_legacy_attribute_labels(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as saved before session 18 (no ``attribute_labels``) read as they were meant:
     attribute names shown as given ({}), so a saved model or index encodes as it did."""
@@ -64,6 +72,9 @@ class TextParams(_Params):
     tag_path: bool = True
     tag_description: bool = True
     tag_synonyms: bool = True
+
+    def __post_init__(self) -> None:
+        check_attribute_labels(self.attribute_labels, "text.attribute_labels")
 
 
 @dataclass

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tagindex.candidates import Candidate, RankedCandidates, from_bi_encoder, scaled_tail, sigmoid
-from tagindex.config import ATTRIBUTE_LABELS, DEFAULT_MODEL, TextParams, _Params, with_legacy_attribute_labels
+from tagindex.config import (
+    ATTRIBUTE_LABELS,
+    DEFAULT_MODEL,
+    TextParams,
+    _Params,
+    check_attribute_labels,
+    with_legacy_attribute_labels,
+)
 from tagindex.encoders import resolve_model_path
 from tagindex.schema import Product, TagResult
 from tagindex.store import atomic_directory, library_versions, read_manifest, write_manifest
@@ -80,6 +87,9 @@ class RerankerParams(_Params):
     dev_fraction: float = 0.1
     dev_eval_products: int = 300  # also fit the fusion with the bi-encoder score
     seed: int = 13
+
+    def __post_init__(self) -> None:
+        check_attribute_labels(self.attribute_labels, "reranker attribute_labels")
 
     @classmethod
     def fast(cls) -> RerankerParams:

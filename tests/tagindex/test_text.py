@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from tagindex.config import TagIndexParams, TextParams
 from tagindex.schema import Product, Tag
 from tagindex.text import ancestors, product_text, tag_text, word_key
@@ -126,3 +128,8 @@ def test_models_saved_before_attribute_labels_show_names_as_given() -> None:
     del saved["attribute_labels"]  # a reranker manifest written before session 18
     assert RerankerParams.from_dict(with_legacy_attribute_labels(saved)).attribute_labels == {}
     assert RerankerParams().attribute_labels == {"breadcrumb": "category"}
+
+
+def test_attribute_labels_that_are_not_a_mapping_of_words_are_refused() -> None:
+    with pytest.raises(TypeError, match="attribute_labels"):
+        TagIndexParams.from_dict({"text": {"attribute_labels": ["breadcrumb"]}})
