@@ -33,6 +33,7 @@ from tagindex.metrics import evaluate, format_table, gold_from_products
 logger = logging.getLogger("benchmarks")
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 SPEED_TASKS = {"mwpd"}
 CURVE_KS = tuple(range(1, 11))
 
@@ -118,13 +119,22 @@ def _row(m: Measurement, task: Task, gold: dict[str, list[str]], ctx: Context) -
     return row
 
 
+def refreshes_report(out: Path, *, no_report: bool) -> bool:
+    """Whether a run writing to ``out`` refreshes benchmarks/README.md's results block and plots.
+
+    The block describes benchmarks/results only: results written elsewhere (an A/B run, a scratch
+    comparison) must not replace it, so ``--out`` anywhere else implies ``--no-report``.
+    """
+    return not no_report and out.resolve() == RESULTS.resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="all", help=f"comma list of {', '.join(TASKS)} (default all)")
     parser.add_argument("--systems", default="all", help=f"comma list of {', '.join(SYSTEMS)} (default all)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="public data root")
     parser.add_argument("--work", default=str(REPO / "work" / "bench"), help="converted data, caches, runs")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results directory")
+    parser.add_argument("--out", default=str(RESULTS), help="results directory")
     parser.add_argument(
         "--sample", type=int, default=None, help="seeded subset of test products (quick runs)"
     )
@@ -144,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine; build times then exclude encoding of cached products, and the results say so)",
     )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing system")
-    parser.add_argument("--no-report", action="store_true", help="do not refresh plots and README tables")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not refresh plots and README tables (implied when --out is not benchmarks/results)",
+    )
     parser.add_argument(
         "--cache",
         help="reuse (and keep) this product-vector cache across runs; build times then exclude encoding "
@@ -206,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.cache:
             shutil.rmtree(cache, ignore_errors=True)
-    if not args.no_report:
+    if refreshes_report(out, no_report=args.no_report):
         refresh(out, REPO / "benchmarks" / "README.md")
+    elif not args.no_report:
+        logger.info("results written to %s, not %s: README tables left as they are", out, RESULTS)
     return 0
 
 

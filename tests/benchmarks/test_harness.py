@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import Context, System, Task, measure
-from benchmarks.run import table
+from benchmarks.run import RESULTS, refreshes_report, table
 from benchmarks.systems import SYSTEMS, TfidfSVM, register
 from tagindex.metrics import Run, evaluate, gold_from_products
 from tagindex.schema import Product, Tag
@@ -153,3 +153,11 @@ def test_small_vocabulary_tasks_keep_one_level_and_hide_the_category(
     assert len(cats.tags) == 10 and (len(cats.train), len(cats.test)) == (1568, 524)
     # The category is the gold, so the encoder must not read it as an attribute.
     assert all("category" not in p.attributes and p.tags[0] in {t.id for t in cats.tags} for p in cats.test)
+
+
+def test_results_written_elsewhere_leave_the_readme_alone(tmp_path: Path) -> None:
+    # An A/B run with --out elsewhere once rewrote the README's results block from its scratch files.
+    assert refreshes_report(RESULTS, no_report=False)
+    assert refreshes_report(RESULTS / ".." / "results", no_report=False)
+    assert not refreshes_report(RESULTS, no_report=True)
+    assert not refreshes_report(tmp_path / "ab", no_report=False)
