@@ -67,13 +67,31 @@ def product_text(product: Product, params: TextParams | None = None) -> str:
         for name, value in product.attributes.items():
             shown = ", ".join(value) if isinstance(value, list) else value
             if shown:
-                attrs.append(f"{params.attribute_labels.get(name, name)}: {shown}")
+                attrs.append(f"{attribute_label(name, params.attribute_labels)}: {shown}")
         if attrs:
             parts.append("; ".join(attrs))
     description = " ".join(product.description.split())
     if params.description_chars > 0 and description:
         parts.append(_clip(description, params.description_chars))
     return normalize_text(". ".join(p for p in parts if p))
+
+
+_NAME_JOINERS = re.compile(r"[^0-9a-z]+")
+
+
+def attribute_name_key(name: str) -> str:
+    """One key for the spellings of an attribute's name: "Breadcrumbs", "bread_crumb" and
+    "BreadCrumb" -> "breadcrumb"; "Product Type" and "product_type" -> "producttype"."""
+    return word_key(_NAME_JOINERS.sub("", name.lower()))
+
+
+def attribute_label(name: str, labels: Mapping[str, str]) -> str:
+    """How attribute ``name`` is shown to the encoder: its label in ``labels`` (the name as given
+    first, then any spelling of it, :func:`attribute_name_key`), else the name itself."""
+    if name in labels:
+        return labels[name]
+    key = attribute_name_key(name)
+    return next((word for n, word in labels.items() if attribute_name_key(n) == key), name)
 
 
 # ---- HTML ---------------------------------------------------------------------------------------

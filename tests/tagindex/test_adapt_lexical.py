@@ -12,7 +12,14 @@ import pytest
 from tagindex import Product, Tag, TagIndex
 from tagindex.active import QueueParams, review_queue
 from tagindex.adapt import AdaptParams, ScoreAdjuster, adapt
-from tagindex.adapt.lexical import TypeLexicon, category_path, match_text, title_head
+from tagindex.adapt.lexical import (
+    CATEGORY_ATTRIBUTES,
+    TypeLexicon,
+    category_path,
+    match_text,
+    product_match_text,
+    title_head,
+)
 from tagindex.convert import convert
 from tagindex.explain import Explainer
 from tagindex.io import load_products, load_tags
@@ -159,6 +166,17 @@ def test_a_shop_category_is_read_as_a_path(value: str, path: str | None) -> None
         expected = " > ".join(s.strip() for s in value.split("{")[0].split(">"))
     assert category_path(value) == expected
     assert match_text("T", value) == ("T" if expected is None else f"T\x1f{expected}")
+
+
+def test_the_shop_category_is_found_under_any_spelling_of_its_attribute() -> None:
+    # A shop's own export: "Category", "Product Type", "breadcrumbs", not the default lower-case names.
+    for name in ("Category", "categories", "Product Type", "product-type", "Breadcrumbs"):
+        offer = Product("1", "Tech Air CASETAN3202", attributes={name: "Laptop Bags"})
+        assert product_match_text(offer, CATEGORY_ATTRIBUTES) == "Tech Air CASETAN3202\x1fLaptop Bags"
+    # The first of the wanted attributes wins, whatever the product's own order and spelling.
+    both = Product("1", "T", attributes={"Product Type": "Bags", "Breadcrumb": "Luggage > Laptop Bags"})
+    assert product_match_text(both, CATEGORY_ATTRIBUTES) == "T\x1fLuggage > Laptop Bags"
+    assert product_match_text(Product("1", "T", attributes={"color": "red"}), CATEGORY_ATTRIBUTES) == "T"
 
 
 def test_a_title_naming_no_tag_is_matched_through_its_shop_category(tmp_path: Path) -> None:

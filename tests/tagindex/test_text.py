@@ -120,6 +120,23 @@ def test_a_data_field_name_is_shown_as_the_word_it_means() -> None:
     assert params.text.attribute_labels == {"sku": "code"}
 
 
+@pytest.mark.parametrize("name", ["Breadcrumb", "breadcrumbs", "Bread_Crumbs", "BreadCrumb", "bread crumb"])
+def test_an_attribute_label_applies_to_any_spelling_of_its_name(name: str) -> None:
+    # A shop's own export spells the field its way; each spelling would be read as bread crumbs.
+    offer = Product("1", "Youth UFC Hoodie", attributes={name: "UFC > Hoodies"})
+    assert product_text(offer) == "Youth UFC Hoodie. category: UFC > Hoodies"
+
+
+def test_an_attribute_label_does_not_apply_to_another_name() -> None:
+    offer = Product("1", "Rye", attributes={"crumb": "coarse", "breadcrumb_id": "7"})
+    assert product_text(offer) == "Rye. crumb: coarse; breadcrumb_id: 7"
+    # The name as given wins over another spelling of it.
+    labels = TextParams(attribute_labels={"Type": "kind", "type": "product type"})
+    assert (
+        product_text(Product("1", "Rye", attributes={"type": "bread"}), labels) == "Rye. product type: bread"
+    )
+
+
 def test_models_saved_before_attribute_labels_show_names_as_given() -> None:
     from tagindex.config import with_legacy_attribute_labels
     from tagindex.cross_encoder import RerankerParams
