@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from html.parser import HTMLParser
+from typing import TypeVar
 
 from tagindex.config import TextParams
 from tagindex.schema import LIMITS, Product, Tag
@@ -76,22 +77,35 @@ def product_text(product: Product, params: TextParams | None = None) -> str:
     return normalize_text(". ".join(p for p in parts if p))
 
 
-_NAME_JOINERS = re.compile(r"[^0-9a-z]+")
+V = TypeVar("V")
+
+# Word characters of any script survive, so "类别" and "面包屑" keep distinct keys.
+_NAME_JOINERS = re.compile(r"[\W_]+")
 
 
+@lru_cache(maxsize=4096)
 def attribute_name_key(name: str) -> str:
     """One key for the spellings of an attribute's name: "Breadcrumbs", "bread_crumb" and
     "BreadCrumb" -> "breadcrumb"; "Product Type" and "product_type" -> "producttype"."""
-    return word_key(_NAME_JOINERS.sub("", name.lower()))
+    return word_key(_NAME_JOINERS.sub("", name.casefold()))
+
+
+def by_attribute_name(mapping: Mapping[str, V], name: str) -> V | None:
+    """``mapping``'s value for attribute ``name``: the name as given first, then the first key that
+    is another spelling of it (:func:`attribute_name_key`); None when there is neither."""
+    if name in mapping:
+        return mapping[name]
+    key = attribute_name_key(name)
+    if not key:  # a name of punctuation alone spells nothing else
+        return None
+    return next((value for n, value in mapping.items() if attribute_name_key(n) == key), None)
 
 
 def attribute_label(name: str, labels: Mapping[str, str]) -> str:
-    """How attribute ``name`` is shown to the encoder: its label in ``labels`` (the name as given
-    first, then any spelling of it, :func:`attribute_name_key`), else the name itself."""
-    if name in labels:
-        return labels[name]
-    key = attribute_name_key(name)
-    return next((word for n, word in labels.items() if attribute_name_key(n) == key), name)
+    """How attribute ``name`` is shown to the encoder: its label in ``labels`` under any spelling
+    (:func:`by_attribute_name`), else the name itself."""
+    label = by_attribute_name(labels, name)
+    return name if label is None else label
 
 
 # ---- HTML ---------------------------------------------------------------------------------------

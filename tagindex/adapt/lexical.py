@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
-from tagindex.text import attribute_name_key, word_key
+from tagindex.text import by_attribute_name, word_key
 
 if TYPE_CHECKING:
     from tagindex.schema import Product
@@ -115,13 +115,8 @@ def match_text(title: str, category: str | None = None) -> str:
 def product_match_text(product: Product, attributes: Sequence[str]) -> str:
     """:func:`match_text` of a product, its category taken from the first of ``attributes`` it has
     (under any spelling of the name: "Category", "Product Type", "breadcrumbs")."""
-    if not product.attributes:
-        return product.title
-    spelled = {attribute_name_key(n): n for n in reversed(product.attributes)}
     for name in attributes:
-        value = product.attributes.get(name)
-        if value is None and (given := spelled.get(attribute_name_key(name))) is not None:
-            value = product.attributes[given]
+        value = by_attribute_name(product.attributes, name)
         if isinstance(value, list):
             value = value[-1] if value else None
         if isinstance(value, str) and value.strip():

@@ -130,6 +130,10 @@ def test_an_attribute_label_applies_to_any_spelling_of_its_name(name: str) -> No
 def test_an_attribute_label_does_not_apply_to_another_name() -> None:
     offer = Product("1", "Rye", attributes={"crumb": "coarse", "breadcrumb_id": "7"})
     assert product_text(offer) == "Rye. crumb: coarse; breadcrumb_id: 7"
+    # Names in other scripts keep their own keys; a name of punctuation alone matches only itself.
+    chinese = TextParams(attribute_labels={"面包屑": "类别", "--": "dashes"})
+    assert product_text(Product("1", "Rye", attributes={"颜色": "黑"}), chinese) == "Rye. 颜色: 黑"
+    assert product_text(Product("1", "Rye", attributes={"__": "x"}), chinese) == "Rye. __: x"
     # The name as given wins over another spelling of it.
     labels = TextParams(attribute_labels={"Type": "kind", "type": "product type"})
     assert (
